@@ -1,3 +1,24 @@
-"""laddertune: Ladder Side-Tuning (Sung, Cho and Bansal, NeurIPS 2022) over any Hugging Face backbone."""
+"""laddertune: Ladder Side-Tuning (Sung, Cho and Bansal, NeurIPS 2022) over any Hugging Face backbone.
+
+    >>> from laddertune import LadderConfig, get_ladder_model
+    >>> model = get_ladder_model(backbone, LadderConfig(reduction_factor=8))
+    >>> model.print_trainable_parameters()
+"""
+
+from .architectures import FAMILIES
+from .config import LadderConfig
+from .errors import CheckpointError, ConfigError, DataError, LadderTuneError
+from .model import LadderCache, LadderModel, get_ladder_model
 
 __version__ = "0.1.0"
+__all__ = [
+    "FAMILIES",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "LadderCache",
+    "LadderConfig",
+    "LadderModel",
+    "LadderTuneError",
+    "get_ladder_model",
+]
