@@ -14,10 +14,11 @@ the target side; left or right padding alike), and its loss is the model's own t
 Examples of equal shape are then stacked into chunks and their per-example gradients computed at once with
 ``torch.func`` (``vmap(grad(functional_call))``), then squared and summed straight away. Because no example in a
 chunk has padding, the attention mask passed inside ``vmap`` is a constant tensor of ones, which keeps Hugging Face's
-mask-skipping checks (``mask.all()``) out of the vmapped path; this is what makes T5, BERT, Llama and GPT-2 vmappable
-with their default attention. If ``vmap`` still fails for some model, the attention implementation is switched to
-``eager`` for this phase, and failing that the per-example loop (the same ``torch.func.grad``, one example at a
-time) takes over with a logged warning: same numbers, slower.
+mask-skipping checks (``mask.all()``) out of the vmapped path; this is what makes T5, BERT, Llama and GPT-2 vmappable.
+For this phase only the model runs with ``eager`` attention (restored on return): SDPA's CPU kernel has no vmap
+batching rule. Where ``vmap`` still fails (an op without a batching rule, data-dependent Python control flow), the
+per-example loop (the same ``torch.func.grad``, one example at a time) takes over with a logged warning: same
+numbers, slower. A chunk that runs out of memory is redone one example at a time.
 
 Memory: gradients are taken with respect to detached copies of the parameters, so ``requires_grad`` on the frozen
 backbone does not matter and no ``.grad`` is ever written. The peak extra memory is about
@@ -98,33 +99,29 @@ def fisher_importance(
 
     per_example = grad(loss_fn)
     per_chunk = vmap(per_example, in_dims=(None, None, 0))
-    state = {"vmap": True, "eager_tried": False, "vmapped": 0}
+    state = {"vmap": True, "vmapped": 0}
 
     def accumulate(chunk: list[dict[str, Tensor]]) -> None:
         stacked = {k: torch.stack([ex[k] for ex in chunk]).to(device) for k in chunk[0]}
-        while state["vmap"] and len(chunk) > 1:
+        if state["vmap"] and len(chunk) > 1:
             try:
                 grads = per_chunk(params, buffers, stacked)  # {name: (C, *shape)}
             except torch.OutOfMemoryError:
-                logger.warning("Fisher: out of memory for a chunk of %d; this chunk runs one by one", len(chunk))
-                break
+                logger.warning(
+                    "Fisher: out of memory for a chunk of %d; this chunk runs one by one", len(chunk)
+                )
             except Exception as e:  # an op without a vmap rule, or data-dependent Python control flow
-                if not state["eager_tried"] and _attn_implementation(model) not in (None, "eager"):
-                    state["eager_tried"] = True
-                    logger.info("Fisher: vmap failed (%s); retrying with eager attention", _first_line(e))
-                    _set_attn_implementation(model, "eager")
-                    continue
                 logger.warning(
                     "Fisher: vmap failed for %s (%s); using the slower per-example loop (same numbers)",
                     type(model).__name__,
                     _first_line(e),
                 )
                 state["vmap"] = False
-                break
-            for name in list(grads):
-                fisher[name].add_(grads.pop(name).square().sum(0))  # free each per-example buffer at once
-            state["vmapped"] += len(chunk)
-            return
+            else:
+                for name in list(grads):
+                    fisher[name].add_(grads.pop(name).square().sum(0))  # free each per-example buffer at once
+                state["vmapped"] += len(chunk)
+                return
         for i in range(len(chunk)):
             grads = per_example(params, buffers, {k: v[i] for k, v in stacked.items()})
             for name in list(grads):
@@ -146,15 +143,21 @@ def fisher_importance(
         for bucket in buckets.values():
             accumulate(bucket)
         del buckets
-    del params, buffers
+    params.clear()  # drop the fp32 copies (if any) and the references
+    buffers.clear()
     if device.type == "cuda":
         torch.cuda.empty_cache()  # give the per-example buffers back before training measures its peak
     if count == 0:
         raise DataError("Fisher importance: no example with a gold label (labels all -100 or no batches)")
     if count < num_examples:
-        logger.warning("Fisher importance from %d examples (%d asked for): the data ran out", count, num_examples)
+        logger.warning(
+            "Fisher importance from %d examples (%d asked for): the data ran out", count, num_examples
+        )
     logger.info(
-        "Fisher importance: %d examples (%d vmapped) in %.1fs", count, state["vmapped"], time.perf_counter() - start
+        "Fisher importance: %d examples (%d vmapped) in %.1fs",
+        count,
+        state["vmapped"],
+        time.perf_counter() - start,
     )
     return fisher
 
@@ -195,30 +198,24 @@ def _keep(example: dict[str, Tensor], keys: Iterable[str], keep: Tensor) -> None
             example[k] = v[keep.to(v.device)]
 
 
-def _attn_implementation(model: nn.Module) -> str | None:
-    return getattr(getattr(model, "config", None), "_attn_implementation", None)
-
-
-def _set_attn_implementation(model: nn.Module, name: str) -> None:
-    if hasattr(model, "set_attn_implementation"):
-        model.set_attn_implementation(name)
-    else:
-        model.config._attn_implementation = name
-
-
 @contextmanager
 def _importance_mode(model: nn.Module):
-    """Eval mode for the Fisher pass; restores every module's train flag and the attention implementation."""
+    """Eval mode and eager attention for the Fisher pass; restores every module's train flag and the attention."""
     modes = [(m, m.training) for m in model.modules()]
-    attn = _attn_implementation(model)
+    config = getattr(model, "config", None)
+    attn = getattr(config, "_attn_implementation", None)
     model.eval()
+    # eager attention is plain batched matmuls under vmap; SDPA's CPU kernel has no batching rule (a slow fallback)
+    swap = attn not in (None, "eager") and hasattr(model, "set_attn_implementation")
+    if swap:
+        model.set_attn_implementation("eager")
     try:
         yield
     finally:
         for m, training in modes:
             m.training = training
-        if _attn_implementation(model) != attn:
-            _set_attn_implementation(model, attn)
+        if swap:
+            model.set_attn_implementation(attn)
 
 
 def _first_line(e: Exception) -> str:
