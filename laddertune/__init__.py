@@ -1,8 +1,8 @@
 """laddertune: Ladder Side-Tuning (Sung, Cho and Bansal, NeurIPS 2022) over any Hugging Face backbone.
 
-    >>> from laddertune import LadderConfig, get_ladder_model
-    >>> model = get_ladder_model(backbone, LadderConfig(reduction_factor=8))
-    >>> model.print_trainable_parameters()
+>>> from laddertune import LadderConfig, get_ladder_model
+>>> model = get_ladder_model(backbone, LadderConfig(reduction_factor=8))
+>>> model.print_trainable_parameters()
 """
 
 from .architectures import FAMILIES

@@ -101,7 +101,9 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False):
     src = resolve_backbone(name)
     kwargs = {"gguf_file": src.gguf_file} if src.gguf_file else {}
     try:
-        tok = transformers.AutoTokenizer.from_pretrained(src.path, trust_remote_code=trust_remote_code, **kwargs)
+        tok = transformers.AutoTokenizer.from_pretrained(
+            src.path, trust_remote_code=trust_remote_code, **kwargs
+        )
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"cannot load the tokenizer of {name!r}: {first}") from None

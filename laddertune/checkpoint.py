@@ -50,7 +50,9 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
+def atomic_save_tensors(
+    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None
+) -> None:
     """``safetensors.torch.save_file``, atomically (the tensors are written to a temporary file, then renamed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +76,9 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is corrupt or truncated ({str(e).splitlines()[0] if str(e) else e})") from None
+        raise CheckpointError(
+            f"{path} is corrupt or truncated ({str(e).splitlines()[0] if str(e) else e})"
+        ) from None
 
 
 def backbone_fingerprint(model) -> str:
@@ -87,8 +91,18 @@ def backbone_fingerprint(model) -> str:
     head_prefixes = tuple(f"{path}." for path in family.cls_head)
     h = hashlib.sha256()
     cfg = backbone.config.to_dict()
-    for key in ("_name_or_path", "transformers_version", "id2label", "label2id", "num_labels", "problem_type",
-                "architectures", "torch_dtype", "dtype", "_commit_hash"):
+    for key in (
+        "_name_or_path",
+        "transformers_version",
+        "id2label",
+        "label2id",
+        "num_labels",
+        "problem_type",
+        "architectures",
+        "torch_dtype",
+        "dtype",
+        "_commit_hash",
+    ):
         cfg.pop(key, None)
     h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
     for name, tensor in sorted(backbone.state_dict().items()):
@@ -140,5 +154,7 @@ def load_side(backbone, directory: str | Path):
     try:
         model.side.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"{directory / WEIGHTS_NAME} does not fit this side network: {str(e).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"{directory / WEIGHTS_NAME} does not fit this side network: {str(e).splitlines()[0]}"
+        ) from None
     return model

@@ -73,7 +73,11 @@ class LadderConfig:
             raise ConfigError(f"init must be one of {', '.join(INITS)}; got {self.init!r}")
         if self.pruning_chain not in CHAINS:
             raise ConfigError(f"pruning_chain must be one of {', '.join(CHAINS)}; got {self.pruning_chain!r}")
-        if isinstance(self.fisher_samples, bool) or not isinstance(self.fisher_samples, int) or self.fisher_samples < 1:
+        if (
+            isinstance(self.fisher_samples, bool)
+            or not isinstance(self.fisher_samples, int)
+            or self.fisher_samples < 1
+        ):
             raise ConfigError(f"fisher_samples must be a positive integer, got {self.fisher_samples!r}")
         if not isinstance(self.backbone_dropout, bool):
             raise ConfigError(f"backbone_dropout must be true or false, got {self.backbone_dropout!r}")

@@ -41,8 +41,11 @@ class _Decoder:
         model = self.model
         if model.head == "seq2seq_lm":
             out = model(
-                None, self.attention_mask, decoder_input_ids=tokens,
-                encoder_outputs=self.encoder_outputs, past_key_values=self.cache,
+                None,
+                self.attention_mask,
+                decoder_input_ids=tokens,
+                encoder_outputs=self.encoder_outputs,
+                past_key_values=self.cache,
             )
         else:
             self.attention_mask = torch.cat([self.attention_mask, torch.ones_like(tokens)], dim=1)
@@ -91,7 +94,11 @@ def generate(
     config = model.backbone.config
     eos = config.eos_token_id if eos_token_id is None else eos_token_id
     eos = eos[0] if isinstance(eos, list | tuple) else eos
-    pad = pad_token_id if pad_token_id is not None else (config.pad_token_id if config.pad_token_id is not None else eos)
+    pad = (
+        pad_token_id
+        if pad_token_id is not None
+        else (config.pad_token_id if config.pad_token_id is not None else eos)
+    )
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     was_training = model.training
@@ -101,7 +108,9 @@ def generate(
         if num_beams == 1:
             new = _greedy(decoder, max_new_tokens, eos, pad)
         else:
-            new = _beam_search(decoder, input_ids.shape[0], num_beams, max_new_tokens, eos, pad, length_penalty)
+            new, _ = _beam_search(
+                decoder, input_ids.shape[0], num_beams, max_new_tokens, eos, pad, length_penalty
+            )
     finally:
         model.train(was_training)
     prefix = decoder.first_tokens[::num_beams]
@@ -123,6 +132,7 @@ def _greedy(decoder: _Decoder, max_new_tokens: int, eos: int, pad: int) -> torch
 
 
 def _beam_search(decoder, batch: int, beams: int, max_new_tokens: int, eos: int, pad: int, penalty: float):
+    """Returns (best sequences (batch, T) padded, their length-penalised log-probabilities (batch,))."""
     logits = decoder.first_logits  # (batch * beams, vocab)
     device = logits.device
     scores = torch.zeros(batch, beams, device=device)
@@ -155,7 +165,8 @@ def _beam_search(decoder, batch: int, beams: int, max_new_tokens: int, eos: int,
         scores = next_scores
         decoder.reorder(rows)
         finished = [
-            len(done[b]) >= beams and max(s for s, _ in done[b]) >= scores[b].max().item() / (t + 1) ** penalty
+            len(done[b]) >= beams
+            and max(s for s, _ in done[b]) >= scores[b].max().item() / (t + 1) ** penalty
             for b in range(batch)
         ]
         if all(finished) or t == max_new_tokens - 1:
@@ -163,10 +174,13 @@ def _beam_search(decoder, batch: int, beams: int, max_new_tokens: int, eos: int,
         logits = decoder.step(next_tokens.reshape(-1, 1))
     best = []
     for b in range(batch):
-        live = [(scores[b, k].item() / sequences.shape[1] ** penalty, sequences[b * beams + k]) for k in range(beams)]
-        best.append(max(done[b] + live, key=lambda item: item[0])[1])
-    width = max(len(s) for s in best)
+        live = [
+            (scores[b, k].item() / sequences.shape[1] ** penalty, sequences[b * beams + k])
+            for k in range(beams)
+        ]
+        best.append(max(done[b] + live, key=lambda item: item[0]))
+    width = max(len(seq) for _, seq in best)
     out = torch.full((batch, width), pad, dtype=torch.long, device=device)
-    for b, seq in enumerate(best):
+    for b, (_, seq) in enumerate(best):
         out[b, : len(seq)] = seq
-    return out
+    return out, torch.tensor([score for score, _ in best])

@@ -66,7 +66,9 @@ class SideNetwork(nn.Module):
         nn.init.zeros_(self.up.bias)
         if head == "sequence_classification":
             # Deep copies: the backbone's own (newly initialised) head stays untouched and frozen.
-            self.head = nn.Sequential(*(copy.deepcopy(get_path(backbone, p)) for p in family.cls_head)).float()
+            self.head = nn.Sequential(
+                *(copy.deepcopy(get_path(backbone, p)) for p in family.cls_head)
+            ).float()
             self.head.requires_grad_(True)
 
 
@@ -110,7 +112,9 @@ class LadderModel(nn.Module):
 
     def print_trainable_parameters(self) -> None:
         trainable, total = self.trainable_parameters()
-        print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}")
+        print(
+            f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
+        )
 
     # -- running one stack -----------------------------------------------------------------------------------------
     def run_stack(self, name: str, input_ids, backbone_kwargs: dict, side_kwargs: dict):
@@ -164,14 +168,26 @@ class LadderModel(nn.Module):
         cache = past_key_values or (LadderCache() if use_cache else None)
         if self.head == "seq2seq_lm":
             return self._seq2seq(
-                input_ids, attention_mask, labels, decoder_input_ids, decoder_attention_mask, encoder_outputs, cache
+                input_ids,
+                attention_mask,
+                labels,
+                decoder_input_ids,
+                decoder_attention_mask,
+                encoder_outputs,
+                cache,
             )
         cache_kwargs = {"past_key_values": cache.backbone, "use_cache": True} if cache else {}
-        backbone_kwargs = {"attention_mask": attention_mask, "token_type_ids": token_type_ids, "position_ids": position_ids}
+        backbone_kwargs = {
+            "attention_mask": attention_mask,
+            "token_type_ids": token_type_ids,
+            "position_ids": position_ids,
+        }
         side_kwargs = {"attention_mask": attention_mask, "position_ids": position_ids}
         if cache:
             side_kwargs.update(past_key_values=cache.side, use_cache=True)
-        backbone_out, side_out = self.run_stack("body", input_ids, {**backbone_kwargs, **cache_kwargs}, side_kwargs)
+        backbone_out, side_out = self.run_stack(
+            "body", input_ids, {**backbone_kwargs, **cache_kwargs}, side_kwargs
+        )
         if cache:
             cache.backbone, cache.side = backbone_out.past_key_values, side_out.past_key_values
         hidden = side_out.last_hidden_state  # (B, T, d/r)
@@ -202,7 +218,9 @@ class LadderModel(nn.Module):
         )
         return backbone_out.last_hidden_state, side_out.last_hidden_state
 
-    def _seq2seq(self, input_ids, attention_mask, labels, decoder_input_ids, decoder_attention_mask, enc, cache):
+    def _seq2seq(
+        self, input_ids, attention_mask, labels, decoder_input_ids, decoder_attention_mask, enc, cache
+    ):
         if enc is None:
             enc = self.encode(input_ids, attention_mask)
         if decoder_input_ids is None:
@@ -225,11 +243,15 @@ class LadderModel(nn.Module):
         return Seq2SeqLMOutput(loss=loss, logits=logits, past_key_values=cache)
 
     # -- generation and checkpoints (implemented in their own modules) ----------------------------------------
-    def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 20, num_beams: int = 1, **kwargs):
+    def generate(
+        self, input_ids, attention_mask=None, max_new_tokens: int = 20, num_beams: int = 1, **kwargs
+    ):
         """Greedy (``num_beams=1``) or beam-search decoding; see :func:`laddertune.generation.generate`."""
         from .generation import generate
 
-        return generate(self, input_ids, attention_mask, max_new_tokens=max_new_tokens, num_beams=num_beams, **kwargs)
+        return generate(
+            self, input_ids, attention_mask, max_new_tokens=max_new_tokens, num_beams=num_beams, **kwargs
+        )
 
     def save_pretrained(self, directory) -> None:
         """Write only the side network (``ladder_model.safetensors``) and ``ladder_config.json``."""
@@ -249,7 +271,9 @@ def _present(kwargs: dict) -> dict:
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
-def get_ladder_model(backbone: nn.Module, config: LadderConfig | None = None, calibration_data=None) -> LadderModel:
+def get_ladder_model(
+    backbone: nn.Module, config: LadderConfig | None = None, calibration_data=None
+) -> LadderModel:
     """Put a ladder side network next to ``backbone`` (PEFT's ``get_peft_model``, for LST).
 
     Args:

@@ -145,7 +145,9 @@ class SideStack(nn.Module):
         embeds = self.embed_down(taps[EMBED].to(self.embed_down.weight.dtype))  # (B, T, d/r)
         self._taps = taps
         try:
-            if self.family.side_mask == "bidirectional":  # a bare encoder module: build its mask as its model would
+            if (
+                self.family.side_mask == "bidirectional"
+            ):  # a bare encoder module: build its mask as its model would
                 from transformers.masking_utils import create_bidirectional_mask
 
                 mask = create_bidirectional_mask(
