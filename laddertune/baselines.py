@@ -8,6 +8,7 @@ Who trains what:
 
 - ``full``: every parameter.
 - ``lora``: PEFT LoRA matrices on the target projections (``q``, ``v`` for T5, self- and cross-attention).
+  The authors' LoRA config also switched BitFit on; here LoRA trains alone (PEFT's ``bias="none"``).
 - ``adapter``: bottleneck adapters (:mod:`laddertune.adapters`) and every layer norm.
 - ``bitfit``: bias parameters only. Models without biases in their layers (T5, Llama) get zero biases first.
 - ``prompt``: PEFT prompt tuning, ``prompt_length`` vectors initialised from the first vocabulary embeddings.
@@ -158,15 +159,19 @@ def prepare_baseline(
     if method not in BASELINES:
         raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     config = config or BaselineConfig()
-    if overrides:
-        try:
-            config = replace(config, **overrides)
-        except TypeError:
-            raise ConfigError(f"unknown baseline setting(s): {', '.join(sorted(overrides))}") from None
+    unknown = set(overrides) - {f.name for f in fields(BaselineConfig)}
+    if unknown:
+        raise ConfigError(f"unknown baseline setting(s): {', '.join(sorted(unknown))}")
+    config = replace(config, **overrides)
     n = config.freeze_layers
-    layout = (
-        _Layout(backbone) if (n or method in ("bitfit", "adapter") or config.lora_targets is None) else None
-    )
+    if method == "prompt" and n:
+        raise ConfigError(
+            "freeze_layers does not apply to prompt tuning: it has no parameters inside the layers"
+        )
+    # The per-family table is needed only to find layers or default LoRA targets; `full` and `prompt` work on any
+    # Hugging Face model.
+    needs_layout = n or method in ("bitfit", "adapter") or (method == "lora" and config.lora_targets is None)
+    layout = _Layout(backbone) if needs_layout else None
     if layout is not None and n > len(layout.layers):
         raise ConfigError(f"freeze_layers={n} but the backbone has only {len(layout.layers)} layers")
 
@@ -178,8 +183,10 @@ def prepare_baseline(
         _set_trainable(backbone, layout, n, lambda info: info.name.rsplit(".", 1)[-1] == "bias")
         model = backbone
     elif method == "adapter":
-        add_adapters([m for _, m in layout.layers[n:]], backbone.config.model_type, backbone.config.hidden_size,
-                     config.adapter_reduction)  # fmt: skip
+        cfg = backbone.config
+        add_adapters(
+            [m for _, m in layout.layers[n:]], cfg.model_type, cfg.hidden_size, config.adapter_reduction
+        )
         _set_trainable(backbone, layout, n, lambda info: ".adapter." in info.name or info.is_norm)
         model = backbone
     elif method == "lora":
@@ -334,10 +341,6 @@ def _lora(backbone: nn.Module, config: BaselineConfig, layout: _Layout | None) -
 def _prompt(backbone: nn.Module, config: BaselineConfig) -> nn.Module:
     from peft import PromptTuningConfig, PromptTuningInit, get_peft_model
 
-    if config.freeze_layers:
-        raise ConfigError(
-            "freeze_layers does not apply to prompt tuning: it has no parameters inside the layers"
-        )
     n = config.prompt_length
     embeddings = backbone.get_input_embeddings().weight  # (vocab, d)
     if n > embeddings.shape[0]:
