@@ -134,7 +134,9 @@ def _parse_jsonl(text: str, path: Path) -> Rows:
 
 
 def _parse_csv(text: str, path: Path, suffix: str) -> Rows:
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
+    reader = csv.reader(
+        io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",", strict=True
+    )
     rows = []
     try:
         header = next(reader, None)

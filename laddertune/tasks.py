@@ -101,8 +101,8 @@ def parse_prediction(spec: TaskSpec, text: str) -> int | float | None:
     """Turn a generated text-to-text answer back into a label.
 
     Accepts the class id (``"1"``) or, case-insensitively, a class name (``"entailment"``); for regression, a
-    finite number. Tries the whole stripped text, then its first word, then the text without spaces (some
-    tokenizers decode ``"3.2"`` as ``"3. 2"``).
+    finite number. Tries the whole stripped text, then the text without spaces (WordPiece decodes ``"3.2"`` as
+    ``"3. 2"``), then its first word (``"1 </s> 1"``).
 
     Args:
         spec (TaskSpec): the task.
@@ -117,7 +117,7 @@ def parse_prediction(spec: TaskSpec, text: str) -> int | float | None:
     if not stripped:
         return None
     names = {n.lower(): i for i, n in enumerate(spec.label_names)}
-    for cand in (stripped, stripped.split()[0], "".join(stripped.split())):
+    for cand in (stripped, "".join(stripped.split()), stripped.split()[0]):
         if spec.is_regression:
             try:
                 value = float(cand)
