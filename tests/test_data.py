@@ -6,7 +6,6 @@ import importlib.metadata
 import json
 import logging
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -306,7 +305,7 @@ def test_bad_glue_files_raise_data_error_with_location(tmp_path, content, messag
     assert "\n" not in str(info.value)
 
 
-def test_missing_and_unreadable_files(tmp_path):
+def test_missing_and_unreadable_files(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=r"rte: no such folder \(data folder layout"):
         load_splits("rte", data_dir=tmp_path)
     (tmp_path / "rte").mkdir()
@@ -316,12 +315,15 @@ def test_missing_and_unreadable_files(tmp_path):
         load_splits("custom", train_file=tmp_path / "nope.csv", text_column="t")
     with pytest.raises(DataError, match=r"data.parquet: unknown file type '.parquet'"):
         load_splits("custom", train_file=tmp_path / "data.parquet", text_column="t")
-    if sys.platform != "win32" and os.geteuid() != 0:  # root reads anything
-        f = tmp_path / "locked.jsonl"
-        f.write_text('{"t": "a", "label": 0}\n')
-        f.chmod(0)
-        with pytest.raises(DataError, match=r"locked.jsonl: cannot read"):
-            load_splits("custom", train_file=f, text_column="t")
+    f = tmp_path / "locked.jsonl"
+    f.write_text('{"t": "a", "label": 0}\n')
+
+    def denied(self):  # chmod 0 does not stop root, so simulate the OSError
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(DataError, match=r"locked.jsonl: cannot read \(Permission denied\)"):
+        load_splits("custom", train_file=f, text_column="t")
 
 
 BAD_CSV = [
