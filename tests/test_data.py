@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib.metadata
 import json
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -453,7 +455,8 @@ def test_eval_batches_sorted_and_restored(tok):
 
 # ------------------------------------------------------------------------------------------------- fuzzing
 
-_FUZZ_DIR = Path(tempfile.mkdtemp(prefix="laddertune-fuzz-"))
+_FUZZ_DIR = Path(tempfile.mkdtemp(prefix="laddertune-fuzz-"))  # hypothesis examples cannot share tmp_path
+atexit.register(shutil.rmtree, _FUZZ_DIR, ignore_errors=True)
 _values = st.one_of(
     st.none(),
     st.booleans(),
