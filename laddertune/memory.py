@@ -148,6 +148,21 @@ def _tensors_of(roots: Iterable) -> Iterator[torch.Tensor]:
             yield from _tensors_of(obj)
 
 
+def _flatten(roots: Iterable) -> Iterator:
+    """Modules, optimizers and tensors inside (nested) dicts, lists and tuples."""
+    for obj in roots:
+        if isinstance(obj, dict):
+            yield from _flatten(obj.values())
+        elif isinstance(obj, list | tuple):
+            yield from _flatten(obj)
+        elif isinstance(obj, torch.nn.Module | torch.optim.Optimizer | torch.Tensor):
+            yield obj
+        else:
+            raise TypeError(
+                f"PeakMemoryMeter roots are modules, optimizers and tensors, not {type(obj).__name__}"
+            )
+
+
 def live_cpu_storages(roots: Iterable | None = None) -> dict:
     """Live CPU storages, each once: ``{(data_ptr, nbytes): UntypedStorage}``.
 
@@ -180,8 +195,9 @@ class PeakMemoryMeter:
     """Peak memory of named phases of a run, on CUDA or CPU (see the module docstring).
 
     Args:
-        *roots: optional modules, optimizers and tensors whose memory is the CPU baseline (default: every live CPU
-            tensor). Ignored on CUDA, where the allocator knows what is live.
+        *roots: optional modules, optimizers and tensors (or dicts/lists of them, such as a batch) whose memory is
+            the CPU baseline (default: every live CPU tensor). Held by weak reference. Ignored on CUDA, where the
+            allocator knows what is live.
         device: where the work runs; default ``cuda`` when available, else ``cpu``.
     """
 
@@ -193,7 +209,8 @@ class PeakMemoryMeter:
             self.device = torch.device("cuda", torch.cuda.current_device())
         if self.device.type not in ("cuda", "cpu"):
             raise ValueError(f"PeakMemoryMeter supports cuda and cpu, not {self.device.type}")
-        self.roots = roots or None
+        # Weak references: the meter must not keep a tensor (or a model) alive that the loop lets go of.
+        self._roots = [weakref.ref(obj) for obj in _flatten(roots)] if roots else None
         self._phases: dict[str, PhasePeak] = {}
         self._active: str | None = None
 
@@ -227,7 +244,9 @@ class PeakMemoryMeter:
         finally:
             self._active = None
         peak, start, reserved = result
-        ph = self._phases.setdefault(name, PhasePeak(peak_bytes=0, start_bytes=start, reserved_bytes=reserved))
+        ph = self._phases.setdefault(
+            name, PhasePeak(peak_bytes=0, start_bytes=start, reserved_bytes=reserved)
+        )
         ph.peak_bytes = max(ph.peak_bytes, peak)
         if reserved is not None:
             ph.reserved_bytes = max(ph.reserved_bytes or 0, reserved)
@@ -254,7 +273,9 @@ class PeakMemoryMeter:
         from torch.profiler import ProfilerActivity, profile, record_function
 
         result = []
-        storages = live_cpu_storages(self.roots)
+        roots = None if self._roots is None else [o for o in (ref() for ref in self._roots) if o is not None]
+        storages = live_cpu_storages(roots)
+        del roots  # hold nothing during the window
         sizes = [key[1] for key in storages]
         start = sum(sizes)
 

@@ -1,0 +1,533 @@
+"""Predict the peak memory of a training iteration for any backbone size and method, without weights or a GPU.
+
+The model is built under ``FakeTensorMode`` (tensors with shapes and dtypes but no data), then two training
+iterations run (forward, backward, gradient clipping, AdamW step, ``zero_grad(set_to_none=True)``) under a
+MemTracker (``torch.distributed._tools.mem_tracker``, private API of torch 2.13) that counts every tensor storage
+alive. The first iteration creates the optimizer state; the second is the steady state and is what we report,
+as a GPU's ``max_memory_allocated`` read over training steps after a warm-up step would. Each iteration has its
+own tracker (one MemTracker traces one iteration).
+
+The peak Total is exact for the ops traced; the split into categories at the peak is MemTracker's: parameters,
+gradients, optimizer state and inputs are exact, "activations" is everything else alive (saved tensors, the
+backward's temporaries), with the ladder taps counted apart for LST.
+
+``device_semantics="cuda"`` predicts a GPU run from a CPU trace (fake CUDA tensors abort on a CPU-only build):
+
+- dropout saves a bool mask on CUDA (``native_dropout``) but a float noise tensor on CPU; ``F.dropout`` is routed
+  through ``aten.native_dropout`` during the trace (T5-base at batch 100: -16%);
+- every block is rounded up to 512 bytes, as the CUDA caching allocator does;
+- AdamW uses ``foreach=True`` (CUDA's default; CPU's default is the per-tensor loop, used for ``"cpu"``).
+
+Not modelled: the cuBLAS/cuDNN workspaces, the CUDA context, the allocator's cache (``max_memory_reserved``) and
+kernels whose CUDA implementation allocates differently from the CPU one. The CUDA prediction has NOT yet been
+validated on a GPU; the CPU prediction is checked against a real CPU run in tests/test_memory.py (within 2%).
+Attention runs "eager" in both the trace and any run it is compared to: SDPA backends differ in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("full", "lora", "adapter", "bitfit", "prompt", "lst")
+DEVICE_SEMANTICS = ("cuda", "cpu")
+HEADS = ("seq2seq_lm", "causal_lm", "sequence_classification")
+ENCODER_ONLY = {
+    "bert",
+    "roberta",
+    "distilbert",
+    "albert",
+    "electra",
+    "deberta",
+    "deberta-v2",
+    "xlm-roberta",
+    "mpnet",
+}
+BREAKDOWN_KEYS = (
+    "frozen_weights",
+    "trainable_weights",
+    "gradients",
+    "optimizer_state",
+    "ladder_taps",
+    "activations",
+    "inputs",
+)
+_CUDA_BLOCK = 512  # bytes: the CUDA caching allocator's rounding
+
+
+@dataclass
+class MemoryPrediction:
+    """The predicted peak of one steady-state training iteration (bytes)."""
+
+    backbone: str
+    method: str
+    head: str
+    batch_size: int
+    source_length: int
+    target_length: int
+    dtype: str
+    device_semantics: str
+    peak_bytes: int
+    """Peak of live tensor bytes during the second training iteration."""
+    breakdown: dict[str, int]
+    """What was alive at the peak, by :data:`BREAKDOWN_KEYS`; sums to ``peak_bytes``. ``frozen_weights`` includes
+    buffers; ``optimizer_state`` includes the optimizer step's temporaries when the peak is in the step;
+    ``activations`` is every other forward/backward tensor (saved for backward, temporaries, gradients of
+    activations); ``inputs`` is the batch."""
+    floor_bytes: int
+    """frozen weights + all ladder taps + trainable weights, their gradients and the optimizer state: what any
+    iteration holds at once, however its activations are scheduled."""
+    trainable_params: int
+    total_params: int
+    first_iteration_peak_bytes: int
+    """Peak of the first iteration (no optimizer state yet while forward and backward run)."""
+    settings: dict = field(default_factory=dict)
+    """Method settings used (LoRA rank and targets, side layers, reduction factor...)."""
+    torch_version: str = torch.__version__
+    trace_seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict, with ``peak_gib`` and ``floor_gib`` added for readers."""
+        out = asdict(self)
+        out["peak_gib"] = round(self.peak_bytes / 1024**3, 4)
+        out["floor_gib"] = round(self.floor_bytes / 1024**3, 4)
+        return out
+
+
+# -- the training iteration (shared by the prediction and the real runs it is checked against) ----------------------
+def make_optimizer(
+    model: nn.Module, device_semantics: str = "cuda", lr: float = 3e-4
+) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters, with the ``foreach`` choice of the given device (see module doc)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, foreach=device_semantics == "cuda")
+
+
+def training_step(
+    model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer, max_grad_norm: float = 1.0
+):
+    """One iteration as the paper trains (lst-reference §4): loss, backward, clip at 1.0, AdamW, drop the grads."""
+    loss = model(**batch).loss
+    loss.backward()
+    del loss
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def default_head(config) -> str:
+    """``seq2seq_lm`` for encoder-decoders, ``sequence_classification`` for BERT-like encoders, else ``causal_lm``."""
+    if getattr(config, "is_encoder_decoder", False):
+        return "seq2seq_lm"
+    return "sequence_classification" if config.model_type in ENCODER_ONLY else "causal_lm"
+
+
+def make_batch(config, head: str, batch_size: int, source_length: int, target_length: int) -> dict:
+    """A full-length batch (no padding: the longest batch sets the peak) with the head's labels."""
+    hi = max(3, config.vocab_size)
+    ids = torch.randint(2, hi, (batch_size, source_length))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if head == "seq2seq_lm":
+        batch["labels"] = torch.randint(2, hi, (batch_size, target_length))
+    elif head == "causal_lm":
+        batch["labels"] = ids
+    else:
+        batch["labels"] = torch.randint(0, max(1, getattr(config, "num_labels", 2)), (batch_size,))
+    return batch
+
+
+def build_training_model(
+    config,
+    method: str,
+    head: str,
+    *,
+    reduction_factor: int = 8,
+    side_layers: list[int] | None = None,
+    dtype: torch.dtype = torch.float32,
+    baseline_config=None,
+) -> tuple[nn.Module, dict]:
+    """The model a method trains, built from a config (random weights; works under FakeTensorMode).
+
+    Returns:
+        (model in train mode, the method's settings as a dict).
+    """
+    import transformers
+
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if head not in HEADS:
+        raise ConfigError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
+    auto = {
+        "seq2seq_lm": transformers.AutoModelForSeq2SeqLM,
+        "causal_lm": transformers.AutoModelForCausalLM,
+        "sequence_classification": transformers.AutoModelForSequenceClassification,
+    }[head]
+    try:
+        backbone = auto.from_config(config, attn_implementation="eager", dtype=dtype)
+    except ValueError as e:  # transformers: this config has no such head
+        raise ConfigError(f"{config.model_type} has no {head} head: {str(e).splitlines()[0]}") from None
+    if method == "lst":
+        from .config import LadderConfig
+        from .model import get_ladder_model
+
+        ladder = LadderConfig(reduction_factor=reduction_factor, side_layers=side_layers, init="random")
+        model = get_ladder_model(backbone, ladder)
+        settings = {
+            "reduction_factor": reduction_factor,
+            "side_layers": model.side.stacks[next(iter(model.side.stacks))].kept,
+            "backbone_dropout": ladder.backbone_dropout,
+        }
+    else:
+        from .baselines import FAMILIES, BaselineConfig, prepare_baseline
+
+        baseline_config = baseline_config or BaselineConfig()
+        if method == "lora" and baseline_config.lora_targets is None and config.model_type not in FAMILIES:
+            from dataclasses import replace
+
+            from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as LORA_TARGETS
+
+            if config.model_type in LORA_TARGETS:
+                baseline_config = replace(
+                    baseline_config, lora_targets=tuple(LORA_TARGETS[config.model_type])
+                )
+        model = prepare_baseline(backbone, method, baseline_config)
+        settings = {
+            k: v for k, v in baseline_config.to_dict().items() if k.startswith(_SETTING_PREFIX[method])
+        }
+        if method == "lora" and settings["lora_targets"] is None:
+            settings["lora_targets"] = list(FAMILIES[config.model_type].lora_targets)
+    model.train()
+    return model, settings
+
+
+_SETTING_PREFIX = {
+    "full": "freeze",
+    "bitfit": "freeze",
+    "lora": "lora_",
+    "adapter": "adapter_",
+    "prompt": "prompt_",
+}
+
+
+# -- trace-time emulation -------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _fake_friendly_modules():
+    """Let model-building code run on fake parameters.
+
+    - ``Module._apply`` (behind ``.to``, ``.float()``...) swaps parameter tensors in place, which fails on fake
+      tensors (``swap_tensors``: weak references); PEFT calls ``.to`` on the base model. During the trace it
+      replaces the parameters instead, keeping ties, and does nothing where the conversion changes nothing.
+    - ``copy.deepcopy`` of a fake tensor gives a tensor of a NEW fake mode, which then fails as "Mixing fake modes"
+      (PEFT's ``modules_to_save`` and LST's classification head are deep copies): clone in the same mode instead.
+    """
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    def _apply(self, fn, recurse=True):
+        converted: dict[int, torch.Tensor] = {}  # id -> converted tensor, so tied weights stay tied
+        for module in self.modules() if recurse else [self]:
+            for store in (module._parameters, module._buffers):
+                for name, t in store.items():
+                    if t is None:
+                        continue
+                    if id(t) not in converted:
+                        with torch.no_grad():
+                            new = fn(t)
+                        if new is not t and isinstance(t, nn.Parameter):
+                            new = nn.Parameter(new, requires_grad=t.requires_grad)
+                        converted[id(t)] = new
+                    store[name] = converted[id(t)]
+        return self
+
+    def deepcopy(self, memo):
+        if id(self) not in memo:
+            with torch.no_grad():
+                new = self.clone()
+            if getattr(self, "_is_param", False):
+                new = nn.Parameter(new, requires_grad=self.requires_grad)
+            memo[id(self)] = new
+        return memo[id(self)]
+
+    saved = nn.Module._apply, FakeTensor.__dict__.get("__deepcopy__")
+    nn.Module._apply, FakeTensor.__deepcopy__ = _apply, deepcopy
+    try:
+        yield
+    finally:
+        nn.Module._apply = saved[0]
+        if saved[1] is None:
+            del FakeTensor.__deepcopy__
+        else:
+            FakeTensor.__deepcopy__ = saved[1]
+
+
+@contextlib.contextmanager
+def _cuda_dropout():
+    """Dropout as CUDA runs it: ``native_dropout``, which keeps a bool mask (1 byte/element) for backward."""
+    original = nn.functional.dropout
+
+    def dropout(input, p=0.5, training=True, inplace=False):
+        if not training or p == 0.0 or p == 1.0 or input.numel() == 0:
+            return original(input, p, training, inplace)
+        out = torch.ops.aten.native_dropout(input, p, True)[0]
+        return input.copy_(out) if inplace else out
+
+    nn.functional.dropout = dropout
+    try:
+        yield
+    finally:
+        nn.functional.dropout = original
+
+
+@contextlib.contextmanager
+def _cuda_block_rounding():
+    """Count every storage as the CUDA caching allocator does: rounded up to 512 bytes."""
+    from torch.distributed._tools.mem_tracker import _WeakRefInfo
+
+    original = _WeakRefInfo._calculate_mem_consumed
+
+    def rounded(self) -> int:
+        return math.ceil(self.size * self.element_size / _CUDA_BLOCK) * _CUDA_BLOCK
+
+    _WeakRefInfo._calculate_mem_consumed = rounded
+    try:
+        yield
+    finally:
+        _WeakRefInfo._calculate_mem_consumed = original
+
+
+def _make_tracker_class():
+    """MemTracker for frozen backbones: grad hooks on trainable parameters only, global peak only, ladder taps."""
+    from torch.distributed._tools.mem_tracker import _TOTAL_KEY, MemTracker, _MemRefType
+    from torch.utils.weak import WeakIdKeyDictionary
+
+    class Tracker(MemTracker):
+        def __init__(self):
+            super().__init__()
+            self.taps = WeakIdKeyDictionary()  # storage -> bytes, registered by the ladder pre-hooks
+            self.taps_at_peak = 0
+
+        def tap_bytes(self) -> int:
+            return sum(self._WINFO[st][0].mem_consumed for st in list(self.taps.keys()) if st in self._WINFO)
+
+        def _track_module_params_and_buffers(self, module, install_grad_hooks=True):
+            # The stock version hooks every parameter and fails on frozen ones ("cannot register a hook on a
+            # tensor that doesn't require gradient").
+            def grad_hook(grad):
+                self._update_and_maybe_create_winfos(grad, _MemRefType.GRAD)
+
+            param_memory = buffer_memory = 0
+            for param in module.parameters():
+                winfos = self._update_and_maybe_create_winfos(param, _MemRefType.PARAM)
+                param_memory += sum(w.mem_consumed for w in winfos)
+                if param.grad is not None:
+                    self._update_and_maybe_create_winfos(param.grad, _MemRefType.GRAD)
+                if (
+                    install_grad_hooks
+                    and param.requires_grad
+                    and param not in self._param_to_grad_hook_handles
+                ):
+                    self._param_to_grad_hook_handles[param] = (
+                        param.register_hook(grad_hook),
+                        param.register_post_accumulate_grad_hook(lambda p: grad_hook(p.grad)),
+                    )
+            for buffer in module.buffers():
+                winfos = self._update_and_maybe_create_winfos(buffer, _MemRefType.BUFFER)
+                buffer_memory += sum(w.mem_consumed for w in winfos)
+            return param_memory, buffer_memory
+
+        def _update_peak_stats(self, peak_state):
+            # Called after every op. The stock version also updates every module's own peak (a loop over all
+            # modules per op, which dominates the trace of a 3B model); we need the global peak only.
+            for dev, snap in self._curr_mem_snap.items():
+                if self._peak_mem.get(dev, 0) < snap[_TOTAL_KEY]:
+                    self._peak_mem[dev] = snap[_TOTAL_KEY]
+                    self._peak_mem_snap[dev] = dict(snap)
+                    self.taps_at_peak = self.tap_bytes()
+
+    return Tracker
+
+
+def _ladder_projections(model: nn.Module) -> list[nn.Module]:
+    """The ladder down-projections of an LST model (each keeps its backbone input alive for backward)."""
+    side = getattr(model, "side", None)
+    if side is None or not hasattr(side, "stacks"):
+        return []
+    return [proj for stack in side.stacks.values() for proj in (stack.embed_down, *stack.downs)]
+
+
+def _category(snap: dict, name: str) -> int:
+    return sum(v for k, v in snap.items() if getattr(k, "name", None) == name)
+
+
+# -- the prediction ---------------------------------------------------------------------------------------------------
+def predict_memory(
+    backbone_config,
+    method: str,
+    *,
+    batch_size: int,
+    source_length: int,
+    target_length: int,
+    reduction_factor: int = 8,
+    side_layers: list[int] | None = None,
+    dtype: torch.dtype = torch.float32,
+    device_semantics: str = "cuda",
+    head: str | None = None,
+    baseline_config=None,
+) -> MemoryPrediction:
+    """Predict the peak memory of a steady-state training iteration, without weights or a GPU.
+
+    Args:
+        backbone_config: a transformers config, or a name for :func:`laddertune.model_configs.load_config`.
+        method: one of :data:`METHODS`.
+        batch_size: examples per step.
+        source_length: input tokens per example (no padding).
+        target_length: label tokens per example (seq2seq heads; ignored otherwise).
+        reduction_factor: LST's r.
+        side_layers: LST's kept layers (None: all).
+        dtype: the backbone's parameter dtype.
+        device_semantics: ``"cuda"`` predicts a GPU's ``max_memory_allocated``; ``"cpu"`` a CPU run.
+        head: ``seq2seq_lm``, ``causal_lm`` or ``sequence_classification``; default from the config.
+        baseline_config: :class:`laddertune.baselines.BaselineConfig` (default: the authors' settings,
+            LoRA r=32, alpha 32, dropout 0.1 on q and v).
+
+    Raises:
+        ConfigError: unknown config, method, head or device semantics, or settings that do not fit the backbone.
+    """
+    from torch._subclasses.fake_tensor import (
+        DataDependentOutputException,
+        DynamicOutputShapeException,
+        FakeTensorMode,
+    )
+
+    if isinstance(backbone_config, str):
+        from .model_configs import load_config
+
+        backbone_config = load_config(backbone_config)
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if device_semantics not in DEVICE_SEMANTICS:
+        raise ConfigError(
+            f"device_semantics must be one of {', '.join(DEVICE_SEMANTICS)}, got {device_semantics!r}"
+        )
+    for name, value in (
+        ("batch_size", batch_size),
+        ("source_length", source_length),
+        ("target_length", target_length),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    head = head or default_head(backbone_config)
+    cuda = device_semantics == "cuda"
+    Tracker = _make_tracker_class()
+    t0 = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(warnings.catch_warnings())
+        warnings.simplefilter("ignore")  # MemTracker warns for every module gone before its backward hook
+        stack.enter_context(FakeTensorMode())
+        stack.enter_context(_fake_friendly_modules())
+        model, settings = build_training_model(
+            backbone_config, method, head, reduction_factor=reduction_factor, side_layers=side_layers,
+            dtype=dtype, baseline_config=baseline_config,
+        )  # fmt: skip
+        optimizer = make_optimizer(model, device_semantics)
+        batch = make_batch(backbone_config, head, batch_size, source_length, target_length)
+        if cuda:
+            stack.enter_context(_cuda_dropout())
+            stack.enter_context(_cuda_block_rounding())
+
+        current: list = [None]  # the tracker of the running iteration, for the ladder hooks
+
+        def record_tap(module, args):
+            for st in {a.untyped_storage() for a in args if isinstance(a, torch.Tensor)}:
+                current[0].taps[st] = True
+
+        for proj in _ladder_projections(model):
+            stack.enter_context(_removing(proj.register_forward_pre_hook(record_tap)))
+        peaks = []
+        for _ in range(2):
+            tracker = current[0] = (
+                Tracker()
+            )  # created and entered INSIDE the fake mode, else it counts nothing
+            tracker.track_external(model, optimizer, batch)
+            try:
+                with tracker:
+                    training_step(model, batch, optimizer)
+            except (DataDependentOutputException, DynamicOutputShapeException) as e:
+                # e.g. BART's classification head checks the number of <eos> tokens per row
+                raise ConfigError(
+                    f"cannot predict {backbone_config.model_type} with a {head} head: its forward depends on "
+                    f"token values ({e.func if hasattr(e, 'func') else e}), which a trace without data cannot follow"
+                ) from None
+            peaks.append(tracker)
+        final = tracker.get_tracker_snapshot("current")
+
+    dev = torch.device("cpu")
+    peak_snap = tracker._peak_mem_snap.get(dev, {})
+    total = tracker._peak_mem.get(dev, 0)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def nbytes(t) -> int:
+        n = t.untyped_storage().nbytes()
+        return math.ceil(n / _CUDA_BLOCK) * _CUDA_BLOCK if cuda else n
+
+    trainable_bytes = sum(nbytes(p) for p in {id(p): p for p in trainable}.values())
+    taps_peak = tracker.taps_at_peak
+    breakdown = {
+        "frozen_weights": _category(peak_snap, "PARAM") + _category(peak_snap, "BUFFER") - trainable_bytes,
+        "trainable_weights": trainable_bytes,
+        "gradients": _category(peak_snap, "GRAD"),
+        "optimizer_state": _category(peak_snap, "OPT"),
+        "ladder_taps": taps_peak,
+        "activations": _category(peak_snap, "ACT") + _category(peak_snap, "TEMP") - taps_peak,
+        "inputs": _category(peak_snap, "OTH"),
+    }
+    assert sum(breakdown.values()) == total, (breakdown, total)  # MemTracker's categories partition its Total
+    all_taps = sum(
+        math.ceil(st.nbytes() / _CUDA_BLOCK) * _CUDA_BLOCK if cuda else st.nbytes() for st in tracker.taps
+    )
+    floor = (
+        breakdown["frozen_weights"]
+        + all_taps
+        + 2 * trainable_bytes  # weights and their gradients
+        + _category(final.get(dev, {}), "OPT")  # the optimizer state after the step (no temporaries)
+    )
+    params = {id(p): p for p in model.parameters()}.values()
+    prediction = MemoryPrediction(
+        backbone=getattr(backbone_config, "_name_or_path", "") or backbone_config.model_type,
+        method=method,
+        head=head,
+        batch_size=batch_size,
+        source_length=source_length,
+        target_length=target_length if head == "seq2seq_lm" else 0,
+        dtype=str(dtype).removeprefix("torch."),
+        device_semantics=device_semantics,
+        peak_bytes=total,
+        breakdown=breakdown,
+        floor_bytes=floor,
+        trainable_params=sum(p.numel() for p in params if p.requires_grad),
+        total_params=sum(p.numel() for p in params),
+        first_iteration_peak_bytes=peaks[0]._peak_mem.get(dev, 0),
+        settings=settings,
+        trace_seconds=round(time.perf_counter() - t0, 2),
+    )
+    logger.info("predicted %s %s: peak %.3f GiB", prediction.backbone, method, total / 1024**3)
+    return prediction
+
+
+@contextlib.contextmanager
+def _removing(handle):
+    try:
+        yield handle
+    finally:
+        handle.remove()

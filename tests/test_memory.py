@@ -1,0 +1,276 @@
+"""Memory: the FakeTensor prediction against a real CPU run, the meter's phases, the CLI, and torch's private API."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+import transformers as T
+
+from laddertune.cli import main
+from laddertune.errors import ConfigError
+from laddertune.memory import PeakMemoryMeter, format_gib
+from laddertune.memory_predict import (
+    BREAKDOWN_KEYS,
+    build_training_model,
+    make_batch,
+    make_optimizer,
+    predict_memory,
+    training_step,
+)
+
+BATCH, SOURCE, TARGET = 8, 32, 4
+
+
+def tiny_t5_config() -> T.T5Config:
+    return T.T5Config(
+        vocab_size=64, d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=3,
+        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+    )  # fmt: skip
+
+
+_predictions: dict = {}
+
+
+def predicted(method: str, device_semantics: str = "cpu"):
+    """Predictions are cached per test session: each trace takes a few seconds."""
+    key = (method, device_semantics)
+    if key not in _predictions:
+        _predictions[key] = predict_memory(
+            tiny_t5_config(), method, batch_size=BATCH, source_length=SOURCE, target_length=TARGET,
+            device_semantics=device_semantics,
+        )  # fmt: skip
+    return _predictions[key]
+
+
+def measure_real_cpu_run(method: str) -> int:
+    """Peak of two real training steps after a warm-up step, read from the CPU allocator by PeakMemoryMeter."""
+    torch.manual_seed(0)
+    config = tiny_t5_config()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, _ = build_training_model(config, method, "seq2seq_lm")
+    optimizer = make_optimizer(model, "cpu")
+    batch = make_batch(config, "seq2seq_lm", BATCH, SOURCE, TARGET)
+    training_step(model, batch, optimizer)  # warm-up: creates the AdamW state
+    meter = PeakMemoryMeter(model, optimizer, batch, device="cpu")
+    with meter.phase("train"):
+        for _ in range(2):
+            training_step(model, batch, optimizer)
+    return meter.report().peak("train")
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "lst"])
+def test_prediction_matches_a_real_cpu_run_within_2_percent(method):
+    prediction = predicted(method)
+    real = measure_real_cpu_run(method)
+    assert abs(prediction.peak_bytes - real) / real < 0.02, (prediction.peak_bytes, real)
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "lst"])
+def test_breakdown_sums_to_the_total_and_makes_sense(method):
+    p = predicted(method)
+    assert set(p.breakdown) == set(BREAKDOWN_KEYS)
+    assert sum(p.breakdown.values()) == p.peak_bytes
+    assert all(v >= 0 for v in p.breakdown.values()), p.breakdown
+    assert (
+        p.breakdown["trainable_weights"] == 4 * p.trainable_params
+    )  # fp32, CPU semantics: no block rounding
+    assert 0 < p.floor_bytes < p.peak_bytes
+    assert p.first_iteration_peak_bytes > 0
+    if method == "lst":
+        assert p.breakdown["ladder_taps"] > 0
+        assert p.peak_bytes < predicted("lora").peak_bytes < predicted("full").peak_bytes
+    else:
+        assert p.breakdown["ladder_taps"] == 0
+    if method == "full":
+        assert p.breakdown["frozen_weights"] == 0 and p.trainable_params == p.total_params
+    if method == "lora":  # the paper's LoRA: r=32 on q and v
+        assert p.settings["lora_rank"] == 32 and p.settings["lora_targets"] == ["q", "v"]
+
+
+def test_cuda_semantics_keep_bool_dropout_masks():
+    # CPU dropout saves float noise (4 bytes/element), CUDA a bool mask (1 byte): the CUDA prediction is smaller.
+    cpu, cuda = predicted("full", "cpu"), predicted("full", "cuda")
+    assert cuda.peak_bytes < cpu.peak_bytes
+    assert cuda.breakdown["trainable_weights"] % 512 == 0  # CUDA allocator blocks
+
+
+def test_builtin_t5_base_config_gives_the_papers_lst_parameter_count():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from laddertune.memory_predict import _fake_friendly_modules
+    from laddertune.model_configs import PAPER_SIDE_LAYERS, load_config
+
+    with FakeTensorMode(), _fake_friendly_modules(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, settings = build_training_model(
+            load_config("t5-base"), "lst", "seq2seq_lm", side_layers=PAPER_SIDE_LAYERS["t5-base"]
+        )
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 3_878_712  # lst-reference §3
+    assert settings["side_layers"] == [1, 2, 3, 5, 6, 7, 9, 10, 11]
+
+
+# -- PeakMemoryMeter --------------------------------------------------------------------------------------------------
+def test_meter_keeps_phases_apart():
+    meter = PeakMemoryMeter(device="cpu")
+    keep = torch.ones(256, 1024)  # 1 MiB live across both phases
+    with meter.phase("small"):
+        x = torch.ones(256, 1024)
+        del x
+    with meter.phase("big"):
+        y = torch.ones(64, 256, 1024)  # 64 MiB
+        del y
+    report = meter.report()
+    small, big = report.phases["small"], report.phases["big"]
+    assert big.peak_bytes - small.peak_bytes >= 60 * 2**20
+    assert small.peak_bytes - small.start_bytes < 2 * 2**20
+    assert small.start_bytes >= keep.nbytes
+    assert report.method == "cpu.profiler" and report.device == "cpu"
+    assert json.loads(json.dumps(report.to_dict()))["phases"]["big"]["peak_bytes"] == big.peak_bytes
+
+
+def test_meter_subtracts_frees_of_tensors_allocated_before_the_phase():
+    a = torch.ones(4, 256, 1024)  # 4 MiB, allocated before the phase
+    meter = PeakMemoryMeter(a, device="cpu")
+    with meter.phase("swap"):
+        del a  # freed inside: the profiler alone would not see it
+        b = torch.ones(4, 256, 1024)
+        del b
+    ph = meter.report().phases["swap"]
+    assert ph.start_bytes == 4 * 2**20
+    assert ph.peak_bytes == 4 * 2**20  # not 8 MiB
+
+
+def test_meter_keeps_the_largest_entry_of_a_phase_and_refuses_nesting():
+    meter = PeakMemoryMeter(device="cpu")
+    for n in (1, 8, 2):
+        with meter.phase("train"):
+            x = torch.ones(n, 256, 1024)
+            del x
+    ph = meter.report().phases["train"]
+    assert ph.entries == 3 and ph.peak_bytes - ph.start_bytes >= 8 * 2**20
+    with pytest.raises(RuntimeError, match="do not nest"), meter.phase("a"), meter.phase("b"):
+        pass
+
+
+def test_format_gib():
+    assert format_gib(14.49 * 2**30) == "14.49 GiB"
+    assert format_gib(None) == "n/a"
+
+
+# -- the CLI ------------------------------------------------------------------------------------------------------------
+def test_cli_json_has_the_documented_fields(tmp_path, capsys):
+    tiny_t5_config().save_pretrained(tmp_path)
+    argv = ["memory", "--backbone", str(tmp_path), "--method", "lst", "--side-layers", "0,2",
+            "--batch-size", "2", "--source-length", "8", "--target-length", "2", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    fields = {
+        "backbone", "method", "head", "batch_size", "source_length", "target_length", "dtype", "device_semantics",
+        "peak_bytes", "peak_gib", "breakdown", "floor_bytes", "floor_gib", "trainable_params", "total_params",
+        "first_iteration_peak_bytes", "settings", "torch_version", "trace_seconds",
+    }  # fmt: skip
+    assert fields <= set(out)
+    assert set(out["breakdown"]) == set(BREAKDOWN_KEYS)
+    assert sum(out["breakdown"].values()) == out["peak_bytes"]
+    assert out["settings"]["side_layers"] == [0, 2] and out["device_semantics"] == "cuda"
+
+
+def test_cli_human_table(tmp_path, capsys):
+    tiny_t5_config().save_pretrained(tmp_path)
+    argv = [
+        "memory",
+        "--backbone",
+        str(tmp_path),
+        "--method",
+        "full",
+        "--batch-size",
+        "2",
+        "--source-length",
+        "8",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert (
+        "peak (steady-state iteration)" in out and "GiB" in out and "not yet been validated on a GPU" in out
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["memory", "--backbone", "no-such-model-xyz"],
+        ["memory", "--backbone", "t5-base", "--method", "sparse"],
+        ["memory", "--backbone", "t5-base", "--side-layers", "paper", "--method", "lora"],
+        ["memory", "--backbone", "llama-7b", "--side-layers", "paper"],
+        ["memory", "--backbone", "t5-base", "--device-semantics", "tpu"],
+    ],
+)
+def test_cli_user_errors_exit_2_with_one_line(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+
+
+def test_predict_rejects_bad_sizes():
+    with pytest.raises(ConfigError, match="batch_size"):
+        predict_memory(tiny_t5_config(), "full", batch_size=0, source_length=8, target_length=2)
+
+
+# -- torch's private MemTracker API ----------------------------------------------------------------------------------
+def test_memtracker_private_api_is_what_the_predictor_relies_on():
+    """Fails loudly when a new torch changes torch.distributed._tools.mem_tracker (pinned: torch 2.13)."""
+    import inspect
+
+    from torch.distributed._tools import mem_tracker as mt
+
+    assert {m.name for m in mt._MemRefType} == {"PARAM", "BUFFER", "GRAD", "ACT", "TEMP", "OPT", "OTH"}
+    assert mt._TOTAL_KEY == "Total"
+    sig = inspect.signature(mt.MemTracker._track_module_params_and_buffers)
+    assert list(sig.parameters) == ["self", "module", "install_grad_hooks"]
+    assert list(inspect.signature(mt.MemTracker._update_peak_stats).parameters) == ["self", "peak_state"]
+    for name in ("_update_and_maybe_create_winfos", "track_external", "get_tracker_snapshot"):
+        assert callable(getattr(mt.MemTracker, name)), name
+    assert callable(mt._WeakRefInfo._calculate_mem_consumed)
+    tracker = mt.MemTracker()
+    for name in ("_WINFO", "_curr_mem_snap", "_peak_mem", "_peak_mem_snap", "_param_to_grad_hook_handles"):
+        assert hasattr(tracker, name), name
+
+
+def test_memtracker_golden_trace_of_a_frozen_and_a_trainable_layer():
+    """A fixed trace with a golden total: any change in what MemTracker counts shows up here."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from laddertune.memory_predict import _make_tracker_class
+
+    with FakeTensorMode():
+        model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
+        model[0].requires_grad_(False)  # frozen: the stock MemTracker would fail to hook it
+        optimizer = torch.optim.AdamW(model[2].parameters(), foreach=False)
+        x = torch.ones(16, 64)
+        for _ in range(2):
+            tracker = _make_tracker_class()()
+            tracker.track_external(model, optimizer, x)
+            with tracker:
+                model(x).sum().backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+    snap = tracker.get_tracker_snapshot("peak")[torch.device("cpu")]
+    by_name = {getattr(k, "name", k): v for k, v in snap.items()}
+    params = (64 * 64 + 64 + 64 * 8 + 8) * 4  # 18,720
+    adam = 2 * (64 * 8 + 8) * 4 + 2 * 4  # exp_avg and exp_avg_sq of the trainable layer, two step counters
+    # peak in the forward, in the second iteration: the first Linear's output and the ReLU's output (kept for the
+    # second Linear's weight gradient), 16 x 64 floats each; the input x is "Other"
+    expected = {
+        "PARAM": params,
+        "OPT": adam,
+        "ACT": 2 * 16 * 64 * 4,
+        "OTH": 16 * 64 * 4,
+        "GRAD": 0,
+        "TEMP": 0,
+    }
+    assert {k: by_name[k] for k in expected} == expected
+    assert by_name["Total"] == sum(expected.values()) == 35_176
