@@ -43,25 +43,10 @@ logger = logging.getLogger(__name__)
 METHODS = ("full", "lora", "adapter", "bitfit", "prompt", "lst")
 DEVICE_SEMANTICS = ("cuda", "cpu")
 HEADS = ("seq2seq_lm", "causal_lm", "sequence_classification")
-ENCODER_ONLY = {
-    "bert",
-    "roberta",
-    "distilbert",
-    "albert",
-    "electra",
-    "deberta",
-    "deberta-v2",
-    "xlm-roberta",
-    "mpnet",
-}
-BREAKDOWN_KEYS = (
-    "frozen_weights",
-    "trainable_weights",
-    "gradients",
-    "optimizer_state",
-    "ladder_taps",
-    "activations",
-    "inputs",
+ENCODER_ONLY = set("bert roberta distilbert albert electra deberta deberta-v2 xlm-roberta mpnet".split())
+# what MemoryPrediction.breakdown splits the peak into (they sum to the peak)
+BREAKDOWN_KEYS = tuple(
+    "frozen_weights trainable_weights gradients optimizer_state ladder_taps activations inputs".split()
 )
 _CUDA_BLOCK = 512  # bytes: the CUDA caching allocator's rounding
 
@@ -212,6 +197,7 @@ def build_training_model(
     return model, settings
 
 
+# which BaselineConfig fields each method reports as its settings
 _SETTING_PREFIX = {
     "full": "freeze",
     "bitfit": "freeze",
@@ -223,12 +209,26 @@ _SETTING_PREFIX = {
 
 # -- trace-time emulation -------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _fake_friendly_modules():
+def _patched(owner, attr: str, value):
+    """Set ``owner.attr = value`` for the duration of the block (the trace), then restore it exactly."""
+    missing = object()
+    saved = owner.__dict__.get(attr, missing)
+    setattr(owner, attr, value)
+    try:
+        yield
+    finally:
+        if saved is missing:
+            delattr(owner, attr)
+        else:
+            setattr(owner, attr, saved)
+
+
+def _fake_friendly_modules() -> contextlib.ExitStack:
     """Let model-building code run on fake parameters.
 
     - ``Module._apply`` (behind ``.to``, ``.float()``...) swaps parameter tensors in place, which fails on fake
       tensors (``swap_tensors``: weak references); PEFT calls ``.to`` on the base model. During the trace it
-      replaces the parameters instead, keeping ties, and does nothing where the conversion changes nothing.
+      replaces the parameters instead, keeping ties; a conversion that changes nothing leaves them as they are.
     - ``copy.deepcopy`` of a fake tensor gives a tensor of a NEW fake mode, which then fails as "Mixing fake modes"
       (PEFT's ``modules_to_save`` and LST's classification head are deep copies): clone in the same mode instead.
     """
@@ -239,15 +239,14 @@ def _fake_friendly_modules():
         for module in self.modules() if recurse else [self]:
             for store in (module._parameters, module._buffers):
                 for name, t in store.items():
-                    if t is None:
-                        continue
-                    if id(t) not in converted:
+                    if t is not None and id(t) not in converted:
                         with torch.no_grad():
                             new = fn(t)
                         if new is not t and isinstance(t, nn.Parameter):
                             new = nn.Parameter(new, requires_grad=t.requires_grad)
                         converted[id(t)] = new
-                    store[name] = converted[id(t)]
+                    if t is not None:
+                        store[name] = converted[id(t)]
         return self
 
     def deepcopy(self, memo):
@@ -259,19 +258,12 @@ def _fake_friendly_modules():
             memo[id(self)] = new
         return memo[id(self)]
 
-    saved = nn.Module._apply, FakeTensor.__dict__.get("__deepcopy__")
-    nn.Module._apply, FakeTensor.__deepcopy__ = _apply, deepcopy
-    try:
-        yield
-    finally:
-        nn.Module._apply = saved[0]
-        if saved[1] is None:
-            del FakeTensor.__deepcopy__
-        else:
-            FakeTensor.__deepcopy__ = saved[1]
+    stack = contextlib.ExitStack()
+    stack.enter_context(_patched(nn.Module, "_apply", _apply))
+    stack.enter_context(_patched(FakeTensor, "__deepcopy__", deepcopy))
+    return stack
 
 
-@contextlib.contextmanager
 def _cuda_dropout():
     """Dropout as CUDA runs it: ``native_dropout``, which keeps a bool mask (1 byte/element) for backward."""
     original = nn.functional.dropout
@@ -282,80 +274,17 @@ def _cuda_dropout():
         out = torch.ops.aten.native_dropout(input, p, True)[0]
         return input.copy_(out) if inplace else out
 
-    nn.functional.dropout = dropout
-    try:
-        yield
-    finally:
-        nn.functional.dropout = original
+    return _patched(nn.functional, "dropout", dropout)
 
 
-@contextlib.contextmanager
 def _cuda_block_rounding():
     """Count every storage as the CUDA caching allocator does: rounded up to 512 bytes."""
     from torch.distributed._tools.mem_tracker import _WeakRefInfo
 
-    original = _WeakRefInfo._calculate_mem_consumed
-
     def rounded(self) -> int:
         return math.ceil(self.size * self.element_size / _CUDA_BLOCK) * _CUDA_BLOCK
 
-    _WeakRefInfo._calculate_mem_consumed = rounded
-    try:
-        yield
-    finally:
-        _WeakRefInfo._calculate_mem_consumed = original
-
-
-def _make_tracker_class():
-    """MemTracker for frozen backbones: grad hooks on trainable parameters only, global peak only, ladder taps."""
-    from torch.distributed._tools.mem_tracker import _TOTAL_KEY, MemTracker, _MemRefType
-    from torch.utils.weak import WeakIdKeyDictionary
-
-    class Tracker(MemTracker):
-        def __init__(self):
-            super().__init__()
-            self.taps = WeakIdKeyDictionary()  # storage -> bytes, registered by the ladder pre-hooks
-            self.taps_at_peak = 0
-
-        def tap_bytes(self) -> int:
-            return sum(self._WINFO[st][0].mem_consumed for st in list(self.taps.keys()) if st in self._WINFO)
-
-        def _track_module_params_and_buffers(self, module, install_grad_hooks=True):
-            # The stock version hooks every parameter and fails on frozen ones ("cannot register a hook on a
-            # tensor that doesn't require gradient").
-            def grad_hook(grad):
-                self._update_and_maybe_create_winfos(grad, _MemRefType.GRAD)
-
-            param_memory = buffer_memory = 0
-            for param in module.parameters():
-                winfos = self._update_and_maybe_create_winfos(param, _MemRefType.PARAM)
-                param_memory += sum(w.mem_consumed for w in winfos)
-                if param.grad is not None:
-                    self._update_and_maybe_create_winfos(param.grad, _MemRefType.GRAD)
-                if (
-                    install_grad_hooks
-                    and param.requires_grad
-                    and param not in self._param_to_grad_hook_handles
-                ):
-                    self._param_to_grad_hook_handles[param] = (
-                        param.register_hook(grad_hook),
-                        param.register_post_accumulate_grad_hook(lambda p: grad_hook(p.grad)),
-                    )
-            for buffer in module.buffers():
-                winfos = self._update_and_maybe_create_winfos(buffer, _MemRefType.BUFFER)
-                buffer_memory += sum(w.mem_consumed for w in winfos)
-            return param_memory, buffer_memory
-
-        def _update_peak_stats(self, peak_state):
-            # Called after every op. The stock version also updates every module's own peak (a loop over all
-            # modules per op, which dominates the trace of a 3B model); we need the global peak only.
-            for dev, snap in self._curr_mem_snap.items():
-                if self._peak_mem.get(dev, 0) < snap[_TOTAL_KEY]:
-                    self._peak_mem[dev] = snap[_TOTAL_KEY]
-                    self._peak_mem_snap[dev] = dict(snap)
-                    self.taps_at_peak = self.tap_bytes()
-
-    return Tracker
+    return _patched(_WeakRefInfo, "_calculate_mem_consumed", rounded)
 
 
 def _ladder_projections(model: nn.Module) -> list[nn.Module]:
@@ -404,12 +333,6 @@ def predict_memory(
     Raises:
         ConfigError: unknown config, method, head or device semantics, or settings that do not fit the backbone.
     """
-    from torch._subclasses.fake_tensor import (
-        DataDependentOutputException,
-        DynamicOutputShapeException,
-        FakeTensorMode,
-    )
-
     if isinstance(backbone_config, str):
         from .model_configs import load_config
 
@@ -420,88 +343,18 @@ def predict_memory(
         raise ConfigError(
             f"device_semantics must be one of {', '.join(DEVICE_SEMANTICS)}, got {device_semantics!r}"
         )
-    for name, value in (
-        ("batch_size", batch_size),
-        ("source_length", source_length),
-        ("target_length", target_length),
-    ):
+    sizes = {"batch_size": batch_size, "source_length": source_length, "target_length": target_length}
+    for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     head = head or default_head(backbone_config)
-    cuda = device_semantics == "cuda"
-    Tracker = _make_tracker_class()
     t0 = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(warnings.catch_warnings())
-        warnings.simplefilter("ignore")  # MemTracker warns for every module gone before its backward hook
-        stack.enter_context(FakeTensorMode())
-        stack.enter_context(_fake_friendly_modules())
-        model, settings = build_training_model(
-            backbone_config, method, head, reduction_factor=reduction_factor, side_layers=side_layers,
-            dtype=dtype, baseline_config=baseline_config,
-        )  # fmt: skip
-        optimizer = make_optimizer(model, device_semantics)
-        batch = make_batch(backbone_config, head, batch_size, source_length, target_length)
-        if cuda:
-            stack.enter_context(_cuda_dropout())
-            stack.enter_context(_cuda_block_rounding())
-
-        current: list = [None]  # the tracker of the running iteration, for the ladder hooks
-
-        def record_tap(module, args):
-            for st in {a.untyped_storage() for a in args if isinstance(a, torch.Tensor)}:
-                current[0].taps[st] = True
-
-        for proj in _ladder_projections(model):
-            stack.enter_context(_removing(proj.register_forward_pre_hook(record_tap)))
-        peaks = []
-        for _ in range(2):
-            tracker = current[0] = (
-                Tracker()
-            )  # created and entered INSIDE the fake mode, else it counts nothing
-            tracker.track_external(model, optimizer, batch)
-            try:
-                with tracker:
-                    training_step(model, batch, optimizer)
-            except (DataDependentOutputException, DynamicOutputShapeException) as e:
-                # e.g. BART's classification head checks the number of <eos> tokens per row
-                raise ConfigError(
-                    f"cannot predict {backbone_config.model_type} with a {head} head: its forward depends on "
-                    f"token values ({e.func if hasattr(e, 'func') else e}), which a trace without data cannot follow"
-                ) from None
-            peaks.append(tracker)
-        final = tracker.get_tracker_snapshot("current")
-
-    dev = torch.device("cpu")
-    peak_snap = tracker._peak_mem_snap.get(dev, {})
-    total = tracker._peak_mem.get(dev, 0)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-
-    def nbytes(t) -> int:
-        n = t.untyped_storage().nbytes()
-        return math.ceil(n / _CUDA_BLOCK) * _CUDA_BLOCK if cuda else n
-
-    trainable_bytes = sum(nbytes(p) for p in {id(p): p for p in trainable}.values())
-    taps_peak = tracker.taps_at_peak
-    breakdown = {
-        "frozen_weights": _category(peak_snap, "PARAM") + _category(peak_snap, "BUFFER") - trainable_bytes,
-        "trainable_weights": trainable_bytes,
-        "gradients": _category(peak_snap, "GRAD"),
-        "optimizer_state": _category(peak_snap, "OPT"),
-        "ladder_taps": taps_peak,
-        "activations": _category(peak_snap, "ACT") + _category(peak_snap, "TEMP") - taps_peak,
-        "inputs": _category(peak_snap, "OTH"),
-    }
-    assert sum(breakdown.values()) == total, (breakdown, total)  # MemTracker's categories partition its Total
-    all_taps = sum(
-        math.ceil(st.nbytes() / _CUDA_BLOCK) * _CUDA_BLOCK if cuda else st.nbytes() for st in tracker.taps
+    build = {"reduction_factor": reduction_factor, "side_layers": side_layers, "dtype": dtype}
+    model, settings, trackers = _trace_two_iterations(
+        backbone_config, method, head, sizes, device_semantics, dict(build, baseline_config=baseline_config)
     )
-    floor = (
-        breakdown["frozen_weights"]
-        + all_taps
-        + 2 * trainable_bytes  # weights and their gradients
-        + _category(final.get(dev, {}), "OPT")  # the optimizer state after the step (no temporaries)
-    )
+    first, tracker = trackers
+    breakdown, floor = _account(model, tracker, cuda=device_semantics == "cuda")
     params = {id(p): p for p in model.parameters()}.values()
     prediction = MemoryPrediction(
         backbone=getattr(backbone_config, "_name_or_path", "") or backbone_config.model_type,
@@ -512,22 +365,88 @@ def predict_memory(
         target_length=target_length if head == "seq2seq_lm" else 0,
         dtype=str(dtype).removeprefix("torch."),
         device_semantics=device_semantics,
-        peak_bytes=total,
+        peak_bytes=sum(breakdown.values()),
         breakdown=breakdown,
         floor_bytes=floor,
         trainable_params=sum(p.numel() for p in params if p.requires_grad),
         total_params=sum(p.numel() for p in params),
-        first_iteration_peak_bytes=peaks[0]._peak_mem.get(dev, 0),
+        first_iteration_peak_bytes=first._peak_mem.get(_CPU, 0),
         settings=settings,
         trace_seconds=round(time.perf_counter() - t0, 2),
     )
-    logger.info("predicted %s %s: peak %.3f GiB", prediction.backbone, method, total / 1024**3)
+    logger.info(
+        "predicted %s %s: peak %.3f GiB", prediction.backbone, method, prediction.peak_bytes / 1024**3
+    )
     return prediction
 
 
-@contextlib.contextmanager
-def _removing(handle):
-    try:
-        yield handle
-    finally:
-        handle.remove()
+_CPU = torch.device("cpu")  # fake tensors live on "cpu"; CUDA is emulated (see the module docstring)
+
+
+def _trace_two_iterations(config, method: str, head: str, sizes: dict, device_semantics: str, build: dict):
+    """Build the model under FakeTensorMode and trace two training iterations, one tracker each."""
+    from torch._subclasses.fake_tensor import (
+        DataDependentOutputException,
+        DynamicOutputShapeException,
+        FakeTensorMode,
+    )
+
+    from .memory import mem_tracker_class
+
+    Tracker = mem_tracker_class()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(warnings.catch_warnings())
+        warnings.simplefilter("ignore")  # MemTracker warns for every module gone before its backward hook
+        stack.enter_context(FakeTensorMode())
+        stack.enter_context(_fake_friendly_modules())
+        model, settings = build_training_model(config, method, head, **build)
+        optimizer = make_optimizer(model, device_semantics)
+        batch = make_batch(config, head, **sizes)
+        if device_semantics == "cuda":
+            stack.enter_context(_cuda_dropout())
+            stack.enter_context(_cuda_block_rounding())
+        trackers: list = []
+        for proj in _ladder_projections(model):  # the ladder taps: inputs of the down-projections
+            handle = proj.register_forward_pre_hook(lambda module, args: trackers[-1].add_taps(args))
+            stack.callback(handle.remove)
+        for _ in range(2):
+            # created and entered INSIDE the fake mode: entered outside, it counts nothing
+            trackers.append(Tracker())
+            trackers[-1].track_external(model, optimizer, batch)
+            try:
+                with trackers[-1]:
+                    training_step(model, batch, optimizer)
+            except (DataDependentOutputException, DynamicOutputShapeException) as e:
+                # e.g. BART's classification head checks the number of <eos> tokens per row
+                raise ConfigError(
+                    f"cannot predict {config.model_type} with a {head} head: its forward depends on token values "
+                    f"({getattr(e, 'func', e)}), which a trace without data cannot follow"
+                ) from None
+        trackers[-1].final_optimizer_bytes = _category(
+            trackers[-1].get_tracker_snapshot().get(_CPU, {}), "OPT"
+        )
+    return model, settings, trackers
+
+
+def _account(model: nn.Module, tracker, *, cuda: bool) -> tuple[dict[str, int], int]:
+    """(breakdown at the peak, floor) from the second iteration's tracker."""
+    peak = tracker._peak_mem_snap.get(_CPU, {})
+    sizes = {id(p): p.untyped_storage().nbytes() for p in model.parameters() if p.requires_grad}
+    trainable = sum(math.ceil(n / _CUDA_BLOCK) * _CUDA_BLOCK if cuda else n for n in sizes.values())
+    taps = tracker.taps_at_peak
+    breakdown = {
+        "frozen_weights": _category(peak, "PARAM") + _category(peak, "BUFFER") - trainable,
+        "trainable_weights": trainable,
+        "gradients": _category(peak, "GRAD"),
+        "optimizer_state": _category(peak, "OPT"),
+        "ladder_taps": taps,
+        "activations": _category(peak, "ACT") + _category(peak, "TEMP") - taps,
+        "inputs": _category(peak, "OTH"),
+    }
+    total = tracker._peak_mem.get(_CPU, 0)
+    assert sum(breakdown.values()) == total, (breakdown, total)  # MemTracker's categories partition its Total
+    # weights, all ladder taps (alive together at the end of the forward), gradients, optimizer state after a step
+    floor = (
+        breakdown["frozen_weights"] + tracker.all_taps_bytes + 2 * trainable + tracker.final_optimizer_bytes
+    )
+    return breakdown, floor
