@@ -76,7 +76,7 @@ class PhasePeak:
     peak_bytes: int
     """Absolute peak of live tensor bytes during the phase (CUDA: ``max_memory_allocated``)."""
     start_bytes: int
-    """Live tensor bytes at the start of the phase."""
+    """Live tensor bytes at the start of the phase (of the entry with the largest peak)."""
     reserved_bytes: int | None = None
     """CUDA only: peak of the caching allocator's reserved memory (``max_memory_reserved``); None on CPU."""
     seconds: float = 0.0
@@ -250,7 +250,8 @@ class PeakMemoryMeter:
         ph = self._phases.setdefault(
             name, PhasePeak(peak_bytes=0, start_bytes=start, reserved_bytes=reserved)
         )
-        ph.peak_bytes = max(ph.peak_bytes, peak)
+        if peak > ph.peak_bytes:
+            ph.peak_bytes, ph.start_bytes = peak, start
         if reserved is not None:
             ph.reserved_bytes = max(ph.reserved_bytes or 0, reserved)
         ph.seconds += time.perf_counter() - t0
@@ -338,6 +339,8 @@ def mem_tracker_class():
 
         def add_taps(self, tensors) -> None:
             for t in tensors:
+                if not isinstance(t, torch.Tensor):
+                    continue
                 st = t.untyped_storage()
                 if st not in self.taps and st in self._WINFO:
                     self.taps[st] = True

@@ -287,12 +287,38 @@ def _cuda_block_rounding():
     return _patched(_WeakRefInfo, "_calculate_mem_consumed", rounded)
 
 
-def _ladder_projections(model: nn.Module) -> list[nn.Module]:
-    """The ladder down-projections of an LST model (each keeps its backbone input alive for backward)."""
+def _tap_hooks(model: nn.Module, add_taps) -> list:
+    """Hooks that mark LST's ladder taps as soon as the backbone makes them (``add_taps(tensors)``).
+
+    A tap is the input of backbone layer 0 (the embedding output) or the output of a kept layer, the rule of
+    :func:`laddertune.side_network.record_taps`; the inputs of the down-projections are marked too (the same
+    storages, unless a dtype cast copies them). Marked at birth, a tap alive at a peak inside the backbone's
+    forward counts as a tap, not as an activation. Returns the hook handles; an empty list for other methods.
+    """
+    from .architectures import get_path
+
     side = getattr(model, "side", None)
     if side is None or not hasattr(side, "stacks"):
         return []
-    return [proj for stack in side.stacks.values() for proj in (stack.embed_down, *stack.downs)]
+
+    def take_input(module, args, kwargs):  # layer 0's input: the embedding output
+        add_taps([args[0] if args else kwargs.get("hidden_states")])
+
+    def take_output(module, args, output):  # a kept layer's output
+        add_taps([output[0] if isinstance(output, tuple | list) else output])
+
+    def take_projection_input(module, args):
+        add_taps(args)
+
+    handles = []
+    for stack in side.stacks.values():
+        layers = get_path(get_path(model.backbone, stack.spec.trunk), stack.spec.layers)
+        handles.append(layers[0].register_forward_pre_hook(take_input, with_kwargs=True))
+        handles += [layers[i].register_forward_hook(take_output) for i in stack.kept]
+        handles += [
+            p.register_forward_pre_hook(take_projection_input) for p in (stack.embed_down, *stack.downs)
+        ]
+    return handles
 
 
 def _category(snap: dict, name: str) -> int:
@@ -406,8 +432,7 @@ def _trace_two_iterations(config, method: str, head: str, sizes: dict, device_se
             stack.enter_context(_cuda_dropout())
             stack.enter_context(_cuda_block_rounding())
         trackers: list = []
-        for proj in _ladder_projections(model):  # the ladder taps: inputs of the down-projections
-            handle = proj.register_forward_pre_hook(lambda module, args: trackers[-1].add_taps(args))
+        for handle in _tap_hooks(model, lambda tensors: trackers[-1].add_taps(tensors)):
             stack.callback(handle.remove)
         for _ in range(2):
             # created and entered INSIDE the fake mode: entered outside, it counts nothing
