@@ -176,18 +176,14 @@ class LadderModel(nn.Module):
                 encoder_outputs,
                 cache,
             )
-        cache_kwargs = {"past_key_values": cache.backbone, "use_cache": True} if cache else {}
         backbone_kwargs = {
             "attention_mask": attention_mask,
             "token_type_ids": token_type_ids,
             "position_ids": position_ids,
         }
         side_kwargs = {"attention_mask": attention_mask, "position_ids": position_ids}
-        if cache:
-            side_kwargs.update(past_key_values=cache.side, use_cache=True)
-        backbone_out, side_out = self.run_stack(
-            "body", input_ids, {**backbone_kwargs, **cache_kwargs}, side_kwargs
-        )
+        _with_cache(cache, backbone_kwargs, side_kwargs)
+        backbone_out, side_out = self.run_stack("body", input_ids, backbone_kwargs, side_kwargs)
         if cache:
             cache.backbone, cache.side = backbone_out.past_key_values, side_out.past_key_values
         hidden = side_out.last_hidden_state  # (B, T, d/r)
@@ -230,9 +226,7 @@ class LadderModel(nn.Module):
         shared = {"attention_mask": decoder_attention_mask, "encoder_attention_mask": attention_mask}
         backbone_kwargs = {**shared, "encoder_hidden_states": enc[0]}
         side_kwargs = {**shared, "encoder_hidden_states": enc[1]}
-        if cache:
-            backbone_kwargs.update(past_key_values=cache.backbone, use_cache=True)
-            side_kwargs.update(past_key_values=cache.side, use_cache=True)
+        _with_cache(cache, backbone_kwargs, side_kwargs)
         backbone_out, side_out = self.run_stack("decoder", decoder_input_ids, backbone_kwargs, side_kwargs)
         if cache:
             cache.backbone, cache.side = backbone_out.past_key_values, side_out.past_key_values
@@ -269,6 +263,17 @@ class LadderModel(nn.Module):
 
 def _present(kwargs: dict) -> dict:
     return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def _with_cache(cache: LadderCache | None, backbone_kwargs: dict, side_kwargs: dict) -> None:
+    """Ask both stacks for their caches, or explicitly for none: transformers' decoders (T5's, Llama's) build a
+    key/value cache by default, which in training would stay alive through the side network's forward, at LST's
+    peak (0.9 GiB on T5-base at batch 100, 9 GiB on T5-3B; see benchmarks/results/table1_memory.md)."""
+    if cache is None:
+        backbone_kwargs["use_cache"] = side_kwargs["use_cache"] = False
+    else:
+        backbone_kwargs.update(past_key_values=cache.backbone, use_cache=True)
+        side_kwargs.update(past_key_values=cache.side, use_cache=True)
 
 
 def get_ladder_model(
