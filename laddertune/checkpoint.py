@@ -3,7 +3,8 @@
 A checkpoint folder holds ``ladder_model.safetensors`` (the side network's own ``state_dict()``, never a backbone
 weight) and ``ladder_config.json`` (with the backbone's name, revision and fingerprint). Every file is written to a
 temporary name in the same folder, flushed to disk and renamed, so a crash leaves the old file or the new one,
-never half of one.
+never half of one. The trainer's checkpoint folders also carry a ``SHA256SUMS`` list (:func:`write_checksums`),
+checked before anything is loaded from them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .config import LadderConfig
 from .errors import CheckpointError, ConfigError
 
 WEIGHTS_NAME = "ladder_model.safetensors"
+CHECKSUMS_NAME = "SHA256SUMS"  # `sha256sum -c SHA256SUMS` checks a checkpoint folder by hand
 # Values sampled per tensor for the fingerprint: enough to tell checkpoints apart, cheap for billions of weights.
 _FINGERPRINT_SAMPLES = 4096
 
@@ -79,6 +81,69 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"{path} is corrupt or truncated ({str(e).splitlines()[0] if str(e) else e})"
         ) from None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _listed_files(directory: Path) -> list[str]:
+    """The files a checksum list covers: every plain file but the list itself and hidden temporaries."""
+    return sorted(
+        p.name
+        for p in directory.iterdir()
+        if p.is_file() and p.name != CHECKSUMS_NAME and not p.name.startswith(".")
+    )
+
+
+def write_checksums(directory: str | Path) -> None:
+    """Write ``SHA256SUMS`` (``sha256sum``'s format) over every file in ``directory``; call it last.
+
+    Safetensors files carry no checksum of their own: a flipped bit in a tensor's bytes loads without complaint.
+    The list lets :func:`verify_checksums` detect any change, truncation or missing file.
+    """
+    directory = Path(directory)
+    lines = [f"{_sha256(directory / name)}  {name}\n" for name in _listed_files(directory)]
+    atomic_write_text(directory / CHECKSUMS_NAME, "".join(lines))
+
+
+def verify_checksums(directory: str | Path) -> None:
+    """Check ``directory`` against its ``SHA256SUMS``; a folder without one (``save_pretrained``) passes.
+
+    Raises:
+        CheckpointError: a listed file is missing or changed, a file is not listed, or the list is malformed.
+    """
+    directory = Path(directory)
+    path = directory / CHECKSUMS_NAME
+    if not path.is_file():
+        return
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is unreadable ({type(e).__name__})") from None
+    listed = {}
+    for n, line in enumerate(lines, 1):
+        digest, sep, name = line.partition("  ")
+        if not sep or len(digest) != 64 or not name or Path(name).name != name:
+            raise CheckpointError(f"{path}:{n}: malformed line (expected '<sha256>  <file name>')")
+        listed[name] = digest
+    for name in _listed_files(directory):
+        if name not in listed:
+            raise CheckpointError(
+                f"{directory / name} is not in {CHECKSUMS_NAME}: the checkpoint is incomplete"
+            )
+    for name, digest in listed.items():
+        file = directory / name
+        if not file.is_file():
+            raise CheckpointError(f"{file} is missing (listed in {CHECKSUMS_NAME})")
+        if _sha256(file) != digest:
+            raise CheckpointError(
+                f"{file} is corrupt or truncated: its SHA-256 differs from {CHECKSUMS_NAME}"
+            )
 
 
 def backbone_fingerprint(model) -> str:

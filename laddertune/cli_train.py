@@ -50,6 +50,11 @@ def register(subparsers) -> None:
     )
     g.add_argument("--init", default="random", choices=INITS, help="LST: side weights start random or pruned")
     g.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let transformers run the backbone repository's own Python code (off: only built-in models load)",
+    )
+    g.add_argument(
         "--backbone-dropout",
         action="store_true",
         help="LST: keep the frozen backbone's dropout on while training (the authors' setting)",
@@ -128,6 +133,11 @@ def register(subparsers) -> None:
     e.add_argument("--max-eval-samples", type=int, default=None, help="evaluate on a seeded subsample")
     e.add_argument("--batch-size", type=int, default=None, help="evaluation batch (default: the run's)")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
+    e.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let transformers run the backbone repository's own Python code (never taken from the run folder)",
+    )
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.add_argument(
         "--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)"
@@ -218,6 +228,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         max_eval_samples=args.max_eval_samples,
         batch_size=args.batch_size,
         show_progress=not args.no_progress and sys.stderr.isatty(),
+        trust_remote_code=args.trust_remote_code,
     )
     if args.json:
         print(json.dumps(result, indent=2))

@@ -102,6 +102,8 @@ class TrainConfig:
     """Replace a finished or unfinished run in ``output_dir``."""
     resume: bool = False
     """Continue the unfinished run in ``output_dir`` from its ``checkpoint-last``."""
+    trust_remote_code: bool = False
+    """Let transformers run Python code shipped with the backbone (its hub repository's modeling files)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or not self.task:
@@ -135,7 +137,7 @@ class TrainConfig:
             _number("lr", self.lr, positive=True)
         _number("max_grad_norm", self.max_grad_norm)
         _number("weight_decay", self.weight_decay)
-        for name in ("backbone_dropout", "overwrite", "resume"):
+        for name in ("backbone_dropout", "overwrite", "resume", "trust_remote_code"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.overwrite and self.resume:

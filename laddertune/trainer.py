@@ -11,12 +11,15 @@ What a run writes into ``output_dir``::
     train_config.json     the TrainConfig as given
     metrics.jsonl         one JSON object per logged training step and per evaluation
     checkpoint-last/      weights + optimizer, scheduler, RNG and data-order state (for resume)
+    checkpoint-last.old/  the checkpoint before it, kept until the run finishes (resume falls back to it)
     checkpoint-best/      weights of the best epoch on validation
     results.json          written last: metrics, parameter counts, peak memory, timing, versions, config
 
 Weights: LST saves only its side network (``LadderModel.save_pretrained``); a baseline saves only its trainable
-parameters (``trainable.safetensors``). Each file is written atomically and a checkpoint folder is swapped in as a
-whole, so a crash leaves the previous checkpoint or the new one. No pickle: tensors go to safetensors, the rest to JSON.
+parameters (``trainable.safetensors``). Each file is written atomically and a checkpoint folder is written under a
+temporary name with a ``SHA256SUMS`` list, then swapped in as a whole, so a crash leaves the previous checkpoint or
+the new one. Resuming checks the list and falls back to ``checkpoint-last.old`` when the newest checkpoint is corrupt.
+No pickle: tensors go to safetensors, the rest to JSON.
 
 Speed on CPU: LST's step is dominated by the frozen backbone's forward, which the model already runs in eval mode
 under ``no_grad``; batches are padded to their longest example; evaluation sorts examples by length and runs under
@@ -39,7 +42,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import WEIGHTS_NAME, atomic_save_tensors, atomic_write_text, load_tensors
+from .checkpoint import (
+    WEIGHTS_NAME,
+    atomic_save_tensors,
+    atomic_write_text,
+    load_tensors,
+    verify_checksums,
+    write_checksums,
+)
 from .errors import CheckpointError, ConfigError, LadderTuneError
 from .run_config import CONFIG_NAME, TrainConfig
 
@@ -78,7 +88,7 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[i
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
-def choose_format(backbone: str, fmt: str | None) -> tuple[str, str]:
+def choose_format(backbone: str, fmt: str | None, trust_remote_code: bool = False) -> tuple[str, str]:
     """(data format, backbone head): text2text for encoder-decoders (T5), classification otherwise."""
     import transformers
 
@@ -87,7 +97,7 @@ def choose_format(backbone: str, fmt: str | None) -> tuple[str, str]:
     src = resolve_backbone(backbone)
     try:
         kwargs = {"gguf_file": src.gguf_file} if src.gguf_file else {}
-        cfg = transformers.AutoConfig.from_pretrained(src.path, **kwargs)
+        cfg = transformers.AutoConfig.from_pretrained(src.path, trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError, KeyError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ConfigError(f"cannot read the config of backbone {backbone!r}: {first}") from None
@@ -107,7 +117,7 @@ def load_backbone_for(config: TrainConfig, spec, head: str, tokenizer):
     from .backbones import load_backbone
 
     kwargs = {"num_labels": spec.num_labels} if head == "sequence_classification" else {}
-    backbone = load_backbone(config.backbone, head, **kwargs)
+    backbone = load_backbone(config.backbone, head, trust_remote_code=config.trust_remote_code, **kwargs)
     if (
         backbone.config.pad_token_id is None
     ):  # decoder-only classifiers find the last token through the pad id
@@ -242,6 +252,14 @@ def save_weights(model, directory: Path, method: str) -> None:
 
 def load_weights(model, directory: Path, method: str) -> None:
     """Copy weights written by :func:`save_weights` into an already built ``model`` (names and shapes must match)."""
+    verify_checksums(directory)
+    with torch.no_grad():
+        for target, tensor in _read_weights(model, directory, method):
+            target.copy_(tensor)
+
+
+def _read_weights(model, directory: Path, method: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(model tensor, saved tensor) pairs, every name and shape checked before anything is copied."""
     if method == "lst":
         state, target = load_tensors(directory / WEIGHTS_NAME), model.side.state_dict()
     else:
@@ -251,41 +269,56 @@ def load_weights(model, directory: Path, method: str) -> None:
         raise CheckpointError(
             f"{directory} does not fit this model: unexpected {extra[:3]}, missing {missing[:3]}"
         )
-    with torch.no_grad():
-        for name, tensor in state.items():
-            if target[name].shape != tensor.shape:
-                shapes = f"{tuple(tensor.shape)}, expected {tuple(target[name].shape)}"
-                raise CheckpointError(f"{directory}: {name} has shape {shapes}")
-            target[name].copy_(tensor)
+    for name, tensor in state.items():
+        if target[name].shape != tensor.shape:
+            shapes = f"{tuple(tensor.shape)}, expected {tuple(target[name].shape)}"
+            raise CheckpointError(f"{directory}: {name} has shape {shapes}")
+    return [(target[name], tensor) for name, tensor in state.items()]
 
 
-def _swap_in(tmp: Path, directory: Path) -> None:
-    """Replace ``directory`` by the complete folder ``tmp``. A crash in between leaves ``<name>.old`` (the previous
-    checkpoint, which :func:`find_checkpoint` falls back to) or the new folder, never a mix of the two."""
+def _swap_in(tmp: Path, directory: Path, keep_previous: bool = False) -> None:
+    """Replace ``directory`` by the complete folder ``tmp``; the replaced folder becomes ``<name>.old``, kept with
+    ``keep_previous`` (the fallback of :func:`resume_checkpoint`). A crash in between leaves a complete folder
+    under one of the two names (``<name>.old`` alone when it hit between the renames), never a mix of the two."""
     old = directory.with_name(directory.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
     if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
         directory.rename(old)
     tmp.rename(directory)
-    shutil.rmtree(old, ignore_errors=True)
+    if not keep_previous:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_folder(directory: Path, write: Callable[[Path], None], keep_previous: bool = False) -> None:
+    """``write(tmp)`` into ``<name>.tmp``, list its checksums, then swap it in for ``directory``. An error part-way
+    removes the temporary folder and leaves ``directory`` as it was."""
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        write(tmp)
+        write_checksums(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _swap_in(tmp, directory, keep_previous)
 
 
 def save_best(directory: Path, model, method: str) -> None:
     """Write the weights alone (no optimizer) into ``directory``, swapped in as a whole."""
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_weights(model, tmp, method)
-    _swap_in(tmp, directory)
+    _write_folder(directory, lambda tmp: save_weights(model, tmp, method))
 
 
 def save_checkpoint(directory: Path, model, method: str, optimizer, scheduler, state: dict) -> None:
-    """Write a resumable checkpoint into a temporary folder, then swap it in for ``directory``.
+    """Write a resumable checkpoint into a temporary folder, then swap it in for ``directory`` (keeping the one it
+    replaces as ``<name>.old``).
 
     ``state`` holds the JSON-ready scalars (step, epoch, next batch, best so far, history); this adds the optimizer
     (tensors to safetensors, the rest to JSON), the scheduler and the RNG states of torch, Python and NumPy.
     """
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    _write_folder(directory, lambda tmp: _write_state(tmp, model, method, optimizer, scheduler, state), True)
+
+
+def _write_state(tmp: Path, model, method: str, optimizer, scheduler, state: dict) -> None:
     save_weights(model, tmp, method)
     opt = optimizer.state_dict()
     tensors, scalars = {"rng.torch": torch.get_rng_state()}, {}
@@ -305,42 +338,100 @@ def save_checkpoint(directory: Path, model, method: str, optimizer, scheduler, s
     }
     atomic_save_tensors(tmp / STATE_TENSORS, tensors)
     atomic_write_text(tmp / STATE_JSON, json.dumps(full) + "\n")
-    _swap_in(tmp, directory)
+
+
+def checkpoint_candidates(output_dir: Path, name: str = "checkpoint-last") -> list[Path]:
+    """The resumable checkpoint folders, newest first: ``<name>`` and the previous one, ``<name>.old``."""
+    return [c for c in (output_dir / name, output_dir / f"{name}.old") if (c / STATE_JSON).is_file()]
 
 
 def find_checkpoint(output_dir: Path, name: str = "checkpoint-last") -> Path | None:
-    """The resumable checkpoint folder, or the previous one when a crash interrupted :func:`_swap_in`."""
-    for candidate in (output_dir / name, output_dir / f"{name}.old"):
-        if (candidate / STATE_JSON).is_file():
-            return candidate
+    """The newest resumable checkpoint folder (``<name>.old`` when a crash interrupted :func:`_swap_in`)."""
+    found = checkpoint_candidates(output_dir, name)
+    return found[0] if found else None
+
+
+def resume_checkpoint(output_dir: Path, model, method: str, optimizer, scheduler) -> tuple[Path, dict] | None:
+    """Restore the newest intact checkpoint of ``output_dir``: ``checkpoint-last``, else the previous one.
+
+    When the newest is corrupt and the previous one loads, the corrupt folder is removed and the previous one takes
+    its name, so that the next save again keeps an intact previous checkpoint.
+
+    Returns:
+        (folder, JSON state), or None when the run wrote no checkpoint.
+
+    Raises:
+        CheckpointError: no candidate is intact (each one's reason in the message).
+    """
+    errors = []
+    for directory in checkpoint_candidates(output_dir):
+        try:
+            state = load_checkpoint(directory, model, method, optimizer, scheduler)
+        except CheckpointError as e:
+            errors.append(str(e))
+            continue
+        if errors:
+            logger.warning("%s; resuming from the previous checkpoint, %s", errors[0], directory)
+            newest = output_dir / "checkpoint-last"
+            shutil.rmtree(newest, ignore_errors=True)
+            directory = directory.rename(newest)
+        return directory, state
+    if errors:
+        raise CheckpointError(f"cannot resume {output_dir}: no intact checkpoint ({'; '.join(errors)})")
     return None
 
 
 def load_checkpoint(directory: Path, model, method: str, optimizer, scheduler) -> dict:
-    """Restore what :func:`save_checkpoint` wrote; returns the JSON state (step, epoch, next batch, best...)."""
+    """Restore what :func:`save_checkpoint` wrote; returns the JSON state (step, epoch, next batch, best...).
+
+    Every file is checked (checksums, names, shapes, structure) before anything is restored, so a corrupt
+    checkpoint raises :class:`CheckpointError` and leaves the model, optimizer and RNGs as they were.
+    """
+    verify_checksums(directory)
     try:
         state = json.loads((directory / STATE_JSON).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{directory / STATE_JSON} is unreadable: {e}") from None
-    if state.get("param_names") != list(trainable_parameters(model)):
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{directory / STATE_JSON} is unreadable ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("param_names") != list(trainable_parameters(model)):
         raise CheckpointError(f"{directory} was written for other trainable parameters than this model's")
-    load_weights(model, directory, method)
+    weights = _read_weights(model, directory, method)
     tensors = load_tensors(directory / STATE_TENSORS)
-    slots: dict[int, dict] = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            i, name = key.removeprefix("optimizer.").split(".", 1)
+    try:
+        slots: dict[int, dict] = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer."):
+                i, name = key.removeprefix("optimizer.").split(".", 1)
+                slots.setdefault(int(i), {})[name] = value
+        for key, value in state["optimizer"]["scalars"].items():
+            i, name = key.split(".", 1)
             slots.setdefault(int(i), {})[name] = value
-    for key, value in state["optimizer"]["scalars"].items():
-        i, name = key.split(".", 1)
-        slots.setdefault(int(i), {})[name] = value
-    optimizer.load_state_dict({"state": slots, "param_groups": state["optimizer"]["param_groups"]})
+        opt_state = {"state": slots, "param_groups": state["optimizer"]["param_groups"]}
+        py, np_state = state["rng"]["python"], state["rng"]["numpy"]
+        py_state = (py[0], tuple(py[1]), py[2])
+        np_state = (np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:])
+        torch_rng = tensors["rng.torch"]
+        for key in ("step", "epoch", "next_batch"):
+            if not isinstance(state[key], int):
+                raise TypeError(f"{key} is not an integer")
+        missing = [key for key in ("history", "train_seconds", "best") if key not in state]
+        if missing or not isinstance(state["scheduler"], dict):
+            raise KeyError(missing[0] if missing else "scheduler")
+        # throwaway generators check the RNG states; the optimizer checks its groups before it changes anything
+        random.Random().setstate(py_state)
+        np.random.RandomState().set_state(np_state)
+        torch.Generator().set_state(torch_rng)
+        optimizer.load_state_dict(opt_state)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        raise CheckpointError(
+            f"{directory} holds a malformed trainer state ({type(e).__name__}: {e})"
+        ) from None
+    with torch.no_grad():
+        for target, tensor in weights:
+            target.copy_(tensor)
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(tensors["rng.torch"])
-    py = state["rng"]["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    np_state = state["rng"]["numpy"]
-    np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
+    torch.set_rng_state(torch_rng)
+    random.setstate(py_state)
+    np.random.set_state(np_state)
     return state
 
 
@@ -390,12 +481,12 @@ def train(
         if config.resume:
             raise ConfigError("resume needs output_dir (--output-dir): the folder of the run to continue")
         config.output_dir = config.default_output_dir()
-    out = _prepare_output(config)
+    out = _check_output(config)  # nothing in the folder changes before the data and the model are known good
     seed_everything(config.seed)
     splits = load_splits(config.task, **config.data_kwargs())
     spec, train_set = splits.spec, splits.train
-    fmt, head = choose_format(config.backbone, config.format)
-    tokenizer = load_tokenizer(config.backbone)
+    fmt, head = choose_format(config.backbone, config.format, config.trust_remote_code)
+    tokenizer = load_tokenizer(config.backbone, trust_remote_code=config.trust_remote_code)
     collate = make_collator(tokenizer, fmt=fmt, spec=spec, max_length=config.max_length)
     calibration = None
     if config.method == "lst" and config.init == "fisher":  # training batches in an order of their own
@@ -427,11 +518,13 @@ def train(
     meter = PeakMemoryMeter(model, optimizer, device="cpu") if config.memory_steps else None
 
     # -- start fresh, or from checkpoint-last ---------------------------------------------------------------------
+    _claim_output(config, out)
     state = {"step": 0, "epoch": 0, "next_batch": 0, "best": None, "history": [], "train_seconds": 0.0}
     metrics_path = out / "metrics.jsonl"
-    resume_from = find_checkpoint(out) if config.resume else None
-    if resume_from is not None:
-        state = load_checkpoint(resume_from, model, config.method, optimizer, scheduler)
+    resumed = resume_checkpoint(out, model, config.method, optimizer, scheduler) if config.resume else None
+    resume_from = None
+    if resumed is not None:
+        resume_from, state = resumed
         _truncate_metrics(metrics_path, state["step"])
         logger.info("resumed from %s at step %d", resume_from, state["step"])
     else:
@@ -582,11 +675,13 @@ def train(
         "config": config.to_dict(),
     }
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    shutil.rmtree(out / "checkpoint-last.old", ignore_errors=True)  # a finished run resumes from nothing
     return results
 
 
-def _prepare_output(config: TrainConfig) -> Path:
-    """Check ``output_dir``: a finished or unfinished run is replaced only with ``overwrite`` (or resumed)."""
+def _check_output(config: TrainConfig) -> Path:
+    """Check ``output_dir`` without changing it: a finished or unfinished run is replaced only with ``overwrite``
+    (or resumed), and resumed only with the same settings."""
     out = Path(config.output_dir)
     finished, started = (out / "results.json").exists(), find_checkpoint(out) is not None
     if finished and not config.overwrite:
@@ -594,18 +689,22 @@ def _prepare_output(config: TrainConfig) -> Path:
         raise ConfigError(f"{out} already holds a finished run (results.json); {hint}")
     if started and not (config.overwrite or config.resume):
         raise ConfigError(f"{out} holds an unfinished run: --resume continues it, --overwrite starts over")
+    if config.resume and (out / CONFIG_NAME).is_file():
+        diff = config.differences(TrainConfig.load(out))
+        if diff:
+            raise ConfigError(f"cannot resume {out} with other settings: {', '.join(diff)} differ")
+    return out
+
+
+def _claim_output(config: TrainConfig, out: Path) -> None:
+    """Create ``out``; with ``overwrite``, first remove the previous run's files (only those)."""
     if config.overwrite:  # remove the run's own files only, never anything else in the folder
         for name in RUN_FILES + tuple(
             f"checkpoint-{k}.{s}" for k in ("last", "best") for s in ("old", "tmp")
         ):
             path = out / name
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    if config.resume and (out / CONFIG_NAME).is_file():
-        diff = config.differences(TrainConfig.load(out))
-        if diff:
-            raise ConfigError(f"cannot resume {out} with other settings: {', '.join(diff)} differ")
     out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -647,6 +746,7 @@ def evaluate(
     max_eval_samples: int | None = None,
     batch_size: int | None = None,
     show_progress: bool = False,
+    trust_remote_code: bool = False,
 ) -> dict:
     """Rebuild a trained model from its run folder and score it on the validation (and test) split.
 
@@ -656,6 +756,8 @@ def evaluate(
         data_dir: where the data is, when not where the training run found it.
         max_eval_samples: evaluate on this many examples (default: the training run's setting).
         batch_size: evaluation batch size (default: the training run's).
+        trust_remote_code: let transformers run the backbone's own code. Asked of the caller, never taken from
+            the run folder: a copied run folder must not be able to switch it on.
 
     Returns:
         ``{"checkpoint", "task", "method", "validation": metrics, "test": metrics or None}``.
@@ -671,12 +773,14 @@ def evaluate(
         raise CheckpointError(f"no checkpoint folder at {path}")
     if not (path.parent / CONFIG_NAME).is_file():
         raise CheckpointError(f"no {CONFIG_NAME} in {path.parent}: is {path} a laddertune checkpoint?")
+    verify_checksums(path)
     config = TrainConfig.load(path.parent)
+    config.trust_remote_code = trust_remote_code
     config.data_dir = data_dir or config.data_dir
     config.max_eval_samples = max_eval_samples if max_eval_samples is not None else config.max_eval_samples
     splits = load_splits(config.task, **{**config.data_kwargs(), "max_train_samples": None})
-    fmt, head = choose_format(config.backbone, config.format)
-    tokenizer = load_tokenizer(config.backbone)
+    fmt, head = choose_format(config.backbone, config.format, config.trust_remote_code)
+    tokenizer = load_tokenizer(config.backbone, trust_remote_code=config.trust_remote_code)
     seed_everything(config.seed)
     if config.method == "lst":
         model = LadderModel.from_pretrained(load_backbone_for(config, splits.spec, head, tokenizer), path)
