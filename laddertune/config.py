@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,10 @@ class LadderConfig:
         if self.reduction_factor < 1:
             raise ConfigError(f"reduction_factor must be >= 1, got {self.reduction_factor}")
         if self.side_layers is not None:
+            if isinstance(self.side_layers, str | bytes | dict) or not isinstance(self.side_layers, Iterable):
+                raise ConfigError(
+                    f"side_layers must be a list of layer ids or None, got {self.side_layers!r}"
+                )
             layers = list(self.side_layers)
             if not layers:
                 raise ConfigError("side_layers must name at least one layer (or be None for all layers)")
@@ -81,6 +86,9 @@ class LadderConfig:
             raise ConfigError(f"fisher_samples must be a positive integer, got {self.fisher_samples!r}")
         if not isinstance(self.backbone_dropout, bool):
             raise ConfigError(f"backbone_dropout must be true or false, got {self.backbone_dropout!r}")
+        for name in ("backbone_name", "backbone_revision", "backbone_fingerprint", "task_head"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a string or None, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -110,6 +118,7 @@ class LadderConfig:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"no {CONFIG_NAME} in {directory}") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{path} is not valid JSON: {e}") from None
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: 5000-digit ints
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ConfigError(f"{path} is not valid JSON: {first}") from None
         return cls.from_dict(data)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,8 @@ FORMATS = ("classification", "text2text", "causal")
 DEFAULT_LR = {"lst": 3e-3, "prompt": 0.3}
 OTHER_LR = 3e-4
 PAPER_WARMUP = 500
+PATHS = ("data_dir", "train_file", "validation_file", "output_dir")
+COLUMNS = ("text_column", "text_pair_column", "label_column")
 # Fields that may differ between a run and its resumption: they say how to run, not what to train.
 RESUME_FREE = ("overwrite", "resume", "output_dir", "data_dir", "save_steps", "log_every")
 
@@ -108,6 +112,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or not self.task:
             raise ConfigError("task must be a GLUE task name or 'custom'")
+        for name in ("backbone", *PATHS):  # a Path is kept as its string: train_config.json holds strings
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
+        if not isinstance(self.backbone, str) or not self.backbone:
+            raise ConfigError(f"backbone must be an alias, a folder or a hub id, got {self.backbone!r}")
+        for name in (*PATHS, *COLUMNS):
+            if not isinstance(getattr(self, name), str | None):
+                raise ConfigError(f"{name} must be a string or None, got {getattr(self, name)!r}")
         _choice("method", self.method, METHODS)
         _choice("init", self.init, INITS)
         _choice("protocol", self.protocol, PROTOCOLS)
@@ -129,6 +141,10 @@ class TrainConfig:
         if self.side_layers is not None:
             if isinstance(self.side_layers, str):
                 self.side_layers = parse_int_list(self.side_layers, "side_layers")
+            if isinstance(self.side_layers, bytes | dict) or not isinstance(self.side_layers, Iterable):
+                raise ConfigError(
+                    f"side_layers must be a list of layer ids or None, got {self.side_layers!r}"
+                )
             layers = list(self.side_layers)
             if not layers or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in layers):
                 raise ConfigError(f"side_layers must be non-negative integers, got {self.side_layers!r}")
@@ -199,7 +215,7 @@ class TrainConfig:
         """Inverse of :meth:`to_dict`; unknown fields raise :class:`ConfigError`."""
         if not isinstance(data, dict):
             raise ConfigError(f"a train config must be a JSON object, got {type(data).__name__}")
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        unknown = sorted(map(str, set(data) - {f.name for f in dataclasses.fields(cls)}))
         if unknown:
             raise ConfigError(f"unknown train config field(s): {', '.join(unknown)}")
         if "task" not in data:
@@ -222,8 +238,9 @@ class TrainConfig:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"no {CONFIG_NAME} in {directory}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{path} is not a readable JSON file: {e}") from None
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: 5000-digit ints
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ConfigError(f"{path} is not a readable JSON file: {first}") from None
         return cls.from_dict(data)
 
     def differences(self, other: TrainConfig) -> list[str]:
