@@ -13,7 +13,7 @@ import sys
 from tqdm.auto import tqdm
 
 from .errors import ConfigError
-from .run_config import FORMATS, INITS, METHODS, PROTOCOLS, TrainConfig, parse_int_list
+from .run_config import CHAINS, FORMATS, INITS, METHODS, PROTOCOLS, TrainConfig, parse_int_list
 
 CLI_EPOCHS = 3  # the command line's default; the library's is the task's (paper) count
 
@@ -49,6 +49,18 @@ def register(subparsers) -> None:
         help="LST: backbone layers (0-based) with a side layer, e.g. 1,2,3; default all",
     )
     g.add_argument("--init", default="random", choices=INITS, help="LST: side weights start random or pruned")
+    g.add_argument(
+        "--pruning-chain",
+        default="residual",
+        choices=CHAINS,
+        help="LST, pruned init: one set of residual dims (residual) or each matrix's own (authors)",
+    )
+    g.add_argument(
+        "--fisher-samples",
+        type=int,
+        default=1024,
+        help="LST, --init fisher: examples for the Fisher information",
+    )
     g.add_argument(
         "--trust-remote-code",
         action="store_true",

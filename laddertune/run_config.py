@@ -20,6 +20,7 @@ from .errors import ConfigError
 CONFIG_NAME = "train_config.json"
 METHODS = ("lst", "full", "lora", "adapter", "bitfit", "prompt")
 INITS = ("random", "magnitude", "fisher")
+CHAINS = ("residual", "authors")
 PROTOCOLS = ("dev", "paper")
 FORMATS = ("classification", "text2text", "causal")
 # Learning rates of the paper (lst-reference.md §4): LST 3e-3, prompt tuning 0.3, every other method 3e-4.
@@ -51,6 +52,10 @@ class TrainConfig:
     """LST: backbone layer ids (0-based) that get a side layer; None keeps all."""
     init: str = "random"
     """LST: side weights start ``random`` or pruned from the backbone (``magnitude``, ``fisher``)."""
+    pruning_chain: str = "residual"
+    """LST with a pruned init: ``residual`` (one set of hidden dims for the residual stream) or ``authors``."""
+    fisher_samples: int = 1024
+    """LST with ``init="fisher"``: training examples for the empirical Fisher information (the paper's 1024)."""
     backbone_dropout: bool = False
     """LST: run the frozen backbone with dropout on while training (the authors' setting; slower, noisier)."""
     freeze_layers: int = 0
@@ -122,6 +127,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be a string or None, got {getattr(self, name)!r}")
         _choice("method", self.method, METHODS)
         _choice("init", self.init, INITS)
+        _choice("pruning_chain", self.pruning_chain, CHAINS)
+        _int("fisher_samples", self.fisher_samples, 1)
         _choice("protocol", self.protocol, PROTOCOLS)
         if self.format is not None:
             _choice("format", self.format, FORMATS)

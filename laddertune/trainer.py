@@ -138,6 +138,8 @@ def build_model(config: TrainConfig, spec, head: str, tokenizer, calibration=Non
         reduction_factor=config.reduction_factor,
         side_layers=config.side_layers,
         init=config.init,
+        pruning_chain=config.pruning_chain,
+        fisher_samples=config.fisher_samples,
         backbone_dropout=config.backbone_dropout,
     )
     try:
@@ -494,7 +496,9 @@ def train(
         calibration = (collate([train_set[i] for i in b]) for b in order)
     # Phases are measured apart: "init" (loading, pruning, Fisher) with every live tensor as its baseline; "train"
     # and "eval" count what a GPU would hold: the model's weights and gradients and the optimizer state.
-    init_meter = PeakMemoryMeter(device="cpu") if config.memory_steps else None
+    # On CPU the meter records every op: the Fisher pass (one backward per example) would run several times slower
+    # under it and hold its trace in RAM, so on CPU a Fisher init is timed but not metered.
+    init_meter = PeakMemoryMeter(device="cpu") if config.memory_steps and config.init != "fisher" else None
     with init_meter.phase("init") if init_meter else nullcontext():
         model = build_model(config, spec, head, tokenizer, calibration)
     counts = parameter_counts(model)

@@ -449,3 +449,41 @@ def test_format_must_fit_the_backbone(assets, tmp_path):
         train(config(assets, tmp_path / "a", format="text2text"))
     with pytest.raises(ConfigError, match="causal needs a decoder-only"):
         train(config(assets, tmp_path / "b", backbone=assets["t5"], format="causal"))
+
+
+def test_pruning_options_reach_the_ladder_config(monkeypatch):
+    """--pruning-chain and --fisher-samples flow from the command line through TrainConfig into LadderConfig."""
+    import laddertune
+    from laddertune import cli_train, trainer
+    from laddertune.cli import build_parser
+
+    args = build_parser().parse_args(
+        [
+            "train",
+            "--task",
+            "rte",
+            "--init",
+            "magnitude",
+            "--pruning-chain",
+            "authors",
+            "--fisher-samples",
+            "7",
+        ]
+    )
+    config = cli_train.config_from_args(args)
+    assert (config.pruning_chain, config.fisher_samples) == ("authors", 7)
+    seen = {}
+    monkeypatch.setattr(trainer, "load_backbone_for", lambda *a, **k: "backbone")
+    monkeypatch.setattr(
+        laddertune, "get_ladder_model", lambda b, cfg, calibration_data=None: seen.setdefault("cfg", cfg)
+    )
+    trainer.build_model(config, None, "sequence_classification", None)
+    assert (seen["cfg"].init, seen["cfg"].pruning_chain, seen["cfg"].fisher_samples) == (
+        "magnitude",
+        "authors",
+        7,
+    )
+    with pytest.raises(ConfigError, match="pruning_chain"):
+        TrainConfig(task="rte", pruning_chain="mine")
+    with pytest.raises(ConfigError, match="fisher_samples"):
+        TrainConfig(task="rte", fisher_samples=0)
