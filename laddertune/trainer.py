@@ -637,7 +637,7 @@ def train(
         test = evaluate_examples(model, splits.test, desc="test", **eval_kw)
         log({"type": "eval", "split": "test", "epoch": best["epoch"], "step": best["step"], "metrics": test})
     memory = meter.report().to_dict() if meter is not None else None
-    if memory is not None:
+    if memory is not None and init_meter is not None:  # no init phase when Fisher ran unprofiled (CPU)
         memory["phases"] = {**init_meter.report().to_dict()["phases"], **memory["phases"]}
     train_peak = memory["phases"].get("train", {}).get("peak_bytes") if memory else None
     results = {

@@ -431,13 +431,12 @@ def test_decoder_only_formats(assets, tmp_path, fmt):
 
 @pytest.mark.parametrize("init", ["magnitude", "fisher"])
 def test_pruned_initialisation(assets, tmp_path, init):
-    """Fisher gets training batches as calibration data; its cost shows in the "init" memory phase only."""
+    """Fisher gets training batches as calibration data. The init phase stays out of the "train" peak; on CPU a
+    Fisher init is not profiled (the profiler slows it ~10x), so its run has no "init" phase."""
     results = train(config(assets, tmp_path / "run", init=init, epochs=1, memory_steps=1))
     phases = results["memory"]["phases"]["phases"]
-    assert (
-        set(phases) == {"init", "train", "eval"}
-        and results["memory"]["peak_train_bytes"] == phases["train"]["peak_bytes"]
-    )
+    expected = {"train", "eval"} if init == "fisher" else {"init", "train", "eval"}
+    assert set(phases) == expected and results["memory"]["peak_train_bytes"] == phases["train"]["peak_bytes"]
     assert (
         json.loads((tmp_path / "run" / "checkpoint-best" / "ladder_config.json").read_text())["init"] == init
     )
