@@ -180,8 +180,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--overwrite", action="store_true", help="rerun runs that already finished")
+    parser.add_argument("--name", default="glue_minilm", help="results file stem under benchmarks/results")
     args = parser.parse_args()
-    previous = RESULTS / "glue_minilm.json"
+    previous = RESULTS / f"{args.name}.json"
     meta = {
         "budget": {
             k: getattr(args, k)
@@ -208,8 +209,8 @@ def main() -> None:
             if args.overwrite or not ran_before:
                 meta["load_after"] = round(os.getloadavg()[0], 2)
             meta["versions"] = result["versions"]
-            (RESULTS / "glue_minilm.json").write_text(json.dumps({**meta, "runs": rows}, indent=2) + "\n")
-            (RESULTS / "glue_minilm.md").write_text(markdown(rows, meta))
+            (RESULTS / f"{args.name}.json").write_text(json.dumps({**meta, "runs": rows}, indent=2) + "\n")
+            (RESULTS / f"{args.name}.md").write_text(markdown(rows, meta))
             print(json.dumps(rows[-1]), flush=True)
 
 

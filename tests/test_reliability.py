@@ -1049,6 +1049,8 @@ VALID_TRAIN = {
     "method": st.just("lst"),
     "side_layers": st.one_of(st.none(), st.lists(st.integers(0, 5), min_size=1, max_size=3)),
     "init": st.sampled_from(["random", "magnitude", "fisher"]),
+    "pruning_chain": st.sampled_from(["residual", "authors"]),
+    "fisher_samples": st.integers(1, 2048),
     "freeze_layers": st.just(0),
     "lr": st.one_of(st.none(), st.floats(1e-5, 1.0)),
     "warmup_steps": st.one_of(st.none(), st.integers(0, 9)),
