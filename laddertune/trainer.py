@@ -687,6 +687,8 @@ def _check_output(config: TrainConfig) -> Path:
     """Check ``output_dir`` without changing it: a finished or unfinished run is replaced only with ``overwrite``
     (or resumed), and resumed only with the same settings."""
     out = Path(config.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output_dir {out} is a file, not a folder")
     finished, started = (out / "results.json").exists(), find_checkpoint(out) is not None
     if finished and not config.overwrite:
         hint = "nothing to resume" if config.resume else "pass --overwrite to replace it"
@@ -708,7 +710,10 @@ def _claim_output(config: TrainConfig, out: Path) -> None:
         ):
             path = out / name
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create output_dir {out}: {e.strerror or e}") from None
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

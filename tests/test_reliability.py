@@ -1152,3 +1152,14 @@ def test_fuzz_config_files(content, which):
         cls.load(folder)
     except ConfigError as e:
         _one_line(e)
+
+
+def test_output_dir_that_is_a_file_is_a_clear_error(tmp_path, capsys):
+    from laddertune.cli import main
+
+    target = tmp_path / "a-file"
+    target.write_text("keep me")
+    code = main(["train", "--task", "rte", "--output-dir", str(target), "--data-dir", str(tmp_path / "none")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: ") and "is a file" in err[-1]
+    assert target.read_text() == "keep me"
