@@ -52,6 +52,24 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def save_json(path: str | Path, data) -> Path:
+    """Write ``data`` as indented, key-sorted JSON to ``path``, atomically; returns the path."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return Path(path)
+
+
+def load_json(path: str | Path):
+    """Read a JSON file the user may have damaged; any problem is a one-line :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no {path.name} in {path.parent}") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: 5000-digit ints
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"{path} is not a readable JSON file: {first}") from None
+
+
 def atomic_save_tensors(
     path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None
 ) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,20 +104,12 @@ class LadderConfig:
 
     def save(self, directory: str | Path) -> Path:
         """Write ``ladder_config.json`` into ``directory`` (atomically) and return its path."""
-        from .checkpoint import atomic_write_text
+        from .checkpoint import save_json
 
-        path = Path(directory) / CONFIG_NAME
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-        return path
+        return save_json(Path(directory) / CONFIG_NAME, self.to_dict())
 
     @classmethod
     def load(cls, directory: str | Path) -> LadderConfig:
-        path = Path(directory) / CONFIG_NAME
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"no {CONFIG_NAME} in {directory}") from None
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: 5000-digit ints
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ConfigError(f"{path} is not valid JSON: {first}") from None
-        return cls.from_dict(data)
+        from .checkpoint import load_json
+
+        return cls.from_dict(load_json(Path(directory) / CONFIG_NAME))

@@ -8,7 +8,6 @@ what the user asked for and ``results.json`` what actually ran.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from collections.abc import Iterable
@@ -231,24 +230,16 @@ class TrainConfig:
 
     def save(self, directory: str | Path) -> Path:
         """Write ``train_config.json`` into ``directory`` atomically; returns its path."""
-        from .checkpoint import atomic_write_text
+        from .checkpoint import save_json
 
-        path = Path(directory) / CONFIG_NAME
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-        return path
+        return save_json(Path(directory) / CONFIG_NAME, self.to_dict())
 
     @classmethod
     def load(cls, directory: str | Path) -> TrainConfig:
         """Read ``train_config.json`` from ``directory``."""
-        path = Path(directory) / CONFIG_NAME
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"no {CONFIG_NAME} in {directory}") from None
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: 5000-digit ints
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ConfigError(f"{path} is not a readable JSON file: {first}") from None
-        return cls.from_dict(data)
+        from .checkpoint import load_json
+
+        return cls.from_dict(load_json(Path(directory) / CONFIG_NAME))
 
     def differences(self, other: TrainConfig) -> list[str]:
         """Fields (other than how-to-run fields such as ``output_dir``) whose values differ from ``other``'s."""
