@@ -36,6 +36,7 @@ from hypothesis import strategies as st
 from test_trainer import one_thread, save_backbone, write_data  # noqa: F401 (one_thread: an autouse fixture)
 
 import laddertune.checkpoint as checkpoint_module
+import laddertune.run_checkpoint as run_checkpoint
 import laddertune.trainer as trainer
 from laddertune import CheckpointError, LadderConfig, LadderModel
 from laddertune.checkpoint import CHECKSUMS_NAME, WEIGHTS_NAME, verify_checksums
@@ -401,7 +402,7 @@ def _fail_save_file(monkeypatch, fault: _Fault) -> None:
 
 
 def _fail_text(monkeypatch, fault: _Fault, name: str, target: str) -> None:
-    real = getattr(trainer, target)
+    real = getattr(run_checkpoint, target)
 
     def write(path, *args):
         if Path(path).name == name and fault.hit():
@@ -410,11 +411,11 @@ def _fail_text(monkeypatch, fault: _Fault, name: str, target: str) -> None:
             raise fault.exc
         return real(path, *args)
 
-    monkeypatch.setattr(trainer, target, write)
+    monkeypatch.setattr(run_checkpoint, target, write)
 
 
 def _fail_checksums(monkeypatch, fault: _Fault) -> None:
-    real = trainer.write_checksums
+    real = run_checkpoint.write_checksums
 
     def write_checksums(directory):
         real(directory)
@@ -422,7 +423,7 @@ def _fail_checksums(monkeypatch, fault: _Fault) -> None:
             _truncate(Path(directory) / CHECKSUMS_NAME)
             raise fault.exc
 
-    monkeypatch.setattr(trainer, "write_checksums", write_checksums)
+    monkeypatch.setattr(run_checkpoint, "write_checksums", write_checksums)
 
 
 @pytest.mark.parametrize(
