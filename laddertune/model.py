@@ -193,7 +193,7 @@ class LadderModel(nn.Module):
             if labels is not None:
                 loss = ForCausalLMLoss(logits, labels, vocab_size=logits.shape[-1])
             return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache)
-        hidden = self.side.up(hidden)  # (B, T, d)
+        # Pool before up-projecting (it is per-token linear): one (B, d) activation instead of (B, T, d).
         if self.family.cls_pool == "first":
             hidden = hidden[:, 0]
         elif self.family.cls_pool == "last":  # the last non-padding token, for left or right padding
@@ -203,6 +203,7 @@ class LadderModel(nn.Module):
                 positions = torch.arange(hidden.shape[1], device=hidden.device)
                 last = (attention_mask.to(positions.dtype) * (positions + 1)).argmax(-1)
                 hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        hidden = self.side.up(hidden)  # (B, d), or (B, T, d) for heads that pool by themselves
         logits = self.side.head(hidden)
         loss = None if labels is None else ForSequenceClassificationLoss(labels, logits, self.backbone.config)
         return SequenceClassifierOutput(loss=loss, logits=logits)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import ConfigError
+from .pruning import PAPER_SIDE_LAYERS as _PAPER_TABLE
 
 # T5 v1.0 (the paper's t5-base / t5-large / t5-3b), as in their config.json on the hub.
 _T5_COMMON = dict(
@@ -75,12 +76,9 @@ BUILTIN_CONFIGS: dict[str, tuple[str, dict]] = {
     ),
 }
 
-# The paper's kept side layers (lst-reference.md §3), for ``--side-layers paper``.
-PAPER_SIDE_LAYERS: dict[str, list[int]] = {
-    "t5-base": [1, 2, 3, 5, 6, 7, 9, 10, 11],
-    "t5-large": list(range(1, 24, 2)),
-    "t5-3b": [23],
-}
+# The paper's kept side layers (lst-reference.md §3), for ``--side-layers paper``: a view of the one table in
+# pruning.py, which also knows each model's layer count.
+PAPER_SIDE_LAYERS: dict[str, list[int]] = {name: list(kept) for name, (_, kept) in _PAPER_TABLE.items()}
 
 
 def load_config(name: str):

@@ -143,6 +143,7 @@ def test_ladder_mix_matches_the_formula():
     )
     model(**tiny_batch("bert", "sequence_classification"))
     mu = torch.sigmoid(torch.tensor(0.3) / 0.1)
+    torch.testing.assert_close(stack.gate_values()[1], mu)
     expected = mu * outputs[0] + (1 - mu) * stack.downs[1](taps[0])
     torch.testing.assert_close(inputs[0], expected)
 
