@@ -99,7 +99,7 @@ class LadderConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(f"unknown ladder config field(s): {', '.join(unknown)}")
+            raise ConfigError(f"unknown ladder config field(s): {', '.join(map(repr, unknown))}")
         return cls(**data)
 
     def save(self, directory: str | Path) -> Path:

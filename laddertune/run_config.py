@@ -223,7 +223,7 @@ class TrainConfig:
             raise ConfigError(f"a train config must be a JSON object, got {type(data).__name__}")
         unknown = sorted(map(str, set(data) - {f.name for f in dataclasses.fields(cls)}))
         if unknown:
-            raise ConfigError(f"unknown train config field(s): {', '.join(unknown)}")
+            raise ConfigError(f"unknown train config field(s): {', '.join(map(repr, unknown))}")
         if "task" not in data:
             raise ConfigError("a train config needs a task")
         return cls(**data)

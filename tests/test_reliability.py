@@ -1164,3 +1164,14 @@ def test_output_dir_that_is_a_file_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("error: ") and "is a file" in err[-1]
     assert target.read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("cls", "name"), [(TrainConfig, "train_config.json"), (LadderConfig, "ladder_config.json")]
+)
+def test_unknown_field_with_a_newline_is_still_one_line(tmp_path, cls, name):
+    """Found by test_fuzz_config_files: a field named "\\n" made the message two lines."""
+    (tmp_path / name).write_text('{"task": "rte", "\\n": null}')
+    with pytest.raises(ConfigError) as info:
+        cls.load(tmp_path)
+    assert "\n" not in str(info.value) and "'\\n'" in str(info.value)
