@@ -6,7 +6,7 @@
 Offline MiniLM backbone (BERT, 6 layers, 384 wide, classification head), GLUE RTE and MRPC, protocol ``dev``
 (train on train, score on the official dev set). Per task, five configurations with the same budget:
 ``random``, and ``magnitude`` / ``fisher`` each with the ``residual`` and the ``authors`` pruning chain. Every run is
-one ``laddertune.trainer.train(TrainConfig(...))`` call, so all share the loop, the data order and the seed; only the
+one ``laddertune.training.train(TrainConfig(...))`` call, so all share the loop, the data order and the seed; only the
 side network's starting weights differ. Writes benchmarks/results/figure7_init.json (after every run, so a cut-off
 sweep keeps what finished) and figure7_init.md.
 
@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 
 import laddertune
-from laddertune.run_config import TrainConfig
-from laddertune.trainer import train
+from laddertune.training import train
+from laddertune.training.config import TrainConfig
 
 RESULTS = Path(__file__).parent / "results"
 CONFIGS = [("random", None), ("magnitude", "residual"), ("magnitude", "authors"), ("fisher", "residual"),
@@ -253,8 +253,8 @@ def main() -> int:
     # On this shared 2-core machine two OpenMP threads stall each other: a MiniLM LST step was 4-5x slower
     # with 2 threads than with 1 (measured 5.5-11 s vs 1.2-2.3 s for a batch of 32 MRPC pairs).
     torch.set_num_threads(args.threads)
-    logging.getLogger("laddertune.importance").addHandler(_FisherLog())
-    logging.getLogger("laddertune.importance").setLevel(logging.INFO)
+    logging.getLogger("laddertune.pruning.importance").addHandler(_FisherLog())
+    logging.getLogger("laddertune.pruning.importance").setLevel(logging.INFO)
     args.max_train_samples = {
         k: int(v) for k, v in (kv.split("=") for kv in args.max_train_samples.split(",") if kv)
     }

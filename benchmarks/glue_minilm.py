@@ -118,7 +118,7 @@ def majority(task: str, data_dir: str) -> dict:
     from collections import Counter
 
     from laddertune.data import load_splits
-    from laddertune.metrics import compute_metrics
+    from laddertune.data.metrics import compute_metrics
 
     dev = load_splits(task, data_dir=data_dir).validation
     labels = [e["label"] for e in dev]

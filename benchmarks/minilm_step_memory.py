@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from laddertune import LadderConfig, get_ladder_model
-from laddertune.backbones import load_backbone, load_tokenizer
 from laddertune.baselines import BaselineConfig, count_trainable, prepare_baseline
+from laddertune.core.backbones import load_backbone, load_tokenizer
 from laddertune.data import load_splits
 from laddertune.memory import GIB, PeakMemoryMeter
 
@@ -46,8 +46,12 @@ def main() -> None:
     tokenizer = load_tokenizer("minilm")
     examples = load_splits("rte", data_dir=args.data_dir).train[: args.batch_size]
     batch = tokenizer(
-        [e["text"] for e in examples], [e["text_pair"] for e in examples],
-        padding="max_length", truncation=True, max_length=args.length, return_tensors="pt",
+        [e["text"] for e in examples],
+        [e["text_pair"] for e in examples],
+        padding="max_length",
+        truncation=True,
+        max_length=args.length,
+        return_tensors="pt",
     )
     batch["labels"] = torch.tensor([e["label"] for e in examples])
 
@@ -58,7 +62,7 @@ def main() -> None:
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=1e-4)
 
-        def step():
+        def step(model=model, optimizer=optimizer):  # bound now: the loop rebinds both
             model(**batch).loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -73,18 +77,35 @@ def main() -> None:
             step()
         seconds = (time.perf_counter() - start) / 3
         peak = meter.report().peak("train")
-        rows.append({"method": method, "trainable": trainable, "total": total, "peak_bytes": peak,
-                     "peak_gib": round(peak / GIB, 3), "seconds_per_step": round(seconds, 3)})
-        print(f"{method:5s} trainable {trainable:>11,d} ({100 * trainable / total:5.2f}%)  "
-              f"peak {peak / GIB:6.3f} GiB  {seconds:5.2f} s/step", flush=True)
+        rows.append(
+            {
+                "method": method,
+                "trainable": trainable,
+                "total": total,
+                "peak_bytes": peak,
+                "peak_gib": round(peak / GIB, 3),
+                "seconds_per_step": round(seconds, 3),
+            }
+        )
+        print(
+            f"{method:5s} trainable {trainable:>11,d} ({100 * trainable / total:5.2f}%)  "
+            f"peak {peak / GIB:6.3f} GiB  {seconds:5.2f} s/step",
+            flush=True,
+        )
         del model, optimizer, params
     full = rows[0]["peak_bytes"]
     for row in rows:
         row["peak_vs_full"] = round(row["peak_bytes"] / full, 3)
-    out = {"backbone": "minilm (all-MiniLM-L6-v2)", "batch_size": args.batch_size, "length": args.length,
-           "threads": torch.get_num_threads(), "torch": torch.__version__, "device": "cpu",
-           "measurement": "PeakMemoryMeter (CPU allocator via torch.profiler), 2 steps after 1 warm-up step",
-           "rows": rows}
+    out = {
+        "backbone": "minilm (all-MiniLM-L6-v2)",
+        "batch_size": args.batch_size,
+        "length": args.length,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "device": "cpu",
+        "measurement": "PeakMemoryMeter (CPU allocator via torch.profiler), 2 steps after 1 warm-up step",
+        "rows": rows,
+    }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {RESULTS}")

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from laddertune import LadderConfig, get_ladder_model
-from laddertune.backbones import load_backbone, load_tokenizer
+from laddertune.core.backbones import load_backbone, load_tokenizer
 from laddertune.data import load_splits, make_collator
 
 RESULTS = Path(__file__).parent / "results" / "real_backbones_loss.json"

@@ -4,7 +4,7 @@
     python benchmarks/table1_memory.py --from-json            # rewrite the .md from the saved JSON only
 
 T5 (v1.0 configs), fp32, batch 100, source 128 tokens, target 3 tokens, AdamW; every row is
-``laddertune.memory_predict.predict_memory(..., device_semantics="cuda")``: the peak of a steady-state training
+``laddertune.memory.predict.predict_memory(..., device_semantics="cuda")``: the peak of a steady-state training
 iteration (after the optimizer state exists), as ``torch.cuda.max_memory_allocated`` would read it over training
 steps. Writes benchmarks/results/table1_memory.json and table1_memory.md.
 """
@@ -21,8 +21,8 @@ import torch
 import transformers
 
 from laddertune.memory import GIB
-from laddertune.memory_predict import predict_memory
-from laddertune.model_configs import PAPER_SIDE_LAYERS, load_config
+from laddertune.memory.model_configs import PAPER_SIDE_LAYERS, load_config
+from laddertune.memory.predict import predict_memory
 
 RESULTS = Path(__file__).parent / "results"
 SETTING = {"batch_size": 100, "source_length": 128, "target_length": 3, "dtype": "float32"}

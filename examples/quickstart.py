@@ -13,7 +13,7 @@ import os
 import torch
 
 from laddertune import LadderConfig, get_ladder_model
-from laddertune.backbones import load_backbone, load_tokenizer
+from laddertune.core.backbones import load_backbone, load_tokenizer
 from laddertune.data import load_splits, make_collator
 
 

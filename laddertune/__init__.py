@@ -5,10 +5,8 @@
 >>> model.print_trainable_parameters()
 """
 
-from .architectures import FAMILIES
-from .config import LadderConfig
+from .core import FAMILIES, LadderCache, LadderConfig, LadderModel, get_ladder_model
 from .errors import CheckpointError, ConfigError, DataError, LadderTuneError
-from .model import LadderCache, LadderModel, get_ladder_model
 
 __version__ = "0.1.0"
 __all__ = [

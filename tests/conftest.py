@@ -12,6 +12,9 @@ import transformers as T
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+# The reliability tests' yardstick run and its fixtures (assets, reference, interrupted), shared by their files.
+pytest_plugins = ["reliability_setup"]
+
 VOCAB = 64
 
 

@@ -16,8 +16,8 @@ import pytest
 from test_trainer import one_thread, save_backbone, write_data  # noqa: F401 (one_thread: an autouse fixture)
 
 from laddertune.cli import build_parser, main
-from laddertune.cli_train import CLI_EPOCHS, config_from_args
-from laddertune.run_config import TrainConfig
+from laddertune.cli.train import CLI_EPOCHS, config_from_args
+from laddertune.training.config import TrainConfig
 
 CLI_ONLY = {"no_progress", "threads", "command", "func", "verbose"}
 

@@ -24,8 +24,8 @@ from laddertune.data import (
     restore_order,
     sort_for_eval,
 )
+from laddertune.data.tasks import TASKS, get_task, make_custom_spec
 from laddertune.errors import ConfigError, DataError
-from laddertune.tasks import TASKS, get_task, make_custom_spec
 
 # the README's table of /work/shared/data/glue: task -> (train rows, validation rows)
 GLUE_ROWS = {

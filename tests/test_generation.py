@@ -7,7 +7,7 @@ import torch
 from conftest import tiny_backbone
 
 from laddertune import LadderConfig, get_ladder_model
-from laddertune.generation import _beam_search, _Decoder
+from laddertune.core.generation import _beam_search, _Decoder
 
 LM_CASES = [("t5", "seq2seq_lm"), ("llama", "causal_lm"), ("gpt2", "causal_lm")]
 

@@ -10,7 +10,7 @@ import transformers as tf
 from torch import nn
 
 from laddertune.errors import DataError
-from laddertune.importance import fisher_importance, magnitude_importance
+from laddertune.pruning.importance import fisher_importance, magnitude_importance
 
 PAD = 0
 LENGTHS = [5, 3, 5, 7, 5, 3, 7, 4]  # repeated lengths so that same-shape chunks are vmapped
@@ -115,7 +115,7 @@ def test_vmap_fisher_equals_brute_force_loop(kind, left, caplog):
     model = tiny(kind)
     model.train()  # must be switched to eval for the pass and restored after
     examples = make_examples(kind)
-    caplog.set_level(logging.INFO, logger="laddertune.importance")
+    caplog.set_level(logging.INFO, logger="laddertune.pruning.importance")
     fisher = fisher_importance(model, batches(examples, left=left), num_examples=len(examples), chunk_size=2)
 
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], "vmap fell back to the loop"

@@ -12,7 +12,7 @@ import transformers as T
 from laddertune.cli import main
 from laddertune.errors import ConfigError
 from laddertune.memory import PeakMemoryMeter, format_gib
-from laddertune.memory_predict import (
+from laddertune.memory.predict import (
     BREAKDOWN_KEYS,
     build_training_model,
     make_batch,
@@ -111,8 +111,8 @@ def test_cuda_semantics_keep_bool_dropout_masks():
 def test_builtin_t5_base_config_gives_the_papers_lst_parameter_count():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from laddertune.memory_predict import _fake_friendly_modules
-    from laddertune.model_configs import PAPER_SIDE_LAYERS, load_config
+    from laddertune.memory.model_configs import PAPER_SIDE_LAYERS, load_config
+    from laddertune.memory.trace_emulation import fake_friendly_modules as _fake_friendly_modules
 
     with FakeTensorMode(), _fake_friendly_modules(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -254,7 +254,7 @@ def test_memtracker_golden_trace_of_a_frozen_and_a_trainable_layer():
     """A fixed trace with a golden total: any change in what MemTracker counts shows up here."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from laddertune.memory import mem_tracker_class
+    from laddertune.memory.meter import mem_tracker_class
 
     with FakeTensorMode():
         model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))

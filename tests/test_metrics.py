@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from laddertune.metrics import compute_metrics, glue_average
-from laddertune.tasks import TASKS, get_task, make_custom_spec
+from laddertune.data.metrics import compute_metrics, glue_average
+from laddertune.data.tasks import TASKS, get_task, make_custom_spec
 
 
 def test_matthews_by_hand():
@@ -66,12 +66,12 @@ def test_unparsable_regression_counts_as_zero():
 
 
 def test_constant_predictions_give_zero_with_warning_not_nan(caplog):
-    with caplog.at_level(logging.WARNING, logger="laddertune.metrics"):
+    with caplog.at_level(logging.WARNING, logger="laddertune.data.metrics"):
         out = compute_metrics(get_task("stsb"), [2.0, 2.0, 2.0], [1.0, 2.0, 4.0])
     assert out == {"pearson": 0.0, "spearman": 0.0, "score": 0.0}
     assert "constant predictions" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="laddertune.metrics"):
+    with caplog.at_level(logging.WARNING, logger="laddertune.data.metrics"):
         out = compute_metrics(get_task("cola"), [1, 1, 1], [1, 0, 1])
     assert out["score"] == 0.0
     assert "undefined" in caplog.text
@@ -105,7 +105,7 @@ def test_bad_lengths_and_empty_inputs():
 def test_glue_average(caplog):
     full = {task: float(i) for i, task in enumerate(TASKS)}  # 0..7 -> mean 3.5
     assert glue_average(full) == pytest.approx(3.5)
-    with caplog.at_level(logging.WARNING, logger="laddertune.metrics"):
+    with caplog.at_level(logging.WARNING, logger="laddertune.data.metrics"):
         assert glue_average({"rte": 70.0, "cola": {"score": 60.0, "matthews_correlation": 60.0}}) == 65.0
     assert "missing" in caplog.text and "mnli" in caplog.text
     with pytest.raises(ValueError, match="no task scores"):

@@ -313,7 +313,7 @@ def test_fisher_init_needs_calibration_data_and_uses_it():
     data = [tiny_batch("t5", "seq2seq_lm", seed=s) for s in range(2)]
     cfg = LadderConfig(reduction_factor=R, init="fisher", fisher_samples=4)
     model = get_ladder_model(backbone, cfg, calibration_data=data)
-    from laddertune.importance import fisher_importance
+    from laddertune.pruning.importance import fisher_importance
 
     fisher = fisher_importance(backbone, data, num_examples=4)
     W = dict(backbone.named_parameters())

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from laddertune import LadderConfig, get_ladder_model
-from laddertune.backbones import load_backbone, load_tokenizer
+from laddertune.core.backbones import load_backbone, load_tokenizer
 from laddertune.data import load_splits, make_collator
 
 pytestmark = pytest.mark.real

@@ -17,16 +17,17 @@ import pytest
 import torch
 import transformers as T
 
-from laddertune.checkpoint import WEIGHTS_NAME, load_tensors
+from laddertune.core.side_checkpoint import WEIGHTS_NAME
 from laddertune.errors import ConfigError, LadderTuneError
-from laddertune.run_config import TrainConfig
-from laddertune.trainer import (
+from laddertune.io import load_tensors
+from laddertune.training import (
     BASELINE_WEIGHTS,
     TrainingDivergedError,
     epoch_batches,
     evaluate,
     train,
 )
+from laddertune.training.config import TrainConfig
 
 WORDS = "the a cat dog sat ran on mat big small red blue green tree house car fast slow yes no".split()
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
@@ -357,7 +358,7 @@ def test_resume_is_bit_identical(assets, tmp_path, method):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(assets, tmp_path, monkeypatch):
-    import laddertune.trainer as trainer
+    import laddertune.training.loop as trainer
 
     build = trainer.build_model
 
@@ -452,9 +453,9 @@ def test_format_must_fit_the_backbone(assets, tmp_path):
 
 def test_pruning_options_reach_the_ladder_config(monkeypatch):
     """--pruning-chain and --fisher-samples flow from the command line through TrainConfig into LadderConfig."""
-    import laddertune
-    from laddertune import cli_train, trainer
     from laddertune.cli import build_parser
+    from laddertune.cli import train as cli_train
+    from laddertune.training import build
 
     args = build_parser().parse_args(
         [
@@ -472,11 +473,11 @@ def test_pruning_options_reach_the_ladder_config(monkeypatch):
     config = cli_train.config_from_args(args)
     assert (config.pruning_chain, config.fisher_samples) == ("authors", 7)
     seen = {}
-    monkeypatch.setattr(trainer, "load_backbone_for", lambda *a, **k: "backbone")
+    monkeypatch.setattr(build, "load_backbone_for", lambda *a, **k: "backbone")
     monkeypatch.setattr(
-        laddertune, "get_ladder_model", lambda b, cfg, calibration_data=None: seen.setdefault("cfg", cfg)
+        build, "get_ladder_model", lambda b, cfg, calibration_data=None: seen.setdefault("cfg", cfg)
     )
-    trainer.build_model(config, None, "sequence_classification", None)
+    build.build_model(config, None, "sequence_classification", None)
     assert (seen["cfg"].init, seen["cfg"].pruning_chain, seen["cfg"].fisher_samples) == (
         "magnitude",
         "authors",

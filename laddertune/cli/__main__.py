@@ -1,0 +1,7 @@
+"""``python -m laddertune.cli``, kept for scripts written before ``python -m laddertune``."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

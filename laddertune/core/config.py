@@ -1,0 +1,112 @@
+"""`LadderConfig`: the side network's hyper-parameters, validated at construction, saved as ladder_config.json."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..io import load_json, save_json
+
+CONFIG_NAME = "ladder_config.json"
+INITS = ("random", "magnitude", "fisher")
+CHAINS = ("residual", "authors")
+
+
+@dataclass
+class LadderConfig:
+    """Configuration of a ladder side network (Sung et al., 2022, Section 3).
+
+    Attributes:
+        reduction_factor: r. The side network is 1/r as wide as the backbone: hidden size d/r, feed-forward size
+            d_ff/r, per-head size d_head/r, with the same number of heads. Must divide the backbone's head size.
+        side_layers: backbone layer ids (0-based) that get a side layer; ``None`` keeps all. The same list applies to
+            every stack (encoder and decoder of T5). A dropped layer's backbone output is unused (Section 3.4).
+        gate_temperature: T in the gate mu_i = sigmoid(alpha_i / T).
+        gate_init: initial alpha_i (0 gives mu = 0.5).
+        init: how side weights start: ``"random"``, or pruned from the backbone by ``"magnitude"`` or
+            ``"fisher"`` importance (Section 3.3; Fisher needs calibration data).
+        pruning_chain: ``"residual"`` keeps one set of hidden dims for the whole residual stream; ``"authors"``
+            chooses each matrix's outputs independently, as the authors' code did.
+        fisher_samples: number of training examples for the empirical Fisher information.
+        backbone_dropout: False runs the frozen backbone in eval mode (deterministic ladder inputs, cheaper); True
+            runs it in train mode whenever the side network trains, reproducing the authors' noisy ladder inputs.
+        backbone_name: filled in by ``save_pretrained``: the backbone's name or path.
+        backbone_revision: filled in by ``save_pretrained``: the backbone's commit hash, when known.
+        backbone_fingerprint: filled in by ``save_pretrained``: hash of the backbone's config and weights.
+        task_head: filled in by ``get_ladder_model``: ``seq2seq_lm``, ``causal_lm`` or ``sequence_classification``.
+    """
+
+    reduction_factor: int = 8
+    side_layers: list[int] | None = None
+    gate_temperature: float = 0.1
+    gate_init: float = 0.0
+    init: str = "random"
+    pruning_chain: str = "residual"
+    fisher_samples: int = 1024
+    backbone_dropout: bool = False
+    backbone_name: str | None = None
+    backbone_revision: str | None = None
+    backbone_fingerprint: str | None = None
+    task_head: str | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.reduction_factor, bool) or not isinstance(self.reduction_factor, int):
+            raise ConfigError(f"reduction_factor must be an integer, got {self.reduction_factor!r}")
+        if self.reduction_factor < 1:
+            raise ConfigError(f"reduction_factor must be >= 1, got {self.reduction_factor}")
+        if self.side_layers is not None:
+            if isinstance(self.side_layers, str | bytes | dict) or not isinstance(self.side_layers, Iterable):
+                raise ConfigError(
+                    f"side_layers must be a list of layer ids or None, got {self.side_layers!r}"
+                )
+            layers = list(self.side_layers)
+            if not layers:
+                raise ConfigError("side_layers must name at least one layer (or be None for all layers)")
+            if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in layers):
+                raise ConfigError(f"side_layers must be non-negative integers, got {self.side_layers!r}")
+            if len(set(layers)) != len(layers):
+                raise ConfigError(f"side_layers has duplicates: {self.side_layers!r}")
+            self.side_layers = sorted(layers)
+        if not isinstance(self.gate_temperature, int | float) or not self.gate_temperature > 0:
+            raise ConfigError(f"gate_temperature must be > 0, got {self.gate_temperature!r}")
+        if not isinstance(self.gate_init, int | float) or self.gate_init != self.gate_init:
+            raise ConfigError(f"gate_init must be a number, got {self.gate_init!r}")
+        if self.init not in INITS:
+            raise ConfigError(f"init must be one of {', '.join(INITS)}; got {self.init!r}")
+        if self.pruning_chain not in CHAINS:
+            raise ConfigError(f"pruning_chain must be one of {', '.join(CHAINS)}; got {self.pruning_chain!r}")
+        if (
+            isinstance(self.fisher_samples, bool)
+            or not isinstance(self.fisher_samples, int)
+            or self.fisher_samples < 1
+        ):
+            raise ConfigError(f"fisher_samples must be a positive integer, got {self.fisher_samples!r}")
+        if not isinstance(self.backbone_dropout, bool):
+            raise ConfigError(f"backbone_dropout must be true or false, got {self.backbone_dropout!r}")
+        for name in ("backbone_name", "backbone_revision", "backbone_fingerprint", "task_head"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a string or None, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LadderConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"a ladder config must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown ladder config field(s): {', '.join(map(repr, unknown))}")
+        return cls(**data)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``ladder_config.json`` into ``directory`` (atomically) and return its path."""
+        return save_json(Path(directory) / CONFIG_NAME, self.to_dict())
+
+    @classmethod
+    def load(cls, directory: str | Path) -> LadderConfig:
+        return cls.from_dict(load_json(Path(directory) / CONFIG_NAME))

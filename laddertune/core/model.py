@@ -1,0 +1,286 @@
+"""`LadderModel`: an unmodified, frozen Hugging Face backbone next to a trainable ladder side network.
+
+Composition, not a fork: the backbone runs as its library wrote it, under ``torch.no_grad()``; temporary forward
+hooks record the hidden states the side network reads (:func:`record_taps`). No gradient ever enters the backbone,
+so training memory is the side network's, plus the frozen weights and the ladder inputs (Sung et al. 2022, §3).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import torch
+from torch import nn
+from transformers.loss.loss_utils import ForCausalLMLoss, ForSequenceClassificationLoss
+from transformers.modeling_outputs import CausalLMOutputWithPast, Seq2SeqLMOutput, SequenceClassifierOutput
+
+from ..errors import ConfigError
+from ..pruning import initialize_from_backbone
+from .architectures import Family, get_family, get_path
+from .cache import LadderCache
+from .config import LadderConfig
+from .generation import generate
+from .side_checkpoint import load_side_weights, read_side_config, save_side
+from .side_network import SideStack, record_taps
+
+logger = logging.getLogger(__name__)
+
+
+def task_head(backbone: nn.Module) -> str:
+    """``seq2seq_lm``, ``causal_lm`` or ``sequence_classification``, from the backbone's task-head class."""
+    name = type(backbone).__name__
+    if name.endswith("ForSequenceClassification"):
+        return "sequence_classification"
+    if getattr(backbone.config, "is_encoder_decoder", False) and name.endswith("ForConditionalGeneration"):
+        return "seq2seq_lm"
+    if name.endswith("ForCausalLM") or name.endswith("LMHeadModel"):
+        return "causal_lm"
+    raise ConfigError(
+        f"{name} has no supported task head: pass a *ForConditionalGeneration (T5), *ForCausalLM or "
+        f"*ForSequenceClassification model"
+    )
+
+
+class SideNetwork(nn.Module):
+    """Everything trainable: one :class:`SideStack` per backbone stack, the up-projection, a new task head."""
+
+    def __init__(self, backbone: nn.Module, family: Family, config: LadderConfig, head: str) -> None:
+        super().__init__()
+        args = (config.reduction_factor, config.side_layers, config.gate_temperature, config.gate_init)
+        self.stacks = nn.ModuleDict({s.name: SideStack(family, s, backbone, *args) for s in family.stacks})
+        width = getattr(backbone.config, family.width)
+        self.up = nn.Linear(width // config.reduction_factor, width)
+        nn.init.normal_(self.up.weight, std=0.01)
+        nn.init.zeros_(self.up.bias)
+        if head == "sequence_classification":
+            # Deep copies: the backbone's own (newly initialised) head stays untouched and frozen.
+            self.head = nn.Sequential(
+                *(copy.deepcopy(get_path(backbone, p)) for p in family.cls_head)
+            ).float()
+            self.head.requires_grad_(True)
+
+
+class LadderModel(nn.Module):
+    """A frozen backbone and its ladder side network. Build it with :func:`get_ladder_model`.
+
+    Calling it takes the backbone's own keyword arguments and returns the backbone's kind of output
+    (``.loss`` when ``labels`` are given, ``.logits``).
+    """
+
+    def __init__(self, backbone: nn.Module, config: LadderConfig) -> None:
+        super().__init__()
+        self.family = get_family(backbone.config)
+        head = task_head(backbone)
+        if head == "sequence_classification" and not self.family.cls_head:
+            raise ConfigError(f"{self.family.name} backbones are supported for LM heads only")
+        config.task_head = head
+        self.config = config
+        self.backbone = backbone.requires_grad_(False)
+        self.side = SideNetwork(backbone, self.family, config, head)
+        self._backbone_layers = {
+            s.name: get_path(get_path(backbone, s.trunk), s.layers) for s in self.family.stacks
+        }
+        self.train(True)
+
+    # -- modes and bookkeeping ---------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> LadderModel:
+        """Set train/eval mode; the backbone trains (dropout on) only with ``backbone_dropout=True``."""
+        super().train(mode)
+        self.backbone.train(mode and self.config.backbone_dropout)
+        return self
+
+    @property
+    def head(self) -> str:
+        return self.config.task_head
+
+    def trainable_parameters(self) -> tuple[int, int]:
+        """(trainable, all) parameter counts; 'all' is the backbone's plus the side network's."""
+        trainable = sum(p.numel() for p in self.side.parameters())
+        return trainable, trainable + sum(p.numel() for p in self.backbone.parameters())
+
+    def print_trainable_parameters(self) -> None:
+        trainable, total = self.trainable_parameters()
+        print(
+            f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
+        )
+
+    # -- running one stack -----------------------------------------------------------------------------------------
+    def run_stack(self, name: str, input_ids, backbone_kwargs: dict, side_kwargs: dict):
+        """Run backbone stack ``name`` without autograd, then its side stack on the recorded taps.
+
+        Returns:
+            (backbone output, side output), both with ``last_hidden_state`` (and ``past_key_values``).
+        """
+        stack = self.side.stacks[name]
+        call = get_path(self.backbone, stack.spec.call)
+        with torch.no_grad(), record_taps(self._backbone_layers[name], stack.kept) as taps:
+            backbone_out = call(input_ids=input_ids, **_present(backbone_kwargs))
+        return backbone_out, stack(taps, **_present(side_kwargs))
+
+    def _lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        hidden = self.side.up(hidden)  # (B, T, d)
+        if getattr(self.backbone.config, "scale_decoder_outputs", False):  # T5 v1.0's tied-embedding rescale
+            hidden = hidden * getattr(self.backbone.config, self.family.width) ** -0.5
+        lm_head = self.backbone.get_output_embeddings()
+        return lm_head(hidden.to(lm_head.weight.dtype)).float()
+
+    # -- forward ---------------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        *,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        decoder_input_ids: torch.Tensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: tuple[torch.Tensor, torch.Tensor] | None = None,
+        past_key_values: LadderCache | None = None,
+        use_cache: bool = False,
+    ):
+        """Compute logits (and the loss when ``labels`` are given) as the backbone's head would.
+
+        Args:
+            input_ids: (B, T) token ids.
+            attention_mask: (B, T) 1 for tokens, 0 for padding.
+            labels: class ids / regression targets (classification), target ids with -100 ignored (LM heads).
+            token_type_ids: BERT-style segment ids.
+            position_ids: positions for decoder-only backbones (left-padded generation).
+            decoder_input_ids: T5 decoder input; derived from ``labels`` when absent.
+            decoder_attention_mask: T5 decoder padding mask.
+            encoder_outputs: (backbone, side) encoder states already computed (generation).
+            past_key_values: a :class:`LadderCache` for incremental decoding.
+            use_cache: return a :class:`LadderCache` in ``past_key_values``.
+        """
+        cache = past_key_values or (LadderCache() if use_cache else None)
+        if self.head == "seq2seq_lm":
+            return self._seq2seq(
+                input_ids,
+                attention_mask,
+                labels,
+                decoder_input_ids,
+                decoder_attention_mask,
+                encoder_outputs,
+                cache,
+            )
+        backbone_kwargs = {
+            "attention_mask": attention_mask,
+            "token_type_ids": token_type_ids,
+            "position_ids": position_ids,
+        }
+        side_kwargs = {"attention_mask": attention_mask, "position_ids": position_ids}
+        _with_cache(cache, backbone_kwargs, side_kwargs)
+        backbone_out, side_out = self.run_stack("body", input_ids, backbone_kwargs, side_kwargs)
+        if cache:
+            cache.backbone, cache.side = backbone_out.past_key_values, side_out.past_key_values
+        hidden = side_out.last_hidden_state  # (B, T, d/r)
+        if self.head == "causal_lm":
+            logits = self._lm_logits(hidden)
+            loss = None
+            if labels is not None:
+                loss = ForCausalLMLoss(logits, labels, vocab_size=logits.shape[-1])
+            return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache)
+        # Pool before up-projecting (it is per-token linear): one (B, d) activation instead of (B, T, d).
+        if self.family.cls_pool == "first":
+            hidden = hidden[:, 0]
+        elif self.family.cls_pool == "last":  # the last non-padding token, for left or right padding
+            if attention_mask is None:
+                hidden = hidden[:, -1]
+            else:
+                positions = torch.arange(hidden.shape[1], device=hidden.device)
+                last = (attention_mask.to(positions.dtype) * (positions + 1)).argmax(-1)
+                hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        hidden = self.side.up(hidden)  # (B, d), or (B, T, d) for heads that pool by themselves
+        logits = self.side.head(hidden)
+        loss = None if labels is None else ForSequenceClassificationLoss(labels, logits, self.backbone.config)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        """T5: run both encoders; returns (backbone states, side states), each (B, T, width)."""
+        backbone_out, side_out = self.run_stack(
+            "encoder", input_ids, {"attention_mask": attention_mask}, {"attention_mask": attention_mask}
+        )
+        return backbone_out.last_hidden_state, side_out.last_hidden_state
+
+    def _seq2seq(
+        self, input_ids, attention_mask, labels, decoder_input_ids, decoder_attention_mask, enc, cache
+    ):
+        if enc is None:
+            enc = self.encode(input_ids, attention_mask)
+        if decoder_input_ids is None:
+            if labels is None:
+                raise ValueError("a seq2seq LadderModel needs labels or decoder_input_ids")
+            decoder_input_ids = self.backbone.prepare_decoder_input_ids_from_labels(labels=labels)
+        shared = {"attention_mask": decoder_attention_mask, "encoder_attention_mask": attention_mask}
+        backbone_kwargs = {**shared, "encoder_hidden_states": enc[0]}
+        side_kwargs = {**shared, "encoder_hidden_states": enc[1]}
+        _with_cache(cache, backbone_kwargs, side_kwargs)
+        backbone_out, side_out = self.run_stack("decoder", decoder_input_ids, backbone_kwargs, side_kwargs)
+        if cache:
+            cache.backbone, cache.side = backbone_out.past_key_values, side_out.past_key_values
+        logits = self._lm_logits(side_out.last_hidden_state)  # (B, T_dec, vocab)
+        loss = None
+        if labels is not None:
+            loss = nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+        return Seq2SeqLMOutput(loss=loss, logits=logits, past_key_values=cache)
+
+    # -- generation and checkpoints (implemented in their own modules) ----------------------------------------
+    def generate(
+        self, input_ids, attention_mask=None, max_new_tokens: int = 20, num_beams: int = 1, **kwargs
+    ):
+        """Greedy (``num_beams=1``) or beam-search decoding; see :func:`laddertune.core.generation.generate`."""
+        return generate(
+            self, input_ids, attention_mask, max_new_tokens=max_new_tokens, num_beams=num_beams, **kwargs
+        )
+
+    def save_pretrained(self, directory) -> None:
+        """Write only the side network (``ladder_model.safetensors``) and ``ladder_config.json``."""
+        save_side(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, backbone: nn.Module, directory) -> LadderModel:
+        """Rebuild a saved side network next to ``backbone``; refuses a backbone other than the one trained on."""
+        config = read_side_config(directory)
+        model = cls(backbone, config)  # no pruning or Fisher pass: the weights come from the file
+        load_side_weights(model, directory, config)
+        return model
+
+
+def _present(kwargs: dict) -> dict:
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def _with_cache(cache: LadderCache | None, backbone_kwargs: dict, side_kwargs: dict) -> None:
+    """Ask both stacks for their caches, or explicitly for none: transformers' decoders (T5's, Llama's) build a
+    key/value cache by default, which in training would stay alive through the side network's forward, at LST's
+    peak (0.9 GiB on T5-base at batch 100, 9 GiB on T5-3B; see benchmarks/results/table1_memory.md)."""
+    if cache is None:
+        backbone_kwargs["use_cache"] = side_kwargs["use_cache"] = False
+    else:
+        backbone_kwargs.update(past_key_values=cache.backbone, use_cache=True)
+        side_kwargs.update(past_key_values=cache.side, use_cache=True)
+
+
+def get_ladder_model(
+    backbone: nn.Module, config: LadderConfig | None = None, calibration_data=None
+) -> LadderModel:
+    """Put a ladder side network next to ``backbone`` (PEFT's ``get_peft_model``, for LST).
+
+    Args:
+        backbone: a transformers model with its task head (T5ForConditionalGeneration, *ForCausalLM,
+            *ForSequenceClassification). It is frozen, not copied.
+        config: the side network's configuration (defaults: r=8, all layers, random init).
+        calibration_data: an iterable of training batches, needed for ``init="fisher"``.
+
+    Raises:
+        ConfigError: unsupported architecture or head, or a config that does not fit the backbone.
+    """
+    config = copy.deepcopy(config) if config is not None else LadderConfig()
+    if config.init == "fisher" and calibration_data is None:
+        raise ConfigError("init='fisher' needs calibration_data: an iterable of training batches")
+    model = LadderModel(backbone, config)
+    if config.init != "random":
+        initialize_from_backbone(model, calibration_data)
+    return model

@@ -1,0 +1,159 @@
+"""The ladder side network of one backbone stack, and the taps that feed it.
+
+A side stack is a reduced copy of the backbone's own stack module (``T5Stack``, ``BertEncoder``, ``LlamaModel``...)
+plus its ladders: a down-projection of the backbone's embedding output that becomes the side input, and before
+side layer j (mirroring backbone layer i = kept[j]) the gated mix (lst-reference §1, the authors' code)
+
+    s = mu_i * s + (1 - mu_i) * Down_i(b_i),    mu_i = sigmoid(alpha_i / T)
+
+where b_i is the output of backbone layer i. The mix runs in a forward pre-hook on the side layer, so the side
+trunk's own forward (masks, positions, caches, relative bias) is the library's, unmodified.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from ..errors import ConfigError
+from .architectures import Family, StackSpec, get_path, reduced_config
+
+# Key of the embedding output (the input of backbone layer 0) among the taps.
+EMBED = -1
+
+
+@contextlib.contextmanager
+def record_taps(layers: nn.ModuleList, kept: list[int]) -> Iterator[dict[int, torch.Tensor]]:
+    """Record what the side network reads while the backbone stack runs.
+
+    Yields a dict filled during the forward: ``taps[EMBED]`` is the input of layer 0 (the embedding output, after
+    the backbone's own embedding dropout/norm), ``taps[i]`` the output of layer ``i`` for ``i`` in ``kept``.
+    Only these tensors are kept alive; the hooks are removed on exit, leaving the backbone untouched.
+    """
+    taps: dict[int, torch.Tensor] = {}
+
+    def take_input(module, args, kwargs):
+        taps[EMBED] = args[0] if args else kwargs["hidden_states"]
+
+    def take_output(i, module, args, output):
+        taps[i] = output[0] if isinstance(output, tuple | list) else output
+
+    handles = [layers[0].register_forward_pre_hook(take_input, with_kwargs=True)]
+    handles += [layers[i].register_forward_hook(functools.partial(take_output, i)) for i in kept]
+    try:
+        yield taps
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class SideStack(nn.Module):
+    """The side network for one backbone stack: trunk, down-projections and gates.
+
+    Args:
+        family: the architecture table entry.
+        spec: which backbone stack this mirrors.
+        backbone: the backbone model (read for shapes and config only).
+        reduction_factor: r.
+        side_layers: backbone layer ids that get a side layer (None: all).
+        gate_temperature: T of the gates.
+        gate_init: initial alpha of the gates.
+    """
+
+    def __init__(
+        self,
+        family: Family,
+        spec: StackSpec,
+        backbone: nn.Module,
+        reduction_factor: int,
+        side_layers: list[int] | None,
+        gate_temperature: float,
+        gate_init: float,
+    ) -> None:
+        super().__init__()
+        source = get_path(backbone, spec.trunk)
+        num_backbone_layers = len(get_path(source, spec.layers))
+        kept = list(range(num_backbone_layers)) if side_layers is None else list(side_layers)
+        if kept[-1] >= num_backbone_layers:
+            raise ConfigError(
+                f"side layer {kept[-1]} is out of range: the backbone's {spec.name} stack has "
+                f"{num_backbone_layers} layers (ids 0..{num_backbone_layers - 1})"
+            )
+        self.family, self.spec, self.kept = family, spec, kept
+        self.temperature = gate_temperature
+        config = reduced_config(family, spec, source.config, reduction_factor, len(kept))
+        self.trunk = type(source)(config)
+        if spec.token_embedding:  # the side reads the backbone's embeddings through embed_down instead
+            setattr(self.trunk, spec.token_embedding, None)
+        if not isinstance(self.trunk, PreTrainedModel):
+            # Bare modules (BertEncoder) get the family's own initialisation; PreTrainedModels did it in post_init.
+            self.trunk.apply(backbone._init_weights)
+        width = getattr(source.config, family.width)
+        side_width = getattr(config, family.width)
+        self.embed_down = nn.Linear(width, side_width)
+        self.downs = nn.ModuleList(nn.Linear(width, side_width) for _ in kept)
+        # One gate per BACKBONE layer, as the authors' code keeps (t5-base golden count 3,878,712 with 9 of 12
+        # layers kept; 3,878,706 if only kept layers had gates). Gates of dropped layers are never used.
+        self.gates = nn.Parameter(torch.full((num_backbone_layers,), float(gate_init)))
+        for proj in (self.embed_down, *self.downs):  # lst-reference §1: N(0, 0.01^2), zero bias
+            nn.init.normal_(proj.weight, std=0.01)
+            nn.init.zeros_(proj.bias)
+        self._taps: dict[int, torch.Tensor] | None = None
+        for j, layer in enumerate(self.layers):
+            layer.register_forward_pre_hook(functools.partial(self._ladder, j), with_kwargs=True)
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return get_path(self.trunk, self.spec.layers)
+
+    @property
+    def final_norm(self) -> nn.Module | None:
+        return get_path(self.trunk, self.spec.final_norm) if self.spec.final_norm else None
+
+    def gate_values(self) -> torch.Tensor:
+        """mu_i for every backbone layer (those of dropped layers are unused)."""
+        return torch.sigmoid(self.gates / self.temperature)
+
+    def _ladder(self, j: int, module: nn.Module, args: tuple, kwargs: dict):
+        if self._taps is None:
+            raise RuntimeError("a side layer ran outside SideStack.forward: it has no backbone taps to read")
+        i = self.kept[j]
+        hidden = args[0] if args else kwargs["hidden_states"]
+        mu = torch.sigmoid(self.gates[i] / self.temperature)
+        tap = self._taps[i].to(self.downs[j].weight.dtype)
+        mixed = mu * hidden + (1 - mu) * self.downs[j](tap)  # (B, T, d/r)
+        if args:
+            return (mixed, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": mixed}
+
+    def forward(self, taps: dict[int, torch.Tensor], attention_mask: torch.Tensor | None = None, **kwargs):
+        """Run the side trunk on the backbone's taps.
+
+        Args:
+            taps: from :func:`record_taps` over the matching backbone stack.
+            attention_mask: the 2D padding mask of the stack's tokens, or None.
+            **kwargs: passed to the trunk (``encoder_hidden_states``, ``past_key_values``, ``position_ids``...).
+
+        Returns:
+            The trunk's output (``last_hidden_state``, ``past_key_values`` when caching).
+        """
+        embeds = self.embed_down(taps[EMBED].to(self.embed_down.weight.dtype))  # (B, T, d/r)
+        self._taps = taps
+        try:
+            if (
+                self.family.side_mask == "bidirectional"
+            ):  # a bare encoder module: build its mask as its model would
+                from transformers.masking_utils import create_bidirectional_mask
+
+                mask = create_bidirectional_mask(
+                    config=self.trunk.config, inputs_embeds=embeds, attention_mask=attention_mask
+                )
+                return self.trunk(embeds, attention_mask=mask, **kwargs)
+            return self.trunk(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
+        finally:
+            self._taps = None

@@ -1,0 +1,28 @@
+"""The lowest layer: files that survive a crash.
+
+Atomic writes (temporary file, fsync, rename), JSON and safetensors reading and writing with one-line errors, and
+``SHA256SUMS`` lists for checkpoint folders. Everything above may use it; it imports nothing of laddertune but
+:mod:`laddertune.errors`.
+"""
+
+from .checksums import CHECKSUMS_NAME, verify_checksums, write_checksums
+from .files import (
+    atomic_save_tensors,
+    atomic_write_bytes,
+    atomic_write_text,
+    load_json,
+    load_tensors,
+    save_json,
+)
+
+__all__ = [
+    "CHECKSUMS_NAME",
+    "atomic_save_tensors",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "load_json",
+    "load_tensors",
+    "save_json",
+    "verify_checksums",
+    "write_checksums",
+]

@@ -1,0 +1,129 @@
+"""What the memory predictor changes while it traces: fake-tensor-friendly modules and CUDA's allocation habits.
+
+Each piece is a context manager that patches one attribute for the duration of the trace and restores it exactly;
+:func:`tap_hooks` marks LST's ladder taps as the backbone makes them. See :mod:`laddertune.memory.predict`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+from torch import nn
+
+from ..core.architectures import get_path
+
+CUDA_BLOCK = 512  # bytes: the CUDA caching allocator's rounding
+
+
+@contextlib.contextmanager
+def patched(owner, attr: str, value):
+    """Set ``owner.attr = value`` for the duration of the block (the trace), then restore it exactly."""
+    missing = object()
+    saved = owner.__dict__.get(attr, missing)
+    setattr(owner, attr, value)
+    try:
+        yield
+    finally:
+        if saved is missing:
+            delattr(owner, attr)
+        else:
+            setattr(owner, attr, saved)
+
+
+def fake_friendly_modules() -> contextlib.ExitStack:
+    """Let model-building code run on fake parameters.
+
+    - ``Module._apply`` (behind ``.to``, ``.float()``...) swaps parameter tensors in place, which fails on fake
+      tensors (``swap_tensors``: weak references); PEFT calls ``.to`` on the base model. During the trace it
+      replaces the parameters instead, keeping ties; a conversion that changes nothing leaves them as they are.
+    - ``copy.deepcopy`` of a fake tensor gives a tensor of a NEW fake mode, which then fails as "Mixing fake modes"
+      (PEFT's ``modules_to_save`` and LST's classification head are deep copies): clone in the same mode instead.
+    """
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    def _apply(self, fn, recurse=True):
+        converted: dict[int, torch.Tensor] = {}  # id -> converted tensor, so tied weights stay tied
+        for module in self.modules() if recurse else [self]:
+            for store in (module._parameters, module._buffers):
+                for name, t in store.items():
+                    if t is not None and id(t) not in converted:
+                        with torch.no_grad():
+                            new = fn(t)
+                        if new is not t and isinstance(t, nn.Parameter):
+                            new = nn.Parameter(new, requires_grad=t.requires_grad)
+                        converted[id(t)] = new
+                    if t is not None:
+                        store[name] = converted[id(t)]
+        return self
+
+    def deepcopy(self, memo):
+        if id(self) not in memo:
+            with torch.no_grad():
+                new = self.clone()
+            if getattr(self, "_is_param", False):
+                new = nn.Parameter(new, requires_grad=self.requires_grad)
+            memo[id(self)] = new
+        return memo[id(self)]
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(patched(nn.Module, "_apply", _apply))
+    stack.enter_context(patched(FakeTensor, "__deepcopy__", deepcopy))
+    return stack
+
+
+def cuda_dropout():
+    """Dropout as CUDA runs it: ``native_dropout``, which keeps a bool mask (1 byte/element) for backward."""
+    original = nn.functional.dropout
+
+    def dropout(input, p=0.5, training=True, inplace=False):
+        if not training or p == 0.0 or p == 1.0 or input.numel() == 0:
+            return original(input, p, training, inplace)
+        out = torch.ops.aten.native_dropout(input, p, True)[0]
+        return input.copy_(out) if inplace else out
+
+    return patched(nn.functional, "dropout", dropout)
+
+
+def cuda_block_rounding():
+    """Count every storage as the CUDA caching allocator does: rounded up to 512 bytes."""
+    from torch.distributed._tools.mem_tracker import _WeakRefInfo
+
+    def rounded(self) -> int:
+        return math.ceil(self.size * self.element_size / CUDA_BLOCK) * CUDA_BLOCK
+
+    return patched(_WeakRefInfo, "_calculate_mem_consumed", rounded)
+
+
+def tap_hooks(model: nn.Module, add_taps) -> list:
+    """Hooks that mark LST's ladder taps as soon as the backbone makes them (``add_taps(tensors)``).
+
+    A tap is the input of backbone layer 0 (the embedding output) or the output of a kept layer, the rule of
+    :func:`laddertune.core.side_network.record_taps`; the inputs of the down-projections are marked too (the same
+    storages, unless a dtype cast copies them). Marked at birth, a tap alive at a peak inside the backbone's
+    forward counts as a tap, not as an activation. Returns the hook handles; an empty list for other methods.
+    """
+
+    side = getattr(model, "side", None)
+    if side is None or not hasattr(side, "stacks"):
+        return []
+
+    def take_input(module, args, kwargs):  # layer 0's input: the embedding output
+        add_taps([args[0] if args else kwargs.get("hidden_states")])
+
+    def take_output(module, args, output):  # a kept layer's output
+        add_taps([output[0] if isinstance(output, tuple | list) else output])
+
+    def take_projection_input(module, args):
+        add_taps(args)
+
+    handles = []
+    for stack in side.stacks.values():
+        layers = get_path(get_path(model.backbone, stack.spec.trunk), stack.spec.layers)
+        handles.append(layers[0].register_forward_pre_hook(take_input, with_kwargs=True))
+        handles += [layers[i].register_forward_hook(take_output) for i in stack.kept]
+        handles += [
+            p.register_forward_pre_hook(take_projection_input) for p in (stack.embed_down, *stack.downs)
+        ]
+    return handles

@@ -1,0 +1,25 @@
+"""Runs: the training loop, the run's config, its resumable checkpoints and its results.
+
+:class:`TrainConfig` (``train_config.json``), :func:`train` (the explicit loop, read as its phases),
+:func:`evaluate` (a saved checkpoint on the validation and test splits), the run folder's checkpoints with their
+optimizer, scheduler, RNG and data-order state (:mod:`.checkpoint`), and ``results.json`` (:mod:`.results`).
+"""
+
+from .build import epoch_batches
+from .checkpoint import BASELINE_WEIGHTS, STATE_JSON, STATE_TENSORS, checkpoint_candidates
+from .config import TrainConfig
+from .evaluation import evaluate, format_metrics
+from .loop import TrainingDivergedError, train
+
+__all__ = [
+    "BASELINE_WEIGHTS",
+    "STATE_JSON",
+    "STATE_TENSORS",
+    "TrainConfig",
+    "TrainingDivergedError",
+    "checkpoint_candidates",
+    "epoch_batches",
+    "evaluate",
+    "format_metrics",
+    "train",
+]

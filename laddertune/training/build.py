@@ -1,0 +1,90 @@
+"""What a run is made of: seeding, the data order, the data format and head, the backbone and the method's model."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+import transformers
+
+from ..baselines import BaselineConfig, prepare_baseline
+from ..core import LadderConfig, get_ladder_model
+from ..core.backbones import load_backbone, resolve_backbone
+from ..errors import ConfigError
+from .config import TrainConfig
+
+ENCODER_ONLY = ("bert", "roberta", "xlm-roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2")
+HEADS = {"classification": "sequence_classification", "text2text": "seq2seq_lm", "causal": "causal_lm"}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (model init and dropout depend on torch's)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The batches of one epoch as example indices: a shuffle seeded by (seed, epoch) alone.
+
+    Seeding per epoch makes any epoch's order reproducible without replaying the earlier ones, which is what
+    resuming in the middle of an epoch needs. The last batch may be smaller.
+    """
+    g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch + 1]).generate_state(1)[0]))
+    order = torch.randperm(n, generator=g).tolist()
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def choose_format(backbone: str, fmt: str | None, trust_remote_code: bool = False) -> tuple[str, str]:
+    """(data format, backbone head): text2text for encoder-decoders (T5), classification otherwise."""
+    src = resolve_backbone(backbone)
+    try:
+        kwargs = {"gguf_file": src.gguf_file} if src.gguf_file else {}
+        cfg = transformers.AutoConfig.from_pretrained(src.path, trust_remote_code=trust_remote_code, **kwargs)
+    except (OSError, ValueError, KeyError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"cannot read the config of backbone {backbone!r}: {first}") from None
+    seq2seq = bool(getattr(cfg, "is_encoder_decoder", False))
+    fmt = fmt or ("text2text" if seq2seq else "classification")
+    if fmt == "text2text" and not seq2seq:
+        raise ConfigError(
+            f"format text2text needs an encoder-decoder backbone (T5); {backbone!r} is {cfg.model_type}"
+        )
+    if fmt == "causal" and (seq2seq or cfg.model_type in ENCODER_ONLY):
+        raise ConfigError(f"format causal needs a decoder-only backbone; {backbone!r} is {cfg.model_type}")
+    return fmt, HEADS[fmt]
+
+
+def load_backbone_for(config: TrainConfig, spec, head: str, tokenizer):
+    """The backbone with ``head`` (``num_labels`` from the task for classification)."""
+    kwargs = {"num_labels": spec.num_labels} if head == "sequence_classification" else {}
+    backbone = load_backbone(config.backbone, head, trust_remote_code=config.trust_remote_code, **kwargs)
+    if (
+        backbone.config.pad_token_id is None
+    ):  # decoder-only classifiers find the last token through the pad id
+        backbone.config.pad_token_id = tokenizer.pad_token_id
+    return backbone
+
+
+def build_model(config: TrainConfig, spec, head: str, tokenizer, calibration=None):
+    """Load the backbone and build the method's model around it (``calibration``: batches for Fisher init)."""
+    backbone = load_backbone_for(config, spec, head, tokenizer)
+    if config.method != "lst":
+        return prepare_baseline(backbone, config.method, BaselineConfig(freeze_layers=config.freeze_layers))
+    ladder = LadderConfig(
+        reduction_factor=config.reduction_factor,
+        side_layers=config.side_layers,
+        init=config.init,
+        pruning_chain=config.pruning_chain,
+        fisher_samples=config.fisher_samples,
+        backbone_dropout=config.backbone_dropout,
+    )
+    return get_ladder_model(backbone, ladder, calibration_data=calibration)
+
+
+def parameter_counts(model) -> dict:
+    """Trainable and total parameter counts and the trainable share in percent."""
+    params = list(model.parameters())
+    trainable, total = sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+    return {"trainable": trainable, "total": total, "trainable_percent": 100 * trainable / total}

@@ -1,0 +1,229 @@
+"""Checkpoints of a training run: weights, optimizer, scheduler, RNG states, data order and best-so-far.
+
+A checkpoint folder is written under a temporary name with a ``SHA256SUMS`` list, then swapped in whole;
+``checkpoint-last`` keeps its predecessor (``checkpoint-last.old``) until the run finishes, and resuming verifies the
+list and falls back to the predecessor when the newest is corrupt. Everything is checked before anything is restored.
+No pickle: tensors go to safetensors, the rest to JSON. LST saves only its side network; a baseline only its
+trainable parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..core.side_checkpoint import WEIGHTS_NAME
+from ..errors import CheckpointError
+from ..io import atomic_save_tensors, atomic_write_text, load_tensors, verify_checksums, write_checksums
+
+logger = logging.getLogger(__name__)
+
+BASELINE_WEIGHTS = "trainable.safetensors"
+STATE_TENSORS, STATE_JSON = "trainer_state.safetensors", "trainer_state.json"
+
+
+def trainable_parameters(model) -> dict[str, torch.nn.Parameter]:
+    """Name -> parameter for every parameter that trains, in a fixed order (the optimizer's order)."""
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def save_weights(model, directory: Path, method: str) -> None:
+    """LST: the side network and ladder_config.json; a baseline: its trainable parameters alone."""
+    if method == "lst":
+        model.save_pretrained(directory)
+    else:
+        atomic_save_tensors(
+            directory / BASELINE_WEIGHTS, trainable_parameters(model), metadata={"format": "pt"}
+        )
+
+
+def load_weights(model, directory: Path, method: str) -> None:
+    """Copy weights written by :func:`save_weights` into an already built ``model`` (names and shapes must match)."""
+    verify_checksums(directory)
+    with torch.no_grad():
+        for target, tensor in _read_weights(model, directory, method):
+            target.copy_(tensor)
+
+
+def _read_weights(model, directory: Path, method: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(model tensor, saved tensor) pairs, every name and shape checked before anything is copied."""
+    if method == "lst":
+        state, target = load_tensors(directory / WEIGHTS_NAME), model.side.state_dict()
+    else:
+        state, target = load_tensors(directory / BASELINE_WEIGHTS), trainable_parameters(model)
+    if set(state) != set(target):
+        extra, missing = sorted(set(state) - set(target)), sorted(set(target) - set(state))
+        raise CheckpointError(
+            f"{directory} does not fit this model: unexpected {extra[:3]}, missing {missing[:3]}"
+        )
+    for name, tensor in state.items():
+        if target[name].shape != tensor.shape:
+            shapes = f"{tuple(tensor.shape)}, expected {tuple(target[name].shape)}"
+            raise CheckpointError(f"{directory}: {name} has shape {shapes}")
+    return [(target[name], tensor) for name, tensor in state.items()]
+
+
+def _swap_in(tmp: Path, directory: Path, keep_previous: bool = False) -> None:
+    """Replace ``directory`` by the complete folder ``tmp``; the replaced folder becomes ``<name>.old``, kept with
+    ``keep_previous`` (the fallback of :func:`resume_checkpoint`). A crash in between leaves a complete folder
+    under one of the two names (``<name>.old`` alone when it hit between the renames), never a mix of the two."""
+    old = directory.with_name(directory.name + ".old")
+    if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        directory.rename(old)
+    tmp.rename(directory)
+    if not keep_previous:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_folder(directory: Path, write: Callable[[Path], None], keep_previous: bool = False) -> None:
+    """``write(tmp)`` into ``<name>.tmp``, list its checksums, then swap it in for ``directory``. An error part-way
+    removes the temporary folder and leaves ``directory`` as it was."""
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        write(tmp)
+        write_checksums(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _swap_in(tmp, directory, keep_previous)
+
+
+def save_best(directory: Path, model, method: str) -> None:
+    """Write the weights alone (no optimizer) into ``directory``, swapped in as a whole."""
+    _write_folder(directory, lambda tmp: save_weights(model, tmp, method))
+
+
+def save_checkpoint(directory: Path, model, method: str, optimizer, scheduler, state: dict) -> None:
+    """Write a resumable checkpoint into a temporary folder, then swap it in for ``directory`` (keeping the one it
+    replaces as ``<name>.old``).
+
+    ``state`` holds the JSON-ready scalars (step, epoch, next batch, best so far, history); this adds the optimizer
+    (tensors to safetensors, the rest to JSON), the scheduler and the RNG states of torch, Python and NumPy.
+    """
+    _write_folder(directory, lambda tmp: _write_state(tmp, model, method, optimizer, scheduler, state), True)
+
+
+def _write_state(tmp: Path, model, method: str, optimizer, scheduler, state: dict) -> None:
+    save_weights(model, tmp, method)
+    opt = optimizer.state_dict()
+    tensors, scalars = {"rng.torch": torch.get_rng_state()}, {}
+    for i, slots in opt["state"].items():
+        for key, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{i}.{key}"] = value
+            else:
+                scalars[f"{i}.{key}"] = value
+    np_state = np.random.get_state()
+    full = {
+        **state,
+        "param_names": list(trainable_parameters(model)),
+        "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
+        "scheduler": scheduler.state_dict(),
+        "rng": {"python": random.getstate(), "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]},
+    }
+    atomic_save_tensors(tmp / STATE_TENSORS, tensors)
+    atomic_write_text(tmp / STATE_JSON, json.dumps(full) + "\n")
+
+
+def checkpoint_candidates(output_dir: Path, name: str = "checkpoint-last") -> list[Path]:
+    """The resumable checkpoint folders, newest first: ``<name>`` and the previous one, ``<name>.old``."""
+    return [c for c in (output_dir / name, output_dir / f"{name}.old") if (c / STATE_JSON).is_file()]
+
+
+def find_checkpoint(output_dir: Path, name: str = "checkpoint-last") -> Path | None:
+    """The newest resumable checkpoint folder (``<name>.old`` when a crash interrupted :func:`_swap_in`)."""
+    found = checkpoint_candidates(output_dir, name)
+    return found[0] if found else None
+
+
+def resume_checkpoint(output_dir: Path, model, method: str, optimizer, scheduler) -> tuple[Path, dict] | None:
+    """Restore the newest intact checkpoint of ``output_dir``: ``checkpoint-last``, else the previous one.
+
+    When the newest is corrupt and the previous one loads, the corrupt folder is removed and the previous one takes
+    its name, so that the next save again keeps an intact previous checkpoint.
+
+    Returns:
+        (folder, JSON state), or None when the run wrote no checkpoint.
+
+    Raises:
+        CheckpointError: no candidate is intact (each one's reason in the message).
+    """
+    errors = []
+    for directory in checkpoint_candidates(output_dir):
+        try:
+            state = load_checkpoint(directory, model, method, optimizer, scheduler)
+        except CheckpointError as e:
+            errors.append(str(e))
+            continue
+        if errors:
+            logger.warning("%s; resuming from the previous checkpoint, %s", errors[0], directory)
+            newest = output_dir / "checkpoint-last"
+            shutil.rmtree(newest, ignore_errors=True)
+            directory = directory.rename(newest)
+        return directory, state
+    if errors:
+        raise CheckpointError(f"cannot resume {output_dir}: no intact checkpoint ({'; '.join(errors)})")
+    return None
+
+
+def load_checkpoint(directory: Path, model, method: str, optimizer, scheduler) -> dict:
+    """Restore what :func:`save_checkpoint` wrote; returns the JSON state (step, epoch, next batch, best...).
+
+    Every file is checked (checksums, names, shapes, structure) before anything is restored, so a corrupt
+    checkpoint raises :class:`CheckpointError` and leaves the model, optimizer and RNGs as they were.
+    """
+    verify_checksums(directory)
+    try:
+        state = json.loads((directory / STATE_JSON).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{directory / STATE_JSON} is unreadable ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("param_names") != list(trainable_parameters(model)):
+        raise CheckpointError(f"{directory} was written for other trainable parameters than this model's")
+    weights = _read_weights(model, directory, method)
+    tensors = load_tensors(directory / STATE_TENSORS)
+    try:
+        slots: dict[int, dict] = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer."):
+                i, name = key.removeprefix("optimizer.").split(".", 1)
+                slots.setdefault(int(i), {})[name] = value
+        for key, value in state["optimizer"]["scalars"].items():
+            i, name = key.split(".", 1)
+            slots.setdefault(int(i), {})[name] = value
+        opt_state = {"state": slots, "param_groups": state["optimizer"]["param_groups"]}
+        py, np_state = state["rng"]["python"], state["rng"]["numpy"]
+        py_state = (py[0], tuple(py[1]), py[2])
+        np_state = (np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:])
+        torch_rng = tensors["rng.torch"]
+        for key in ("step", "epoch", "next_batch"):
+            if not isinstance(state[key], int):
+                raise TypeError(f"{key} is not an integer")
+        missing = [key for key in ("history", "train_seconds", "best") if key not in state]
+        if missing or not isinstance(state["scheduler"], dict):
+            raise KeyError(missing[0] if missing else "scheduler")
+        # throwaway generators check the RNG states; the optimizer checks its groups before it changes anything
+        random.Random().setstate(py_state)
+        np.random.RandomState().set_state(np_state)
+        torch.Generator().set_state(torch_rng)
+        optimizer.load_state_dict(opt_state)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        raise CheckpointError(
+            f"{directory} holds a malformed trainer state ({type(e).__name__}: {e})"
+        ) from None
+    with torch.no_grad():
+        for target, tensor in weights:
+            target.copy_(tensor)
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(torch_rng)
+    random.setstate(py_state)
+    np.random.set_state(np_state)
+    return state

@@ -1,0 +1,270 @@
+"""`TrainConfig`: everything one training run needs, validated at construction, saved as train_config.json.
+
+Defaults that depend on the run are left as ``None`` here and resolved by :meth:`TrainConfig.resolved_lr`,
+:meth:`TrainConfig.resolved_epochs` and :meth:`TrainConfig.resolved_warmup`, so that ``train_config.json`` records
+what the user asked for and ``results.json`` what actually ran.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..io import load_json, save_json
+
+CONFIG_NAME = "train_config.json"
+METHODS = ("lst", "full", "lora", "adapter", "bitfit", "prompt")
+INITS = ("random", "magnitude", "fisher")
+CHAINS = ("residual", "authors")
+PROTOCOLS = ("dev", "paper")
+FORMATS = ("classification", "text2text", "causal")
+# Learning rates of the paper (lst-reference.md §4): LST 3e-3, prompt tuning 0.3, every other method 3e-4.
+DEFAULT_LR = {"lst": 3e-3, "prompt": 0.3}
+OTHER_LR = 3e-4
+PAPER_WARMUP = 500
+PATHS = ("data_dir", "train_file", "validation_file", "output_dir")
+COLUMNS = ("text_column", "text_pair_column", "label_column")
+# Fields that may differ between a run and its resumption: they say how to run, not what to train.
+RESUME_FREE = ("overwrite", "resume", "output_dir", "data_dir", "save_steps", "log_every")
+
+
+@dataclass
+class TrainConfig:
+    """One training run (task, backbone, method, optimisation, data, output).
+
+    Attributes are documented one by one below; ``None`` means "the documented default for this run".
+    """
+
+    task: str
+    """A GLUE task (``rte``, ``mrpc``, ...) or ``custom`` (then ``train_file`` and ``text_column`` are needed)."""
+    backbone: str = "minilm"
+    """Backbone alias (``minilm``, ``smollm2``), local folder or hub id."""
+    method: str = "lst"
+    """``lst`` or a baseline: ``full``, ``lora``, ``adapter``, ``bitfit``, ``prompt``."""
+    reduction_factor: int = 8
+    """LST: the side network is 1/r as wide as the backbone."""
+    side_layers: list[int] | None = None
+    """LST: backbone layer ids (0-based) that get a side layer; None keeps all."""
+    init: str = "random"
+    """LST: side weights start ``random`` or pruned from the backbone (``magnitude``, ``fisher``)."""
+    pruning_chain: str = "residual"
+    """LST with a pruned init: ``residual`` (one set of hidden dims for the residual stream) or ``authors``."""
+    fisher_samples: int = 1024
+    """LST with ``init="fisher"``: training examples for the empirical Fisher information (the paper's 1024)."""
+    backbone_dropout: bool = False
+    """LST: run the frozen backbone with dropout on while training (the authors' setting; slower, noisier)."""
+    freeze_layers: int = 0
+    """Baselines: freeze the first N layers (the paper's Figure 6). LST drops side layers with ``side_layers``."""
+    epochs: int | None = None
+    """Training epochs; None: the paper's count for the task (20 for RTE/MRPC/CoLA/STS-B, 10 for the rest)."""
+    batch_size: int = 32
+    """Training batch size (the paper used 100 on a GPU; 32 keeps a CPU step short)."""
+    eval_batch_size: int = 64
+    """Evaluation batch size (no gradients, so it can be larger)."""
+    lr: float | None = None
+    """Peak learning rate; None: 3e-3 for LST, 0.3 for prompt tuning, 3e-4 otherwise (the paper's)."""
+    warmup_steps: int | None = None
+    """Linear warm-up steps; None: min(500, 10% of all steps). The paper's 500 would be most of a short CPU run."""
+    max_grad_norm: float = 1.0
+    """Clip the gradient norm to this (0 disables clipping)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (0 in the paper)."""
+    seed: int = 0
+    """Seed of the model's initialisation, dropout and the data order (the paper ran seeds 0, 1, 2)."""
+    max_train_samples: int | None = None
+    """Train on this many examples (a seeded subsample); None: all."""
+    max_eval_samples: int | None = None
+    """Evaluate on this many validation (and test) examples; None: all."""
+    max_length: int = 128
+    """Longest input in tokens (the paper's 128); batches are padded to their longest example."""
+    data_dir: str | None = None
+    """Folder with ``<task>/train.jsonl`` and ``validation.jsonl``; None: env LADDERTUNE_DATA_DIR, else the hub."""
+    protocol: str = "dev"
+    """``dev`` (validate on the official dev set, no test) or ``paper`` (dev halved into validation and test...)."""
+    train_file: str | None = None
+    """The user's training file (.jsonl, .csv, .tsv)."""
+    validation_file: str | None = None
+    """The user's validation file; without one, 10% of train is held out."""
+    text_column: str | None = None
+    """Column of the (first) text; required for ``custom``, overrides a GLUE task's."""
+    text_pair_column: str | None = None
+    """Column of the second text, if any."""
+    label_column: str | None = None
+    """Column of the label (default ``label``)."""
+    output_dir: str | None = None
+    """Where the run writes; None: ``runs/<task>-<method>-<YYYYmmdd-HHMMSS>``."""
+    format: str | None = None
+    """``classification``, ``text2text`` or ``causal``; None: text2text for encoder-decoders (T5), else
+    classification (a sequence-classification head, also for decoder-only backbones)."""
+    memory_steps: int = 3
+    """Training steps measured by the peak-memory meter, after one warm-up step (0 disables measuring)."""
+    save_steps: int | None = None
+    """Also write ``checkpoint-last`` every N steps (it is always written at the end of each epoch)."""
+    log_every: int = 10
+    """Append a training record to metrics.jsonl every N steps."""
+    overwrite: bool = False
+    """Replace a finished or unfinished run in ``output_dir``."""
+    resume: bool = False
+    """Continue the unfinished run in ``output_dir`` from its ``checkpoint-last``."""
+    trust_remote_code: bool = False
+    """Let transformers run Python code shipped with the backbone (its hub repository's modeling files)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.task, str) or not self.task:
+            raise ConfigError("task must be a GLUE task name or 'custom'")
+        for name in ("backbone", *PATHS):  # a Path is kept as its string: train_config.json holds strings
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
+        if not isinstance(self.backbone, str) or not self.backbone:
+            raise ConfigError(f"backbone must be an alias, a folder or a hub id, got {self.backbone!r}")
+        for name in (*PATHS, *COLUMNS):
+            if not isinstance(getattr(self, name), str | None):
+                raise ConfigError(f"{name} must be a string or None, got {getattr(self, name)!r}")
+        _choice("method", self.method, METHODS)
+        _choice("init", self.init, INITS)
+        _choice("pruning_chain", self.pruning_chain, CHAINS)
+        _int("fisher_samples", self.fisher_samples, 1)
+        _choice("protocol", self.protocol, PROTOCOLS)
+        if self.format is not None:
+            _choice("format", self.format, FORMATS)
+        _int("reduction_factor", self.reduction_factor, 1)
+        _int("freeze_layers", self.freeze_layers, 0)
+        _int("batch_size", self.batch_size, 1)
+        _int("eval_batch_size", self.eval_batch_size, 1)
+        _int("max_length", self.max_length, 8)
+        _int("memory_steps", self.memory_steps, 0)
+        _int("log_every", self.log_every, 1)
+        _int("seed", self.seed, 0)
+        for name in ("epochs", "max_train_samples", "max_eval_samples", "save_steps"):
+            if getattr(self, name) is not None:
+                _int(name, getattr(self, name), 1)
+        if self.warmup_steps is not None:
+            _int("warmup_steps", self.warmup_steps, 0)
+        if self.side_layers is not None:
+            if isinstance(self.side_layers, str):
+                self.side_layers = parse_int_list(self.side_layers, "side_layers")
+            if isinstance(self.side_layers, bytes | dict) or not isinstance(self.side_layers, Iterable):
+                raise ConfigError(
+                    f"side_layers must be a list of layer ids or None, got {self.side_layers!r}"
+                )
+            layers = list(self.side_layers)
+            if not layers or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in layers):
+                raise ConfigError(f"side_layers must be non-negative integers, got {self.side_layers!r}")
+            self.side_layers = layers
+        if self.lr is not None:
+            _number("lr", self.lr, positive=True)
+        _number("max_grad_norm", self.max_grad_norm)
+        _number("weight_decay", self.weight_decay)
+        for name in ("backbone_dropout", "overwrite", "resume", "trust_remote_code"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.overwrite and self.resume:
+            raise ConfigError("overwrite and resume exclude each other: start over, or continue")
+        if self.method == "lst" and self.freeze_layers:
+            raise ConfigError(
+                "freeze_layers applies to the baselines; for LST drop side layers with side_layers"
+            )
+        if self.method != "lst" and (self.side_layers is not None or self.init != "random"):
+            raise ConfigError(f"side_layers and init apply to LST only, not to method {self.method!r}")
+        if self.task.lower() == "custom" and (not self.train_file or not self.text_column):
+            raise ConfigError("task 'custom' needs train_file (--train-file) and text_column (--text-column)")
+
+    # -- defaults that depend on the run ---------------------------------------------------------------------
+    def resolved_lr(self) -> float:
+        """The learning rate: the given one, else the paper's for the method."""
+        return self.lr if self.lr is not None else DEFAULT_LR.get(self.method, OTHER_LR)
+
+    def resolved_epochs(self, task_epochs: int) -> int:
+        """The number of epochs: the given one, else the task's (``TaskSpec.epochs``)."""
+        return self.epochs if self.epochs is not None else task_epochs
+
+    def resolved_warmup(self, total_steps: int) -> int:
+        """Warm-up steps: the given number, else min(500, 10% of ``total_steps``)."""
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return min(PAPER_WARMUP, math.floor(0.1 * total_steps))
+
+    def data_kwargs(self) -> dict:
+        """Keyword arguments of :func:`laddertune.data.load_splits` for this run.
+
+        The split seed is always 42, the paper's data-split seed: every training seed sees the same splits.
+        """
+        names = (
+            "data_dir",
+            "protocol",
+            "train_file",
+            "validation_file",
+            "text_column",
+            "text_pair_column",
+            "label_column",
+            "max_train_samples",
+            "max_eval_samples",
+        )
+        return {"seed": 42, **{name: getattr(self, name) for name in names}}
+
+    def default_output_dir(self) -> str:
+        """``runs/<task>-<method>-<YYYYmmdd-HHMMSS>``."""
+        from datetime import datetime
+
+        return str(Path("runs") / f"{self.task}-{self.method}-{datetime.now():%Y%m%d-%H%M%S}")
+
+    # -- JSON ------------------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown fields raise :class:`ConfigError`."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a train config must be a JSON object, got {type(data).__name__}")
+        unknown = sorted(map(str, set(data) - {f.name for f in dataclasses.fields(cls)}))
+        if unknown:
+            raise ConfigError(f"unknown train config field(s): {', '.join(map(repr, unknown))}")
+        if "task" not in data:
+            raise ConfigError("a train config needs a task")
+        return cls(**data)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``train_config.json`` into ``directory`` atomically; returns its path."""
+        return save_json(Path(directory) / CONFIG_NAME, self.to_dict())
+
+    @classmethod
+    def load(cls, directory: str | Path) -> TrainConfig:
+        """Read ``train_config.json`` from ``directory``."""
+        return cls.from_dict(load_json(Path(directory) / CONFIG_NAME))
+
+    def differences(self, other: TrainConfig) -> list[str]:
+        """Fields (other than how-to-run fields such as ``output_dir``) whose values differ from ``other``'s."""
+        a, b = self.to_dict(), other.to_dict()
+        return [k for k in a if k not in RESUME_FREE and a[k] != b[k]]
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    """``"1,2,3"`` -> ``[1, 2, 3]``; raises ConfigError naming ``what`` otherwise."""
+    try:
+        return [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{what} must be comma-separated integers such as 1,2,3; got {text!r}") from None
+
+
+def _choice(name: str, value, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _int(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _number(name: str, value, positive: bool = False) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    if not ok or value < 0 or (positive and value == 0):
+        raise ConfigError(
+            f"{name} must be a {'positive' if positive else 'non-negative'} number, got {value!r}"
+        )

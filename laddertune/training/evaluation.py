@@ -1,0 +1,152 @@
+"""Scoring: predictions for a batch, a task's metric over a split, and :func:`evaluate` for a saved checkpoint."""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..core import LadderModel
+from ..core.backbones import load_tokenizer
+from ..data import compute_metrics, eval_batches, load_splits, make_collator, parse_prediction
+from ..errors import CheckpointError
+from ..io import verify_checksums
+from .build import build_model, choose_format, load_backbone_for, seed_everything
+from .checkpoint import load_weights
+from .config import CONFIG_NAME, TrainConfig
+
+GEN_TOKENS = 8  # text-to-text answers are a class id or a score such as "3.2": a few tokens
+
+
+@torch.inference_mode()
+def predict(model, batch: dict, spec, fmt: str, tokenizer) -> list:
+    """Labels for one batch: argmax of the logits (the value, for regression), or the parsed generated text."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    if fmt == "classification":
+        logits = model(**inputs).logits  # (B, num_labels)
+        return logits[:, 0].tolist() if spec.is_regression else logits.argmax(-1).tolist()
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    if isinstance(model, LadderModel):
+        out = model.generate(ids, mask, max_new_tokens=GEN_TOKENS, num_beams=1)
+    else:
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=GEN_TOKENS,
+            num_beams=1,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    if fmt == "causal":
+        out = out[:, ids.shape[1] :]  # drop the prompt
+    return [parse_prediction(spec, text) for text in tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
+def evaluate_examples(
+    model,
+    examples: list[dict],
+    *,
+    spec,
+    fmt: str,
+    tokenizer,
+    batch_size: int,
+    max_length: int,
+    show_progress: bool = False,
+    desc: str = "eval",
+    meter=None,
+    memory_batches: int = 0,
+) -> dict:
+    """Score ``model`` on ``examples`` with the task's metric (x100; ``score`` is the main number).
+
+    Batches go longest first (less padding). With ``meter``, the first ``memory_batches`` batches are measured
+    under the phase ``eval``.
+    """
+    collator = make_collator(tokenizer, fmt=fmt, spec=spec, max_length=max_length, generation=fmt == "causal")
+    predictions: list = [None] * len(examples)
+    was_training = model.training
+    model.eval()
+    batches = tqdm(
+        eval_batches(examples, collator, batch_size),
+        total=math.ceil(len(examples) / batch_size),
+        desc=desc,
+        disable=not show_progress,
+        leave=False,
+    )
+    for k, (idx, batch) in enumerate(batches):
+        with meter.phase("eval") if meter is not None and k < memory_batches else nullcontext():
+            for i, p in zip(idx, predict(model, batch, spec, fmt, tokenizer), strict=True):
+                predictions[i] = p
+    model.train(was_training)
+    return compute_metrics(spec, predictions, [e["label"] for e in examples])
+
+
+def format_metrics(metrics: dict) -> str:
+    """``score 71.48 (accuracy 71.48)``."""
+    rest = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k != "score")
+    return f"score {metrics['score']:.2f}" + (f" ({rest})" if rest else "")
+
+
+def evaluate(
+    checkpoint: str | Path,
+    *,
+    data_dir: str | None = None,
+    max_eval_samples: int | None = None,
+    batch_size: int | None = None,
+    show_progress: bool = False,
+    trust_remote_code: bool = False,
+) -> dict:
+    """Rebuild a trained model from its run folder and score it on the validation (and test) split.
+
+    Args:
+        checkpoint: a checkpoint folder (``<run>/checkpoint-best`` or ``checkpoint-last``) or a run folder (its
+            ``checkpoint-best`` is used). ``train_config.json`` is read from the run folder.
+        data_dir: where the data is, when not where the training run found it.
+        max_eval_samples: evaluate on this many examples (default: the training run's setting).
+        batch_size: evaluation batch size (default: the training run's).
+        trust_remote_code: let transformers run the backbone's own code. Asked of the caller, never taken from
+            the run folder: a copied run folder must not be able to switch it on.
+
+    Returns:
+        ``{"checkpoint", "task", "method", "validation": metrics, "test": metrics or None}``.
+    """
+    path = Path(checkpoint)
+    if (path / CONFIG_NAME).is_file():
+        path = path / "checkpoint-best"
+    if not path.is_dir():
+        raise CheckpointError(f"no checkpoint folder at {path}")
+    if not (path.parent / CONFIG_NAME).is_file():
+        raise CheckpointError(f"no {CONFIG_NAME} in {path.parent}: is {path} a laddertune checkpoint?")
+    verify_checksums(path)
+    config = TrainConfig.load(path.parent)
+    config.trust_remote_code = trust_remote_code
+    config.data_dir = data_dir or config.data_dir
+    config.max_eval_samples = max_eval_samples if max_eval_samples is not None else config.max_eval_samples
+    splits = load_splits(config.task, **{**config.data_kwargs(), "max_train_samples": None})
+    fmt, head = choose_format(config.backbone, config.format, config.trust_remote_code)
+    tokenizer = load_tokenizer(config.backbone, trust_remote_code=config.trust_remote_code)
+    seed_everything(config.seed)
+    if config.method == "lst":
+        model = LadderModel.from_pretrained(load_backbone_for(config, splits.spec, head, tokenizer), path)
+    else:
+        model = build_model(config, splits.spec, head, tokenizer)
+        load_weights(model, path, config.method)
+    kw = {
+        "spec": splits.spec,
+        "fmt": fmt,
+        "tokenizer": tokenizer,
+        "max_length": config.max_length,
+        "batch_size": batch_size or config.eval_batch_size,
+        "show_progress": show_progress,
+    }
+    validation = evaluate_examples(model, splits.validation, desc="validation", **kw)
+    test = evaluate_examples(model, splits.test, desc="test", **kw) if splits.test is not None else None
+    return {
+        "checkpoint": str(path),
+        "task": splits.spec.name,
+        "method": config.method,
+        "validation": validation,
+        "test": test,
+    }

@@ -1,0 +1,355 @@
+"""The training loop, :func:`train`: one run, read top to bottom as its phases.
+
+A run, in order, each phase one method of :class:`Run`: check the output folder and seed everything
+(``prepare_output``); load the data (``prepare_data``: the splits, the format and head, the tokenizer, the batcher);
+build the model (``build_model``: LST or a baseline); the optimizer and schedule (``make_optimizer``: AdamW over the
+trainable parameters only, linear warm-up and decay); start fresh or resume from ``checkpoint-last``
+(``start_or_resume``); the epoch loop, written out in :func:`train` (a seeded shuffle per epoch, ``step`` per batch,
+``end_epoch``: validation and checkpoints); ``finish`` (the best epoch on the test set when the protocol has one,
+then ``results.json``).
+
+What a run writes into ``output_dir``::
+
+    train_config.json     the TrainConfig as given
+    metrics.jsonl         one JSON object per logged training step and per evaluation
+    checkpoint-last/      weights + optimizer, scheduler, RNG and data-order state (for resume)
+    checkpoint-last.old/  the checkpoint before it, kept until the run finishes (resume falls back to it)
+    checkpoint-best/      weights of the best epoch on validation
+    results.json          written last: metrics, parameter counts, peak memory, timing, versions, config
+
+Weights: LST saves only its side network (``LadderModel.save_pretrained``); a baseline saves only its trainable
+parameters (``trainable.safetensors``). Each checkpoint folder is written under a temporary name with a
+``SHA256SUMS`` list, then swapped in as a whole (:mod:`laddertune.training.checkpoint`). No pickle.
+
+Speed on CPU: LST's step is dominated by the frozen backbone's forward, which the model already runs in eval mode
+under ``no_grad``; batches are padded to their longest example; evaluation sorts examples by length and runs under
+``torch.inference_mode``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from ..core.backbones import load_tokenizer
+from ..data import load_splits, make_collator
+from ..errors import ConfigError, LadderTuneError
+from ..memory import PeakMemoryMeter
+from .build import build_model, choose_format, epoch_batches, parameter_counts, seed_everything
+from .checkpoint import (
+    find_checkpoint,
+    load_weights,
+    resume_checkpoint,
+    save_best,
+    save_checkpoint,
+    trainable_parameters,
+)
+from .config import TrainConfig
+from .evaluation import evaluate_examples, format_metrics
+from .results import write_results
+from .run_dir import MetricsLog, check_output, claim_output, truncate_metrics
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(LadderTuneError):
+    """The loss or the gradient became NaN or infinite; the run stopped and kept its last good checkpoint."""
+
+
+@dataclass
+class RunData:
+    """The data side of a run: splits, task spec, format and head, tokenizer and the training batcher."""
+
+    splits: object
+    fmt: str
+    head: str
+    tokenizer: object
+    collate: Callable[[list[dict]], dict]
+
+    @property
+    def spec(self):
+        return self.splits.spec
+
+    def eval_kwargs(self, config: TrainConfig, show_progress: bool) -> dict:
+        return {
+            "spec": self.spec,
+            "fmt": self.fmt,
+            "tokenizer": self.tokenizer,
+            "batch_size": config.eval_batch_size,
+            "max_length": config.max_length,
+            "show_progress": show_progress,
+        }
+
+
+@dataclass
+class Schedule:
+    """The run's length and learning-rate schedule, resolved from the config and the task."""
+
+    epochs: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup: int
+    lr: float
+
+
+# ------------------------------------------------------------------------------------------------- the loop
+
+
+def train(
+    config: TrainConfig, *, show_progress: bool = False, on_record: Callable[[dict], None] | None = None
+) -> dict:
+    """Train and evaluate one run; returns what it writes to ``results.json``.
+
+    Args:
+        config: the run. ``config.output_dir`` is filled in when it is None.
+        show_progress: draw tqdm progress bars (the CLI turns them on; the library only logs).
+        on_record: called with every record appended to ``metrics.jsonl`` (training logs, evaluations).
+
+    Raises:
+        ConfigError, DataError, CheckpointError: a problem with the settings, the data or the output folder.
+        TrainingDivergedError: the loss or gradient became NaN or infinite (the message names the step).
+    """
+    run = Run(config, show_progress, on_record)
+    run.prepare_output()  # nothing in the folder changes before the data and the model are known good
+    run.prepare_data()
+    run.build_model()
+    run.make_optimizer()
+    run.start_or_resume()
+
+    run.model.train()
+    train_set, state = run.data.splits.train, run.state
+    for epoch in range(state["epoch"], run.schedule.epochs):
+        batches = epoch_batches(len(train_set), config.batch_size, config.seed, epoch)
+        start = state["next_batch"] if epoch == state["epoch"] else 0
+        with run.progress(len(batches), start, epoch) as bar:
+            for b in range(start, len(batches)):
+                loss = run.step(run.data.collate([train_set[i] for i in batches[b]]), epoch)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}")
+                run.after_step(epoch, next_batch=b + 1, epoch_done=b + 1 == len(batches))
+        run.end_epoch(epoch)
+    return run.finish()
+
+
+def train_step(model, batch: dict, optimizer, scheduler, max_grad_norm: float) -> float:
+    """One optimisation step; returns the loss. A NaN/inf loss or gradient raises :class:`TrainingDivergedError`
+    before the optimizer touches the weights."""
+    loss = model(**batch).loss
+    if not torch.isfinite(loss):
+        raise TrainingDivergedError(f"the loss is {loss.item()}")
+    loss.backward()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf"))
+    if not torch.isfinite(norm):
+        optimizer.zero_grad(set_to_none=True)
+        raise TrainingDivergedError(f"the gradient norm is {norm.item()}")
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+# ------------------------------------------------------------------------------------------------- the phases
+
+
+class Run:
+    """One run's state, built phase by phase; :func:`train` calls the phases and holds the loop."""
+
+    def __init__(self, config: TrainConfig, show_progress: bool, on_record: Callable[[dict], None] | None):
+        self.config, self.show_progress, self.on_record = config, show_progress, on_record
+        self.t_start = time.perf_counter()
+        self.timing = {"process_steps": 0, "timed_steps": 0, "timed_seconds": 0.0}
+        self.losses: list[float] = []  # since the last logged step
+        self.init_meter = self.meter = None
+
+    def prepare_output(self) -> None:
+        """Check ``output_dir`` (filled in when None) without changing it, and seed everything."""
+        config = self.config
+        if config.output_dir is None:
+            if config.resume:
+                raise ConfigError("resume needs output_dir (--output-dir): the folder of the run to continue")
+            config.output_dir = config.default_output_dir()
+        self.out = check_output(config)
+        seed_everything(config.seed)
+
+    def prepare_data(self) -> None:
+        """Load the splits, choose the format and head for the backbone, build the tokenizer and batcher."""
+        config = self.config
+        splits = load_splits(config.task, **config.data_kwargs())
+        fmt, head = choose_format(config.backbone, config.format, config.trust_remote_code)
+        tokenizer = load_tokenizer(config.backbone, trust_remote_code=config.trust_remote_code)
+        collate = make_collator(tokenizer, fmt=fmt, spec=splits.spec, max_length=config.max_length)
+        self.data = RunData(splits, fmt, head, tokenizer, collate)
+        self.eval_kw = self.data.eval_kwargs(config, self.show_progress)
+
+    def build_model(self) -> None:
+        """The method's model. Its build is measured as the phase "init" (loading, pruning, Fisher).
+
+        On CPU the meter records every op: the Fisher pass (one backward per example) would run several times
+        slower under it and hold its trace in RAM, so on CPU a Fisher init is timed but not metered.
+        """
+        config, data = self.config, self.data
+        calibration = None
+        if config.method == "lst" and config.init == "fisher":  # training batches in an order of their own
+            order = epoch_batches(len(data.splits.train), config.batch_size, config.seed, epoch=-1)
+            calibration = (data.collate([data.splits.train[i] for i in b]) for b in order)
+        if config.memory_steps and config.init != "fisher":
+            self.init_meter = PeakMemoryMeter(device="cpu")
+        with self.init_meter.phase("init") if self.init_meter else nullcontext():
+            self.model = build_model(config, data.spec, data.head, data.tokenizer, calibration)
+        self.counts = parameter_counts(self.model)
+        logger.info("%s: %d of %d parameters train (%.3f%%)", config.method, *self.counts.values())
+
+    def make_optimizer(self) -> None:
+        """AdamW over the trainable parameters only, linear warm-up and decay; the meter of the steps."""
+        config, data = self.config, self.data
+        epochs = config.resolved_epochs(data.spec.epochs)
+        steps_per_epoch = math.ceil(len(data.splits.train) / config.batch_size)
+        total = epochs * steps_per_epoch
+        self.schedule = Schedule(
+            epochs, steps_per_epoch, total, config.resolved_warmup(total), config.resolved_lr()
+        )
+        params = list(trainable_parameters(self.model).values())
+        self.optimizer = torch.optim.AdamW(
+            params, lr=self.schedule.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=config.weight_decay
+        )
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, self.schedule.warmup, total)
+        # "train" and "eval" count what a GPU would hold: the weights and gradients and the optimizer state.
+        if config.memory_steps:
+            self.meter = PeakMemoryMeter(self.model, self.optimizer, device="cpu")
+
+    def start_or_resume(self) -> None:
+        """Claim the output folder and start fresh, or restore ``checkpoint-last``."""
+        config, out = self.config, self.out
+        claim_output(config, out)
+        self.log = MetricsLog(out / "metrics.jsonl", self.on_record)
+        self.state = {
+            "step": 0,
+            "epoch": 0,
+            "next_batch": 0,
+            "best": None,
+            "history": [],
+            "train_seconds": 0.0,
+        }
+        resumed = None
+        if config.resume:
+            resumed = resume_checkpoint(out, self.model, config.method, self.optimizer, self.scheduler)
+        if resumed is not None:
+            resume_from, self.state = resumed
+            truncate_metrics(self.log.path, self.state["step"])
+            logger.info("resumed from %s at step %d", resume_from, self.state["step"])
+        else:
+            if config.resume:
+                logger.warning("nothing to resume in %s; starting a new run", out)
+            self.log.path.unlink(missing_ok=True)
+        config.save(out)
+        self.timing["resumed"] = resumed is not None
+        if resumed is not None:
+            self.log({"type": "resume", "step": self.state["step"], "epoch": self.state["epoch"] + 1})
+
+    def progress(self, total: int, initial: int, epoch: int):
+        desc = f"epoch {epoch + 1}/{self.schedule.epochs}"
+        return tqdm(total=total, initial=initial, desc=desc, disable=not self.show_progress, leave=False)
+
+    def step(self, batch: dict, epoch: int) -> float:
+        """One training step, timed, and measured for the first ``memory_steps`` after this process's first."""
+        timing, config = self.timing, self.config
+        measured = self.meter is not None and 1 <= timing["process_steps"] <= config.memory_steps
+        t0 = time.perf_counter()
+        try:
+            with self.meter.phase("train") if measured else nullcontext():
+                loss = train_step(self.model, batch, self.optimizer, self.scheduler, config.max_grad_norm)
+        except TrainingDivergedError as e:
+            self._stop_diverged(e, epoch)
+        seconds = time.perf_counter() - t0
+        self.state["step"] += 1
+        self.state["train_seconds"] += seconds
+        timing["process_steps"] += 1
+        timing["last_seconds"] = seconds
+        if timing["process_steps"] > 1 and not measured:  # leave out the warm-up and the profiled steps
+            timing["timed_steps"] += 1
+            timing["timed_seconds"] += seconds
+        self.losses.append(loss)
+        return loss
+
+    def after_step(self, epoch: int, next_batch: int, epoch_done: bool) -> None:
+        """Log the mean loss every ``log_every`` steps and at the epoch's end; checkpoint every ``save_steps``."""
+        config, step = self.config, self.state["step"]
+        if step % config.log_every == 0 or epoch_done:
+            record = {"type": "train", "step": step, "epoch": epoch + 1}
+            record["loss"] = sum(self.losses) / len(self.losses)
+            record["lr"] = self.scheduler.get_last_lr()[0]
+            record["seconds_per_step"] = self.timing["last_seconds"]
+            self.log(record)
+            self.losses = []
+        if config.save_steps and step % config.save_steps == 0 and not epoch_done:
+            self.state.update(epoch=epoch, next_batch=next_batch)
+            self._save_last()
+
+    def end_epoch(self, epoch: int) -> None:
+        """Score the validation split, keep the best epoch's weights, write ``checkpoint-last``."""
+        config, state = self.config, self.state
+        t0 = time.perf_counter()
+        memory_kw = (
+            {"meter": self.meter, "memory_batches": config.memory_steps} if not state["history"] else {}
+        )
+        metrics = evaluate_examples(
+            self.model, self.data.splits.validation, desc="validation", **memory_kw, **self.eval_kw
+        )
+        record = {"type": "eval", "split": "validation", "epoch": epoch + 1, "step": state["step"]}
+        record.update(metrics=metrics, eval_seconds=time.perf_counter() - t0)
+        state["history"].append(record)
+        self.log(record)
+        logger.info("epoch %d/%d: validation %s", epoch + 1, self.schedule.epochs, format_metrics(metrics))
+        if state["best"] is None or metrics["score"] > state["best"]["score"]:
+            state["best"] = {
+                "epoch": epoch + 1,
+                "step": state["step"],
+                "score": metrics["score"],
+                "metrics": metrics,
+            }
+            save_best(self.out / "checkpoint-best", self.model, config.method)
+        state.update(epoch=epoch + 1, next_batch=0)
+        self._save_last()
+
+    def finish(self) -> dict:
+        """The best epoch's weights on the test set (when the protocol has one), then ``results.json``."""
+        test, best = None, self.state["best"]
+        if self.data.splits.test is not None and best is not None:
+            load_weights(self.model, self.out / "checkpoint-best", self.config.method)
+            test = evaluate_examples(self.model, self.data.splits.test, desc="test", **self.eval_kw)
+            self.log(
+                {
+                    "type": "eval",
+                    "split": "test",
+                    "epoch": best["epoch"],
+                    "step": best["step"],
+                    "metrics": test,
+                }
+            )
+        return write_results(self, test)
+
+    def _save_last(self) -> None:
+        save_checkpoint(
+            self.out / "checkpoint-last",
+            self.model,
+            self.config.method,
+            self.optimizer,
+            self.scheduler,
+            self.state,
+        )
+
+    def _stop_diverged(self, error: TrainingDivergedError, epoch: int):
+        step = self.state["step"] + 1
+        self.log({"type": "diverged", "step": step, "epoch": epoch + 1, "reason": str(error)})
+        last = find_checkpoint(self.out)
+        kept = f"kept the last good checkpoint, {last}" if last else "no checkpoint had been written yet"
+        raise TrainingDivergedError(f"step {step} (epoch {epoch + 1}): {error}; stopped and {kept}") from None

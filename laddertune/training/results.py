@@ -1,0 +1,84 @@
+"""``results.json``: what a finished run reports (metrics, parameter counts, peak memory, timing, versions)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import shutil
+import time
+from pathlib import Path
+
+import peft
+import torch
+import transformers
+
+from ..io import atomic_write_text
+
+
+def write_results(run, test: dict | None) -> dict:
+    """Assemble a finished :class:`~laddertune.training.loop.Run`'s results, write ``results.json`` last, and drop
+    the resume fallback. Returns them."""
+    config, data, state, timing, schedule = run.config, run.data, run.state, run.timing, run.schedule
+    best, init_meter, meter = state["best"], run.init_meter, run.meter
+    memory = meter.report().to_dict() if meter is not None else None
+    if memory is not None and init_meter is not None:  # no init phase when Fisher ran unprofiled (CPU)
+        memory["phases"] = {**init_meter.report().to_dict()["phases"], **memory["phases"]}
+    train_peak = memory["phases"].get("train", {}).get("peak_bytes") if memory else None
+    results = {
+        "task": data.spec.name,
+        "method": config.method,
+        "backbone": config.backbone,
+        "metrics": {
+            "validation": [{k: v for k, v in r.items() if k != "type"} for r in state["history"]],
+            "best_epoch": best["epoch"] if best else None,
+            "best_validation": best["metrics"] if best else None,
+            "test": test,
+        },
+        "parameters": run.counts,
+        "memory": {
+            "peak_train_bytes": train_peak,
+            "peak_train_gib": None if train_peak is None else round(train_peak / 1024**3, 4),
+            "measured_steps": config.memory_steps,
+            "phases": memory,
+        },
+        "timing": {
+            "wall_seconds": time.perf_counter() - run.t_start,
+            "train_seconds": state["train_seconds"],
+            "steps": state["step"],
+            "seconds_per_step": timing["timed_seconds"] / timing["timed_steps"]
+            if timing["timed_steps"]
+            else None,
+            "timed_steps": timing["timed_steps"],
+            "resumed": timing["resumed"],
+        },
+        "effective": {
+            "epochs": schedule.epochs,
+            "lr": schedule.lr,
+            "warmup_steps": schedule.warmup,
+            "total_steps": schedule.total_steps,
+            "steps_per_epoch": schedule.steps_per_epoch,
+            "format": data.fmt,
+            "head": data.head,
+        },
+        "data": data.splits.summary(),
+        "versions": versions(),
+        "config": config.to_dict(),
+    }
+    out = Path(config.output_dir)
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    shutil.rmtree(out / "checkpoint-last.old", ignore_errors=True)  # a finished run resumes from nothing
+    return results
+
+
+def versions() -> dict:
+    """The versions a result was produced with (``laddertune``'s from the installed package's metadata)."""
+    try:
+        own = importlib.metadata.version("laddertune")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        own = "unknown"
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "laddertune": own,
+    }
