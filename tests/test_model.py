@@ -222,3 +222,13 @@ def test_bare_base_model_is_rejected():
 def test_fisher_without_data_is_a_clear_error():
     with pytest.raises(ConfigError, match="calibration_data"):
         get_ladder_model(tiny_backbone("bert", "sequence_classification"), LadderConfig(init="fisher"))
+
+
+def test_device_dtype_and_ladder_config():
+    model = get_ladder_model(
+        tiny_backbone("bert", "sequence_classification"), LadderConfig(reduction_factor=4)
+    )
+    assert model.device == torch.device("cpu") and model.dtype == torch.float32
+    assert isinstance(model.ladder_config, LadderConfig) and model.ladder_config.reduction_factor == 4
+    model.to(torch.float64)
+    assert model.dtype == torch.float64

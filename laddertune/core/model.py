@@ -75,7 +75,8 @@ class LadderModel(nn.Module):
         if head == "sequence_classification" and not self.family.cls_head:
             raise ConfigError(f"{self.family.name} backbones are supported for LM heads only")
         config.task_head = head
-        self.config = config
+        self.ladder_config = config
+        self.config = config  # the 0.1 name of ladder_config; see ladder_config
         self.backbone = backbone.requires_grad_(False)
         self.side = SideNetwork(backbone, self.family, config, head)
         self._backbone_layers = {
@@ -87,12 +88,22 @@ class LadderModel(nn.Module):
     def train(self, mode: bool = True) -> LadderModel:
         """Set train/eval mode; the backbone trains (dropout on) only with ``backbone_dropout=True``."""
         super().train(mode)
-        self.backbone.train(mode and self.config.backbone_dropout)
+        self.backbone.train(mode and self.ladder_config.backbone_dropout)
         return self
 
     @property
+    def device(self) -> torch.device:
+        """The device of the side network's parameters (where outputs and the loss are)."""
+        return next(self.side.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the side network's parameters."""
+        return next(self.side.parameters()).dtype
+
+    @property
     def head(self) -> str:
-        return self.config.task_head
+        return self.ladder_config.task_head
 
     def trainable_parameters(self) -> tuple[int, int]:
         """(trainable, all) parameter counts; 'all' is the backbone's plus the side network's."""

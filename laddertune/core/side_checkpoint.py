@@ -60,7 +60,7 @@ def backbone_fingerprint(model) -> str:
 def save_side(model, directory: str | Path) -> None:
     """Write ``model``'s side network and its config into ``directory``; the weights first, the config last."""
     directory = Path(directory)
-    config = model.config
+    config = model.ladder_config
     config.backbone_name = getattr(model.backbone.config, "_name_or_path", None) or None
     config.backbone_revision = getattr(model.backbone.config, "_commit_hash", None)
     config.backbone_fingerprint = backbone_fingerprint(model)

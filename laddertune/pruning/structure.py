@@ -172,12 +172,12 @@ LAYOUTS: dict[str, Layout] = {
 
 # -- entry points --------------------------------------------------------------------------------------------------
 def initialize_from_backbone(model: nn.Module, calibration_data=None) -> None:
-    """Score the backbone as ``model.config.init`` says (magnitude or Fisher) and initialise the side from it.
+    """Score the backbone as ``model.ladder_config.init`` says (magnitude or Fisher) and initialise the side from it.
 
     Raises:
         ConfigError: Fisher importance without calibration data.
     """
-    cfg = model.config
+    cfg = model.ladder_config
     if cfg.init == "magnitude":
         importance = magnitude_importance(model.backbone)
     elif cfg.init == "fisher":
