@@ -179,7 +179,7 @@ def test_bart_classifier_pools_the_last_eos_token():
     model = get_ladder_model(tiny("bart", CLS), LadderConfig(reduction_factor=4)).eval()
     seen = {}
     model.side.stacks["encoder"].trunk.register_forward_hook(
-        lambda m, a, out: seen.setdefault("side", out[0])
+        lambda m, a, out: seen.update(side=out.last_hidden_state)
     )
     model.side.up.register_forward_pre_hook(lambda m, args: seen.update(pooled=args[0].clone()))
     with torch.no_grad():
