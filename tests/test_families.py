@@ -17,6 +17,7 @@ import transformers as T
 from laddertune import LadderConfig, LadderModel, get_ladder_model
 from laddertune.core.discovery import discover_family
 from laddertune.errors import ConfigError
+from laddertune.training.config import TrainConfig
 
 V = 64
 ENC = dict(
@@ -252,3 +253,38 @@ def test_undiscoverable_and_excepted_families_say_why():
     model.bert.encoder.layer = torch.nn.Sequential(*model.bert.encoder.layer)  # no ModuleList of layers
     with pytest.raises(ConfigError, match="cannot discover the layers"):
         get_ladder_model(model)
+
+
+@pytest.mark.parametrize(
+    ("task", "lr"),
+    [
+        ("cola", 1e-3),
+        ("mrpc", 3e-3),
+        ("qnli", 1e-3),
+        ("rte", 3e-3),
+        ("sst2", 3e-3),
+        ("mnli", 3e-4),
+        ("qqp", 3e-4),
+    ],
+)
+def test_bart_lst_uses_the_papers_per_task_learning_rates(task, lr):
+    config = TrainConfig(task=task, backbone="facebook/bart-large")
+    assert config.resolved_lr("bart") == lr
+    assert config.resolved_lr("t5") == 3e-3  # other backbones keep LST's 3e-3
+    assert TrainConfig(task=task, lr=0.01).resolved_lr("bart") == 0.01  # a given rate wins
+
+
+@pytest.mark.parametrize("head", [CLS, S2S])
+def test_bart_fisher_initialisation_runs_and_copies_backbone_rows(head):
+    backbone = tiny("bart", head)
+    data = batch(head)
+    model = get_ladder_model(
+        backbone, LadderConfig(reduction_factor=4, init="fisher", fisher_samples=2), [data]
+    )
+    side = (
+        model.side.stacks["encoder"].trunk.layers[0].fc1.weight
+    )  # (16, 8): rows and columns of backbone fc1
+    full = backbone.model.encoder.layers[0].fc1.weight  # (64, 32)
+    # every side row is a backbone row restricted to kept columns: each of its values occurs in that backbone row
+    for row in side:
+        assert any(torch.isin(row, full[i]).all() for i in range(full.shape[0]))

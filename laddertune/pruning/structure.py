@@ -10,6 +10,11 @@ that the previous step kept (lst-reference §2):
 - T5's relative bias (buckets x heads; heads are not pruned) is copied from backbone layer 0 into the first kept
   side layer; the final side norm comes from the pruned final norm; GPT-2's position table keeps the hidden dims.
 
+BART (Table 2): the authors' BART code scored rows by a sum of ``|log Fisher|``. Fisher values are small (well
+under 1), so ``|log F|`` is LARGEST for the rows with the smallest Fisher information: that score most likely kept
+the least important rows. We score BART exactly as every other family, by the L1 norm of the Fisher (or magnitude)
+itself, which keeps the most important rows, as the paper's §3.3 describes.
+
 Side layer j mirrors backbone layer ``stack.kept[j]``. Down/up projections and gates are not taken from the backbone.
 Heads are ignored, as the authors did: the kept rows need not fall evenly in heads (nor keep RoPE's frequency pairs;
 the side network learns from there).
