@@ -15,6 +15,7 @@ import torch
 import transformers as T
 
 from laddertune import LadderConfig, LadderModel, get_ladder_model
+from laddertune.baselines import BaselineConfig, prepare_baseline
 from laddertune.core.discovery import discover_family
 from laddertune.errors import ConfigError
 from laddertune.training.config import TrainConfig
@@ -288,3 +289,15 @@ def test_bart_fisher_initialisation_runs_and_copies_backbone_rows(head):
     # every side row is a backbone row restricted to kept columns: each of its values occurs in that backbone row
     for row in side:
         assert any(torch.isin(row, full[i]).all() for i in range(full.shape[0]))
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "adapter", "bitfit"])
+def test_bart_baselines_of_table2_train(method):
+    """Table 2's comparison methods run on BartForSequenceClassification and train only what they should."""
+    model = prepare_baseline(tiny("bart", CLS), method, BaselineConfig())
+    data = batch(CLS)
+    model(**data).loss.backward()
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trained and all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    if method == "adapter":
+        assert all(".adapter." in n or "norm" in n or "classification_head" in n for n in trained)
