@@ -131,8 +131,6 @@ def reduced_config(family: Family, stack: StackSpec, trunk_config, r: int, num_l
     """
     cfg = copy.deepcopy(trunk_config)
     hd = head_size(family, trunk_config)
-    if hd % r:
-        raise ConfigError(f"reduction factor {r} does not divide the backbone's per-head size ({hd})")
     for field in family.reduce:
         value = getattr(cfg, field, None)
         if value is None:  # e.g. GPT-2's n_inner=None means 4 * n_embd, which then follows n_embd
@@ -140,6 +138,8 @@ def reduced_config(family: Family, stack: StackSpec, trunk_config, r: int, num_l
         if value % r:
             raise ConfigError(f"reduction factor {r} does not divide the backbone's {field} ({value})")
         setattr(cfg, field, value // r)
+    if hd % r:
+        raise ConfigError(f"reduction factor {r} does not divide the backbone's per-head size ({hd})")
     if family.head_dim and getattr(cfg, family.head_dim, None) and family.head_dim not in family.reduce:
         setattr(cfg, family.head_dim, hd // r)
     for field in stack.num_layers:
