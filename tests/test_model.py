@@ -186,21 +186,15 @@ def test_config_json_round_trip(tmp_path):
     assert cfg.side_layers == [1, 3]
 
 
-def test_unsupported_architecture_names_the_supported_ones():
-    bart = T.BartForConditionalGeneration(
-        T.BartConfig(
-            vocab_size=64,
-            d_model=16,
-            encoder_layers=1,
-            decoder_layers=1,
-            encoder_attention_heads=2,
-            decoder_attention_heads=2,
-            encoder_ffn_dim=32,
-            decoder_ffn_dim=32,
+def test_unsupported_architecture_says_why():
+    # BART is discovered now (tests/test_families.py); ALBERT's shared layers are an explicit exception.
+    albert = T.AlbertForSequenceClassification(
+        T.AlbertConfig(
+            vocab_size=64, hidden_size=16, embedding_size=8, num_hidden_layers=2, num_attention_heads=2
         )
     )
-    with pytest.raises(ConfigError, match="supports model_type .*bert.*t5"):
-        get_ladder_model(bart, LadderConfig())
+    with pytest.raises(ConfigError, match="unsupported architecture 'albert'.*shared layer"):
+        get_ladder_model(albert, LadderConfig())
 
 
 def test_bare_base_model_is_rejected():

@@ -31,6 +31,8 @@ ADAPTER_SITES: dict[str, tuple[str, ...]] = {
     "bert": ("attention.output.dense", "output.dense"),
     "gpt2": ("attn.c_proj", "mlp.c_proj"),
     "llama": ("self_attn.o_proj", "mlp.down_proj"),
+    # BART (Table 2's backbone): self-attention and feed-forward outputs; no adapter on decoder cross-attention
+    "bart": ("self_attn.out_proj", "fc2"),
 }
 
 

@@ -59,6 +59,7 @@ FAMILIES: dict[str, Family] = {
     "bert": Family(stacks=("encoder.layer",), lora_targets=("query", "value")),
     "gpt2": Family(stacks=("h",), lora_targets=("c_attn",)),
     "llama": Family(stacks=("layers",), lora_targets=("q_proj", "v_proj")),
+    "bart": Family(stacks=("encoder.layers", "decoder.layers"), lora_targets=("q_proj", "v_proj")),
 }
 
 

@@ -12,14 +12,16 @@ import logging
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import is_fake  # the memory predictor traces with fake tensors
 from transformers.loss.loss_utils import ForCausalLMLoss, ForSequenceClassificationLoss
 from transformers.modeling_outputs import CausalLMOutputWithPast, Seq2SeqLMOutput, SequenceClassifierOutput
 
 from ..errors import ConfigError
 from ..pruning import initialize_from_backbone
-from .architectures import Family, get_family, get_path
+from .architectures import Family, get_path
 from .cache import LadderCache
 from .config import LadderConfig
+from .discovery import discover_family
 from .generation import generate
 from .side_checkpoint import load_side_weights, read_side_config, save_side
 from .side_network import SideStack, record_taps
@@ -55,10 +57,15 @@ class SideNetwork(nn.Module):
         nn.init.zeros_(self.up.bias)
         if head == "sequence_classification":
             # Deep copies: the backbone's own (newly initialised) head stays untouched and frozen.
-            self.head = nn.Sequential(
-                *(copy.deepcopy(get_path(backbone, p)) for p in family.cls_head)
-            ).float()
+            self.head = nn.Sequential(*(_head_module(backbone, p) for p in family.cls_head)).float()
             self.head.requires_grad_(True)
+
+
+def _head_module(backbone: nn.Module, path: str) -> nn.Module:
+    """A trainable copy of a head module; ``@relu`` / ``@tanh``: an activation the head calls as a function."""
+    if path.startswith("@"):
+        return {"@relu": nn.ReLU, "@tanh": nn.Tanh}[path]()
+    return copy.deepcopy(get_path(backbone, path))
 
 
 class LadderModel(nn.Module):
@@ -70,8 +77,8 @@ class LadderModel(nn.Module):
 
     def __init__(self, backbone: nn.Module, config: LadderConfig) -> None:
         super().__init__()
-        self.family = get_family(backbone.config)
         head = task_head(backbone)
+        self.family = discover_family(backbone, head)
         if head == "sequence_classification" and not self.family.cls_head:
             raise ConfigError(f"{self.family.name} backbones are supported for LM heads only")
         config.task_head = head
@@ -182,8 +189,12 @@ class LadderModel(nn.Module):
             "position_ids": position_ids,
         }
         side_kwargs = {"attention_mask": attention_mask, "position_ids": position_ids}
-        _with_cache(cache, backbone_kwargs, side_kwargs)
-        backbone_out, side_out = self.run_stack("body", input_ids, backbone_kwargs, side_kwargs)
+        stack = next(
+            iter(self.side.stacks)
+        )  # "body", or "encoder" for an encoder-decoder's classifier (BART)
+        if stack == "body":
+            _with_cache(cache, backbone_kwargs, side_kwargs)
+        backbone_out, side_out = self.run_stack(stack, input_ids, backbone_kwargs, side_kwargs)
         if cache:
             cache.backbone, cache.side = backbone_out.past_key_values, side_out.past_key_values
         hidden = side_out.last_hidden_state  # (B, T, d/r)
@@ -194,9 +205,21 @@ class LadderModel(nn.Module):
                 loss = ForCausalLMLoss(logits, labels, vocab_size=logits.shape[-1])
             return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache)
         # Pool before up-projecting (it is per-token linear): one (B, d) activation instead of (B, T, d).
-        if self.family.cls_pool == "first":
+        pool = self.family.cls_pool
+        if pool == "first":
             hidden = hidden[:, 0]
-        elif self.family.cls_pool == "last":  # the last non-padding token, for left or right padding
+        elif pool == "eos":  # BART: the last </s> of each example (its head requires one)
+            eos = input_ids.eq(self.backbone.config.eos_token_id)  # (B, T)
+            # (skipped under the memory predictor's FakeTensor trace, which has no token values to test)
+            if not is_fake(eos) and not eos.any(-1).all():
+                raise ValueError("every example must contain an end-of-sentence token for BART pooling")
+            positions = torch.arange(eos.shape[1], device=eos.device)
+            last = (eos.to(positions.dtype) * (positions + 1)).argmax(-1)
+            hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last.to(hidden.device)]
+        elif pool == "mean":  # ModernBERT's classifier_pooling="mean": over non-padding tokens
+            weights = torch.ones_like(hidden[..., 0]) if attention_mask is None else attention_mask.to(hidden)
+            hidden = (hidden * weights[..., None]).sum(1) / weights.sum(1, keepdim=True)
+        elif pool == "last":  # the last non-padding token, for left or right padding
             if attention_mask is None:
                 hidden = hidden[:, -1]
             else:
@@ -209,7 +232,7 @@ class LadderModel(nn.Module):
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
-        """T5: run both encoders; returns (backbone states, side states), each (B, T, width)."""
+        """Encoder-decoders: run both encoders; returns (backbone states, side states), each (B, T, width)."""
         backbone_out, side_out = self.run_stack(
             "encoder", input_ids, {"attention_mask": attention_mask}, {"attention_mask": attention_mask}
         )

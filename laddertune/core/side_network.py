@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 from collections.abc import Iterator
 
 import torch
@@ -86,14 +87,20 @@ class SideStack(nn.Module):
             )
         self.family, self.spec, self.kept = family, spec, kept
         self.temperature = gate_temperature
-        config = reduced_config(family, spec, source.config, reduction_factor, len(kept))
+        source_config = getattr(source, "config", backbone.config)  # bare modules (DistilBERT's) have none
+        config = reduced_config(family, spec, source_config, reduction_factor, len(kept))
         self.trunk = type(source)(config)
+        self.trunk_config = config  # bare modules (DistilBERT's Transformer) keep no .config
+        params = inspect.signature(self.trunk.forward).parameters
+        # the keyword arguments the trunk takes (all of them when it has **kwargs): DebertaV2Encoder has no use_cache
+        self._accepts = None if any(p.kind is p.VAR_KEYWORD for p in params.values()) else set(params)
         if spec.token_embedding:  # the side reads the backbone's embeddings through embed_down instead
-            setattr(self.trunk, spec.token_embedding, None)
+            owner, _, attr = spec.token_embedding.rpartition(".")
+            setattr(get_path(self.trunk, owner), attr, None)
         if not isinstance(self.trunk, PreTrainedModel):
             # Bare modules (BertEncoder) get the family's own initialisation; PreTrainedModels did it in post_init.
             self.trunk.apply(backbone._init_weights)
-        width = getattr(source.config, family.width)
+        width = getattr(source_config, family.width)
         side_width = getattr(config, family.width)
         self.embed_down = nn.Linear(width, side_width)
         self.downs = nn.ModuleList(nn.Linear(width, side_width) for _ in kept)
@@ -143,15 +150,19 @@ class SideStack(nn.Module):
             The trunk's output (``last_hidden_state``, ``past_key_values`` when caching).
         """
         embeds = self.embed_down(taps[EMBED].to(self.embed_down.weight.dtype))  # (B, T, d/r)
+        if self._accepts is not None:
+            kwargs = {k: v for k, v in kwargs.items() if k in self._accepts}
         self._taps = taps
         try:
+            if self.family.side_mask == "raw":  # a bare encoder that expands the 2D mask itself (DeBERTa-v2)
+                return self.trunk(embeds, attention_mask=attention_mask, **kwargs)
             if (
                 self.family.side_mask == "bidirectional"
             ):  # a bare encoder module: build its mask as its model would
                 from transformers.masking_utils import create_bidirectional_mask
 
                 mask = create_bidirectional_mask(
-                    config=self.trunk.config, inputs_embeds=embeds, attention_mask=attention_mask
+                    config=self.trunk_config, inputs_embeds=embeds, attention_mask=attention_mask
                 )
                 return self.trunk(embeds, attention_mask=mask, **kwargs)
             return self.trunk(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)

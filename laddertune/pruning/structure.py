@@ -10,6 +10,11 @@ that the previous step kept (lst-reference §2):
 - T5's relative bias (buckets x heads; heads are not pruned) is copied from backbone layer 0 into the first kept
   side layer; the final side norm comes from the pruned final norm; GPT-2's position table keeps the hidden dims.
 
+BART (Table 2): the authors' BART code scored rows by a sum of ``|log Fisher|``. Fisher values are small (well
+under 1), so ``|log F|`` is LARGEST for the rows with the smallest Fisher information: that score most likely kept
+the least important rows. We score BART exactly as every other family, by the L1 norm of the Fisher (or magnitude)
+itself, which keeps the most important rows, as the paper's §3.3 describes.
+
 Side layer j mirrors backbone layer ``stack.kept[j]``. Down/up projections and gates are not taken from the backbone.
 Heads are ignored, as the authors did: the kept rows need not fall evenly in heads (nor keep RoPE's frequency pairs;
 the side network learns from there).
@@ -41,133 +46,17 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
 from .importance import fisher_importance, magnitude_importance
+from .layouts import LAYOUTS, Attention, FeedForward, FusedAttention, Layout, Norm
 
 logger = logging.getLogger(__name__)
 
 CHAINS = ("residual", "authors")
-
-
-# -- the per-architecture table ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Norm:
-    """A norm over the residual stream: its weight (and bias) take the incoming dims."""
-
-    name: str
-
-
-@dataclass(frozen=True)
-class Attention:
-    """Separate Q/K/V/O projections (names relative to the layer); ``cross`` reads the encoder's output."""
-
-    q: str
-    k: str
-    v: str
-    o: str
-    cross: bool = False
-    position_bias: str | None = None  # T5: copied whole from backbone layer 0, where the side layer has one
-
-
-@dataclass(frozen=True)
-class FusedAttention:
-    """GPT-2's ``c_attn``: Q, K and V stacked along the output dim."""
-
-    qkv: str
-    o: str
-
-
-@dataclass(frozen=True)
-class FeedForward:
-    """``ins`` rows are scored together (names absent from a layer are skipped: T5 v1.0 ``wi`` or v1.1 ``wi_0/1``)."""
-
-    ins: tuple[str, ...]
-    out: str
-
-
-@dataclass(frozen=True)
-class Layout:
-    """One layer's steps in forward order, per stack; ``conv1d``: weights are (in, out) as GPT-2's Conv1D."""
-
-    layers: dict[str, tuple]
-    conv1d: bool = False
-    hidden_tables: tuple[str, ...] = ()  # trunk-level (n, hidden) tables whose columns take the hidden dims
-
-
-def _t5_attention(prefix: str, cross: bool = False) -> Attention:
-    bias = None if cross else f"{prefix}.relative_attention_bias"
-    return Attention(f"{prefix}.q", f"{prefix}.k", f"{prefix}.v", f"{prefix}.o", cross, bias)
-
-
-def _t5_ffn(layer: int) -> FeedForward:
-    p = f"layer.{layer}.DenseReluDense"
-    return FeedForward((f"{p}.wi", f"{p}.wi_0", f"{p}.wi_1"), f"{p}.wo")
-
-
-_BERT = Layout(
-    {
-        "body": (
-            Attention(
-                "attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"
-            ),
-            Norm("attention.output.LayerNorm"),  # post-norm: after the residual add
-            FeedForward(("intermediate.dense",), "output.dense"),
-            Norm("output.LayerNorm"),
-        )
-    }
-)
-_LLAMA = Layout(
-    {
-        "body": (
-            Norm("input_layernorm"),
-            Attention("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"),
-            Norm("post_attention_layernorm"),
-            FeedForward(("mlp.gate_proj", "mlp.up_proj"), "mlp.down_proj"),
-        )
-    }
-)
-LAYOUTS: dict[str, Layout] = {
-    "t5": Layout(
-        {
-            "encoder": (
-                Norm("layer.0.layer_norm"),
-                _t5_attention("layer.0.SelfAttention"),
-                Norm("layer.1.layer_norm"),
-                _t5_ffn(1),
-            ),
-            "decoder": (
-                Norm("layer.0.layer_norm"),
-                _t5_attention("layer.0.SelfAttention"),
-                Norm("layer.1.layer_norm"),
-                _t5_attention("layer.1.EncDecAttention", cross=True),
-                Norm("layer.2.layer_norm"),
-                _t5_ffn(2),
-            ),
-        }
-    ),
-    "bert": _BERT,
-    "roberta": _BERT,
-    "llama": _LLAMA,
-    "mistral": _LLAMA,
-    "qwen2": _LLAMA,
-    "gpt2": Layout(
-        {
-            "body": (
-                Norm("ln_1"),
-                FusedAttention("attn.c_attn", "attn.c_proj"),
-                Norm("ln_2"),
-                FeedForward(("mlp.c_fc",), "mlp.c_proj"),
-            )
-        },
-        conv1d=True,
-        hidden_tables=("wpe",),
-    ),
-}
 
 
 # -- entry points --------------------------------------------------------------------------------------------------
@@ -208,11 +97,7 @@ def initialize_side(model: nn.Module, importance: dict[str, Tensor], chain: str 
     if chain not in CHAINS:
         raise ConfigError(f"pruning chain must be one of {', '.join(CHAINS)}; got {chain!r}")
     backbone = model.backbone
-    layout = LAYOUTS.get(backbone.config.model_type)
-    if layout is None:
-        raise ConfigError(
-            f"no pruning layout for model_type {backbone.config.model_type!r}; use init='random'"
-        )
+    layout = _match_layout(backbone, model.side.stacks)
     p = _Pruner(backbone, importance, layout.conv1d, chain)
     embedding = backbone.get_input_embeddings().weight
     embedding_name = next(n for n, w in backbone.named_parameters() if w is embedding)
@@ -221,10 +106,10 @@ def initialize_side(model: nn.Module, importance: dict[str, Tensor], chain: str 
     encoder_out = None
     for name, stack in model.side.stacks.items():
         src = f"{stack.spec.trunk}.{stack.spec.layers}."
-        p.begin(stack.trunk)
+        p.begin(stack.trunk, stack, hidden)
         incoming = hidden
         for j, i in enumerate(stack.kept):
-            for step in layout.layers[name]:
+            for step in layout.layers.get(name, ()):
                 incoming = p.step(
                     step, f"{stack.spec.layers}.{j}.", f"{src}{i}.", f"{src}0.", incoming, encoder_out
                 )
@@ -235,6 +120,33 @@ def initialize_side(model: nn.Module, importance: dict[str, Tensor], chain: str 
         p.finish()
         encoder_out = incoming
     logger.info("side network initialised from the pruned backbone (%s chain)", chain)
+
+
+def _names(step) -> tuple[str, ...]:
+    if isinstance(step, Norm):
+        return (step.name,)
+    if isinstance(step, FusedAttention):
+        return (step.qkv, step.o)
+    if isinstance(step, FeedForward):
+        return (step.out,)
+    return (step.q, step.k, step.v, step.o)
+
+
+def _match_layout(backbone: nn.Module, stacks) -> Layout:
+    """The layout whose module names all exist in every stack's first backbone layer, or an empty one."""
+    firsts = {}
+    for name, stack in stacks.items():
+        layers = backbone.get_submodule(f"{stack.spec.trunk}.{stack.spec.layers}".strip("."))
+        firsts[name] = dict(layers[0].named_modules())
+    for key, layout in LAYOUTS.items():
+        if all(
+            name in layout.layers and all(n in modules for step in layout.layers[name] for n in _names(step))
+            for name, modules in firsts.items()
+        ):
+            logger.debug("pruning with the %s layout", key)
+            return layout
+    logger.warning("no pruning layout matches this backbone's layers: every side matrix is pruned on its own")
+    return Layout({})
 
 
 # -- the bookkeeping -----------------------------------------------------------------------------------------------
@@ -250,17 +162,47 @@ class _Pruner:
         self.weights = dict(backbone.named_parameters())
         self.importance, self.conv1d, self.chain = importance, conv1d, chain
         cfg = backbone.config.get_text_config()
+        self.width = backbone.get_input_embeddings().weight.shape[-1]
         self.kv_heads = getattr(cfg, "num_key_value_heads", None) or 1  # read only under GQA
 
     # side trunk being filled
-    def begin(self, trunk: nn.Module) -> None:
+    def begin(self, trunk: nn.Module, stack, hidden: Tensor) -> None:
         self.side = dict(trunk.named_parameters())
         self.done: set[str] = set()
+        self.stack, self.hidden = stack, hidden
 
     def finish(self) -> None:
-        missing = sorted(set(self.side) - self.done)
-        if missing:
-            raise RuntimeError(f"the pruning layout does not cover side parameters {missing[:5]}")
+        for name in sorted(set(self.side) - self.done):
+            self.fallback(name)
+
+    def _backbone_name(self, side_name: str) -> str:
+        """The backbone parameter a side parameter mirrors: side layer j is backbone layer ``kept[j]``."""
+        spec, layers = self.stack.spec, f"{self.stack.spec.layers}."
+        if side_name.startswith(layers):
+            j, _, rest = side_name[len(layers) :].partition(".")
+            side_name = f"{layers}{self.stack.kept[int(j)]}.{rest}"
+        return f"{spec.trunk}.{side_name}".strip(".")
+
+    def fallback(self, side_name: str) -> None:
+        """Prune a parameter no layout step covers, dim by dim: a dim of the backbone's width keeps the residual
+        stream's dims (so it still lines up with its neighbours); any other shrunk dim keeps its rows of largest
+        L1 importance; a dim the side did not shrink is copied whole. No structural coupling beyond that."""
+        name = self._backbone_name(side_name)
+        dst = self.side[side_name]
+        if name not in self.weights or self.weights[name].dim() != dst.dim():
+            logger.debug("side parameter %s has no backbone counterpart: left as initialised", side_name)
+            return
+        w, score = self.weights[name].detach(), self.score(name, native=True)
+        for d, (n_side, n_back) in enumerate(zip(dst.shape, w.shape, strict=True)):
+            if n_side == n_back:
+                continue
+            if n_side == len(self.hidden) and n_back == self.width:
+                keep = self.hidden
+            else:
+                keep = _top(score.transpose(0, d).flatten(1).sum(1) if w.dim() > 1 else score, n_side)
+            w, score = w.index_select(d, keep.to(w.device)), score.index_select(d, keep.to(score.device))
+        dst.copy_(w)
+        self.done.add(side_name)
 
     def has(self, side_name: str) -> bool:
         return side_name in self.side

@@ -26,6 +26,9 @@ FORMATS = ("classification", "text2text", "causal")
 # Learning rates of the paper (lst-reference.md §4): LST 3e-3, prompt tuning 0.3, every other method 3e-4.
 DEFAULT_LR = {"lst": 3e-3, "prompt": 0.3}
 OTHER_LR = 3e-4
+# LST on BART-large's encoder (Table 2, lst-reference.md §6): the paper's per-task learning rates.
+BART_LST_LR = {"cola": 1e-3, "mrpc": 3e-3, "qnli": 1e-3, "rte": 3e-3, "sst2": 3e-3, "mnli": 3e-4, "qqp": 3e-4}
+BART_TYPES = ("bart", "mbart")
 PAPER_WARMUP = 500
 PATHS = ("data_dir", "train_file", "validation_file", "output_dir")
 COLUMNS = ("text_column", "text_pair_column", "label_column")
@@ -175,9 +178,14 @@ class TrainConfig:
             raise ConfigError("task 'custom' needs train_file (--train-file) and text_column (--text-column)")
 
     # -- defaults that depend on the run ---------------------------------------------------------------------
-    def resolved_lr(self) -> float:
-        """The learning rate: the given one, else the paper's for the method."""
-        return self.lr if self.lr is not None else DEFAULT_LR.get(self.method, OTHER_LR)
+    def resolved_lr(self, model_type: str | None = None) -> float:
+        """The learning rate: the given one, else the paper's for the method (and, for LST on a BART backbone,
+        ``model_type`` ``bart``/``mbart``, the paper's per-task rate of Table 2 where it gave one)."""
+        if self.lr is not None:
+            return self.lr
+        if self.method == "lst" and model_type in BART_TYPES and self.task.lower() in BART_LST_LR:
+            return BART_LST_LR[self.task.lower()]
+        return DEFAULT_LR.get(self.method, OTHER_LR)
 
     def resolved_epochs(self, task_epochs: int) -> int:
         """The number of epochs: the given one, else the task's (``TaskSpec.epochs``)."""

@@ -215,7 +215,11 @@ class Run:
         steps_per_epoch = math.ceil(len(data.splits.train) / config.batch_size)
         total = epochs * steps_per_epoch
         self.schedule = Schedule(
-            epochs, steps_per_epoch, total, config.resolved_warmup(total), config.resolved_lr()
+            epochs,
+            steps_per_epoch,
+            total,
+            config.resolved_warmup(total),
+            config.resolved_lr(_model_type(self.model)),
         )
         params = list(trainable_parameters(self.model).values())
         self.optimizer = torch.optim.AdamW(
@@ -353,3 +357,9 @@ class Run:
         last = find_checkpoint(self.out)
         kept = f"kept the last good checkpoint, {last}" if last else "no checkpoint had been written yet"
         raise TrainingDivergedError(f"step {step} (epoch {epoch + 1}): {error}; stopped and {kept}") from None
+
+
+def _model_type(model) -> str | None:
+    """The backbone's model_type (LST's per-family learning-rate defaults read it)."""
+    backbone = getattr(model, "backbone", model)
+    return getattr(getattr(backbone, "config", None), "model_type", None)

@@ -1,0 +1,303 @@
+"""The family matrix: every tested architecture family, every head it has, on tiny random models from configs.
+
+Each case builds the family's task model, puts an LST side network next to it with magnitude-pruning
+initialisation, and checks: forward and backward, a few AdamW steps lower the loss, every side parameter gets a
+gradient, the backbone stays bit-identical, save/load gives identical logits, and generation where the head
+generates. No family here has a row of its own in laddertune: they are found by ``discover_family``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import transformers as T
+
+from laddertune import LadderConfig, LadderModel, get_ladder_model
+from laddertune.baselines import BaselineConfig, prepare_baseline
+from laddertune.core.discovery import discover_family
+from laddertune.errors import ConfigError
+from laddertune.training.config import TrainConfig
+
+V = 64
+ENC = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=64,
+)
+DEC = dict(
+    ENC, num_key_value_heads=2, head_dim=8
+)  # grouped-query attention: 4 query heads, 2 key/value heads
+T5 = dict(d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=2, decoder_start_token_id=0)
+BART = dict(
+    d_model=32,
+    encoder_layers=2,
+    decoder_layers=2,
+    encoder_attention_heads=4,
+    decoder_attention_heads=4,
+    encoder_ffn_dim=64,
+    decoder_ffn_dim=64,
+    max_position_embeddings=64,
+    decoder_start_token_id=2,
+)
+CLS, LM, S2S = "sequence_classification", "causal_lm", "seq2seq_lm"
+# name -> (model_type, config fields, heads)
+MATRIX = {
+    "bert": ("bert", ENC, (CLS,)),
+    "roberta": ("roberta", ENC, (CLS,)),
+    "xlm-roberta": ("xlm-roberta", ENC, (CLS,)),
+    "distilbert": (
+        "distilbert",
+        dict(dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64),
+        (CLS,),
+    ),
+    "deberta-v2": (
+        "deberta-v2",
+        dict(
+            ENC,
+            relative_attention=True,
+            max_relative_positions=16,
+            position_buckets=8,
+            pos_att_type=["p2c", "c2p"],
+        ),
+        (CLS,),
+    ),
+    "electra": ("electra", dict(ENC, embedding_size=16), (CLS,)),  # embeddings narrower than the layers
+    "modernbert": (
+        "modernbert",
+        dict(
+            ENC,
+            num_hidden_layers=3,
+            global_attn_every_n_layers=3,
+            local_attention=16,
+            sep_token_id=1,
+            cls_token_id=2,
+        ),
+        (CLS,),
+    ),
+    "llama": ("llama", DEC, (LM, CLS)),
+    "mistral": ("mistral", dict(DEC, sliding_window=None), (LM, CLS)),
+    "qwen2": ("qwen2", DEC, (LM, CLS)),
+    "qwen3": ("qwen3", DEC, (LM, CLS)),  # q/k norms over head_dim
+    "gemma": ("gemma", DEC, (LM, CLS)),  # scaled embeddings, tied head
+    "gemma2": ("gemma2", dict(DEC, sliding_window=16, query_pre_attn_scalar=8), (LM, CLS)),
+    "phi3": ("phi3", DEC, (LM, CLS)),  # fused qkv_proj and gate_up_proj
+    "gpt2": ("gpt2", dict(n_embd=32, n_layer=2, n_head=4, n_positions=64), (LM, CLS)),
+    "gpt_neox": ("gpt_neox", dict(ENC, rotary_pct=0.5), (LM, CLS)),  # partial rotary
+    "opt": ("opt", dict(ENC, ffn_dim=64, word_embed_proj_dim=32), (LM, CLS)),
+    "t5": ("t5", T5, (S2S,)),
+    "t5-v1.1": ("t5", dict(T5, feed_forward_proj="gated-gelu", tie_word_embeddings=False), (S2S,)),
+    "mt5": ("mt5", T5, (S2S,)),
+    "bart": ("bart", BART, (S2S, CLS)),
+    "mbart": ("mbart", BART, (S2S, CLS)),
+}
+AUTO = {CLS: T.AutoModelForSequenceClassification, LM: T.AutoModelForCausalLM, S2S: T.AutoModelForSeq2SeqLM}
+CASES = [
+    pytest.param(name, head, id=f"{name}-{head}") for name, (_, _, heads) in MATRIX.items() for head in heads
+]
+
+
+def tiny(name: str, head: str, seed: int = 0):
+    model_type, fields, _ = MATRIX[name]
+    config = T.AutoConfig.for_model(
+        model_type, vocab_size=V, pad_token_id=0, eos_token_id=1, bos_token_id=2, num_labels=2, **fields
+    )
+    torch.manual_seed(seed)
+    return AUTO[head].from_config(config).eval()
+
+
+def batch(head: str) -> dict:
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, V, (2, 6), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, -2:] = 0
+    ids[0, -1] = ids[1, -3] = 1  # an end-of-sentence token ends each example (BART's classifier pools it)
+    ids = ids.masked_fill(mask == 0, 0)
+    out = {"input_ids": ids, "attention_mask": mask}
+    if head == S2S:
+        out["labels"] = torch.randint(3, V, (2, 3), generator=g)
+    elif head == LM:
+        out["labels"] = ids.masked_fill(mask == 0, -100)
+    else:
+        out["labels"] = torch.tensor([0, 1])
+    return out
+
+
+@pytest.mark.parametrize(("name", "head"), CASES)
+def test_family(name, head, tmp_path):
+    backbone = tiny(name, head)
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    model = get_ladder_model(backbone, LadderConfig(reduction_factor=4, init="magnitude"))
+    assert model.head == head
+    model.eval()  # dropout off: the loss curve is the optimiser's alone
+    data = batch(head)
+    opt = torch.optim.AdamW(model.side.parameters(), lr=3e-3)
+    losses = []
+    for step in range(8):
+        loss = model(**data).loss
+        loss.backward()
+        if step == 0:
+            missing = [n for n, p in model.side.named_parameters() if p.grad is None]
+            assert not missing, f"side parameters without a gradient: {missing[:5]}"
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    assert losses[-1] < losses[0], losses
+    after = backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "the backbone changed"
+    assert not any(p.requires_grad for p in backbone.parameters())
+
+    model.save_pretrained(tmp_path)
+    reloaded = LadderModel.from_pretrained(tiny(name, head), tmp_path).eval()
+    with torch.no_grad():
+        inputs = {k: v for k, v in data.items() if k != "labels"}
+        if head == S2S:
+            inputs["labels"] = data["labels"]
+        assert torch.equal(model(**inputs).logits, reloaded(**inputs).logits)
+    if head in (LM, S2S):
+        out = model.generate(data["input_ids"], data["attention_mask"], max_new_tokens=3)
+        assert out.shape[0] == 2 and out.shape[1] >= 3
+
+
+def test_bart_classifier_reads_the_encoder_only():
+    """Table 2's setting: the side mirrors BART's encoder (post-norm, biased layers at d/r); no decoder side."""
+    model = get_ladder_model(tiny("bart", CLS), LadderConfig(reduction_factor=4))
+    assert list(model.side.stacks) == ["encoder"]
+    side = model.side.stacks["encoder"].trunk
+    assert (
+        type(side).__name__ == "BartEncoder"
+        and side.config.d_model == 8
+        and side.config.encoder_ffn_dim == 16
+    )
+    assert side.layers[0].self_attn.q_proj.bias is not None
+    assert type(model.side.head[0]).__name__ == "BartClassificationHead"  # dense, tanh, out projection
+
+
+def test_bart_classifier_pools_the_last_eos_token():
+    """The side state at the LAST </s> (position 4 here, not 1) is what is up-projected and classified."""
+    model = get_ladder_model(tiny("bart", CLS), LadderConfig(reduction_factor=4)).eval()
+    seen = {}
+    model.side.stacks["encoder"].trunk.register_forward_hook(
+        lambda m, a, out: seen.update(side=out.last_hidden_state)
+    )
+    model.side.up.register_forward_pre_hook(lambda m, args: seen.update(pooled=args[0].clone()))
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[5, 1, 7, 8, 1, 0]]), attention_mask=torch.tensor([[1, 1, 1, 1, 1, 0]]))
+    assert torch.equal(seen["pooled"], seen["side"][:, 4])
+    with pytest.raises(ValueError, match="end-of-sentence"):
+        model(input_ids=torch.tensor([[5, 6, 7, 8]]))
+
+
+def test_discovered_families_keep_the_old_table():
+    """BERT, Llama, GPT-2 and T5 are discovered exactly as the hand-written table described them."""
+    bert = discover_family(tiny("bert", CLS), CLS)
+    assert bert.cls_head == ("bert.pooler.dense", "bert.pooler.activation", "dropout", "classifier")
+    assert (bert.cls_pool, bert.side_mask, bert.stacks[0].trunk, bert.stacks[0].layers) == (
+        "first",
+        "bidirectional",
+        "bert.encoder",
+        "layer",
+    )
+    llama = discover_family(tiny("llama", LM), LM)
+    assert dataclasses.astuple(llama.stacks[0])[1:] == (
+        "model",
+        "model",
+        "layers",
+        ("num_hidden_layers",),
+        "embed_tokens",
+        "norm",
+    )
+    assert llama.reduce == ("hidden_size", "intermediate_size", "head_dim")
+    gpt2 = discover_family(tiny("gpt2", CLS), CLS)
+    assert (gpt2.stacks[0].layers, gpt2.stacks[0].token_embedding, gpt2.stacks[0].final_norm) == (
+        "h",
+        "wte",
+        "ln_f",
+    )
+    assert (gpt2.cls_head, gpt2.cls_pool) == (("score",), "last")
+    t5 = discover_family(tiny("t5", S2S), S2S)
+    assert [s.name for s in t5.stacks] == ["encoder", "decoder"]
+    assert t5.reduce == ("d_model", "d_ff", "d_kv") and t5.stacks[0].final_norm == "final_layer_norm"
+
+
+def test_reduced_configs_stay_valid_for_the_family():
+    """GQA keeps its key/value heads; head_dim shrinks with the width; tying is kept."""
+    model = get_ladder_model(tiny("qwen3", LM), LadderConfig(reduction_factor=4))
+    cfg = model.side.stacks["body"].trunk.config
+    assert (cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads) == (8, 2, 4, 2)
+    assert cfg.num_hidden_layers == 2
+
+
+def test_undiscoverable_and_excepted_families_say_why():
+    albert = T.AlbertForSequenceClassification(
+        T.AlbertConfig(
+            vocab_size=V,
+            hidden_size=32,
+            embedding_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+        )
+    )
+    with pytest.raises(ConfigError, match="shared layer"):
+        get_ladder_model(albert)
+
+    class NoLayersForSequenceClassification(T.BertForSequenceClassification):
+        pass
+
+    model = NoLayersForSequenceClassification(
+        T.BertConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
+    )
+    model.bert.encoder.layer = torch.nn.Sequential(*model.bert.encoder.layer)  # no ModuleList of layers
+    with pytest.raises(ConfigError, match="cannot discover the layers"):
+        get_ladder_model(model)
+
+
+@pytest.mark.parametrize(
+    ("task", "lr"),
+    [
+        ("cola", 1e-3),
+        ("mrpc", 3e-3),
+        ("qnli", 1e-3),
+        ("rte", 3e-3),
+        ("sst2", 3e-3),
+        ("mnli", 3e-4),
+        ("qqp", 3e-4),
+    ],
+)
+def test_bart_lst_uses_the_papers_per_task_learning_rates(task, lr):
+    config = TrainConfig(task=task, backbone="facebook/bart-large")
+    assert config.resolved_lr("bart") == lr
+    assert config.resolved_lr("t5") == 3e-3  # other backbones keep LST's 3e-3
+    assert TrainConfig(task=task, lr=0.01).resolved_lr("bart") == 0.01  # a given rate wins
+
+
+@pytest.mark.parametrize("head", [CLS, S2S])
+def test_bart_fisher_initialisation_runs_and_copies_backbone_rows(head):
+    backbone = tiny("bart", head)
+    data = batch(head)
+    model = get_ladder_model(
+        backbone, LadderConfig(reduction_factor=4, init="fisher", fisher_samples=2), [data]
+    )
+    side = (
+        model.side.stacks["encoder"].trunk.layers[0].fc1.weight
+    )  # (16, 8): rows and columns of backbone fc1
+    full = backbone.model.encoder.layers[0].fc1.weight  # (64, 32)
+    # every side row is a backbone row restricted to kept columns: each of its values occurs in that backbone row
+    for row in side:
+        assert any(torch.isin(row, full[i]).all() for i in range(full.shape[0]))
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "adapter", "bitfit"])
+def test_bart_baselines_of_table2_train(method):
+    """Table 2's comparison methods run on BartForSequenceClassification and train only what they should."""
+    model = prepare_baseline(tiny("bart", CLS), method, BaselineConfig())
+    data = batch(CLS)
+    model(**data).loss.backward()
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trained and all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    if method == "adapter":
+        assert all(".adapter." in n or "norm" in n or "classification_head" in n for n in trained)
