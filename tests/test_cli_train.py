@@ -293,3 +293,13 @@ def test_minilm_each_method_on_real_rte(glue_path, tmp_path, capsys, method):
     if method == "lst":  # the side-only checkpoint rebuilds next to the real backbone (fingerprint checked)
         rc, stdout, _ = run(["evaluate", "--checkpoint", out], capsys)
         assert rc == 0 and stdout.startswith("rte lst validation: score")
+
+
+def test_max_length_beyond_the_position_limit_is_clamped_with_a_notice(tiny, tmp_path, capsys, caplog):
+    limit = json.loads((Path(tiny["bert"]) / "config.json").read_text())["max_position_embeddings"]
+    out = tmp_path / "run"
+    with caplog.at_level("WARNING", logger="laddertune.training.build"):
+        rc, _, _ = run(tiny_train(tiny, out, "--max-length", "100000", "--epochs", "1"), capsys)
+    assert rc == 0
+    assert "max_length 100000 is beyond" in caplog.text and f"clamped to {limit}" in caplog.text
+    assert json.loads((out / "results.json").read_text())["config"]["max_length"] == limit
