@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError
 from ..training import evaluate, format_metrics, train
 from ..training.config import CHAINS, FORMATS, INITS, METHODS, PROTOCOLS, TrainConfig, parse_int_list
+from ..training.evaluation import MAJORITY, ONE_CLASS
 
 CLI_EPOCHS = 3  # the command line's default; the library's is the task's (paper) count
 
@@ -224,6 +225,10 @@ def run_train(args: argparse.Namespace) -> int:
         line += f", peak train memory {mem['peak_train_gib']:.3f} GiB"
     if t["seconds_per_step"] is not None:
         line += f", {t['seconds_per_step']:.2f} s/step"
+    if best.get(MAJORITY, 0.0) >= ONE_CLASS:  # the score is then the majority rate, not something learned
+        line += (
+            f"; predicts one class for {best[MAJORITY]:.0f}% of validation rows (no better than a constant)"
+        )
     print(line)
     print(f"results: {config.output_dir}/results.json")
     return 0
