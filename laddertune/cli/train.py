@@ -14,7 +14,16 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..training import evaluate, format_metrics, train
-from ..training.config import CHAINS, FORMATS, INITS, METHODS, PROTOCOLS, TrainConfig, parse_int_list
+from ..training.config import (
+    CHAINS,
+    FORMATS,
+    INITS,
+    METHODS,
+    PROBLEM_TYPES,
+    PROTOCOLS,
+    TrainConfig,
+    parse_int_list,
+)
 from ..training.evaluation import MAJORITY, ONE_CLASS
 
 CLI_EPOCHS = 3  # the command line's default; the library's is the task's (paper) count
@@ -118,6 +127,12 @@ def register(subparsers) -> None:
     g.add_argument("--text-column", default=None, help="column of the (first) text")
     g.add_argument("--text-pair-column", default=None, help="column of the second text")
     g.add_argument("--label-column", default=None, help="column of the label (default: label)")
+    g.add_argument(
+        "--problem-type",
+        choices=PROBLEM_TYPES,
+        default=None,
+        help="custom data: regression or classification; default inferred from the labels (and printed)",
+    )
     g = p.add_argument_group("output")
     g.add_argument("--output-dir", default=None, help="default runs/<task>-<method>-<timestamp>")
     g.add_argument(
