@@ -143,6 +143,14 @@ def probe(backbone, data, overrides, lr, warmup, what, seed, cached, variant_edi
     return losses, scales
 
 
+def _save(args, rows: list) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"first_steps_probe_{args.task}.json"
+    payload = {"task": args.task, "steps": args.steps, "chance_loss": math.log(2), "rows": rows}
+    out.write_text(json.dumps(payload, indent=1))
+    return out
+
+
 def write_summary() -> None:
     """Combine every ``first_steps_probe_<task>.json`` into first_steps.json and a table in first_steps.md."""
     probes = [json.loads(f.read_text()) for f in sorted(RESULTS.glob("first_steps_probe_*.json"))]
@@ -200,6 +208,7 @@ def main() -> None:
         losses, scales = probe(backbone, data, overrides, lr, warmup, what, args.seed, cached)
         chunks = [sum(losses[i : i + 20]) / len(losses[i : i + 20]) for i in range(0, len(losses), 20)]
         rows.append({"variant": name, "losses": losses, "chunk_means": chunks, **scales})
+        _save(args, rows)
         print(
             f"{name:48s} "
             + " ".join(f"{c:.3f}" for c in chunks)
