@@ -133,6 +133,11 @@ def test_train_then_evaluate(tiny, tmp_path, capsys):
         "epoch 2 step 6",
     ]  # one line per evaluation
     assert re.match(r"done: best epoch [12] validation score [\d.]+; [\d,]+ trainable params", lines[2])
+    results = json.loads((out / "results.json").read_text())
+    majority = results["metrics"]["best_validation"]["majority_prediction_percent"]
+    assert ("predicts one class for" in lines[2]) == (
+        majority >= 95
+    )  # the tiny model may well predict one class
     assert lines[3] == f"results: {out}/results.json"
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["epochs"] == 2 and results["timing"]["steps"] == 6
@@ -293,3 +298,13 @@ def test_minilm_each_method_on_real_rte(glue_path, tmp_path, capsys, method):
     if method == "lst":  # the side-only checkpoint rebuilds next to the real backbone (fingerprint checked)
         rc, stdout, _ = run(["evaluate", "--checkpoint", out], capsys)
         assert rc == 0 and stdout.startswith("rte lst validation: score")
+
+
+def test_max_length_beyond_the_position_limit_is_clamped_with_a_notice(tiny, tmp_path, capsys, caplog):
+    limit = json.loads((Path(tiny["bert"]) / "config.json").read_text())["max_position_embeddings"]
+    out = tmp_path / "run"
+    with caplog.at_level("WARNING", logger="laddertune.training.build"):
+        rc, _, _ = run(tiny_train(tiny, out, "--max-length", "100000", "--epochs", "1"), capsys)
+    assert rc == 0
+    assert "max_length 100000 is beyond" in caplog.text and f"clamped to {limit}" in caplog.text
+    assert json.loads((out / "results.json").read_text())["config"]["max_length"] == limit

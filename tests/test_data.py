@@ -26,6 +26,7 @@ from laddertune.data import (
 )
 from laddertune.data.tasks import TASKS, get_task, make_custom_spec
 from laddertune.errors import ConfigError, DataError
+from laddertune.training.config import TrainConfig
 
 # the README's table of /work/shared/data/glue: task -> (train rows, validation rows)
 GLUE_ROWS = {
@@ -500,3 +501,19 @@ def test_fuzz_random_field_values_raise_only_data_error(rows):
     _load_quietly(task="custom", train_file=f, text_column="text", protocol="paper")
     _load_quietly(task="stsb", train_file=f, validation_file=f)
     _load_quietly(task="rte", train_file=f, validation_file=f)
+
+
+def test_integer_scores_are_classes_unless_problem_type_says_regression(tmp_path, caplog):
+    f = tmp_path / "scores.jsonl"
+    f.write_text("".join(json.dumps({"text": f"t{i}", "label": i % 6}) + "\n" for i in range(12)))
+    with caplog.at_level(logging.WARNING, logger="laddertune.data.examples"):
+        s = load_splits("custom", train_file=f, validation_file=f, text_column="text")
+    assert s.spec.num_labels == 6 and "inferred as 6 classes" in caplog.text
+    s = load_splits("custom", train_file=f, validation_file=f, text_column="text", problem_type="regression")
+    assert s.spec.is_regression and [e["label"] for e in s.validation][:3] == [0.0, 1.0, 2.0]
+    g = tmp_path / "words.jsonl"
+    g.write_text('{"text": "a", "label": "good"}\n{"text": "b", "label": "bad"}\n')
+    with pytest.raises(DataError, match="regression needs numeric labels"):
+        load_splits("custom", train_file=g, text_column="text", problem_type="regression")
+    with pytest.raises(ConfigError, match="problem_type applies to custom data"):
+        TrainConfig(task="rte", problem_type="regression")

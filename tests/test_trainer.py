@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 import transformers as T
 
 from laddertune.core.side_checkpoint import WEIGHTS_NAME
+from laddertune.data import TASKS
 from laddertune.errors import ConfigError, LadderTuneError
 from laddertune.io import load_tensors
 from laddertune.training import (
@@ -28,6 +30,7 @@ from laddertune.training import (
     train,
 )
 from laddertune.training.config import TrainConfig
+from laddertune.training.evaluation import MAJORITY, evaluate_examples, format_metrics
 
 WORDS = "the a cat dog sat ran on mat big small red blue green tree house car fast slow yes no".split()
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
@@ -487,3 +490,18 @@ def test_pruning_options_reach_the_ladder_config(monkeypatch):
         TrainConfig(task="rte", pruning_chain="mine")
     with pytest.raises(ConfigError, match="fisher_samples"):
         TrainConfig(task="rte", fisher_samples=0)
+
+
+def test_a_model_predicting_one_class_is_flagged_in_its_metrics(tmp_path):
+    class Constant(torch.nn.Module):  # always class 1: scores the share of label 1, having learned nothing
+        def forward(self, input_ids, attention_mask=None, **kwargs):
+            return SimpleNamespace(logits=torch.tensor([[0.0, 1.0]]).expand(input_ids.shape[0], 2))
+
+    save_tokenizer(tmp_path)
+    tok = T.AutoTokenizer.from_pretrained(tmp_path)
+    rows = [{"text": "a cat", "text_pair": "a dog", "label": int(i % 3 != 0)} for i in range(9)]
+    metrics = evaluate_examples(
+        Constant(), rows, spec=TASKS["rte"], fmt="classification", tokenizer=tok, batch_size=4, max_length=16
+    )
+    assert metrics[MAJORITY] == 100.0 and round(metrics["accuracy"], 2) == 66.67
+    assert MAJORITY not in format_metrics(metrics)

@@ -14,7 +14,17 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..training import evaluate, format_metrics, train
-from ..training.config import CHAINS, FORMATS, INITS, METHODS, PROTOCOLS, TrainConfig, parse_int_list
+from ..training.config import (
+    CHAINS,
+    FORMATS,
+    INITS,
+    METHODS,
+    PROBLEM_TYPES,
+    PROTOCOLS,
+    TrainConfig,
+    parse_int_list,
+)
+from ..training.evaluation import MAJORITY, ONE_CLASS
 
 CLI_EPOCHS = 3  # the command line's default; the library's is the task's (paper) count
 
@@ -117,6 +127,12 @@ def register(subparsers) -> None:
     g.add_argument("--text-column", default=None, help="column of the (first) text")
     g.add_argument("--text-pair-column", default=None, help="column of the second text")
     g.add_argument("--label-column", default=None, help="column of the label (default: label)")
+    g.add_argument(
+        "--problem-type",
+        choices=PROBLEM_TYPES,
+        default=None,
+        help="custom data: regression or classification; default inferred from the labels (and printed)",
+    )
     g = p.add_argument_group("output")
     g.add_argument("--output-dir", default=None, help="default runs/<task>-<method>-<timestamp>")
     g.add_argument(
@@ -224,6 +240,10 @@ def run_train(args: argparse.Namespace) -> int:
         line += f", peak train memory {mem['peak_train_gib']:.3f} GiB"
     if t["seconds_per_step"] is not None:
         line += f", {t['seconds_per_step']:.2f} s/step"
+    if best.get(MAJORITY, 0.0) >= ONE_CLASS:  # the score is then the majority rate, not something learned
+        line += (
+            f"; predicts one class for {best[MAJORITY]:.0f}% of validation rows (no better than a constant)"
+        )
     print(line)
     print(f"results: {config.output_dir}/results.json")
     return 0

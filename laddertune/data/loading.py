@@ -18,15 +18,15 @@ dynamic padding, the three formats) is in :mod:`laddertune.data.collate`.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
+from .examples import infer_custom_spec, to_examples
 from .rows import Rows, read_rows
-from .tasks import TaskSpec, get_task, make_custom_spec
+from .tasks import TaskSpec, get_task
 
 logger = logging.getLogger(__name__)
 
@@ -73,121 +73,6 @@ class Splits:
             "label_names": list(self.spec.label_names),
             "notes": list(self.notes),
         }
-
-
-# ---------------------------------------------------------------------------------------- rows -> examples
-
-
-def _is_number(s: str) -> bool:
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return True
-
-
-def _text(row: dict, col: str, loc: str) -> str:
-    value = row.get(col)
-    if value is None:
-        raise DataError(f"{loc}: column {col!r} is empty (null)")
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise DataError(f"{loc}: column {col!r} must hold text, got a {type(value).__name__}")
-    text = value if isinstance(value, str) else str(value)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise DataError(
-            f"{loc}: column {col!r} holds a lone surrogate escape (not valid Unicode text)"
-        ) from None
-    return text
-
-
-def _raw_label(row: dict, col: str, loc: str) -> int | float | str:
-    """The label as a number when it reads as one (CSV gives strings), else the stripped string."""
-    value = row.get(col)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        raise DataError(f"{loc}: empty label in column {col!r}")
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise DataError(f"{loc}: label must be a number or a string, got a {type(value).__name__}")
-    if isinstance(value, str):
-        value = value.strip()
-        if not _is_number(value):
-            return value
-        value = float(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise DataError(f"{loc}: label is {value} (NaN or infinite)")
-        if value.is_integer() and abs(value) < 2**53:
-            return int(value)
-    return value
-
-
-def _label(row: dict, spec: TaskSpec, loc: str) -> int | float:
-    value = _raw_label(row, spec.label_column, loc)
-    if spec.is_regression:
-        if isinstance(value, str):
-            raise DataError(f"{loc}: label {value!r} is not a number (task {spec.name} is a regression)")
-        value = float(value)
-        lo_hi = spec.label_range
-        if lo_hi and not lo_hi[0] <= value <= lo_hi[1]:
-            raise DataError(f"{loc}: label {value} is outside {spec.name}'s range {lo_hi[0]}..{lo_hi[1]}")
-        return value
-    key = str(value)
-    if key in spec.label_map:
-        return spec.label_map[key]
-    numeric_names = any(_is_number(n) for n in spec.label_names)  # custom labels mapped from their values
-    if isinstance(value, int) and not numeric_names and 0 <= value < spec.num_labels:
-        return value
-    allowed = ", ".join(f"{i} ({n})" for i, n in enumerate(spec.label_names))
-    if numeric_names:
-        allowed = ", ".join(spec.label_names)
-    raise DataError(f"{loc}: label {value!r} is not in the label set of {spec.name}: {allowed}")
-
-
-def _check_columns(rows: Rows, columns: list[str]) -> None:
-    """Every row must hold every column; name the columns that do exist when one is missing."""
-    for loc, row in rows:
-        missing = [c for c in columns if c not in row]
-        if missing:
-            have = ", ".join(map(str, row)) or "(none)"
-            raise DataError(f"{loc}: no column {missing[0]!r}; the columns are: {have}")
-
-
-def _to_examples(rows: Rows, spec: TaskSpec) -> list[dict]:
-    _check_columns(rows, [*spec.text_columns, spec.label_column])
-    pair = spec.text_columns[1] if spec.has_pair else None
-    return [
-        {
-            "text": _text(row, spec.text_columns[0], loc),
-            "text_pair": _text(row, pair, loc) if pair else None,
-            "label": _label(row, spec, loc),
-        }
-        for loc, row in rows
-    ]
-
-
-def _infer_custom_spec(
-    rows: Rows, text_column: str, text_pair_column: str | None, label_column: str
-) -> TaskSpec:
-    """Labels from the training rows: integral numbers are class ids (0..999), non-integral ones mean regression,
-    strings (or negative/huge ids) are mapped to ids in sorted order, recorded in ``label_names``."""
-    _check_columns(rows, [text_column, label_column] + ([text_pair_column] if text_pair_column else []))
-    values = [_raw_label(row, label_column, loc) for loc, row in rows]
-    numbers = [v for v in values if not isinstance(v, str)]
-    kw = {"text_pair_column": text_pair_column, "label_column": label_column}
-    if len(numbers) == len(values) and any(isinstance(v, float) for v in values):
-        return make_custom_spec(text_column, num_labels=1, **kw)
-    if len(numbers) == len(values) and min(values) >= 0 and max(values) < 1000:
-        return make_custom_spec(text_column, num_labels=max(2, max(values) + 1), **kw)
-    if len(numbers) == len(values):
-        names = [str(v) for v in sorted(set(values))]
-    else:
-        names = sorted({str(v) for v in values})
-    if len(names) < 2:
-        raise DataError(
-            f"{rows[0][0]}: only one label value ({names[0]!r}); classification needs two or more"
-        )
-    return make_custom_spec(text_column, num_labels=len(names), label_names=tuple(names), **kw)
 
 
 # -------------------------------------------------------------------------------------------------- sources
@@ -292,6 +177,7 @@ def load_splits(
     label_column: str | None = None,
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
+    problem_type: str | None = None,
 ) -> Splits:
     """Load a task's data, validate every row, and split it by ``protocol``.
 
@@ -308,6 +194,8 @@ def load_splits(
         label_column (str | None): column of the label (default ``"label"``).
         max_train_samples (int | None): keep this many training examples (seeded shuffle, then a prefix).
         max_eval_samples (int | None): the same for validation and test.
+        problem_type (str | None): custom data: ``regression`` or ``single_label_classification`` instead of
+            inferring it from the labels.
 
     Returns:
         Splits: the examples, the (possibly inferred) task spec, and notes on how the splits were made.
@@ -332,12 +220,14 @@ def load_splits(
             raw["validation"] = read_rows(validation_file)
         source = f"files {train_file}" + (f", {validation_file}" if validation_file else "")
         if spec is None:
-            spec = _infer_custom_spec(raw["train"], text_column, text_pair_column, label_column or "label")
+            spec = infer_custom_spec(
+                raw["train"], text_column, text_pair_column, label_column or "label", problem_type
+            )
     elif data_dir is not None:
         raw, source = _from_folder(spec, Path(data_dir)), f"folder {Path(data_dir) / spec.name}"
     else:
         raw, source = _from_hub(spec), f"hub {HUB_ID}/{spec.name}"
-    parts = {k: _to_examples(rows, spec) for k, rows in raw.items()}
+    parts = {k: to_examples(rows, spec) for k, rows in raw.items()}
     if "validation" not in parts:
         if len(parts["train"]) < 2:
             raise DataError(f"{train_file}: one example; holding out a validation set needs two or more")

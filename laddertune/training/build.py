@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 
 import numpy as np
@@ -15,6 +16,7 @@ from ..errors import ConfigError
 from .config import TrainConfig
 
 ENCODER_ONLY = ("bert", "roberta", "xlm-roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2")
+logger = logging.getLogger(__name__)
 HEADS = {"classification": "sequence_classification", "text2text": "seq2seq_lm", "causal": "causal_lm"}
 
 
@@ -54,6 +56,32 @@ def choose_format(backbone: str, fmt: str | None, trust_remote_code: bool = Fals
     if fmt == "causal" and (seq2seq or cfg.model_type in ENCODER_ONLY):
         raise ConfigError(f"format causal needs a decoder-only backbone; {backbone!r} is {cfg.model_type}")
     return fmt, HEADS[fmt]
+
+
+def position_limit(backbone: str, trust_remote_code: bool = False) -> int | None:
+    """The longest input the backbone's position embeddings allow, or None (relative positions: T5)."""
+    src = resolve_backbone(backbone)
+    kwargs = {"gguf_file": src.gguf_file} if src.gguf_file else {}
+    cfg = transformers.AutoConfig.from_pretrained(src.path, trust_remote_code=trust_remote_code, **kwargs)
+    if getattr(cfg, "is_encoder_decoder", False) and getattr(cfg, "relative_attention_num_buckets", None):
+        return None
+    limit = getattr(cfg, "max_position_embeddings", None)
+    return limit if isinstance(limit, int) and limit > 0 else None
+
+
+def clamp_max_length(config: TrainConfig) -> None:
+    """Lower ``config.max_length`` to the backbone's position limit, with a notice (issue 15, item 5).
+
+    Longer inputs would index past the position embeddings and crash inside the model mid-run; clamping happens
+    while the data is prepared, before anything is written to the run folder.
+    """
+    limit = position_limit(config.backbone, config.trust_remote_code)
+    if limit is not None and config.max_length > limit:
+        logger.warning(
+            "max_length %d is beyond %s's %d positions: clamped to %d", config.max_length, config.backbone,
+            limit, limit,
+        )  # fmt: skip
+        config.max_length = limit
 
 
 def load_backbone_for(config: TrainConfig, spec, head: str, tokenizer):

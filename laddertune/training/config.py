@@ -23,6 +23,7 @@ INITS = ("random", "magnitude", "fisher")
 CHAINS = ("residual", "authors")
 PROTOCOLS = ("dev", "paper")
 FORMATS = ("classification", "text2text", "causal")
+PROBLEM_TYPES = ("regression", "single_label_classification")
 # Learning rates of the paper (lst-reference.md §4): LST 3e-3, prompt tuning 0.3, every other method 3e-4.
 DEFAULT_LR = {"lst": 3e-3, "prompt": 0.3}
 OTHER_LR = 3e-4
@@ -99,6 +100,8 @@ class TrainConfig:
     """Column of the second text, if any."""
     label_column: str | None = None
     """Column of the label (default ``label``)."""
+    problem_type: str | None = None
+    """Custom data: ``regression`` or ``single_label_classification``; None: inferred from the labels (logged)."""
     output_dir: str | None = None
     """Where the run writes; None: ``runs/<task>-<method>-<YYYYmmdd-HHMMSS>``."""
     format: str | None = None
@@ -135,6 +138,12 @@ class TrainConfig:
         _choice("protocol", self.protocol, PROTOCOLS)
         if self.format is not None:
             _choice("format", self.format, FORMATS)
+        if self.problem_type is not None:
+            _choice("problem_type", self.problem_type, PROBLEM_TYPES)
+            if self.task != "custom":
+                raise ConfigError(
+                    "problem_type applies to custom data (--task custom); a GLUE task fixes its own"
+                )
         _int("reduction_factor", self.reduction_factor, 1)
         _int("freeze_layers", self.freeze_layers, 0)
         _int("batch_size", self.batch_size, 1)
@@ -212,6 +221,7 @@ class TrainConfig:
             "label_column",
             "max_train_samples",
             "max_eval_samples",
+            "problem_type",
         )
         return {"seed": 42, **{name: getattr(self, name) for name in names}}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -80,12 +81,22 @@ def evaluate_examples(
             for i, p in zip(idx, predict(model, batch, spec, fmt, tokenizer), strict=True):
                 predictions[i] = p
     model.train(was_training)
-    return compute_metrics(spec, predictions, [e["label"] for e in examples])
+    metrics = compute_metrics(spec, predictions, [e["label"] for e in examples])
+    if not spec.is_regression:  # how much of the split gets the most predicted class (issue 15, item 5)
+        counts = Counter(p for p in predictions if p is not None)
+        metrics[MAJORITY] = 100 * max(counts.values(), default=0) / len(predictions)
+    return metrics
+
+
+# The share (x100) of a split predicted as its most predicted class: a model stuck at the majority label scores the
+# majority rate while having learned nothing, and the summary line says so above ONE_CLASS.
+MAJORITY = "majority_prediction_percent"
+ONE_CLASS = 95.0
 
 
 def format_metrics(metrics: dict) -> str:
     """``score 71.48 (accuracy 71.48)``."""
-    rest = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k != "score")
+    rest = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k not in ("score", MAJORITY))
     return f"score {metrics['score']:.2f}" + (f" ({rest})" if rest else "")
 
 

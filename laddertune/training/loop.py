@@ -43,7 +43,14 @@ from ..core.backbones import load_tokenizer
 from ..data import load_splits, make_collator
 from ..errors import ConfigError, LadderTuneError
 from ..memory import PeakMemoryMeter
-from .build import build_model, choose_format, epoch_batches, parameter_counts, seed_everything
+from .build import (
+    build_model,
+    choose_format,
+    clamp_max_length,
+    epoch_batches,
+    parameter_counts,
+    seed_everything,
+)
 from .checkpoint import (
     find_checkpoint,
     load_weights,
@@ -185,6 +192,7 @@ class Run:
         config = self.config
         splits = load_splits(config.task, **config.data_kwargs())
         fmt, head = choose_format(config.backbone, config.format, config.trust_remote_code)
+        clamp_max_length(config)
         tokenizer = load_tokenizer(config.backbone, trust_remote_code=config.trust_remote_code)
         collate = make_collator(tokenizer, fmt=fmt, spec=splits.spec, max_length=config.max_length)
         self.data = RunData(splits, fmt, head, tokenizer, collate)

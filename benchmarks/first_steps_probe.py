@@ -1,0 +1,230 @@
+"""Why does a randomly initialised side network stall? One factor at a time, measured (issue 15, item 1).
+
+    flock /tmp/laddertune-bench.lock timeout 900 python benchmarks/first_steps_probe.py --task sst2 --steps 100
+
+Budget: about 30 s per variant on 2 CPU cores for SST-2 at batch 32 (MiniLM, lengths padded to the batch's longest).
+The same batches, in the same order, for every variant; only the one named factor differs from the authors' setting.
+Prints, per variant, the mean training loss over steps 1-20, 21-40, ... and the scales seen at step 0 (the side
+output, the up-projection's output, the pooled logits) and the gradient norms of the parts, so the cause is read off
+the numbers. Writes benchmarks/results/first_steps_probe_<task>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from transformers import get_linear_schedule_with_warmup
+
+from laddertune import LadderConfig, get_ladder_model
+from laddertune.core.backbones import load_backbone, load_tokenizer
+from laddertune.core.side_network import record_taps
+
+RESULTS = Path(__file__).parent / "results"
+TEXT = {"sst2": ("sentence", None), "mrpc": ("sentence1", "sentence2"), "rte": ("sentence1", "sentence2")}
+
+
+def batches(task: str, data_dir: Path, tok, steps: int, batch: int, seed: int, max_length: int):
+    rows = [json.loads(line) for line in (data_dir / task / "train.jsonl").read_text().splitlines()]
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(rows), generator=g).tolist()
+    a, b = TEXT[task]
+    out = []
+    for s in range(steps):
+        chunk = [rows[order[(s * batch + k) % len(rows)]] for k in range(batch)]
+        enc = tok(
+            [r[a] for r in chunk],
+            [r[b] for r in chunk] if b else None,
+            truncation=True,
+            max_length=max_length,
+            padding=True,
+            return_tensors="pt",
+        )
+        enc["labels"] = torch.tensor([r["label"] for r in chunk])
+        out.append(dict(enc))
+    return out
+
+
+def rescale_trunk(model, factor: float) -> None:
+    """Multiply every side-trunk matrix weight by ``factor`` (the authors' full-width scale is a smaller std)."""
+    for stack in model.side.stacks.values():
+        for name, p in stack.trunk.named_parameters():
+            if p.dim() == 2 and "LayerNorm" not in name:
+                p.data.mul_(factor)
+
+
+VARIANTS = {
+    # name: (LadderConfig overrides, lr, warmup, post-init edit)
+    "authors (gate 0, T 0.1, N(0,0.01) projections)": ({}, 3e-3, 10, None),
+    "no warm-up": ({}, 3e-3, 0, None),
+    "lr 1e-3": ({}, 1e-3, 10, None),
+    "up-projection default init": ({}, 3e-3, 10, "up"),
+    "down-projections default init": ({}, 3e-3, 10, "downs"),
+    "both projections default init": ({}, 3e-3, 10, "both"),
+    "fresh head (no pretrained pooler)": ({}, 3e-3, 10, "head"),
+    "gate_init -0.1 (mu 0.27)": ({"gate_init": -0.1}, 3e-3, 10, None),
+    "gate T 1.0": ({"gate_temperature": 1.0}, 3e-3, 10, None),
+    "trunk x0.125 (full-width scale)": ({}, 3e-3, 10, "trunk"),
+}
+
+
+def edit(model, what):
+    side = model.side
+    if what in ("up", "both"):
+        side.up.reset_parameters()
+    if what in ("downs", "both"):
+        for stack in side.stacks.values():
+            for proj in (stack.embed_down, *stack.downs):
+                proj.reset_parameters()
+    if what == "head":
+        for m in side.head.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.reset_parameters()
+    if what == "trunk":
+        rescale_trunk(model, 0.125)
+
+
+def cache_taps(backbone, data):
+    """Run the frozen backbone once per batch and keep what the side network reads (its taps).
+
+    The backbone is frozen and in eval mode, so its outputs are the same in every variant: computing them once
+    makes a variant cost only the side network's steps (the probe's budget on a shared 2-core machine).
+    """
+    model = get_ladder_model(backbone, LadderConfig())
+    stack = model.side.stacks["body"]
+    cached = []
+    for batch in data:
+        kwargs = {k: v for k, v in batch.items() if k != "labels"}
+        with torch.no_grad(), record_taps(model._backbone_layers["body"], stack.kept) as taps:
+            backbone(**kwargs)
+        cached.append(dict(taps))
+    return cached
+
+
+def probe(backbone, data, overrides, lr, warmup, what, seed, cached, variant_edit=edit):
+    torch.manual_seed(seed)
+    model = get_ladder_model(backbone, LadderConfig(**overrides))
+    if what:
+        variant_edit(model, what)
+    step_taps: list = [None]
+
+    def run_stack(name, input_ids, backbone_kwargs, side_kwargs):  # the backbone's part, from the cache
+        kwargs = {k: v for k, v in side_kwargs.items() if v is not None}
+        return None, model.side.stacks[name](step_taps[0], **kwargs)
+
+    model.run_stack = run_stack
+    model.train()
+    params = [p for p in model.side.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = get_linear_schedule_with_warmup(opt, warmup, len(data))
+    losses, scales = [], {}
+    for step, batch in enumerate(data):
+        step_taps[0] = cached[step]
+        out = model(**batch)
+        if step == 0:
+            scales["logit_std"] = float(out.logits.detach().std())
+        out.loss.backward()
+        if step == 0:
+            side = model.side
+            scales["grad_up"] = float(side.up.weight.grad.norm())
+            scales["grad_downs"] = float(
+                sum(d.weight.grad.norm() ** 2 for s in side.stacks.values() for d in s.downs) ** 0.5
+            )
+            scales["grad_head"] = float(sum(p.grad.norm() ** 2 for p in side.head.parameters()) ** 0.5)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        losses.append(float(out.loss))
+    return losses, scales
+
+
+def _save(args, rows: list) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"first_steps_probe_{args.task}.json"
+    payload = {"task": args.task, "steps": args.steps, "chance_loss": math.log(2), "rows": rows}
+    out.write_text(json.dumps(payload, indent=1))
+    return out
+
+
+def write_summary() -> None:
+    """Combine every ``first_steps_probe_<task>.json`` into first_steps.json and a table in first_steps.md."""
+    probes = [json.loads(f.read_text()) for f in sorted(RESULTS.glob("first_steps_probe_*.json"))]
+    (RESULTS / "first_steps.json").write_text(json.dumps(probes, indent=1))
+    lines = [
+        "# First steps of a random side network, one factor at a time (MiniLM, batch 32)",
+        "",
+        "`python benchmarks/first_steps_probe.py --task TASK --steps N` (backbone taps cached once per batch; "
+        "every variant sees the same batches in the same order; AdamW, linear decay, clip 1.0, seed 0).",
+        "Mean training loss per block of 20 steps (chance: ln 2 = 0.693); step-0 logit std and gradient norms.",
+        "",
+    ]
+    for probe_ in probes:
+        n = probe_["steps"]
+        blocks = [f"{i + 1}-{min(i + 20, n)}" for i in range(0, n, 20)]
+        lines += [f"## {probe_['task']} ({n} steps)", "", "| variant | " + " | ".join(blocks) + " | logit std | "
+                  "grad up | grad downs | grad head |", "|---" * (len(blocks) + 5) + "|"]  # fmt: skip
+        for r in probe_["rows"]:
+            cells = " | ".join(f"{c:.3f}" for c in r["chunk_means"])
+            lines.append(
+                f"| {r['variant']} | {cells} | {r['logit_std']:.1e} | {r['grad_up']:.1e} | "
+                f"{r['grad_downs']:.1e} | {r['grad_head']:.1e} |"
+            )
+        lines.append("")
+    (RESULTS / "first_steps.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", default="sst2", choices=sorted(TEXT))
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data-dir", type=Path, default=Path("/work/shared/data/glue"))
+    ap.add_argument("--only", nargs="*", help="variant names (prefixes) to run")
+    ap.add_argument(
+        "--from-json", action="store_true", help="only rewrite first_steps.json/.md from the probes"
+    )
+    args = ap.parse_args()
+    if args.from_json:
+        write_summary()
+        return
+    tok = load_tokenizer("minilm")
+    backbone = load_backbone("minilm", "sequence_classification", num_labels=2)
+    data = batches(args.task, args.data_dir, tok, args.steps, args.batch_size, args.seed, args.max_length)
+    t0 = time.perf_counter()
+    cached = cache_taps(backbone, data)
+    print(f"backbone taps cached in {time.perf_counter() - t0:.0f}s", flush=True)
+    rows = []
+    for name, (overrides, lr, warmup, what) in VARIANTS.items():
+        if args.only and not any(name.startswith(o) for o in args.only):
+            continue
+        t0 = time.perf_counter()
+        losses, scales = probe(backbone, data, overrides, lr, warmup, what, args.seed, cached)
+        chunks = [sum(losses[i : i + 20]) / len(losses[i : i + 20]) for i in range(0, len(losses), 20)]
+        rows.append({"variant": name, "losses": losses, "chunk_means": chunks, **scales})
+        _save(args, rows)
+        print(
+            f"{name:48s} "
+            + " ".join(f"{c:.3f}" for c in chunks)
+            + f" | logit_std {scales['logit_std']:.2e} grad up {scales['grad_up']:.2e} downs "
+            f"{scales['grad_downs']:.2e} head {scales['grad_head']:.2e} ({time.perf_counter() - t0:.0f}s)",
+            flush=True,
+        )
+    ln2 = math.log(2)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"first_steps_probe_{args.task}.json"
+    out.write_text(
+        json.dumps({"task": args.task, "steps": args.steps, "chance_loss": ln2, "rows": rows}, indent=1)
+    )
+    write_summary()
+    print("wrote", out, "and first_steps.json/.md")
+
+
+if __name__ == "__main__":
+    main()
