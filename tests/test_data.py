@@ -206,6 +206,25 @@ def test_hub_path_offline_and_faked(monkeypatch):
     assert s.source == "hub nyu-mll/glue/mnli"
 
 
+def test_embedded_sst2_sample_when_the_hub_is_unreachable(monkeypatch, caplog):
+    """No --data-dir and no hub: SST-2 comes from the sample shipped in the package (4,000 train rows, the official
+    872-row dev set), with a warning; a folder or a reachable hub still wins."""
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("offline")
+
+    monkeypatch.delenv("LADDERTUNE_DATA_DIR", raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with caplog.at_level("WARNING", logger="laddertune.data"):
+        s = load_splits("sst2")
+    assert (len(s.train), len(s.validation)) == (4000, 872)
+    assert s.source.startswith("embedded sample sst2") and "embedded sample" in caplog.text
+    assert {e["label"] for e in s.validation} == {0, 1}
+    if GLUE_DIR is not None:
+        assert load_splits("sst2", data_dir=GLUE_DIR).source.startswith("folder")
+
+
 # ---------------------------------------------------------------------------------------------- custom data
 
 

@@ -4,7 +4,8 @@ Examples are plain dicts ``{"text": str, "text_pair": str | None, "label": int |
 
 Sources, first match wins: the user's files (``train_file``; always for ``task="custom"``), a folder in the layout
 ``<dir>/<task>/train.jsonl`` + ``validation.jsonl`` (``data_dir`` or env ``LADDERTUNE_DATA_DIR``), else the hub
-(``datasets.load_dataset("nyu-mll/glue", task)``). Protocols:
+(``datasets.load_dataset("nyu-mll/glue", task)``), and when the hub cannot be reached, the small sample
+shipped in ``laddertune/data/sample`` for the tasks it holds (SST-2). Protocols:
 
 - ``dev``: train = train, validation = the official dev set, no test set.
 - ``paper`` (reference §4, data-split seed 42): CoLA/RTE/MRPC/STS-B halve the shuffled dev set into validation and
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 ENV_DATA_DIR = "LADDERTUNE_DATA_DIR"
 HUB_ID = "nyu-mll/glue"
+# A small real sample shipped with the package (SST-2: 4,000 train rows + the official dev set; README.md there)
+SAMPLE_DIR = Path(__file__).parent / "sample"
 PROTOCOLS = ("dev", "paper")
 PAPER_HOLDOUT = 1000  # train rows held out as validation for QQP, QNLI, SST-2 (reference §4)
 
@@ -110,6 +113,22 @@ def _from_hub(spec: TaskSpec) -> dict[str, Rows]:
     return {
         k: [(f"{HUB_ID}/{spec.name} {k} row {i}", dict(r)) for i, r in enumerate(d)] for k, d in parts.items()
     }
+
+
+def _from_hub_or_sample(spec: TaskSpec) -> tuple[dict[str, Rows], str]:
+    """The hub; when it cannot be reached and laddertune ships a sample of the task, the sample (with a warning)."""
+    try:
+        return _from_hub(spec), f"hub {HUB_ID}/{spec.name}"
+    except DataError:
+        if not (SAMPLE_DIR / spec.name).is_dir():
+            raise
+    logger.warning(
+        "GLUE %s is not reachable on the hub: using laddertune's embedded sample (%s; see its README.md); "
+        "pass --data-dir for the full task",
+        spec.name,
+        SAMPLE_DIR / spec.name,
+    )
+    return _from_folder(spec, SAMPLE_DIR), f"embedded sample {spec.name} (laddertune/data/sample)"
 
 
 # ------------------------------------------------------------------------------------------------ protocols
@@ -226,7 +245,7 @@ def load_splits(
     elif data_dir is not None:
         raw, source = _from_folder(spec, Path(data_dir)), f"folder {Path(data_dir) / spec.name}"
     else:
-        raw, source = _from_hub(spec), f"hub {HUB_ID}/{spec.name}"
+        raw, source = _from_hub_or_sample(spec)
     parts = {k: to_examples(rows, spec) for k, rows in raw.items()}
     if "validation" not in parts:
         if len(parts["train"]) < 2:
