@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
-from ..core import LadderCache, LadderConfig, LadderModel, get_ladder_model
+from ..core import LadderCache, LadderConfig, get_ladder_model
 from ..core.architectures import get_path
 from ..core.generation import generate
 from ..core.side_checkpoint import load_side_weights, read_side_config
@@ -226,8 +226,3 @@ class _BoundToImages:
 
     def __call__(self, input_ids, attention_mask, **kwargs):
         return self.model(input_ids, attention_mask, **kwargs)
-
-
-def count_visual_positions(vis_feats: torch.Tensor) -> int:
-    """V * N: how many side-encoder positions the images add."""
-    return vis_feats.shape[-2] * (vis_feats.shape[1] if vis_feats.dim() == 4 else 1)
