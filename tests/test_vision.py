@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from conftest import VOCAB, tiny_backbone
+from transformers import T5ForConditionalGeneration
 
+from laddertune.baselines import BaselineConfig
 from laddertune.vision import VisionLadderModel, VisualConfig, grid_boxes
+from laddertune.vision.baselines import VisualBackboneModel
 
 F = 12  # feature size of the tiny visual input
 
@@ -120,3 +124,30 @@ def test_save_load_gives_identical_outputs(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(**batch).logits, before, rtol=0, atol=0)
     assert loaded.visual_config == model.visual_config
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "adapter", "bitfit", "prompt"])
+def test_baselines_feed_the_image_to_the_backbone_encoder(method):
+    """VL-Adapter's CLIP-T5: cat[text, visual] enters the T5 encoder; the visual embedding trains with the method."""
+    torch.manual_seed(0)
+    model = VisualBackboneModel(
+        tiny_backbone("t5", "seq2seq_lm"), VisualConfig(F, 2), method, BaselineConfig(prompt_length=4)
+    )
+    batch = _batch(images=2)
+    lengths = []
+    t5 = next(m for m in model.modules() if isinstance(m, T5ForConditionalGeneration))
+    t5.get_encoder().register_forward_pre_hook(
+        lambda m, a, kw: lengths.append(kw["inputs_embeds"].shape[1]), with_kwargs=True
+    )
+    model(**batch).loss.backward()
+    assert lengths == [(4 if method == "prompt" else 0) + 5 + 2 * 4]
+    assert model.visual.feat.weight.grad.abs().sum() > 0
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert {n for n in trainable if n.startswith("visual.")} == {
+        n for n, _ in model.visual.named_parameters(prefix="visual")
+    }
+    model.eval()
+    with torch.no_grad():
+        first = model(**{**batch, "labels": torch.zeros(2, 1, dtype=torch.long)}).logits[:, 0].argmax(-1)
+    out = model.generate(batch["input_ids"], batch["attention_mask"], batch["vis_feats"], max_new_tokens=2)
+    assert torch.equal(out[:, 1], first)
