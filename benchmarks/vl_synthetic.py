@@ -57,9 +57,9 @@ def backbone(vocab: int) -> T.T5ForConditionalGeneration:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--train-images", type=int, default=400)
+    parser.add_argument("--train-images", type=int, default=300)
     parser.add_argument("--test-images", type=int, default=100)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", type=Path, default=RESULTS / "vl_synthetic.json")
     args = parser.parse_args()
