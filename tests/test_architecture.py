@@ -6,6 +6,7 @@ of its own layer)::
     cli
     training
     memory
+    vision
     core | data | baselines
     pruning
     io
@@ -33,11 +34,12 @@ LAYERS = {
     "core": 3,
     "data": 3,
     "baselines": 3,
-    "memory": 4,
-    "training": 5,
-    "cli": 6,
+    "vision": 4,
+    "memory": 5,
+    "training": 6,
+    "cli": 7,
 }
-TOP = 7  # laddertune/__init__.py and __main__.py: the public face, above everything
+TOP = 8  # laddertune/__init__.py and __main__.py: the public face, above everything
 MAX_LINES = 400
 
 

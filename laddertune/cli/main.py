@@ -11,10 +11,10 @@ import logging
 import sys
 
 from ..errors import LadderTuneError
-from . import memory, train
+from . import features, memory, train
 
-# Each module registers its subcommands (train/evaluate in one, memory in the other).
-SUBCOMMAND_MODULES = (train, memory)
+# Each module registers its subcommands (train/evaluate, memory, features).
+SUBCOMMAND_MODULES = (train, memory, features)
 
 
 def build_parser() -> argparse.ArgumentParser:

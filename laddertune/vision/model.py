@@ -1,0 +1,228 @@
+"""CLIP-T5 with LST (the paper's Table 3): a T5 backbone that reads the text only, image features in the side.
+
+Built by composition over :class:`laddertune.core.LadderModel`, whose pieces run unchanged:
+
+* the frozen T5 encoder runs on the text ids alone, under ``torch.no_grad()``, with the core's tap hooks;
+* the side encoder input is ``embed_down(cat[text embeddings, visual embeddings])`` (lst-reference §7): the
+  backbone's taps are zero-padded over the visual positions, so the ladders add the backbone to the TEXT
+  positions only (at visual positions the ladder input is zero) and the core :class:`SideStack` runs as is;
+* the side decoder cross-attends to the whole side encoder output (text + visual, mask of both); the backbone
+  decoder to the backbone's text-only encoder output with the text mask.
+
+The :class:`VisualEmbedding` is registered inside ``ladder.side`` (as ``side.visual``), so it trains, saves and
+counts with the side network and no gradient can reach it through the backbone, which never sees it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import Seq2SeqLMOutput
+
+from ..core import LadderCache, LadderConfig, get_ladder_model
+from ..core.architectures import get_path
+from ..core.generation import generate
+from ..core.side_checkpoint import load_side_weights, read_side_config
+from ..core.side_network import EMBED, record_taps
+from ..errors import CheckpointError, ConfigError
+from ..io import load_json, save_json
+from .visual_embedding import VisualConfig, VisualEmbedding
+
+VISION_CONFIG_NAME = "vision_config.json"
+# The paper's Table 3 setting (lst-reference §7): r = 4, every layer kept.
+PAPER_LADDER = LadderConfig(reduction_factor=4)
+
+
+class VisionLadderModel(nn.Module):
+    """A frozen T5 (text only) and its ladder side network, which also reads image features.
+
+    Args:
+        backbone: a ``T5ForConditionalGeneration``; frozen, not copied.
+        visual: shape of the image features.
+        config: the ladder config (default: the paper's r = 4, all layers).
+    """
+
+    def __init__(self, backbone: nn.Module, visual: VisualConfig, config: LadderConfig | None = None) -> None:
+        super().__init__()
+        ladder = get_ladder_model(backbone, config or PAPER_LADDER)
+        if ladder.head != "seq2seq_lm":
+            raise ConfigError("CLIP-T5 needs an encoder-decoder backbone (T5ForConditionalGeneration)")
+        ladder.side.add_module("visual", VisualEmbedding(visual, backbone.config.d_model))
+        self.ladder = ladder
+        self.visual_config = visual
+
+    # -- bookkeeping, delegated ------------------------------------------------------------------------------------
+    @property
+    def backbone(self) -> nn.Module:
+        return self.ladder.backbone
+
+    @property
+    def side(self) -> nn.Module:
+        return self.ladder.side
+
+    @property
+    def head(self) -> str:
+        return self.ladder.head
+
+    @property
+    def ladder_config(self) -> LadderConfig:
+        return self.ladder.ladder_config
+
+    def train(self, mode: bool = True) -> VisionLadderModel:
+        super().train(mode)
+        self.ladder.train(mode)  # keeps the backbone in eval unless backbone_dropout
+        return self
+
+    def trainable_parameters(self) -> tuple[int, int]:
+        return self.ladder.trainable_parameters()
+
+    # -- encoder ---------------------------------------------------------------------------------------------------
+    def encode(self, input_ids, attention_mask, vis_feats, vis_boxes=None, vis_mask=None):
+        """Run the backbone encoder on the text and the side encoder on text + image.
+
+        Args:
+            input_ids: (B, T) text ids; the ONLY input of the backbone.
+            attention_mask: (B, T) text mask.
+            vis_feats: (B, N, F) or (B, V, N, F) image features (V images per example).
+            vis_boxes: (B, [V,] N, 4) normalised boxes; a square grid's when None.
+            vis_mask: (B, V * N) 1 for real regions; all ones when None.
+
+        Returns:
+            (backbone states (B, T, d), side states (B, T + V * N, d/r), side mask (B, T + V * N)).
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        ladder = self.ladder
+        stack = ladder.side.stacks["encoder"]
+        call = get_path(ladder.backbone, stack.spec.call)
+        layers = get_path(get_path(ladder.backbone, stack.spec.trunk), stack.spec.layers)
+        with torch.no_grad(), record_taps(layers, stack.kept) as taps:
+            backbone_out = call(input_ids=input_ids, attention_mask=attention_mask)
+        visual = ladder.side.visual(vis_feats, vis_boxes)  # (B, M, d), M = V * N
+        if vis_mask is None:
+            vis_mask = torch.ones(visual.shape[:2], dtype=attention_mask.dtype, device=visual.device)
+        side_taps = {EMBED: torch.cat([taps[EMBED].to(visual.dtype), visual], dim=1)}  # (B, T + M, d)
+        for i in stack.kept:  # zero ladder input at the visual positions
+            pad = taps[i].new_zeros(taps[i].shape[0], visual.shape[1], taps[i].shape[2])
+            side_taps[i] = torch.cat([taps[i], pad], dim=1)
+        side_mask = torch.cat([attention_mask, vis_mask.to(attention_mask.dtype)], dim=1)
+        side_out = stack(side_taps, attention_mask=side_mask)
+        return backbone_out.last_hidden_state, side_out.last_hidden_state, side_mask
+
+    # -- forward ---------------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        vis_feats=None,
+        vis_boxes=None,
+        vis_mask=None,
+        labels=None,
+        *,
+        decoder_input_ids=None,
+        decoder_attention_mask=None,
+        encoder_outputs=None,
+        past_key_values: LadderCache | None = None,
+        use_cache: bool = False,
+    ):
+        """Logits (and the loss with ``labels``, -100 ignored), as ``T5ForConditionalGeneration`` returns them.
+
+        ``encoder_outputs`` is :meth:`encode`'s triple (generation passes it back in).
+        """
+        if encoder_outputs is None:
+            if vis_feats is None:
+                raise ValueError("a VisionLadderModel needs vis_feats (zeros for a text-only control)")
+            encoder_outputs = self.encode(input_ids, attention_mask, vis_feats, vis_boxes, vis_mask)
+        backbone_enc, side_enc, side_mask = encoder_outputs
+        if decoder_input_ids is None:
+            if labels is None:
+                raise ValueError("a VisionLadderModel needs labels or decoder_input_ids")
+            decoder_input_ids = self.backbone.prepare_decoder_input_ids_from_labels(labels=labels)
+        cache = past_key_values or (LadderCache() if use_cache else None)
+        caching = {"use_cache": cache is not None}
+        backbone_kwargs = {
+            "attention_mask": decoder_attention_mask,
+            "encoder_hidden_states": backbone_enc,
+            "encoder_attention_mask": attention_mask,  # text only: the backbone has no visual positions
+            **caching,
+        }
+        side_kwargs = {
+            "attention_mask": decoder_attention_mask,
+            "encoder_hidden_states": side_enc,
+            "encoder_attention_mask": side_mask,  # text + visual
+            **caching,
+        }
+        if cache is not None:
+            backbone_kwargs["past_key_values"], side_kwargs["past_key_values"] = cache.backbone, cache.side
+        backbone_out, side_out = self.ladder.run_stack(
+            "decoder", decoder_input_ids, backbone_kwargs, side_kwargs
+        )
+        if cache is not None:
+            cache.backbone, cache.side = backbone_out.past_key_values, side_out.past_key_values
+        # The core's up-projection + frozen tied LM head (with T5 v1.0's rescale), shared with text-only LST.
+        logits = self.ladder._lm_logits(side_out.last_hidden_state)  # (B, T_dec, vocab)
+        loss = None
+        if labels is not None:
+            loss = nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+        return Seq2SeqLMOutput(loss=loss, logits=logits, past_key_values=cache)
+
+    # -- generation ------------------------------------------------------------------------------------------------
+    def generate(
+        self, input_ids, attention_mask=None, vis_feats=None, vis_boxes=None, vis_mask=None, **kwargs
+    ) -> torch.Tensor:
+        """Greedy or beam search (``num_beams``, beam 5 as the paper evaluates) with the core's decoder.
+
+        The core's decoding loop runs unchanged on a view of this model bound to the images; it expands every
+        encoder output for the beams, the side mask (text + visual) included.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        return generate(
+            _BoundToImages(self, vis_feats, vis_boxes, vis_mask), input_ids, attention_mask, **kwargs
+        )
+
+    # -- checkpoints -------------------------------------------------------------------------------------------------
+    def save_pretrained(self, directory) -> None:
+        """The side network (visual embedding included), its ladder config and ``vision_config.json``."""
+        self.ladder.save_pretrained(directory)
+        save_json(Path(directory) / VISION_CONFIG_NAME, self.visual_config.to_dict())
+
+    @classmethod
+    def from_pretrained(cls, backbone: nn.Module, directory) -> VisionLadderModel:
+        """Rebuild a saved VL side network next to ``backbone`` (the same one it was trained on)."""
+        directory = Path(directory)
+        try:
+            visual = VisualConfig(**load_json(directory / VISION_CONFIG_NAME))
+        except (ConfigError, TypeError) as e:
+            raise CheckpointError(f"{directory / VISION_CONFIG_NAME} is missing or invalid: {e}") from None
+        config = read_side_config(directory)
+        config.init = "random"  # the weights come from the file: no pruning pass
+        model = cls(backbone, visual, config)
+        load_side_weights(model.ladder, directory, config)
+        return model
+
+
+class _BoundToImages:
+    """What :func:`laddertune.core.generation.generate` needs of a seq2seq model, with the images bound in."""
+
+    def __init__(self, model: VisionLadderModel, vis_feats, vis_boxes, vis_mask) -> None:
+        self.model, self.images = model, (vis_feats, vis_boxes, vis_mask)
+        self.head, self.backbone = model.head, model.backbone
+
+    @property
+    def training(self) -> bool:
+        return self.model.training
+
+    def train(self, mode: bool = True):
+        return self.model.train(mode)
+
+    def eval(self):
+        return self.model.eval()
+
+    def encode(self, input_ids, attention_mask):
+        return self.model.encode(input_ids, attention_mask, *self.images)
+
+    def __call__(self, input_ids, attention_mask, **kwargs):
+        return self.model(input_ids, attention_mask, **kwargs)
