@@ -23,6 +23,7 @@ from .cache import LadderCache
 from .config import LadderConfig
 from .discovery import discover_family
 from .generation import generate
+from .quantization import convert_backbone
 from .side_checkpoint import load_side_weights, read_side_config, save_side
 from .side_network import SideStack, record_taps
 
@@ -49,7 +50,13 @@ class SideNetwork(nn.Module):
 
     def __init__(self, backbone: nn.Module, family: Family, config: LadderConfig, head: str) -> None:
         super().__init__()
-        args = (config.reduction_factor, config.side_layers, config.gate_temperature, config.gate_init)
+        args = (
+            config.reduction_factor,
+            config.side_layers,
+            config.gate_temperature,
+            config.gate_init,
+            config.attn_implementation,
+        )
         self.stacks = nn.ModuleDict({s.name: SideStack(family, s, backbone, *args) for s in family.stacks})
         width = getattr(backbone.config, family.width)
         self.up = nn.Linear(width // config.reduction_factor, width)
@@ -107,6 +114,11 @@ class LadderModel(nn.Module):
     def dtype(self) -> torch.dtype:
         """The dtype of the side network's parameters."""
         return next(self.side.parameters()).dtype
+
+    @property
+    def backbone_dtype(self) -> torch.dtype:
+        """The dtype of the frozen backbone's floating-point weights (may differ from the side's :attr:`dtype`)."""
+        return next(p.dtype for p in self.backbone.parameters() if p.is_floating_point())
 
     @property
     def head(self) -> str:
@@ -278,6 +290,8 @@ class LadderModel(nn.Module):
         """Rebuild a saved side network next to ``backbone``; refuses a backbone other than the one trained on."""
         config = read_side_config(directory)
         model = cls(backbone, config)  # no pruning or Fisher pass: the weights come from the file
+        if config.backbone_dtype is not None:  # the dtype it trained in; any dtype passes the fingerprint
+            convert_backbone(model.backbone, config.backbone_dtype)
         load_side_weights(model, directory, config)
         return model
 
@@ -317,4 +331,6 @@ def get_ladder_model(
     model = LadderModel(backbone, config)
     if config.init != "random":
         initialize_from_backbone(model, calibration_data)
+    if config.backbone_dtype is not None:  # after the pruned init, which reads full-precision weights
+        convert_backbone(model.backbone, config.backbone_dtype)
     return model

@@ -60,6 +60,13 @@ def write_results(run, test: dict | None) -> dict:
             "format": data.fmt,
             "head": data.head,
         },
+        "compute": {
+            "device": str(run.device),
+            "gpu": torch.cuda.get_device_name(run.device) if run.device.type == "cuda" else None,
+            **run.precision.describe(),
+            "backbone_dtype": config.backbone_dtype if config.method == "lst" else "float32",
+            "attn": config.attn if config.method == "lst" else None,
+        },
         "data": data.splits.summary(),
         "versions": versions(),
         "config": config.to_dict(),
