@@ -170,6 +170,7 @@ VALID_TRAIN = {
     "precision": st.sampled_from(["fp32", "bf16", "fp16"]),
     "backbone_dtype": st.sampled_from(["float32", "bfloat16", "float16", "int8", "nf4"]),
     "attn": st.sampled_from(["sdpa", "eager"]),
+    "loss_chunk_size": st.one_of(st.none(), st.integers(1, 4096)),
 }
 VALID_LADDER = {
     "reduction_factor": st.integers(1, 64),
@@ -184,6 +185,7 @@ VALID_LADDER = {
         st.none(), st.sampled_from(["float32", "bfloat16", "float16", "int8", "nf4"])
     ),
     "attn_implementation": st.sampled_from(["sdpa", "eager"]),
+    "loss_chunk_size": st.one_of(st.none(), st.integers(1, 4096)),
     "backbone_signature": st.one_of(
         st.none(), st.dictionaries(st.text(max_size=5), st.lists(st.floats(-1, 1)))
     ),

@@ -100,6 +100,12 @@ def register(subparsers) -> None:
         help="LST: dtype of the frozen backbone; int8/nf4 quantize it (bitsandbytes on CUDA, torchao on CPU)",
     )
     g.add_argument("--attn", default="sdpa", choices=ATTN_IMPLEMENTATIONS, help="LST: side attention kernel")
+    g.add_argument(
+        "--loss-chunk-size",
+        type=int,
+        default=None,
+        help="LST, LM formats: the loss N positions at a time (no full fp32 logits + gradient at once)",
+    )
     g = p.add_argument_group("optimisation")
     g.add_argument(
         "--epochs",

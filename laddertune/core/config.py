@@ -41,6 +41,10 @@ class LadderConfig:
             cast to the side's compute dtype before the down-projections.
         attn_implementation: the side trunk's attention kernel, ``sdpa`` (default: no (B, H, T, T) probabilities
             kept for the backward where the kernel allows) or ``eager``. T5 has only an eager kernel.
+        loss_chunk_size: LM heads: compute the training loss this many positions at a time
+            (:mod:`laddertune.core.chunked_loss`), so the full float32 logits and their gradient never exist at
+            once; the output then has ``logits=None``. ``None``: the plain loss (and logits). Only when gradients
+            are on: evaluation and generation always get logits.
         backbone_name: filled in by ``save_pretrained``: the backbone's name or path.
         backbone_revision: filled in by ``save_pretrained``: the backbone's commit hash, when known.
         backbone_fingerprint: filled in by ``save_pretrained``: a dtype-free hash of the backbone's config and
@@ -60,6 +64,7 @@ class LadderConfig:
     backbone_dropout: bool = False
     backbone_dtype: str | None = None
     attn_implementation: str = "sdpa"
+    loss_chunk_size: int | None = None
     backbone_name: str | None = None
     backbone_revision: str | None = None
     backbone_fingerprint: str | None = None
@@ -103,6 +108,14 @@ class LadderConfig:
         if self.backbone_dtype is not None and self.backbone_dtype not in BACKBONE_DTYPES:
             raise ConfigError(
                 f"backbone_dtype must be one of {', '.join(BACKBONE_DTYPES)} (or None); got {self.backbone_dtype!r}"
+            )
+        if self.loss_chunk_size is not None and (
+            isinstance(self.loss_chunk_size, bool)
+            or not isinstance(self.loss_chunk_size, int)
+            or self.loss_chunk_size < 1
+        ):
+            raise ConfigError(
+                f"loss_chunk_size must be a positive integer or None, got {self.loss_chunk_size!r}"
             )
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ConfigError(

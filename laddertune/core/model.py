@@ -20,6 +20,7 @@ from ..errors import ConfigError
 from ..pruning import initialize_from_backbone
 from .architectures import Family, get_path
 from .cache import LadderCache
+from .chunked_loss import chunked_lm_loss
 from .config import LadderConfig
 from .discovery import discover_family
 from .generation import generate
@@ -155,6 +156,12 @@ class LadderModel(nn.Module):
         lm_head = self.backbone.get_output_embeddings()
         return lm_head(hidden.to(lm_head.weight.dtype)).float()
 
+    def _chunked(self, labels) -> bool:
+        """The chunked LM loss applies: labels given, gradients wanted, a chunk size set (then no logits)."""
+        return (
+            labels is not None and torch.is_grad_enabled() and self.ladder_config.loss_chunk_size is not None
+        )
+
     # -- forward ---------------------------------------------------------------------------------------------------
     def forward(
         self,
@@ -211,6 +218,11 @@ class LadderModel(nn.Module):
             cache.backbone, cache.side = backbone_out.past_key_values, side_out.past_key_values
         hidden = side_out.last_hidden_state  # (B, T, d/r)
         if self.head == "causal_lm":
+            if self._chunked(labels):
+                loss = chunked_lm_loss(
+                    hidden, labels, self._lm_logits, self.ladder_config.loss_chunk_size, True
+                )
+                return CausalLMOutputWithPast(loss=loss, logits=None, past_key_values=cache)
             logits = self._lm_logits(hidden)
             loss = None
             if labels is not None:
@@ -266,6 +278,10 @@ class LadderModel(nn.Module):
         backbone_out, side_out = self.run_stack("decoder", decoder_input_ids, backbone_kwargs, side_kwargs)
         if cache:
             cache.backbone, cache.side = backbone_out.past_key_values, side_out.past_key_values
+        if self._chunked(labels):
+            hidden, size = side_out.last_hidden_state, self.ladder_config.loss_chunk_size
+            loss = chunked_lm_loss(hidden, labels, self._lm_logits, size, False)
+            return Seq2SeqLMOutput(loss=loss, logits=None, past_key_values=cache)
         logits = self._lm_logits(side_out.last_hidden_state)  # (B, T_dec, vocab)
         loss = None
         if labels is not None:

@@ -118,6 +118,7 @@ def build_model(config: TrainConfig, spec, head: str, tokenizer, calibration=Non
         backbone_dropout=config.backbone_dropout,
         backbone_dtype=config.backbone_dtype,
         attn_implementation=config.attn,
+        loss_chunk_size=config.loss_chunk_size,
     )
     with device:  # the side network's parameters are created where the backbone is
         return get_ladder_model(backbone, ladder, calibration_data=calibration)

@@ -132,6 +132,9 @@ class TrainConfig:
     (bitsandbytes on CUDA, torchao on CPU). The baselines train their backbone and keep it float32."""
     attn: str = "sdpa"
     """LST: the side network's attention kernel, ``sdpa`` or ``eager``."""
+    loss_chunk_size: int | None = None
+    """LST with an LM head (text2text, causal): compute the training loss this many positions at a time, so the
+    full float32 logits and their gradient never exist at once; None: the plain loss."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or not self.task:
@@ -173,7 +176,7 @@ class TrainConfig:
         _int("memory_steps", self.memory_steps, 0)
         _int("log_every", self.log_every, 1)
         _int("seed", self.seed, 0)
-        for name in ("epochs", "max_train_samples", "max_eval_samples", "save_steps"):
+        for name in ("epochs", "max_train_samples", "max_eval_samples", "save_steps", "loss_chunk_size"):
             if getattr(self, name) is not None:
                 _int(name, getattr(self, name), 1)
         if self.warmup_steps is not None:
