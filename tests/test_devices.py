@@ -8,6 +8,7 @@ the same backbone in any dtype and still refuses another one.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -22,6 +23,12 @@ from laddertune.training.config import TrainConfig
 from laddertune.training.device import resolve_device
 from laddertune.training.loop import train_step
 from laddertune.training.precision import Precision
+
+# int8 / nf4 on CPU need the optional torchao (pip install laddertune[quant]); the float dtypes do not.
+needs_torchao = pytest.mark.skipif(
+    importlib.util.find_spec("torchao") is None, reason="int8/nf4 on CPU need torchao (laddertune[quant])"
+)
+QUANT = [pytest.param("int8", marks=needs_torchao), pytest.param("nf4", marks=needs_torchao)]
 
 
 def batch(family="bert", b=2, t=6):
@@ -156,7 +163,7 @@ def test_backbone_dtype_is_lst_only():
 # ------------------------------------------------------------------------------------------------- backbones
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "int8", "nf4"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", *QUANT])
 def test_low_precision_backbones_run_and_stay_close(dtype):
     backbone = tiny_backbone("llama", "causal_lm")
     reference = get_ladder_model(backbone, LadderConfig(reduction_factor=4))
@@ -176,6 +183,7 @@ def test_low_precision_backbones_run_and_stay_close(dtype):
     assert type(lm_head) is torch.nn.Linear  # the LM head is never quantized
 
 
+@needs_torchao
 def test_quantized_backbone_holds_quantized_weights():
     from laddertune.core.quantization import is_quantized_weight
 
@@ -189,7 +197,7 @@ def test_quantized_backbone_holds_quantized_weights():
         assert not any(is_quantized_weight(p) for p in model.side.parameters())
 
 
-@pytest.mark.parametrize("load_dtype", ["bfloat16", "float16", "int8", "nf4"])
+@pytest.mark.parametrize("load_dtype", ["bfloat16", "float16", *QUANT])
 def test_fingerprint_recognises_the_backbone_in_any_dtype(tmp_path, load_dtype):
     model = get_ladder_model(
         tiny_backbone("bert", "sequence_classification"), LadderConfig(reduction_factor=4)
@@ -204,11 +212,12 @@ def test_fingerprint_recognises_the_backbone_in_any_dtype(tmp_path, load_dtype):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("load_dtype", ["float32", "bfloat16", "nf4"])
+@pytest.mark.parametrize("load_dtype", ["float32", "bfloat16", *QUANT[1:]])
 def test_fingerprint_still_refuses_another_backbone(tmp_path, load_dtype):
+    saved_dtype = "nf4" if importlib.util.find_spec("torchao") else "bfloat16"
     model = get_ladder_model(
         tiny_backbone("bert", "sequence_classification"),
-        LadderConfig(reduction_factor=4, backbone_dtype="nf4"),
+        LadderConfig(reduction_factor=4, backbone_dtype=saved_dtype),
     )
     model.save_pretrained(tmp_path)  # saved from a quantized backbone: only unquantized values were recorded
     other = tiny_backbone("bert", "sequence_classification", seed=1)
@@ -232,3 +241,14 @@ def test_side_attention_implementation():
     sdpa = get_ladder_model(tiny_backbone("llama", "causal_lm"), LadderConfig(reduction_factor=4))
     sdpa.side.load_state_dict(eager.side.state_dict())
     assert torch.allclose(eager(**batch("llama")).logits, sdpa(**batch("llama")).logits, atol=1e-5)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("torchao") is not None, reason="checks the error without torchao"
+)
+def test_missing_torchao_is_a_one_line_config_error():
+    with pytest.raises(ConfigError, match="pip install torchao"):
+        get_ladder_model(
+            tiny_backbone("bert", "sequence_classification"),
+            LadderConfig(reduction_factor=4, backbone_dtype="int8"),
+        )

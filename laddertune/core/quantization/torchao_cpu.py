@@ -29,7 +29,9 @@ def _torchao():
         )  # it reports each CUDA-only kernel it cannot load
         import torchao.quantization as tq
     except ImportError:
-        raise ConfigError("backbone_dtype int8/nf4 on CPU needs torchao: pip install torchao") from None
+        raise ConfigError(
+            "backbone_dtype int8/nf4 on CPU needs torchao: pip install torchao (laddertune[quant])"
+        ) from None
     return tq
 
 
