@@ -252,3 +252,12 @@ def test_missing_torchao_is_a_one_line_config_error():
             tiny_backbone("bert", "sequence_classification"),
             LadderConfig(reduction_factor=4, backbone_dtype="int8"),
         )
+
+
+def test_cpu_meter_is_silent_and_results_say_how_memory_was_measured(assets, tmp_path, capfd):  # noqa: F811
+    results = train(config(assets, tmp_path / "run", epochs=1, memory_steps=2, device="cpu"))
+    err = capfd.readouterr().err
+    assert "USDT" not in err and "profiler_start" not in err
+    how = results["memory"]["measurement"]
+    assert how["method"] == "cpu.profiler" and how["device"] == "cpu"
+    assert how["seconds_per_measured_step"] > 0 and how["overhead_ratio"] > 0
