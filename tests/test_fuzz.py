@@ -171,6 +171,7 @@ VALID_TRAIN = {
     "backbone_dtype": st.sampled_from(["float32", "bfloat16", "float16", "int8", "nf4"]),
     "attn": st.sampled_from(["sdpa", "eager"]),
     "loss_chunk_size": st.one_of(st.none(), st.integers(1, 4096)),
+    "problem_type": st.one_of(st.none(), st.sampled_from(["regression", "single_label_classification"])),
 }
 VALID_LADDER = {
     "reduction_factor": st.integers(1, 64),
