@@ -166,6 +166,12 @@ VALID_TRAIN = {
     **{n: _some for n in ("text_pair_column", "label_column")},
     **{n: st.booleans() for n in ("backbone_dropout", "resume", "trust_remote_code")},
     "overwrite": st.just(False),
+    "device": st.sampled_from(["auto", "cpu", "cuda", "cuda:1"]),
+    "precision": st.sampled_from(["fp32", "bf16", "fp16"]),
+    "backbone_dtype": st.sampled_from(["float32", "bfloat16", "float16", "int8", "nf4"]),
+    "attn": st.sampled_from(["sdpa", "eager"]),
+    "loss_chunk_size": st.one_of(st.none(), st.integers(1, 4096)),
+    "problem_type": st.one_of(st.none(), st.sampled_from(["regression", "single_label_classification"])),
 }
 VALID_LADDER = {
     "reduction_factor": st.integers(1, 64),
@@ -176,6 +182,14 @@ VALID_LADDER = {
     "pruning_chain": st.sampled_from(["residual", "authors"]),
     "fisher_samples": st.integers(1, 2048),
     "backbone_dropout": st.booleans(),
+    "backbone_dtype": st.one_of(
+        st.none(), st.sampled_from(["float32", "bfloat16", "float16", "int8", "nf4"])
+    ),
+    "attn_implementation": st.sampled_from(["sdpa", "eager"]),
+    "loss_chunk_size": st.one_of(st.none(), st.integers(1, 4096)),
+    "backbone_signature": st.one_of(
+        st.none(), st.dictionaries(st.text(max_size=5), st.lists(st.floats(-1, 1)))
+    ),
     **{n: _some for n in ("backbone_name", "backbone_revision", "backbone_fingerprint")},
     "task_head": st.one_of(
         st.none(), st.sampled_from(["seq2seq_lm", "causal_lm", "sequence_classification"])

@@ -476,7 +476,7 @@ def test_pruning_options_reach_the_ladder_config(monkeypatch):
     config = cli_train.config_from_args(args)
     assert (config.pruning_chain, config.fisher_samples) == ("authors", 7)
     seen = {}
-    monkeypatch.setattr(build, "load_backbone_for", lambda *a, **k: "backbone")
+    monkeypatch.setattr(build, "load_backbone_for", lambda *a, **k: torch.nn.Identity())
     monkeypatch.setattr(
         build, "get_ladder_model", lambda b, cfg, calibration_data=None: seen.setdefault("cfg", cfg)
     )

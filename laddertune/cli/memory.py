@@ -56,7 +56,13 @@ def register(subparsers) -> None:
         help="LST's kept layers: a comma list of 0-based ids, or 'paper' for the paper's list of t5-base/large/3b "
         "(default: all layers)",
     )
-    p.add_argument("--dtype", default="float32", help=f"backbone dtype: {', '.join(DTYPES)}")
+    p.add_argument(
+        "--dtype",
+        "--backbone-dtype",
+        dest="dtype",
+        default="float32",
+        help=f"backbone dtype: {', '.join(DTYPES)}",
+    )
     p.add_argument(
         "--device-semantics",
         default="cuda",

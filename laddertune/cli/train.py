@@ -12,6 +12,7 @@ import sys
 
 from tqdm.auto import tqdm
 
+from ..core.config import ATTN_IMPLEMENTATIONS, BACKBONE_DTYPES
 from ..errors import ConfigError
 from ..training import evaluate, format_metrics, train
 from ..training.config import (
@@ -25,6 +26,7 @@ from ..training.config import (
     parse_int_list,
 )
 from ..training.evaluation import MAJORITY, ONE_CLASS
+from ..training.precision import PRECISIONS
 
 CLI_EPOCHS = 3  # the command line's default; the library's is the task's (paper) count
 
@@ -83,6 +85,27 @@ def register(subparsers) -> None:
         help="LST: keep the frozen backbone's dropout on while training (the authors' setting)",
     )
     g.add_argument("--freeze-layers", type=int, default=0, help="baselines: freeze the first N layers")
+    g = p.add_argument_group("device and precision")
+    _device_flag(g)
+    g.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="forward under autocast in bf16/fp16 (fp16 with a gradient scaler); weights and optimizer stay fp32",
+    )
+    g.add_argument(
+        "--backbone-dtype",
+        default="float32",
+        choices=BACKBONE_DTYPES,
+        help="LST: dtype of the frozen backbone; int8/nf4 quantize it (bitsandbytes on CUDA, torchao on CPU)",
+    )
+    g.add_argument("--attn", default="sdpa", choices=ATTN_IMPLEMENTATIONS, help="LST: side attention kernel")
+    g.add_argument(
+        "--loss-chunk-size",
+        type=int,
+        default=None,
+        help="LST, LM formats: the loss N positions at a time (no full fp32 logits + gradient at once)",
+    )
     g = p.add_argument_group("optimisation")
     g.add_argument(
         "--epochs",
@@ -171,7 +194,14 @@ def register(subparsers) -> None:
     e.add_argument(
         "--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)"
     )
+    _device_flag(e)
     e.set_defaults(func=run_evaluate)
+
+
+def _device_flag(group) -> None:
+    group.add_argument(
+        "--device", default="auto", help="auto (a GPU when CUDA is available, else CPU), cpu, cuda or cuda:N"
+    )
 
 
 def _int_list(text: str) -> list[int]:
@@ -259,6 +289,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         show_progress=not args.no_progress and sys.stderr.isatty(),
         trust_remote_code=args.trust_remote_code,
+        device=args.device,
     )
     if args.json:
         print(json.dumps(result, indent=2))

@@ -13,6 +13,8 @@ from ..io import load_json, save_json
 CONFIG_NAME = "ladder_config.json"
 INITS = ("random", "magnitude", "fisher")
 CHAINS = ("residual", "authors")
+BACKBONE_DTYPES = ("float32", "bfloat16", "float16", "int8", "nf4")
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 
 
 @dataclass
@@ -33,9 +35,22 @@ class LadderConfig:
         fisher_samples: number of training examples for the empirical Fisher information.
         backbone_dropout: False runs the frozen backbone in eval mode (deterministic ladder inputs, cheaper); True
             runs it in train mode whenever the side network trains, reproducing the authors' noisy ladder inputs.
+        backbone_dtype: ``None`` leaves the backbone as given; ``float32``, ``bfloat16``, ``float16`` cast the frozen
+            backbone (after any pruned init has read it), ``int8`` / ``nf4`` quantize its linear layers
+            (:mod:`laddertune.core.quantization`). The side network stays float32 (master weights); the taps are
+            cast to the side's compute dtype before the down-projections.
+        attn_implementation: the side trunk's attention kernel, ``sdpa`` (default: no (B, H, T, T) probabilities
+            kept for the backward where the kernel allows) or ``eager``. T5 has only an eager kernel.
+        loss_chunk_size: LM heads: compute the training loss this many positions at a time
+            (:mod:`laddertune.core.chunked_loss`), so the full float32 logits and their gradient never exist at
+            once; the output then has ``logits=None``. ``None``: the plain loss (and logits). Only when gradients
+            are on: evaluation and generation always get logits.
         backbone_name: filled in by ``save_pretrained``: the backbone's name or path.
         backbone_revision: filled in by ``save_pretrained``: the backbone's commit hash, when known.
-        backbone_fingerprint: filled in by ``save_pretrained``: hash of the backbone's config and weights.
+        backbone_fingerprint: filled in by ``save_pretrained``: a dtype-free hash of the backbone's config and
+            parameter names (:mod:`laddertune.core.fingerprint`).
+        backbone_signature: filled in by ``save_pretrained``: a few values of each unquantized backbone parameter,
+            compared within a tolerance on loading (the same backbone in any dtype passes, another one fails).
         task_head: filled in by ``get_ladder_model``: ``seq2seq_lm``, ``causal_lm`` or ``sequence_classification``.
     """
 
@@ -47,9 +62,13 @@ class LadderConfig:
     pruning_chain: str = "residual"
     fisher_samples: int = 1024
     backbone_dropout: bool = False
+    backbone_dtype: str | None = None
+    attn_implementation: str = "sdpa"
+    loss_chunk_size: int | None = None
     backbone_name: str | None = None
     backbone_revision: str | None = None
     backbone_fingerprint: str | None = None
+    backbone_signature: dict[str, list[float]] | None = None
     task_head: str | None = field(default=None)
 
     def __post_init__(self) -> None:
@@ -86,6 +105,25 @@ class LadderConfig:
             raise ConfigError(f"fisher_samples must be a positive integer, got {self.fisher_samples!r}")
         if not isinstance(self.backbone_dropout, bool):
             raise ConfigError(f"backbone_dropout must be true or false, got {self.backbone_dropout!r}")
+        if self.backbone_dtype is not None and self.backbone_dtype not in BACKBONE_DTYPES:
+            raise ConfigError(
+                f"backbone_dtype must be one of {', '.join(BACKBONE_DTYPES)} (or None); got {self.backbone_dtype!r}"
+            )
+        if self.loss_chunk_size is not None and (
+            isinstance(self.loss_chunk_size, bool)
+            or not isinstance(self.loss_chunk_size, int)
+            or self.loss_chunk_size < 1
+        ):
+            raise ConfigError(
+                f"loss_chunk_size must be a positive integer or None, got {self.loss_chunk_size!r}"
+            )
+        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ConfigError(
+                f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)}; "
+                f"got {self.attn_implementation!r}"
+            )
+        if self.backbone_signature is not None and not _is_signature(self.backbone_signature):
+            raise ConfigError("backbone_signature must map parameter names to lists of numbers")
         for name in ("backbone_name", "backbone_revision", "backbone_fingerprint", "task_head"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name} must be a string or None, got {getattr(self, name)!r}")
@@ -110,3 +148,12 @@ class LadderConfig:
     @classmethod
     def load(cls, directory: str | Path) -> LadderConfig:
         return cls.from_dict(load_json(Path(directory) / CONFIG_NAME))
+
+
+def _is_signature(value) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str)
+        and isinstance(v, list)
+        and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
+        for k, v in value.items()
+    )

@@ -20,9 +20,11 @@ from ..errors import ConfigError
 from ..pruning import initialize_from_backbone
 from .architectures import Family, get_path
 from .cache import LadderCache
+from .chunked_loss import chunked_lm_loss
 from .config import LadderConfig
 from .discovery import discover_family
 from .generation import generate
+from .quantization import convert_backbone
 from .side_checkpoint import load_side_weights, read_side_config, save_side
 from .side_network import SideStack, record_taps
 
@@ -49,7 +51,13 @@ class SideNetwork(nn.Module):
 
     def __init__(self, backbone: nn.Module, family: Family, config: LadderConfig, head: str) -> None:
         super().__init__()
-        args = (config.reduction_factor, config.side_layers, config.gate_temperature, config.gate_init)
+        args = (
+            config.reduction_factor,
+            config.side_layers,
+            config.gate_temperature,
+            config.gate_init,
+            config.attn_implementation,
+        )
         self.stacks = nn.ModuleDict({s.name: SideStack(family, s, backbone, *args) for s in family.stacks})
         width = getattr(backbone.config, family.width)
         self.up = nn.Linear(width // config.reduction_factor, width)
@@ -109,6 +117,11 @@ class LadderModel(nn.Module):
         return next(self.side.parameters()).dtype
 
     @property
+    def backbone_dtype(self) -> torch.dtype:
+        """The dtype of the frozen backbone's floating-point weights (may differ from the side's :attr:`dtype`)."""
+        return next(p.dtype for p in self.backbone.parameters() if p.is_floating_point())
+
+    @property
     def head(self) -> str:
         return self.ladder_config.task_head
 
@@ -142,6 +155,12 @@ class LadderModel(nn.Module):
             hidden = hidden * getattr(self.backbone.config, self.family.width) ** -0.5
         lm_head = self.backbone.get_output_embeddings()
         return lm_head(hidden.to(lm_head.weight.dtype)).float()
+
+    def _chunked(self, labels) -> bool:
+        """The chunked LM loss applies: labels given, gradients wanted, a chunk size set (then no logits)."""
+        return (
+            labels is not None and torch.is_grad_enabled() and self.ladder_config.loss_chunk_size is not None
+        )
 
     # -- forward ---------------------------------------------------------------------------------------------------
     def forward(
@@ -199,6 +218,11 @@ class LadderModel(nn.Module):
             cache.backbone, cache.side = backbone_out.past_key_values, side_out.past_key_values
         hidden = side_out.last_hidden_state  # (B, T, d/r)
         if self.head == "causal_lm":
+            if self._chunked(labels):
+                loss = chunked_lm_loss(
+                    hidden, labels, self._lm_logits, self.ladder_config.loss_chunk_size, True
+                )
+                return CausalLMOutputWithPast(loss=loss, logits=None, past_key_values=cache)
             logits = self._lm_logits(hidden)
             loss = None
             if labels is not None:
@@ -254,6 +278,10 @@ class LadderModel(nn.Module):
         backbone_out, side_out = self.run_stack("decoder", decoder_input_ids, backbone_kwargs, side_kwargs)
         if cache:
             cache.backbone, cache.side = backbone_out.past_key_values, side_out.past_key_values
+        if self._chunked(labels):
+            hidden, size = side_out.last_hidden_state, self.ladder_config.loss_chunk_size
+            loss = chunked_lm_loss(hidden, labels, self._lm_logits, size, False)
+            return Seq2SeqLMOutput(loss=loss, logits=None, past_key_values=cache)
         logits = self._lm_logits(side_out.last_hidden_state)  # (B, T_dec, vocab)
         loss = None
         if labels is not None:
@@ -278,6 +306,8 @@ class LadderModel(nn.Module):
         """Rebuild a saved side network next to ``backbone``; refuses a backbone other than the one trained on."""
         config = read_side_config(directory)
         model = cls(backbone, config)  # no pruning or Fisher pass: the weights come from the file
+        if config.backbone_dtype is not None:  # the dtype it trained in; any dtype passes the fingerprint
+            convert_backbone(model.backbone, config.backbone_dtype)
         load_side_weights(model, directory, config)
         return model
 
@@ -317,4 +347,6 @@ def get_ladder_model(
     model = LadderModel(backbone, config)
     if config.init != "random":
         initialize_from_backbone(model, calibration_data)
+    if config.backbone_dtype is not None:  # after the pruned init, which reads full-precision weights
+        convert_backbone(model.backbone, config.backbone_dtype)
     return model

@@ -7,54 +7,14 @@ weight) and ``ladder_config.json`` (with the backbone's name, revision and finge
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
-
-import torch
 
 from ..errors import CheckpointError, ConfigError
 from ..io import atomic_save_tensors, load_tensors
 from .config import LadderConfig
+from .fingerprint import legacy_fingerprint, signature_mismatch, structure_fingerprint, value_signature
 
 WEIGHTS_NAME = "ladder_model.safetensors"
-# Values sampled per tensor for the fingerprint: enough to tell checkpoints apart, cheap for billions of weights.
-_FINGERPRINT_SAMPLES = 4096
-
-
-def backbone_fingerprint(model) -> str:
-    """A short hash of the backbone's config and weights (excluding its new task head, which LST never uses).
-
-    Each weight contributes its name, shape, dtype and an evenly strided sample of its values, so a checkpoint is
-    tied to the weights it was trained on without reading billions of numbers.
-    """
-    backbone, family = model.backbone, model.family
-    head_prefixes = tuple(f"{path}." for path in family.cls_head)
-    h = hashlib.sha256()
-    cfg = backbone.config.to_dict()
-    for key in (
-        "_name_or_path",
-        "transformers_version",
-        "id2label",
-        "label2id",
-        "num_labels",
-        "problem_type",
-        "architectures",
-        "torch_dtype",
-        "dtype",
-        "_commit_hash",
-    ):
-        cfg.pop(key, None)
-    h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
-    for name, tensor in sorted(backbone.state_dict().items()):
-        if name.startswith(head_prefixes):
-            continue
-        flat = tensor.detach().reshape(-1)
-        step = max(1, flat.numel() // _FINGERPRINT_SAMPLES)
-        sample = flat[::step][:_FINGERPRINT_SAMPLES].to(torch.float32).cpu()
-        h.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        h.update(sample.numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def save_side(model, directory: str | Path) -> None:
@@ -63,7 +23,8 @@ def save_side(model, directory: str | Path) -> None:
     config = model.ladder_config
     config.backbone_name = getattr(model.backbone.config, "_name_or_path", None) or None
     config.backbone_revision = getattr(model.backbone.config, "_commit_hash", None)
-    config.backbone_fingerprint = backbone_fingerprint(model)
+    config.backbone_fingerprint = structure_fingerprint(model)
+    config.backbone_signature = value_signature(model)
     atomic_save_tensors(directory / WEIGHTS_NAME, model.side.state_dict(), metadata={"format": "pt"})
     config.save(directory)
 
@@ -86,12 +47,12 @@ def load_side_weights(model, directory: str | Path, saved: LadderConfig) -> None
         CheckpointError: missing/corrupt files, or a backbone other than the one the side network was trained on.
     """
     directory = Path(directory)
-    actual = backbone_fingerprint(model)
-    if saved.backbone_fingerprint and saved.backbone_fingerprint != actual:
+    why = backbone_mismatch(model, saved)
+    if why:
         raise CheckpointError(
             f"{directory} was trained on backbone {saved.backbone_name!r} "
-            f"(fingerprint {saved.backbone_fingerprint}); "
-            f"this backbone has fingerprint {actual}: load it onto the same backbone"
+            f"(fingerprint {saved.backbone_fingerprint}); this backbone differs ({why}): "
+            f"load it onto the same backbone, in any dtype"
         )
     state = load_tensors(directory / WEIGHTS_NAME)
     try:
@@ -100,3 +61,15 @@ def load_side_weights(model, directory: str | Path, saved: LadderConfig) -> None
         raise CheckpointError(
             f"{directory / WEIGHTS_NAME} does not fit this side network: {str(e).splitlines()[0]}"
         ) from None
+
+
+def backbone_mismatch(model, saved: LadderConfig) -> str | None:
+    """None when ``model``'s backbone is the one ``saved`` was trained on (in any dtype), else why not."""
+    if saved.backbone_signature is None:  # a laddertune 0.1 checkpoint: its exact, dtype-bound fingerprint
+        actual = legacy_fingerprint(model)
+        ok = not saved.backbone_fingerprint or saved.backbone_fingerprint == actual
+        return None if ok else f"fingerprint {actual}"
+    actual = structure_fingerprint(model)
+    if saved.backbone_fingerprint and saved.backbone_fingerprint != actual:
+        return f"another config or other parameter names: fingerprint {actual}"
+    return signature_mismatch(saved.backbone_signature, value_signature(model))

@@ -75,6 +75,7 @@ class SideStack(nn.Module):
         side_layers: list[int] | None,
         gate_temperature: float,
         gate_init: float,
+        attn_implementation: str = "sdpa",
     ) -> None:
         super().__init__()
         source = get_path(backbone, spec.trunk)
@@ -89,6 +90,8 @@ class SideStack(nn.Module):
         self.temperature = gate_temperature
         source_config = getattr(source, "config", backbone.config)  # bare modules (DistilBERT's) have none
         config = reduced_config(family, spec, source_config, reduction_factor, len(kept))
+        config._attn_implementation = attn_implementation  # the backbone's own choice need not be the side's
+        config.dtype = torch.float32  # master weights, whatever dtype the backbone is in
         self.trunk = type(source)(config)
         self.trunk_config = config  # bare modules (DistilBERT's Transformer) keep no .config
         params = inspect.signature(self.trunk.forward).parameters
@@ -132,7 +135,7 @@ class SideStack(nn.Module):
         i = self.kept[j]
         hidden = args[0] if args else kwargs["hidden_states"]
         mu = torch.sigmoid(self.gates[i] / self.temperature)
-        tap = self._taps[i].to(self.downs[j].weight.dtype)
+        tap = self._taps[i].to(_compute_dtype(self.downs[j].weight))
         mixed = mu * hidden + (1 - mu) * self.downs[j](tap)  # (B, T, d/r)
         if args:
             return (mixed, *args[1:]), kwargs
@@ -149,7 +152,7 @@ class SideStack(nn.Module):
         Returns:
             The trunk's output (``last_hidden_state``, ``past_key_values`` when caching).
         """
-        embeds = self.embed_down(taps[EMBED].to(self.embed_down.weight.dtype))  # (B, T, d/r)
+        embeds = self.embed_down(taps[EMBED].to(_compute_dtype(self.embed_down.weight)))  # (B, T, d/r)
         if self._accepts is not None:
             kwargs = {k: v for k, v in kwargs.items() if k in self._accepts}
         self._taps = taps
@@ -168,3 +171,10 @@ class SideStack(nn.Module):
             return self.trunk(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
         finally:
             self._taps = None
+
+
+def _compute_dtype(weight: torch.Tensor) -> torch.dtype:
+    """The dtype a down-projection computes in: autocast's when it is on (a bf16 tap then stays bf16 instead of
+    being copied to float32 and back), else the weight's."""
+    device = weight.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype

@@ -24,7 +24,8 @@ How it measures:
   allocation and free inside the window is an event in the trace, so the peak includes tensors that Python never
   sees (autograd's saved tensors, temporaries inside kernels). Peak = bytes live at the window start + the largest
   running sum of the window's allocations and frees. The profiler records every op, which costs a few percent of
-  step time plus the trace in RAM: wrap K steps, not a whole run.
+  step time plus the trace in RAM: wrap K steps, not a whole run. Kineto's own stderr lines are silenced
+  (``KINETO_LOG_LEVEL``, unless set). What the profiled steps cost is in results.json (``memory.measurement``).
 
 Why the profiler and not MemTracker (``torch.distributed._tools``) on real tensors: it reads the allocator, not
 the tensors a Python dispatch mode happens to see; it is public API; and it spans K steps, while one MemTracker
@@ -48,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import os
 import time
 import warnings
 import weakref
@@ -290,6 +292,9 @@ class PeakMemoryMeter:
         # the weak references (and so their callbacks) live exactly as long as this window
         refs = [weakref.ref(st, lambda r, i=i: on_free(i, r)) for i, st in enumerate(storages.values())]
         del storages
+        # Kineto prints "USDT ... profiler_start/stop" (and "STAGE ...") lines to stderr for every window unless
+        # its log level is raised; it reads the level when a profiler starts. The user's own setting wins.
+        os.environ.setdefault("KINETO_LOG_LEVEL", "99")
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             yield result
         del refs

@@ -85,7 +85,11 @@ def clamp_max_length(config: TrainConfig) -> None:
 
 
 def load_backbone_for(config: TrainConfig, spec, head: str, tokenizer):
-    """The backbone with ``head`` (``num_labels`` from the task for classification)."""
+    """The backbone with ``head`` (``num_labels`` from the task for classification), loaded in float32.
+
+    LST casts or quantizes it to ``config.backbone_dtype`` in :func:`get_ladder_model` (after any pruned init has
+    read the full-precision weights); the baselines train it in float32 (their master weights).
+    """
     kwargs = {"num_labels": spec.num_labels} if head == "sequence_classification" else {}
     backbone = load_backbone(config.backbone, head, trust_remote_code=config.trust_remote_code, **kwargs)
     if (
@@ -95,11 +99,16 @@ def load_backbone_for(config: TrainConfig, spec, head: str, tokenizer):
     return backbone
 
 
-def build_model(config: TrainConfig, spec, head: str, tokenizer, calibration=None):
-    """Load the backbone and build the method's model around it (``calibration``: batches for Fisher init)."""
-    backbone = load_backbone_for(config, spec, head, tokenizer)
+def build_model(config: TrainConfig, spec, head: str, tokenizer, calibration=None, device=None):
+    """Load the backbone and build the method's model around it on ``device`` (default CPU).
+
+    ``calibration``: batches for Fisher init, already on ``device``.
+    """
+    device = torch.device(device or "cpu")
+    backbone = load_backbone_for(config, spec, head, tokenizer).to(device)
     if config.method != "lst":
-        return prepare_baseline(backbone, config.method, BaselineConfig(freeze_layers=config.freeze_layers))
+        model = prepare_baseline(backbone, config.method, BaselineConfig(freeze_layers=config.freeze_layers))
+        return model.to(device)
     ladder = LadderConfig(
         reduction_factor=config.reduction_factor,
         side_layers=config.side_layers,
@@ -107,8 +116,12 @@ def build_model(config: TrainConfig, spec, head: str, tokenizer, calibration=Non
         pruning_chain=config.pruning_chain,
         fisher_samples=config.fisher_samples,
         backbone_dropout=config.backbone_dropout,
+        backbone_dtype=config.backbone_dtype,
+        attn_implementation=config.attn,
+        loss_chunk_size=config.loss_chunk_size,
     )
-    return get_ladder_model(backbone, ladder, calibration_data=calibration)
+    with device:  # the side network's parameters are created where the backbone is
+        return get_ladder_model(backbone, ladder, calibration_data=calibration)
 
 
 def parameter_counts(model) -> dict:

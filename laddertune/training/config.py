@@ -14,8 +14,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.config import ATTN_IMPLEMENTATIONS, BACKBONE_DTYPES
 from ..errors import ConfigError
 from ..io import load_json, save_json
+from .device import check_device_name
+from .precision import PRECISIONS
 
 CONFIG_NAME = "train_config.json"
 METHODS = ("lst", "full", "lora", "adapter", "bitfit", "prompt")
@@ -34,7 +37,7 @@ PAPER_WARMUP = 500
 PATHS = ("data_dir", "train_file", "validation_file", "output_dir")
 COLUMNS = ("text_column", "text_pair_column", "label_column")
 # Fields that may differ between a run and its resumption: they say how to run, not what to train.
-RESUME_FREE = ("overwrite", "resume", "output_dir", "data_dir", "save_steps", "log_every")
+RESUME_FREE = ("overwrite", "resume", "output_dir", "data_dir", "save_steps", "log_every", "device")
 
 
 @dataclass
@@ -119,6 +122,19 @@ class TrainConfig:
     """Continue the unfinished run in ``output_dir`` from its ``checkpoint-last``."""
     trust_remote_code: bool = False
     """Let transformers run Python code shipped with the backbone (its hub repository's modeling files)."""
+    device: str = "auto"
+    """``auto`` (the first GPU when CUDA is available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    precision: str = "fp32"
+    """The forward's precision: ``fp32``, or autocast in ``bf16`` / ``fp16`` (fp16 with a gradient scaler); the
+    trainable weights and optimizer state stay float32 either way."""
+    backbone_dtype: str = "float32"
+    """LST: the frozen backbone's dtype: ``float32``, ``bfloat16``, ``float16``, or quantized ``int8`` / ``nf4``
+    (bitsandbytes on CUDA, torchao on CPU). The baselines train their backbone and keep it float32."""
+    attn: str = "sdpa"
+    """LST: the side network's attention kernel, ``sdpa`` or ``eager``."""
+    loss_chunk_size: int | None = None
+    """LST with an LM head (text2text, causal): compute the training loss this many positions at a time, so the
+    full float32 logits and their gradient never exist at once; None: the plain loss."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or not self.task:
@@ -136,6 +152,14 @@ class TrainConfig:
         _choice("pruning_chain", self.pruning_chain, CHAINS)
         _int("fisher_samples", self.fisher_samples, 1)
         _choice("protocol", self.protocol, PROTOCOLS)
+        check_device_name(self.device)
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("backbone_dtype", self.backbone_dtype, BACKBONE_DTYPES)
+        _choice("attn", self.attn, ATTN_IMPLEMENTATIONS)
+        if self.method != "lst" and self.backbone_dtype != "float32":
+            raise ConfigError(
+                f"backbone_dtype applies to LST (a frozen backbone); method {self.method!r} trains its backbone"
+            )
         if self.format is not None:
             _choice("format", self.format, FORMATS)
         if self.problem_type is not None:
@@ -152,7 +176,7 @@ class TrainConfig:
         _int("memory_steps", self.memory_steps, 0)
         _int("log_every", self.log_every, 1)
         _int("seed", self.seed, 0)
-        for name in ("epochs", "max_train_samples", "max_eval_samples", "save_steps"):
+        for name in ("epochs", "max_train_samples", "max_eval_samples", "save_steps", "loss_chunk_size"):
             if getattr(self, name) is not None:
                 _int(name, getattr(self, name), 1)
         if self.warmup_steps is not None:

@@ -18,6 +18,7 @@ from ..io import verify_checksums
 from .build import build_model, choose_format, load_backbone_for, seed_everything
 from .checkpoint import load_weights
 from .config import CONFIG_NAME, TrainConfig
+from .device import model_device, move_batch, resolve_device
 
 GEN_TOKENS = 8  # text-to-text answers are a class id or a score such as "3.2": a few tokens
 
@@ -25,7 +26,7 @@ GEN_TOKENS = 8  # text-to-text answers are a class id or a score such as "3.2": 
 @torch.inference_mode()
 def predict(model, batch: dict, spec, fmt: str, tokenizer) -> list:
     """Labels for one batch: argmax of the logits (the value, for regression), or the parsed generated text."""
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    inputs = move_batch({k: v for k, v in batch.items() if k != "labels"}, model_device(model))
     if fmt == "classification":
         logits = model(**inputs).logits  # (B, num_labels)
         return logits[:, 0].tolist() if spec.is_regression else logits.argmax(-1).tolist()
@@ -108,6 +109,7 @@ def evaluate(
     batch_size: int | None = None,
     show_progress: bool = False,
     trust_remote_code: bool = False,
+    device: str = "auto",
 ) -> dict:
     """Rebuild a trained model from its run folder and score it on the validation (and test) split.
 
@@ -119,6 +121,7 @@ def evaluate(
         batch_size: evaluation batch size (default: the training run's).
         trust_remote_code: let transformers run the backbone's own code. Asked of the caller, never taken from
             the run folder: a copied run folder must not be able to switch it on.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (not taken from the run: it may have trained elsewhere).
 
     Returns:
         ``{"checkpoint", "task", "method", "validation": metrics, "test": metrics or None}``.
@@ -131,6 +134,7 @@ def evaluate(
     if not (path.parent / CONFIG_NAME).is_file():
         raise CheckpointError(f"no {CONFIG_NAME} in {path.parent}: is {path} a laddertune checkpoint?")
     verify_checksums(path)
+    where = resolve_device(device)
     config = TrainConfig.load(path.parent)
     config.trust_remote_code = trust_remote_code
     config.data_dir = data_dir or config.data_dir
@@ -140,9 +144,11 @@ def evaluate(
     tokenizer = load_tokenizer(config.backbone, trust_remote_code=config.trust_remote_code)
     seed_everything(config.seed)
     if config.method == "lst":
-        model = LadderModel.from_pretrained(load_backbone_for(config, splits.spec, head, tokenizer), path)
+        backbone = load_backbone_for(config, splits.spec, head, tokenizer).to(where)
+        with where:
+            model = LadderModel.from_pretrained(backbone, path)
     else:
-        model = build_model(config, splits.spec, head, tokenizer)
+        model = build_model(config, splits.spec, head, tokenizer, device=where)
         load_weights(model, path, config.method)
     kw = {
         "spec": splits.spec,

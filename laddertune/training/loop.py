@@ -60,7 +60,9 @@ from .checkpoint import (
     trainable_parameters,
 )
 from .config import TrainConfig
+from .device import model_device, move_batch, resolve_device
 from .evaluation import evaluate_examples, format_metrics
+from .precision import Precision
 from .results import write_results
 from .run_dir import MetricsLog, check_output, claim_output, truncate_metrics
 
@@ -146,19 +148,28 @@ def train(
     return run.finish()
 
 
-def train_step(model, batch: dict, optimizer, scheduler, max_grad_norm: float) -> float:
+def train_step(
+    model, batch: dict, optimizer, scheduler, max_grad_norm: float, precision: Precision | None = None
+) -> float:
     """One optimisation step; returns the loss. A NaN/inf loss or gradient raises :class:`TrainingDivergedError`
-    before the optimizer touches the weights."""
-    loss = model(**batch).loss
+    before the optimizer touches the weights.
+
+    With ``precision`` the forward runs under its autocast; with fp16's gradient scaler an overflowing gradient is
+    the scaler's business (it skips the step and lowers the scale), not a divergence.
+    """
+    precision = precision or Precision("fp32", model_device(model))
+    with precision.autocast():
+        loss = model(**batch).loss
     if not torch.isfinite(loss):
         raise TrainingDivergedError(f"the loss is {loss.item()}")
-    loss.backward()
+    precision.backward(loss)
+    precision.unscale(optimizer)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf"))
-    if not torch.isfinite(norm):
+    if not torch.isfinite(norm) and precision.scaler is None:
         optimizer.zero_grad(set_to_none=True)
         raise TrainingDivergedError(f"the gradient norm is {norm.item()}")
-    optimizer.step()
+    precision.step(optimizer)
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return loss.item()
@@ -185,6 +196,7 @@ class Run:
                 raise ConfigError("resume needs output_dir (--output-dir): the folder of the run to continue")
             config.output_dir = config.default_output_dir()
         self.out = check_output(config)
+        self.device = resolve_device(config.device)  # a missing GPU fails here, before anything loads
         seed_everything(config.seed)
 
     def prepare_data(self) -> None:
@@ -208,11 +220,15 @@ class Run:
         calibration = None
         if config.method == "lst" and config.init == "fisher":  # training batches in an order of their own
             order = epoch_batches(len(data.splits.train), config.batch_size, config.seed, epoch=-1)
-            calibration = (data.collate([data.splits.train[i] for i in b]) for b in order)
-        if config.memory_steps and config.init != "fisher":
-            self.init_meter = PeakMemoryMeter(device="cpu")
+            calibration = (
+                move_batch(data.collate([data.splits.train[i] for i in b]), self.device) for b in order
+            )
+        if config.memory_steps and (config.init != "fisher" or self.device.type == "cuda"):
+            self.init_meter = PeakMemoryMeter(device=self.device)
         with self.init_meter.phase("init") if self.init_meter else nullcontext():
-            self.model = build_model(config, data.spec, data.head, data.tokenizer, calibration)
+            self.model = build_model(
+                config, data.spec, data.head, data.tokenizer, calibration, device=self.device
+            )
         self.counts = parameter_counts(self.model)
         logger.info("%s: %d of %d parameters train (%.3f%%)", config.method, *self.counts.values())
 
@@ -236,7 +252,8 @@ class Run:
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, self.schedule.warmup, total)
         # "train" and "eval" count what a GPU would hold: the weights and gradients and the optimizer state.
         if config.memory_steps:
-            self.meter = PeakMemoryMeter(self.model, self.optimizer, device="cpu")
+            self.meter = PeakMemoryMeter(self.model, self.optimizer, device=self.device)
+        self.precision = Precision(config.precision, self.device)
 
     def start_or_resume(self) -> None:
         """Claim the output folder and start fresh, or restore ``checkpoint-last``."""
@@ -256,6 +273,7 @@ class Run:
             resumed = resume_checkpoint(out, self.model, config.method, self.optimizer, self.scheduler)
         if resumed is not None:
             resume_from, self.state = resumed
+            self.precision.load_state_dict(self.state.get("grad_scaler", {}))
             truncate_metrics(self.log.path, self.state["step"])
             logger.info("resumed from %s at step %d", resume_from, self.state["step"])
         else:
@@ -278,7 +296,14 @@ class Run:
         t0 = time.perf_counter()
         try:
             with self.meter.phase("train") if measured else nullcontext():
-                loss = train_step(self.model, batch, self.optimizer, self.scheduler, config.max_grad_norm)
+                loss = train_step(
+                    self.model,
+                    move_batch(batch, self.device),
+                    self.optimizer,
+                    self.scheduler,
+                    config.max_grad_norm,
+                    self.precision,
+                )
         except TrainingDivergedError as e:
             self._stop_diverged(e, epoch)
         seconds = time.perf_counter() - t0
@@ -350,6 +375,8 @@ class Run:
         return write_results(self, test)
 
     def _save_last(self) -> None:
+        if self.precision.scaler is not None:  # fp16: the loss scale resumes where it was
+            self.state["grad_scaler"] = self.precision.state_dict()
         save_checkpoint(
             self.out / "checkpoint-last",
             self.model,

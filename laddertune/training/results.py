@@ -39,6 +39,7 @@ def write_results(run, test: dict | None) -> dict:
             "peak_train_bytes": train_peak,
             "peak_train_gib": None if train_peak is None else round(train_peak / 1024**3, 4),
             "measured_steps": config.memory_steps,
+            "measurement": measurement(memory, timing),
             "phases": memory,
         },
         "timing": {
@@ -59,6 +60,13 @@ def write_results(run, test: dict | None) -> dict:
             "steps_per_epoch": schedule.steps_per_epoch,
             "format": data.fmt,
             "head": data.head,
+        },
+        "compute": {
+            "device": str(run.device),
+            "gpu": torch.cuda.get_device_name(run.device) if run.device.type == "cuda" else None,
+            **run.precision.describe(),
+            "backbone_dtype": config.backbone_dtype if config.method == "lst" else "float32",
+            "attn": config.attn if config.method == "lst" else None,
         },
         "data": data.splits.summary(),
         "versions": versions(),
@@ -81,4 +89,21 @@ def versions() -> dict:
         "transformers": transformers.__version__,
         "peft": peft.__version__,
         "laddertune": own,
+    }
+
+
+def measurement(memory: dict | None, timing: dict) -> dict | None:
+    """How the peak was measured and what it cost: the meter's method, and the mean seconds of a measured
+    training step next to an unmeasured one (on CPU the profiler records every op of a measured step)."""
+    if memory is None:
+        return None
+    train = memory["phases"].get("train")
+    measured = train["seconds"] / train["entries"] if train and train["entries"] else None
+    plain = timing["timed_seconds"] / timing["timed_steps"] if timing["timed_steps"] else None
+    return {
+        "method": memory["method"],
+        "device": memory["device"],
+        "seconds_per_measured_step": measured,
+        "seconds_per_unmeasured_step": plain,
+        "overhead_ratio": measured / plain if measured and plain else None,
     }

@@ -1,0 +1,199 @@
+"""GPU check: measured peak memory and step time of LST on CUDA, next to the FakeTensor prediction.
+
+One script for a machine with one GPU (budget: under 6 minutes on one H100/H200). For each setting it builds the
+model on the device from a config (random weights: no downloads), runs warm-up steps, then measures K training
+steps with :class:`laddertune.memory.PeakMemoryMeter` (``max_memory_allocated``, reset per phase) and times them
+with CUDA synchronisation; where the predictor models the setting (fp32 compute, float backbone), it puts
+``predict_memory``'s number next to the measurement. Settings (the issue's item 6):
+
+- T5-base, Table 1 shape (batch 100, 128 -> 128 tokens... target 8): LST fp32; LST bf16 backbone + bf16 autocast;
+- Llama-7B (config only, random weights), 4 x 2048 tokens: LST with an nf4 backbone (bitsandbytes) and bf16
+  autocast, loss chunked over the sequence; the same with a bf16 backbone;
+- every setting that cannot run (no bitsandbytes, out of memory) is recorded with its reason, not dropped.
+
+``--tiny`` runs the same code paths on CPU with tiny configs (seconds; the test suite runs it): the int8/nf4
+settings then use torchao when it is installed and are skipped with their reason otherwise.
+
+Usage::
+
+    python benchmarks/gpu_check.py                 # on the GPU machine: writes benchmarks/results/gpu_check.json
+    python benchmarks/gpu_check.py --tiny --out /tmp/gpu_check_tiny.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+import transformers as T
+
+from laddertune import LadderConfig, get_ladder_model
+from laddertune.errors import LadderTuneError
+from laddertune.memory import PeakMemoryMeter, predict_memory
+from laddertune.memory.model_configs import load_config
+from laddertune.memory.predict import make_batch
+from laddertune.training.device import move_batch, resolve_device
+from laddertune.training.loop import train_step
+from laddertune.training.precision import Precision
+
+RESULTS = Path(__file__).parent / "results"
+GIB = 1024**3
+
+
+def tiny_configs() -> dict:
+    t5 = T.T5Config(
+        vocab_size=128, d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=2, decoder_start_token_id=0
+    )
+    llama = T.LlamaConfig(
+        vocab_size=512,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        pad_token_id=0,
+    )
+    return {"t5-base": t5, "llama-7b": llama}
+
+
+def settings(tiny: bool) -> list[dict]:
+    """(name, config name, head, batch, source, target, backbone dtype, precision, loss chunk)."""
+    t5_shape = dict(batch=4, source=16, target=4) if tiny else dict(batch=100, source=128, target=8)
+    llama_shape = dict(batch=2, source=32, target=0) if tiny else dict(batch=4, source=2048, target=0)
+    chunk = 8 if tiny else 512
+    return [
+        dict(name="t5-base lst fp32", config="t5-base", head="seq2seq_lm", **t5_shape,
+             backbone_dtype="float32", precision="fp32", loss_chunk=None),
+        dict(name="t5-base lst bf16 backbone + bf16 autocast", config="t5-base", head="seq2seq_lm", **t5_shape,
+             backbone_dtype="bfloat16", precision="bf16", loss_chunk=None),
+        dict(name="llama-7b lst bf16 backbone + bf16 autocast, chunked loss", config="llama-7b",
+             head="causal_lm", **llama_shape, backbone_dtype="bfloat16", precision="bf16", loss_chunk=chunk),
+        dict(name="llama-7b lst nf4 backbone + bf16 autocast, chunked loss", config="llama-7b",
+             head="causal_lm", **llama_shape, backbone_dtype="nf4", precision="bf16", loss_chunk=chunk),
+    ]  # fmt: skip
+
+
+def build(config, setting: dict, device: torch.device):
+    """A random-weight backbone of ``config`` on ``device`` (in the backbone dtype when it is a float one, so a 7B
+    model never exists in float32), and LST around it."""
+    cls = T.T5ForConditionalGeneration if setting["head"] == "seq2seq_lm" else T.LlamaForCausalLM
+    float_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    init_dtype = float_dtype.get(setting["backbone_dtype"], torch.bfloat16)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(init_dtype)
+    try:
+        with device:
+            backbone = cls(config)
+    finally:
+        torch.set_default_dtype(default)
+    ladder = LadderConfig(
+        reduction_factor=8, backbone_dtype=setting["backbone_dtype"], loss_chunk_size=setting["loss_chunk"]
+    )
+    with device:
+        return get_ladder_model(backbone, ladder)
+
+
+def measure(setting: dict, config, device: torch.device, steps: int) -> dict:
+    model = build(config, setting, device)
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    precision = Precision(setting["precision"], device)
+    batch = move_batch(
+        make_batch(config, setting["head"], setting["batch"], setting["source"], setting["target"]), device
+    )
+    train_step(model, batch, optimizer, scheduler, 1.0, precision)  # warm-up: optimizer state, kernels
+    meter = PeakMemoryMeter(model, optimizer, device=device)
+    with meter.phase("train"):
+        train_step(model, batch, optimizer, scheduler, 1.0, precision)
+    seconds = []
+    for _ in range(steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        train_step(model, batch, optimizer, scheduler, 1.0, precision)
+        _sync(device)
+        seconds.append(time.perf_counter() - t0)
+    report = meter.report()
+    return {
+        "peak_train_bytes": report.peak("train"),
+        "peak_train_gib": round(report.peak("train") / GIB, 4),
+        "reserved_gib": None if report.phases["train"].reserved_bytes is None else round(
+            report.phases["train"].reserved_bytes / GIB, 4
+        ),
+        "method": report.method,
+        "seconds_per_step": sorted(seconds)[len(seconds) // 2],
+        "trainable_params": sum(p.numel() for p in model.side.parameters()),
+    }  # fmt: skip
+
+
+def predicted(setting: dict, config, device: torch.device) -> dict | None:
+    """The predictor's peak where it models the setting: fp32 compute and a float backbone, unchunked loss."""
+    if setting["precision"] != "fp32" or setting["loss_chunk"] is not None:
+        return None
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[setting["backbone_dtype"]]
+    p = predict_memory(
+        config,
+        "lst",
+        batch_size=setting["batch"],
+        source_length=setting["source"],
+        target_length=max(1, setting["target"]),
+        dtype=dtype,
+        head=setting["head"],
+        device_semantics="cuda" if device.type == "cuda" else "cpu",
+    )
+    return {"peak_bytes": p.peak_bytes, "peak_gib": round(p.peak_bytes / GIB, 4)}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--tiny", action="store_true", help="tiny configs on CPU: the same code paths, seconds"
+    )
+    parser.add_argument("--device", default=None, help="default: cuda (cpu with --tiny)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per setting (default 5, tiny 2)")
+    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/gpu_check.json)")
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device or ("cpu" if args.tiny else "cuda"))
+    steps = args.steps or (2 if args.tiny else 5)
+    configs = tiny_configs() if args.tiny else {}
+    rows = []
+    t_start = time.perf_counter()
+    for setting in settings(args.tiny):
+        config = configs.get(setting["config"]) or load_config(setting["config"])
+        row = {**setting, "device": str(device)}
+        try:
+            row["measured"] = measure(setting, config, device, steps)
+            row["predicted"] = predicted(setting, config, device)
+        except (LadderTuneError, torch.OutOfMemoryError) as e:  # recorded, not dropped
+            row["skipped"] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        rows.append(row)
+        print(json.dumps({k: row.get(k) for k in ("name", "measured", "predicted", "skipped")}))
+    result = {
+        "tiny": args.tiny,
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "seconds": time.perf_counter() - t_start,
+        "rows": rows,
+    }
+    out = Path(args.out) if args.out else RESULTS / ("gpu_check_tiny.json" if args.tiny else "gpu_check.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out} ({result['seconds']:.0f} s)")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The README's MiniLM SST-2 run in float32 and with a bf16 backbone + bf16 autocast, side by side (CPU).
+
+Same data, seed and schedule as the README run (``laddertune train --task sst2 --max-train-samples 4800 --epochs 1
+--data-dir /work/shared/data/glue``); only the precision settings differ. Reports the step time (mean of the
+unmeasured steps), the peak training memory (the CPU meter over 3 steps) and the dev accuracy. Budget: the fp32 run
+took about 7 minutes on two shared, busy CPU cores; the bf16 run is slower on a CPU without bf16 matrix units (it did
+not finish in the 8 minutes left of a 900 s timeout), so give it 30 minutes, under the machine's benchmark lock::
+
+    flock /tmp/laddertune-bench.lock timeout 1800 python benchmarks/minilm_bf16.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from laddertune.training import train
+from laddertune.training.config import TrainConfig
+
+RESULTS = Path(__file__).parent / "results"
+DATA = "/work/shared/data/glue"
+RUNS = {
+    "fp32": dict(precision="fp32", backbone_dtype="float32"),
+    "bf16 backbone + bf16 autocast": dict(precision="bf16", backbone_dtype="bfloat16"),
+}
+
+
+def main() -> None:
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, kw in RUNS.items():
+            config = TrainConfig(
+                task="sst2",
+                max_train_samples=4800,
+                epochs=1,
+                data_dir=DATA,
+                device="cpu",
+                output_dir=str(Path(tmp) / name.replace(" ", "_")),
+                **kw,
+            )
+            r = train(config)
+            rows[name] = {
+                "settings": kw,
+                "seconds_per_step": r["timing"]["seconds_per_step"],
+                "train_seconds": r["timing"]["train_seconds"],
+                "peak_train_gib": r["memory"]["peak_train_gib"],
+                "measurement": r["memory"]["measurement"],
+                "dev_accuracy": r["metrics"]["best_validation"]["score"],
+            }
+            print(name, json.dumps(rows[name]), flush=True)
+    out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "runs": rows}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "minilm_bf16.json").write_text(json.dumps(out, indent=2) + "\n")
+    lines = [
+        "# MiniLM SST-2 (4,800 examples, 1 epoch, CPU): fp32 vs bf16 backbone + bf16 autocast",
+        "",
+        "Command: `flock /tmp/laddertune-bench.lock timeout 1800 python benchmarks/minilm_bf16.py`",
+        "",
+        "| run | s/step | train s | peak train GiB | dev accuracy |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in rows.items():
+        lines.append(
+            f"| {name} | {row['seconds_per_step']:.3f} | {row['train_seconds']:.0f} | "
+            f"{row['peak_train_gib']:.3f} | {row['dev_accuracy']:.2f} |"
+        )
+    (RESULTS / "minilm_bf16.md").write_text("\n".join(lines) + "\n")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""The LM loss in sequence chunks, so that the full float32 logits and their gradient never exist at once.
+
+With a 32k-128k vocabulary the (B, T, V) float32 logits are the largest tensors of a small side network's step
+(Llama-7B's vocabulary of 32,000 at 4 x 2048 tokens: 1 GiB of logits, another for their gradient, more for the
+softmax). Here the loss is a sum over chunks of ``chunk`` positions; each chunk's projection + cross-entropy runs
+under ``torch.utils.checkpoint`` (non-reentrant), which keeps only its input, the (B, chunk, d_side) hidden
+states, and recomputes that chunk's logits in the backward pass. Peak logits: (B, chunk, V) instead of (B, T, V).
+
+The result equals the plain mean cross-entropy over non-ignored positions (``ForCausalLMLoss`` with shifted
+labels, or T5's loss on unshifted labels); tests check value and gradients. Written by hand because neither torch
+nor transformers has a chunked LM loss that takes an arbitrary projection (Liger's fused linear cross-entropy
+takes only a plain weight matrix, and it is a CUDA/Triton dependency).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
+
+IGNORE = -100
+
+
+def chunked_lm_loss(
+    hidden: torch.Tensor,
+    labels: torch.Tensor,
+    project: Callable[[torch.Tensor], torch.Tensor],
+    chunk: int,
+    shift: bool,
+) -> torch.Tensor:
+    """Mean cross-entropy of ``project(hidden)`` against ``labels``, computed ``chunk`` positions at a time.
+
+    Args:
+        hidden: (B, T, d) the side network's last hidden states.
+        labels: (B, T) target ids, -100 ignored.
+        project: hidden (B, t, d) -> float logits (B, t, V); its inputs are recomputed, not stored.
+        chunk: positions per chunk.
+        shift: causal LM (position t predicts label t+1, as ``ForCausalLMLoss``); False for seq2seq (T5).
+    """
+    if shift:  # (B, T): the label of position t is the token at t+1; the last position predicts nothing
+        labels = F.pad(labels, (0, 1), value=IGNORE)[:, 1:]
+    labels = labels.to(hidden.device)
+    count = (labels != IGNORE).sum()
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, hidden.shape[1], chunk):
+        part = labels[:, start : start + chunk]
+        if (part == IGNORE).all():
+            continue
+        total = total + checkpoint(
+            _chunk_loss, hidden[:, start : start + chunk], part, project, use_reentrant=False
+        )
+    return total / count  # NaN when nothing is labelled, as the plain mean is
+
+
+def _chunk_loss(hidden: torch.Tensor, labels: torch.Tensor, project) -> torch.Tensor:
+    logits = project(hidden).float()  # (B, chunk, V)
+    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum")

@@ -1,0 +1,61 @@
+"""Where a run computes: ``--device auto|cpu|cuda|cuda:N`` resolved to a ``torch.device``, and batches moved there.
+
+``auto`` is the first GPU when CUDA is available, else the CPU. An explicit ``cuda`` without CUDA, or ``cuda:N``
+beyond the GPUs present, is a :class:`~laddertune.errors.ConfigError` (one line, exit 2 in the CLI) rather than
+torch's error at the first ``.to()``, which comes after the data and the model were loaded.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from ..errors import ConfigError
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_device_name(name) -> None:
+    """Validate the spelling of a device setting (not whether the device exists: see :func:`resolve_device`)."""
+    if not isinstance(name, str) or not DEVICE_PATTERN.fullmatch(name):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N; got {name!r}")
+
+
+def resolve_device(name: str) -> torch.device:
+    """The ``torch.device`` for ``name``; raises ConfigError when the device is not there."""
+    check_device_name(name)
+    if name == "auto":
+        return (
+            torch.device("cuda", torch.cuda.current_device())
+            if torch.cuda.is_available()
+            else torch.device("cpu")
+        )
+    device = torch.device(name)
+    if device.type == "cpu":
+        return device
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"device {name!r} asked for, but torch finds no CUDA GPU (torch {torch.__version__})"
+        )
+    count = torch.cuda.device_count()
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index >= count:
+        raise ConfigError(
+            f"device {name!r} asked for, but there {'is' if count == 1 else 'are'} {count} GPU(s)"
+        )
+    return torch.device("cuda", index)
+
+
+def move_batch(batch: dict, device: torch.device) -> dict:
+    """The batch with every tensor on ``device`` (non-blocking from pinned memory; a no-op on the same device)."""
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
+    }
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where a model's trainable parameters are (its first parameter's device when none trains)."""
+    params = list(model.parameters())
+    trainable = [p for p in params if p.requires_grad]
+    return (trainable or params)[0].device
