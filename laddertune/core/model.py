@@ -21,9 +21,16 @@ from ..pruning import initialize_from_backbone
 from .architectures import Family, get_path
 from .cache import LadderCache
 from .config import LadderConfig
+from .config_view import BackboneConfigView
 from .discovery import discover_family
 from .generation import generate
-from .side_checkpoint import load_side_weights, read_side_config, save_side
+from .side_checkpoint import (
+    check_head,
+    load_recorded_backbone,
+    load_side_weights,
+    read_side_config,
+    save_side,
+)
 from .side_network import SideStack, record_taps
 
 logger = logging.getLogger(__name__)
@@ -83,7 +90,6 @@ class LadderModel(nn.Module):
             raise ConfigError(f"{self.family.name} backbones are supported for LM heads only")
         config.task_head = head
         self.ladder_config = config
-        self.config = config  # the 0.1 name of ladder_config; see ladder_config
         self.backbone = backbone.requires_grad_(False)
         self.side = SideNetwork(backbone, self.family, config, head)
         self._backbone_layers = {
@@ -97,6 +103,15 @@ class LadderModel(nn.Module):
         super().train(mode)
         self.backbone.train(mode and self.ladder_config.backbone_dropout)
         return self
+
+    @property
+    def config(self):
+        """The backbone's ``PretrainedConfig``, as PEFT models keep it (the LadderConfig is ``ladder_config``).
+
+        Reading a LadderConfig-only field through it still works, with a ``FutureWarning`` (0.1 compatibility;
+        see :mod:`laddertune.core.config_view`).
+        """
+        return BackboneConfigView(self.backbone.config, self.ladder_config)
 
     @property
     def device(self) -> torch.device:
@@ -157,6 +172,9 @@ class LadderModel(nn.Module):
         encoder_outputs: tuple[torch.Tensor, torch.Tensor] | None = None,
         past_key_values: LadderCache | None = None,
         use_cache: bool = False,
+        return_dict: bool | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
     ):
         """Compute logits (and the loss when ``labels`` are given) as the backbone's head would.
 
@@ -171,8 +189,46 @@ class LadderModel(nn.Module):
             encoder_outputs: (backbone, side) encoder states already computed (generation).
             past_key_values: a :class:`LadderCache` for incremental decoding.
             use_cache: return a :class:`LadderCache` in ``past_key_values``.
+            return_dict: False returns a tuple (``ModelOutput.to_tuple()``), as transformers models do.
+            output_hidden_states, output_attentions: refused when true: a LadderModel's states are two networks'
+                (backbone and side), which transformers' single-network output fields cannot hold.
+
+        Raises:
+            ValueError: ``output_hidden_states`` or ``output_attentions`` asked for.
         """
-        cache = past_key_values or (LadderCache() if use_cache else None)
+        for name, value in (
+            ("output_hidden_states", output_hidden_states),
+            ("output_attentions", output_attentions),
+        ):
+            if value:
+                raise ValueError(
+                    f"LadderModel.forward does not support {name}=True: run model.backbone for the backbone's"
+                )
+        out = self._forward(
+            input_ids,
+            attention_mask,
+            labels,
+            token_type_ids,
+            position_ids,
+            decoder_input_ids,
+            decoder_attention_mask,
+            encoder_outputs,
+            past_key_values or (LadderCache() if use_cache else None),
+        )
+        return out if return_dict is None or return_dict else out.to_tuple()
+
+    def _forward(
+        self,
+        input_ids,
+        attention_mask,
+        labels,
+        token_type_ids,
+        position_ids,
+        decoder_input_ids,
+        decoder_attention_mask,
+        encoder_outputs,
+        cache,
+    ):
         if self.head == "seq2seq_lm":
             return self._seq2seq(
                 input_ids,
@@ -261,22 +317,40 @@ class LadderModel(nn.Module):
         return Seq2SeqLMOutput(loss=loss, logits=logits, past_key_values=cache)
 
     # -- generation and checkpoints (implemented in their own modules) ----------------------------------------
-    def generate(
-        self, input_ids, attention_mask=None, max_new_tokens: int = 20, num_beams: int = 1, **kwargs
-    ):
-        """Greedy (``num_beams=1``) or beam-search decoding; see :func:`laddertune.core.generation.generate`."""
-        return generate(
-            self, input_ids, attention_mask, max_new_tokens=max_new_tokens, num_beams=num_beams, **kwargs
-        )
+    def generate(self, input_ids, attention_mask=None, generation_config=None, **kwargs):
+        """Greedy, sampled or beam-search decoding with transformers' options (``max_new_tokens``, ``do_sample``,
+        ``temperature``, ``top_k``, ``top_p``, ``num_beams``, ...); see :func:`laddertune.core.generation.generate`."""
+        return generate(self, input_ids, attention_mask, generation_config, **kwargs)
 
     def save_pretrained(self, directory) -> None:
         """Write only the side network (``ladder_model.safetensors``) and ``ladder_config.json``."""
         save_side(self, directory)
 
     @classmethod
-    def from_pretrained(cls, backbone: nn.Module, directory) -> LadderModel:
-        """Rebuild a saved side network next to ``backbone``; refuses a backbone other than the one trained on."""
-        config = read_side_config(directory)
+    def from_pretrained(cls, backbone, directory=None, **backbone_kwargs) -> LadderModel:
+        """Rebuild a saved side network, next to ``backbone`` or next to the backbone it recorded.
+
+        ``LadderModel.from_pretrained(backbone, directory)`` puts the side network next to a backbone you loaded;
+        ``LadderModel.from_pretrained(directory)`` loads the recorded backbone by itself (alias, hub id or folder,
+        with the right task head and number of labels), as PEFT's ``AutoPeftModel...`` classes do.
+
+        Args:
+            backbone: a transformers model, or the checkpoint folder when ``directory`` is omitted.
+            directory: the folder ``save_pretrained`` wrote.
+            **backbone_kwargs: passed to the backbone's ``from_pretrained`` (e.g. ``trust_remote_code``, ``dtype``)
+                when the backbone is loaded here.
+
+        Raises:
+            CheckpointError: missing/corrupt files, a backbone other than the one trained on, or one whose task
+                head or number of labels differs from the checkpoint's (one line).
+        """
+        if directory is None:
+            directory = backbone
+            config = read_side_config(directory)
+            backbone = load_recorded_backbone(directory, config, **backbone_kwargs)
+        else:
+            config = read_side_config(directory)
+        check_head(backbone, task_head(backbone), directory, config)
         model = cls(backbone, config)  # no pruning or Fisher pass: the weights come from the file
         load_side_weights(model, directory, config)
         return model
