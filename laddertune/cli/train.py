@@ -24,6 +24,7 @@ from ..training.config import (
     TrainConfig,
     parse_int_list,
 )
+from ..training.distributed import is_main_process
 from ..training.evaluation import MAJORITY, ONE_CLASS
 
 CLI_EPOCHS = 3  # the command line's default; the library's is the task's (paper) count
@@ -226,9 +227,11 @@ def run_train(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     _quiet(args)
-    results = train(
-        config, show_progress=not args.no_progress and sys.stderr.isatty() or False, on_record=_print_record
-    )
+    main = is_main_process()  # under torchrun/accelerate, rank 0 alone draws bars and prints
+    show = main and not args.no_progress and sys.stderr.isatty()
+    results = train(config, show_progress=show, on_record=_print_record)
+    if not main:
+        return 0
     m, t, mem = results["metrics"], results["timing"], results["memory"]
     best = m["best_validation"]
     line = f"done: best epoch {m['best_epoch']} validation score {best['score']:.2f}"

@@ -54,12 +54,12 @@ from .build import (
 from .checkpoint import (
     find_checkpoint,
     load_weights,
-    resume_checkpoint,
     save_best,
     save_checkpoint,
     trainable_parameters,
 )
 from .config import TrainConfig
+from .distributed import DataParallelHooks, Distributed
 from .evaluation import evaluate_examples, format_metrics
 from .results import write_results
 from .run_dir import MetricsLog, check_output, claim_output, truncate_metrics
@@ -138,7 +138,7 @@ def train(
         start = state["next_batch"] if epoch == state["epoch"] else 0
         with run.progress(len(batches), start, epoch) as bar:
             for b in range(start, len(batches)):
-                loss = run.step(run.data.collate([train_set[i] for i in batches[b]]), epoch)
+                loss = run.step(run.data.collate([train_set[i] for i in run.shard(batches[b])]), epoch)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}")
                 run.after_step(epoch, next_batch=b + 1, epoch_done=b + 1 == len(batches))
@@ -146,12 +146,16 @@ def train(
     return run.finish()
 
 
-def train_step(model, batch: dict, optimizer, scheduler, max_grad_norm: float) -> float:
+def train_step(model, batch: dict, optimizer, scheduler, max_grad_norm: float, forward=None) -> float:
     """One optimisation step; returns the loss. A NaN/inf loss or gradient raises :class:`TrainingDivergedError`
-    before the optimizer touches the weights."""
-    loss = model(**batch).loss
-    if not torch.isfinite(loss):
-        raise TrainingDivergedError(f"the loss is {loss.item()}")
+    before the optimizer touches the weights.
+
+    ``forward(batch)``, when given, returns (loss to back-propagate, loss to report): data-parallel training's
+    weighted local loss and the global batch's mean (:meth:`Distributed.forward_loss`).
+    """
+    loss, reported = forward(batch) if forward is not None else (model(**batch).loss,) * 2
+    if not torch.isfinite(reported):
+        raise TrainingDivergedError(f"the loss is {reported.item()}")
     loss.backward()
     params = [p for group in optimizer.param_groups for p in group["params"]]
     norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf"))
@@ -161,13 +165,13 @@ def train_step(model, batch: dict, optimizer, scheduler, max_grad_norm: float) -
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss.item()
+    return reported.item()
 
 
 # ------------------------------------------------------------------------------------------------- the phases
 
 
-class Run:
+class Run(DataParallelHooks):
     """One run's state, built phase by phase; :func:`train` calls the phases and holds the loop."""
 
     def __init__(self, config: TrainConfig, show_progress: bool, on_record: Callable[[dict], None] | None):
@@ -176,6 +180,7 @@ class Run:
         self.timing = {"process_steps": 0, "timed_steps": 0, "timed_seconds": 0.0}
         self.losses: list[float] = []  # since the last logged step
         self.init_meter = self.meter = None
+        self.dist = Distributed.from_env()  # None in a single process; see laddertune.training.distributed
 
     def prepare_output(self) -> None:
         """Check ``output_dir`` (filled in when None) without changing it, and seed everything."""
@@ -196,7 +201,7 @@ class Run:
         tokenizer = load_tokenizer(config.backbone, trust_remote_code=config.trust_remote_code)
         collate = make_collator(tokenizer, fmt=fmt, spec=splits.spec, max_length=config.max_length)
         self.data = RunData(splits, fmt, head, tokenizer, collate)
-        self.eval_kw = self.data.eval_kwargs(config, self.show_progress)
+        self.eval_kw = {**self.data.eval_kwargs(config, self.show_progress), "distributed": self.dist}
 
     def build_model(self) -> None:
         """The method's model. Its build is measured as the phase "init" (loading, pruning, Fisher).
@@ -234,6 +239,8 @@ class Run:
             params, lr=self.schedule.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=config.weight_decay
         )
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, self.schedule.warmup, total)
+        if self.dist is not None:
+            self.dist.wrap(self.model)
         # "train" and "eval" count what a GPU would hold: the weights and gradients and the optimizer state.
         if config.memory_steps:
             self.meter = PeakMemoryMeter(self.model, self.optimizer, device="cpu")
@@ -241,8 +248,9 @@ class Run:
     def start_or_resume(self) -> None:
         """Claim the output folder and start fresh, or restore ``checkpoint-last``."""
         config, out = self.config, self.out
-        claim_output(config, out)
-        self.log = MetricsLog(out / "metrics.jsonl", self.on_record)
+        if self.is_main:
+            claim_output(config, out)
+        self.log = MetricsLog(out / "metrics.jsonl", self.on_record if self.is_main else None, self.is_main)
         self.state = {
             "step": 0,
             "epoch": 0,
@@ -251,18 +259,19 @@ class Run:
             "history": [],
             "train_seconds": 0.0,
         }
-        resumed = None
-        if config.resume:
-            resumed = resume_checkpoint(out, self.model, config.method, self.optimizer, self.scheduler)
+        resumed = self.resume_on_every_rank() if config.resume else None
         if resumed is not None:
             resume_from, self.state = resumed
-            truncate_metrics(self.log.path, self.state["step"])
+            if self.is_main:
+                truncate_metrics(self.log.path, self.state["step"])
             logger.info("resumed from %s at step %d", resume_from, self.state["step"])
         else:
             if config.resume:
                 logger.warning("nothing to resume in %s; starting a new run", out)
-            self.log.path.unlink(missing_ok=True)
-        config.save(out)
+            if self.is_main:
+                self.log.path.unlink(missing_ok=True)
+        if self.is_main:
+            config.save(out)
         self.timing["resumed"] = resumed is not None
         if resumed is not None:
             self.log({"type": "resume", "step": self.state["step"], "epoch": self.state["epoch"] + 1})
@@ -278,7 +287,10 @@ class Run:
         t0 = time.perf_counter()
         try:
             with self.meter.phase("train") if measured else nullcontext():
-                loss = train_step(self.model, batch, self.optimizer, self.scheduler, config.max_grad_norm)
+                forward = None if self.dist is None else lambda b: self.dist.forward_loss(b, self.data.head)
+                loss = train_step(
+                    self.model, batch, self.optimizer, self.scheduler, config.max_grad_norm, forward
+                )
         except TrainingDivergedError as e:
             self._stop_diverged(e, epoch)
         seconds = time.perf_counter() - t0
@@ -315,7 +327,7 @@ class Run:
         )
         metrics = evaluate_examples(
             self.model, self.data.splits.validation, desc="validation", **memory_kw, **self.eval_kw
-        )
+        )  # eval_kw carries distributed=: every rank predicts its share, all score the gathered predictions
         record = {"type": "eval", "split": "validation", "epoch": epoch + 1, "step": state["step"]}
         record.update(metrics=metrics, eval_seconds=time.perf_counter() - t0)
         state["history"].append(record)
@@ -328,9 +340,12 @@ class Run:
                 "score": metrics["score"],
                 "metrics": metrics,
             }
-            save_best(self.out / "checkpoint-best", self.model, config.method)
+            if self.is_main:
+                save_best(self.out / "checkpoint-best", self.model, config.method)
         state.update(epoch=epoch + 1, next_batch=0)
         self._save_last()
+        if self.dist is not None:
+            self.dist.barrier()  # checkpoint-best is complete before any rank may read it (finish)
 
     def finish(self) -> dict:
         """The best epoch's weights on the test set (when the protocol has one), then ``results.json``."""
@@ -347,9 +362,14 @@ class Run:
                     "metrics": test,
                 }
             )
-        return write_results(self, test)
+        results = write_results(self, test, write=self.is_main)
+        if self.dist is not None:
+            self.dist.close()
+        return results
 
     def _save_last(self) -> None:
+        if not self.is_main:
+            return
         save_checkpoint(
             self.out / "checkpoint-last",
             self.model,
