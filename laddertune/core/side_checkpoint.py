@@ -23,11 +23,17 @@ WEIGHTS_NAME = "ladder_model.safetensors"
 _FINGERPRINT_SAMPLES = 4096
 
 
-def backbone_fingerprint(model) -> str:
+# Runtime switches, not properties of the weights: transformers.Trainer sets ``config.use_cache = False``.
+_RUNTIME_KEYS = ("use_cache",)
+
+
+def backbone_fingerprint(model, legacy: bool = False) -> str:
     """A short hash of the backbone's config and weights (excluding its new task head, which LST never uses).
 
     Each weight contributes its name, shape, dtype and an evenly strided sample of its values, so a checkpoint is
-    tied to the weights it was trained on without reading billions of numbers.
+    tied to the weights it was trained on without reading billions of numbers. Runtime switches (``use_cache``,
+    which transformers.Trainer turns off) are left out; ``legacy=True`` gives laddertune 0.1's hash, which
+    included them and is still accepted when loading.
     """
     backbone, family = model.backbone, model.family
     head_prefixes = tuple(f"{path}." for path in family.cls_head)
@@ -44,6 +50,7 @@ def backbone_fingerprint(model) -> str:
         "torch_dtype",
         "dtype",
         "_commit_hash",
+        *(() if legacy else _RUNTIME_KEYS),
     ):
         cfg.pop(key, None)
     h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
@@ -88,7 +95,7 @@ def load_side_weights(model, directory: str | Path, saved: LadderConfig) -> None
     """
     directory = Path(directory)
     actual = backbone_fingerprint(model)
-    if saved.backbone_fingerprint and saved.backbone_fingerprint != actual:
+    if saved.backbone_fingerprint not in (None, "", actual, backbone_fingerprint(model, legacy=True)):
         raise CheckpointError(
             f"{directory} was trained on backbone {saved.backbone_name!r} "
             f"(fingerprint {saved.backbone_fingerprint}); "
