@@ -56,7 +56,7 @@ def test_a_mismatched_head_is_a_one_line_error(tmp_path):
     with pytest.raises(CheckpointError, match="3 labels.*num_labels=2") as e:
         LadderModel.from_pretrained(tiny_backbone("bert", "sequence_classification", num_labels=2), tmp_path)
     assert "\n" not in str(e.value)
-    with pytest.raises(CheckpointError, match="sequence_classification side network.*causal_lm") as e:
+    with pytest.raises(CheckpointError, match="sequence_classification head.*causal_lm head") as e:
         LadderModel.from_pretrained(tiny_backbone("llama", "causal_lm"), tmp_path)
     assert "\n" not in str(e.value)
 

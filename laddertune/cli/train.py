@@ -83,6 +83,12 @@ def register(subparsers) -> None:
         action="store_true",
         help="LST: keep the frozen backbone's dropout on while training (the authors' setting)",
     )
+    g.add_argument(
+        "--device-map",
+        default=None,
+        choices=("auto",),
+        help="LST: spread the frozen backbone over the visible devices (accelerate), side network on one",
+    )
     g.add_argument("--freeze-layers", type=int, default=0, help="baselines: freeze the first N layers")
     g = p.add_argument_group("optimisation")
     g.add_argument(

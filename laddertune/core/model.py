@@ -149,14 +149,25 @@ class LadderModel(nn.Module):
         call = get_path(self.backbone, stack.spec.call)
         with torch.no_grad(), record_taps(self._backbone_layers[name], stack.kept) as taps:
             backbone_out = call(input_ids=input_ids, **_present(backbone_kwargs))
-        return backbone_out, stack(taps, **_present(side_kwargs))
+        # A backbone placed over several devices (laddertune.core.placement) leaves each tap where its layer ran:
+        # bring them, and the side's inputs, to the side network (no-ops on one device).
+        device = self.device
+        taps = {k: v.to(device) for k, v in taps.items()}
+        side_kwargs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in _present(side_kwargs).items()}
+        return backbone_out, stack(taps, **side_kwargs)
 
     def _lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         hidden = self.side.up(hidden)  # (B, T, d)
         if getattr(self.backbone.config, "scale_decoder_outputs", False):  # T5 v1.0's tied-embedding rescale
             hidden = hidden * getattr(self.backbone.config, self.family.width) ** -0.5
         lm_head = self.backbone.get_output_embeddings()
-        return lm_head(hidden.to(lm_head.weight.dtype)).float()
+        weight = lm_head.weight  # on "meta" when offloaded: accelerate's hook then moves the input itself
+        hidden = (
+            hidden.to(weight.dtype)
+            if weight.device.type == "meta"
+            else hidden.to(weight.device, weight.dtype)
+        )
+        return lm_head(hidden).float().to(self.device)
 
     # -- forward ---------------------------------------------------------------------------------------------------
     def forward(

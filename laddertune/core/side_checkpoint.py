@@ -138,13 +138,14 @@ def check_head(backbone, head: str, directory: str | Path, saved: LadderConfig) 
     """Refuse, in one line, a backbone whose task head or label count differs from the checkpoint's."""
     if saved.task_head and head != saved.task_head:
         raise CheckpointError(
-            f"{directory} holds a {saved.task_head} side network; this backbone has a {head} head "
-            f"({type(backbone).__name__})"
+            f"{directory} was trained on backbone {saved.backbone_name!r} with a {saved.task_head} head "
+            f"(side network); this backbone has a {head} head ({type(backbone).__name__})"
         )
     if head == "sequence_classification":
         expected, actual = saved_num_labels(directory), backbone.config.num_labels
         if expected is not None and expected != actual:
             raise CheckpointError(
-                f"{directory} was trained with {expected} labels; this backbone has num_labels={actual}: "
+                f"{directory} was trained on backbone {saved.backbone_name!r} with {expected} labels; "
+                f"this backbone has num_labels={actual}: "
                 f"load it with num_labels={expected}"
             )

@@ -61,6 +61,7 @@ from .checkpoint import (
 from .config import TrainConfig
 from .distributed import DataParallelHooks, Distributed
 from .evaluation import evaluate_examples, format_metrics
+from .placement import PlacementHooks
 from .results import write_results
 from .run_dir import MetricsLog, check_output, claim_output, truncate_metrics
 
@@ -171,7 +172,7 @@ def train_step(model, batch: dict, optimizer, scheduler, max_grad_norm: float, f
 # ------------------------------------------------------------------------------------------------- the phases
 
 
-class Run(DataParallelHooks):
+class Run(DataParallelHooks, PlacementHooks):
     """One run's state, built phase by phase; :func:`train` calls the phases and holds the loop."""
 
     def __init__(self, config: TrainConfig, show_progress: bool, on_record: Callable[[dict], None] | None):
@@ -218,6 +219,8 @@ class Run(DataParallelHooks):
             self.init_meter = PeakMemoryMeter(device="cpu")
         with self.init_meter.phase("init") if self.init_meter else nullcontext():
             self.model = build_model(config, data.spec, data.head, data.tokenizer, calibration)
+        if config.device_map:
+            self.place_backbone()
         self.counts = parameter_counts(self.model)
         logger.info("%s: %d of %d parameters train (%.3f%%)", config.method, *self.counts.values())
 
@@ -284,6 +287,7 @@ class Run(DataParallelHooks):
         """One training step, timed, and measured for the first ``memory_steps`` after this process's first."""
         timing, config = self.timing, self.config
         measured = self.meter is not None and 1 <= timing["process_steps"] <= config.memory_steps
+        batch = self.to_model_device(batch)
         t0 = time.perf_counter()
         try:
             with self.meter.phase("train") if measured else nullcontext():
