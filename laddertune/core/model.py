@@ -106,11 +106,8 @@ class LadderModel(nn.Module):
 
     @property
     def config(self):
-        """The backbone's ``PretrainedConfig``, as PEFT models keep it (the LadderConfig is ``ladder_config``).
-
-        Reading a LadderConfig-only field through it still works, with a ``FutureWarning`` (0.1 compatibility;
-        see :mod:`laddertune.core.config_view`).
-        """
+        """The backbone's ``PretrainedConfig``, as PEFT keeps it; the LadderConfig is ``ladder_config`` (reading its
+        fields through ``.config`` still works, with a ``FutureWarning``: :mod:`laddertune.core.config_view`)."""
         return BackboneConfigView(self.backbone.config, self.ladder_config)
 
     @property
@@ -339,21 +336,12 @@ class LadderModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, backbone, directory=None, **backbone_kwargs) -> LadderModel:
-        """Rebuild a saved side network, next to ``backbone`` or next to the backbone it recorded.
-
-        ``LadderModel.from_pretrained(backbone, directory)`` puts the side network next to a backbone you loaded;
-        ``LadderModel.from_pretrained(directory)`` loads the recorded backbone by itself (alias, hub id or folder,
-        with the right task head and number of labels), as PEFT's ``AutoPeftModel...`` classes do.
-
-        Args:
-            backbone: a transformers model, or the checkpoint folder when ``directory`` is omitted.
-            directory: the folder ``save_pretrained`` wrote.
-            **backbone_kwargs: passed to the backbone's ``from_pretrained`` (e.g. ``trust_remote_code``, ``dtype``)
-                when the backbone is loaded here.
+        """``from_pretrained(backbone, directory)``: the saved side network next to a backbone you loaded;
+        ``from_pretrained(directory, **backbone_kwargs)``: next to the backbone it recorded (alias, hub id or folder,
+        with its task head and number of labels), loaded here, as PEFT's ``AutoPeftModel...`` classes do.
 
         Raises:
-            CheckpointError: missing/corrupt files, a backbone other than the one trained on, or one whose task
-                head or number of labels differs from the checkpoint's (one line).
+            CheckpointError: missing/corrupt files, another backbone, or another head or label count (one line).
         """
         if directory is None:
             directory = backbone
