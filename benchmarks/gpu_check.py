@@ -37,8 +37,8 @@ from laddertune.memory import PeakMemoryMeter, predict_memory
 from laddertune.memory.model_configs import load_config
 from laddertune.memory.predict import make_batch
 from laddertune.training.device import move_batch, resolve_device
-from laddertune.training.loop import train_step
 from laddertune.training.precision import Precision
+from laddertune.training.step import train_step
 
 RESULTS = Path(__file__).parent / "results"
 GIB = 1024**3

@@ -21,8 +21,8 @@ from laddertune.errors import CheckpointError, ConfigError
 from laddertune.training import train
 from laddertune.training.config import TrainConfig
 from laddertune.training.device import resolve_device
-from laddertune.training.loop import train_step
 from laddertune.training.precision import Precision
+from laddertune.training.step import train_step
 
 # int8 / nf4 on CPU need the optional torchao (pip install laddertune[quant]); the float dtypes do not.
 needs_torchao = pytest.mark.skipif(

@@ -161,6 +161,7 @@ VALID_TRAIN = {
     "max_length": st.integers(8, 512),
     "protocol": st.sampled_from(["dev", "paper"]),
     "format": st.one_of(st.none(), st.sampled_from(["classification", "text2text", "causal"])),
+    "device_map": st.none(),  # "auto" is valid for LST only: tests/test_placement.py
     "memory_steps": st.integers(0, 3),
     **{n: _some for n in ("data_dir", "train_file", "validation_file", "text_column", "output_dir")},
     **{n: _some for n in ("text_pair_column", "label_column")},

@@ -25,6 +25,7 @@ from ..training.config import (
     TrainConfig,
     parse_int_list,
 )
+from ..training.distributed import is_main_process
 from ..training.evaluation import MAJORITY, ONE_CLASS
 from ..training.precision import PRECISIONS
 
@@ -83,6 +84,12 @@ def register(subparsers) -> None:
         "--backbone-dropout",
         action="store_true",
         help="LST: keep the frozen backbone's dropout on while training (the authors' setting)",
+    )
+    g.add_argument(
+        "--device-map",
+        default=None,
+        choices=("auto",),
+        help="LST: spread the frozen backbone over the visible devices (accelerate), side network on one",
     )
     g.add_argument("--freeze-layers", type=int, default=0, help="baselines: freeze the first N layers")
     g = p.add_argument_group("device and precision")
@@ -256,9 +263,11 @@ def run_train(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     _quiet(args)
-    results = train(
-        config, show_progress=not args.no_progress and sys.stderr.isatty() or False, on_record=_print_record
-    )
+    main = is_main_process()  # under torchrun/accelerate, rank 0 alone draws bars and prints
+    show = main and not args.no_progress and sys.stderr.isatty()
+    results = train(config, show_progress=show, on_record=_print_record)
+    if not main:
+        return 0
     m, t, mem = results["metrics"], results["timing"], results["memory"]
     best = m["best_validation"]
     line = f"done: best epoch {m['best_epoch']} validation score {best['score']:.2f}"

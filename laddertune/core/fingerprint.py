@@ -41,9 +41,13 @@ _DROPPED_KEYS = (
 )
 
 
-def _config_json(backbone) -> str:
+# Runtime switches, not properties of the weights: transformers.Trainer sets ``config.use_cache = False``.
+_RUNTIME_KEYS = ("use_cache",)
+
+
+def _config_json(backbone, legacy: bool = False) -> str:
     cfg = backbone.config.to_dict()
-    for key in _DROPPED_KEYS:
+    for key in _DROPPED_KEYS + (() if legacy else _RUNTIME_KEYS):
         cfg.pop(key, None)
     return json.dumps(cfg, sort_keys=True, default=str)
 
@@ -94,7 +98,7 @@ def signature_mismatch(saved: dict[str, list[float]], actual: dict[str, list[flo
 
 def legacy_fingerprint(model) -> str:
     """The fingerprint of laddertune 0.1 checkpoints (dtype-dependent), still checked when loading those."""
-    h = hashlib.sha256(_config_json(model.backbone).encode())
+    h = hashlib.sha256(_config_json(model.backbone, legacy=True).encode())
     backbone, family = model.backbone, model.family
     head_prefixes = tuple(f"{path}." for path in family.cls_head)
     for name, tensor in sorted(backbone.state_dict().items()):

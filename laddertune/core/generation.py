@@ -1,4 +1,4 @@
-"""Greedy and beam-search decoding for a LadderModel, with the side network's cache next to the backbone's.
+"""Greedy, sampled and beam-search decoding for a LadderModel, with the side network's cache next to the backbone's.
 
 Why not transformers' ``GenerationMixin``: it drives ONE model and ONE cache. LST runs two networks whose caches
 (and, for T5, encoder outputs) must be expanded for beams and reordered together; the authors' code got this wrong
@@ -11,8 +11,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+from transformers import GenerationConfig
 
 from .cache import LadderCache
+from .generation_options import resolve
 
 if TYPE_CHECKING:  # the model calls this module; importing it back at run time would be a circle
     from .model import LadderModel
@@ -71,66 +73,107 @@ def generate(
     model: LadderModel,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
-    *,
-    max_new_tokens: int = 20,
-    num_beams: int = 1,
-    eos_token_id: int | None = None,
-    pad_token_id: int | None = None,
-    length_penalty: float = 1.0,
+    generation_config: GenerationConfig | None = None,
+    **kwargs,
 ) -> torch.Tensor:
-    """Decode from a LadderModel.
+    """Decode from a LadderModel, with transformers' generation options.
 
     Args:
         model: a seq2seq or causal LadderModel.
-        input_ids: (B, T) prompts; decoder-only prompts must be LEFT-padded.
+        input_ids: (B, T) prompts. Decoder-only prompts may be left- or right-padded: right-padded rows (SmolLM2's
+            tokenizer pads right) are moved to left padding here, so every row continues after its last token.
         attention_mask: (B, T); all ones when omitted.
-        max_new_tokens: tokens to generate at most.
-        num_beams: 1 for greedy decoding, more for beam search.
-        eos_token_id: stop token (default: the backbone's).
-        pad_token_id: fills finished rows (default: the backbone's, else eos).
-        length_penalty: beam scores are divided by length**length_penalty.
+        generation_config: a ``GenerationConfig``; keyword arguments override its fields.
+        **kwargs: ``GenerationConfig`` fields (``max_new_tokens``, ``do_sample``, ``temperature``, ``top_k``,
+            ``top_p``, ``repetition_penalty``, ``num_beams``, ``num_return_sequences``, ``eos_token_id``,
+            ``pad_token_id``, ...), ``logits_processor`` and ``stopping_criteria``; see
+            :mod:`laddertune.core.generation_options` for the full list. Without ``max_new_tokens`` or
+            ``max_length``, 20 new tokens (laddertune 0.1's default). Sampling draws from torch's global generator:
+            ``torch.manual_seed`` makes it reproducible.
 
     Returns:
         Token ids as transformers returns them: ``[decoder_start, generated...]`` for seq2seq,
-        ``[prompt, generated...]`` for decoder-only, padded with ``pad_token_id``.
+        ``[prompt (left-padded), generated...]`` for decoder-only, padded with ``pad_token_id``; with
+        ``num_return_sequences=n``, n rows per prompt, one after the other.
+
+    Raises:
+        ValueError: a classification model, or an option set that is not supported (named).
+        TypeError: an unknown keyword argument.
     """
     if model.head not in ("seq2seq_lm", "causal_lm"):
         raise ValueError("generate() needs a seq2seq or causal LM LadderModel")
-    config = model.backbone.config
-    eos = config.eos_token_id if eos_token_id is None else eos_token_id
-    eos = eos[0] if isinstance(eos, list | tuple) else eos
-    pad = (
-        pad_token_id
-        if pad_token_id is not None
-        else (config.pad_token_id if config.pad_token_id is not None else eos)
-    )
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
+    given = {**(generation_config.to_diff_dict() if generation_config is not None else {}), **kwargs}
+    if given.get("max_length") is None and given.get("max_new_tokens") is None:
+        kwargs["max_new_tokens"] = 20
+    plan = resolve(model, input_ids.shape[1], generation_config, kwargs)
+    config, beams = plan.config, plan.config.num_beams or 1
+    if beams == 1 and not config.do_sample and (config.num_return_sequences or 1) > 1:
+        raise ValueError(
+            "greedy decoding returns one sequence per prompt: num_return_sequences needs do_sample"
+        )
+    if model.head == "causal_lm":
+        input_ids, attention_mask = _left_align(input_ids, attention_mask, plan.pad)
+    copies = config.num_return_sequences or 1
+    if copies > 1:
+        input_ids, attention_mask = (
+            input_ids.repeat_interleave(copies, 0),
+            attention_mask.repeat_interleave(copies, 0),
+        )
     was_training = model.training
     model.eval()
     try:
-        decoder = _Decoder(model, input_ids, attention_mask, num_beams)
-        if num_beams == 1:
-            new = _greedy(decoder, max_new_tokens, eos, pad)
+        decoder = _Decoder(model, input_ids, attention_mask, beams)
+        if beams == 1:
+            new = _decode(decoder, plan)
         else:
-            new, _ = _beam_search(
-                decoder, input_ids.shape[0], num_beams, max_new_tokens, eos, pad, length_penalty
+            eos = plan.eos[0] if plan.eos else -1
+            args = (
+                input_ids.shape[0],
+                beams,
+                plan.max_new_tokens,
+                eos,
+                plan.pad,
+                1.0 if config.length_penalty is None else config.length_penalty,
             )
+            new, _ = _beam_search(decoder, *args)
     finally:
         model.train(was_training)
-    prefix = decoder.first_tokens[::num_beams]
+    prefix = decoder.first_tokens[::beams]
     return torch.cat([prefix, new.to(prefix.device)], dim=1)
 
 
-def _greedy(decoder: _Decoder, max_new_tokens: int, eos: int, pad: int) -> torch.Tensor:
+def _left_align(input_ids: torch.Tensor, attention_mask: torch.Tensor, pad: int):
+    """Move right-padded rows to left padding (the decoder continues after the LAST column). (B, T) each."""
+    if not bool((attention_mask[:, -1] == 0).any()):
+        return input_ids, attention_mask
+    # A stable sort of "is a token" puts each row's padding first and keeps its tokens in order.
+    order = attention_mask.to(torch.int8).argsort(dim=1, stable=True)
+    mask = attention_mask.gather(1, order)
+    return input_ids.gather(1, order).masked_fill(mask == 0, pad), mask
+
+
+def _decode(decoder: _Decoder, plan) -> torch.Tensor:
+    """Greedy or sampled decoding: transformers' processors over the scores, then argmax or a draw."""
     logits = decoder.first_logits
     finished = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
+    sequences = decoder.first_tokens.to(logits.device)  # what the processors see, as in transformers
+    eos = torch.tensor(plan.eos, device=logits.device, dtype=torch.long)
     tokens = []
-    for t in range(max_new_tokens):
-        next_tokens = logits.argmax(-1).masked_fill(finished, pad)
+    for t in range(plan.max_new_tokens):
+        scores = plan.processors(sequences, logits)
+        if plan.config.do_sample:
+            next_tokens = torch.multinomial(torch.softmax(scores, -1), num_samples=1).squeeze(1)
+        else:
+            next_tokens = scores.argmax(-1)
+        next_tokens = next_tokens.masked_fill(finished, plan.pad)
         tokens.append(next_tokens)
-        finished |= next_tokens == eos
-        if finished.all() or t == max_new_tokens - 1:
+        sequences = torch.cat([sequences, next_tokens[:, None]], dim=1)
+        finished |= torch.isin(next_tokens, eos)
+        if len(plan.stopping):
+            finished |= plan.stopping(sequences, scores).to(finished.device)
+        if finished.all() or t == plan.max_new_tokens - 1:
             break
         logits = decoder.step(next_tokens[:, None])
     return torch.stack(tokens, dim=1)

@@ -18,15 +18,22 @@ from transformers.modeling_outputs import CausalLMOutputWithPast, Seq2SeqLMOutpu
 
 from ..errors import ConfigError
 from ..pruning import initialize_from_backbone
-from .architectures import Family, get_path
+from .architectures import get_path
 from .cache import LadderCache
 from .chunked_loss import chunked_lm_loss
 from .config import LadderConfig
+from .config_view import BackboneConfigView
 from .discovery import discover_family
 from .generation import generate
 from .quantization import convert_backbone
-from .side_checkpoint import load_side_weights, read_side_config, save_side
-from .side_network import SideStack, record_taps
+from .side_checkpoint import (
+    check_head,
+    load_recorded_backbone,
+    load_side_weights,
+    read_side_config,
+    save_side,
+)
+from .side_network import SideNetwork, record_taps
 
 logger = logging.getLogger(__name__)
 
@@ -46,36 +53,6 @@ def task_head(backbone: nn.Module) -> str:
     )
 
 
-class SideNetwork(nn.Module):
-    """Everything trainable: one :class:`SideStack` per backbone stack, the up-projection, a new task head."""
-
-    def __init__(self, backbone: nn.Module, family: Family, config: LadderConfig, head: str) -> None:
-        super().__init__()
-        args = (
-            config.reduction_factor,
-            config.side_layers,
-            config.gate_temperature,
-            config.gate_init,
-            config.attn_implementation,
-        )
-        self.stacks = nn.ModuleDict({s.name: SideStack(family, s, backbone, *args) for s in family.stacks})
-        width = getattr(backbone.config, family.width)
-        self.up = nn.Linear(width // config.reduction_factor, width)
-        nn.init.normal_(self.up.weight, std=0.01)
-        nn.init.zeros_(self.up.bias)
-        if head == "sequence_classification":
-            # Deep copies: the backbone's own (newly initialised) head stays untouched and frozen.
-            self.head = nn.Sequential(*(_head_module(backbone, p) for p in family.cls_head)).float()
-            self.head.requires_grad_(True)
-
-
-def _head_module(backbone: nn.Module, path: str) -> nn.Module:
-    """A trainable copy of a head module; ``@relu`` / ``@tanh``: an activation the head calls as a function."""
-    if path.startswith("@"):
-        return {"@relu": nn.ReLU, "@tanh": nn.Tanh}[path]()
-    return copy.deepcopy(get_path(backbone, path))
-
-
 class LadderModel(nn.Module):
     """A frozen backbone and its ladder side network. Build it with :func:`get_ladder_model`.
 
@@ -91,7 +68,6 @@ class LadderModel(nn.Module):
             raise ConfigError(f"{self.family.name} backbones are supported for LM heads only")
         config.task_head = head
         self.ladder_config = config
-        self.config = config  # the 0.1 name of ladder_config; see ladder_config
         self.backbone = backbone.requires_grad_(False)
         self.side = SideNetwork(backbone, self.family, config, head)
         self._backbone_layers = {
@@ -105,6 +81,12 @@ class LadderModel(nn.Module):
         super().train(mode)
         self.backbone.train(mode and self.ladder_config.backbone_dropout)
         return self
+
+    @property
+    def config(self):
+        """The backbone's ``PretrainedConfig``, as PEFT keeps it; the LadderConfig is ``ladder_config`` (reading its
+        fields through ``.config`` still works, with a ``FutureWarning``: :mod:`laddertune.core.config_view`)."""
+        return BackboneConfigView(self.backbone.config, self.ladder_config)
 
     @property
     def device(self) -> torch.device:
@@ -147,14 +129,25 @@ class LadderModel(nn.Module):
         call = get_path(self.backbone, stack.spec.call)
         with torch.no_grad(), record_taps(self._backbone_layers[name], stack.kept) as taps:
             backbone_out = call(input_ids=input_ids, **_present(backbone_kwargs))
-        return backbone_out, stack(taps, **_present(side_kwargs))
+        # A backbone placed over several devices (laddertune.core.placement) leaves each tap where its layer ran:
+        # bring them, and the side's inputs, to the side network (no-ops on one device).
+        device = self.device
+        taps = {k: v.to(device) for k, v in taps.items()}
+        side_kwargs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in _present(side_kwargs).items()}
+        return backbone_out, stack(taps, **side_kwargs)
 
     def _lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         hidden = self.side.up(hidden)  # (B, T, d)
         if getattr(self.backbone.config, "scale_decoder_outputs", False):  # T5 v1.0's tied-embedding rescale
             hidden = hidden * getattr(self.backbone.config, self.family.width) ** -0.5
         lm_head = self.backbone.get_output_embeddings()
-        return lm_head(hidden.to(lm_head.weight.dtype)).float()
+        weight = lm_head.weight  # on "meta" when offloaded: accelerate's hook then moves the input itself
+        hidden = (
+            hidden.to(weight.dtype)
+            if weight.device.type == "meta"
+            else hidden.to(weight.device, weight.dtype)
+        )
+        return lm_head(hidden).float().to(self.device)
 
     def _chunked(self, labels) -> bool:
         """The chunked LM loss applies: labels given, gradients wanted, a chunk size set (then no logits)."""
@@ -176,6 +169,9 @@ class LadderModel(nn.Module):
         encoder_outputs: tuple[torch.Tensor, torch.Tensor] | None = None,
         past_key_values: LadderCache | None = None,
         use_cache: bool = False,
+        return_dict: bool | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
     ):
         """Compute logits (and the loss when ``labels`` are given) as the backbone's head would.
 
@@ -190,8 +186,46 @@ class LadderModel(nn.Module):
             encoder_outputs: (backbone, side) encoder states already computed (generation).
             past_key_values: a :class:`LadderCache` for incremental decoding.
             use_cache: return a :class:`LadderCache` in ``past_key_values``.
+            return_dict: False returns a tuple (``ModelOutput.to_tuple()``), as transformers models do.
+            output_hidden_states, output_attentions: refused when true: a LadderModel's states are two networks'
+                (backbone and side), which transformers' single-network output fields cannot hold.
+
+        Raises:
+            ValueError: ``output_hidden_states`` or ``output_attentions`` asked for.
         """
-        cache = past_key_values or (LadderCache() if use_cache else None)
+        for name, value in (
+            ("output_hidden_states", output_hidden_states),
+            ("output_attentions", output_attentions),
+        ):
+            if value:
+                raise ValueError(
+                    f"LadderModel.forward does not support {name}=True: run model.backbone for the backbone's"
+                )
+        out = self._forward(
+            input_ids,
+            attention_mask,
+            labels,
+            token_type_ids,
+            position_ids,
+            decoder_input_ids,
+            decoder_attention_mask,
+            encoder_outputs,
+            past_key_values or (LadderCache() if use_cache else None),
+        )
+        return out if return_dict is None or return_dict else out.to_tuple()
+
+    def _forward(
+        self,
+        input_ids,
+        attention_mask,
+        labels,
+        token_type_ids,
+        position_ids,
+        decoder_input_ids,
+        decoder_attention_mask,
+        encoder_outputs,
+        cache,
+    ):
         if self.head == "seq2seq_lm":
             return self._seq2seq(
                 input_ids,
@@ -289,22 +323,31 @@ class LadderModel(nn.Module):
         return Seq2SeqLMOutput(loss=loss, logits=logits, past_key_values=cache)
 
     # -- generation and checkpoints (implemented in their own modules) ----------------------------------------
-    def generate(
-        self, input_ids, attention_mask=None, max_new_tokens: int = 20, num_beams: int = 1, **kwargs
-    ):
-        """Greedy (``num_beams=1``) or beam-search decoding; see :func:`laddertune.core.generation.generate`."""
-        return generate(
-            self, input_ids, attention_mask, max_new_tokens=max_new_tokens, num_beams=num_beams, **kwargs
-        )
+    def generate(self, input_ids, attention_mask=None, generation_config=None, **kwargs):
+        """Greedy, sampled or beam-search decoding with transformers' options (``max_new_tokens``, ``do_sample``,
+        ``temperature``, ``top_k``, ``top_p``, ``num_beams``, ...); see :func:`laddertune.core.generation.generate`."""
+        return generate(self, input_ids, attention_mask, generation_config, **kwargs)
 
     def save_pretrained(self, directory) -> None:
         """Write only the side network (``ladder_model.safetensors``) and ``ladder_config.json``."""
         save_side(self, directory)
 
     @classmethod
-    def from_pretrained(cls, backbone: nn.Module, directory) -> LadderModel:
-        """Rebuild a saved side network next to ``backbone``; refuses a backbone other than the one trained on."""
-        config = read_side_config(directory)
+    def from_pretrained(cls, backbone, directory=None, **backbone_kwargs) -> LadderModel:
+        """``from_pretrained(backbone, directory)``: the saved side network next to a backbone you loaded;
+        ``from_pretrained(directory, **backbone_kwargs)``: next to the backbone it recorded (alias, hub id or folder,
+        with its task head and number of labels), loaded here, as PEFT's ``AutoPeftModel...`` classes do.
+
+        Raises:
+            CheckpointError: missing/corrupt files, another backbone, or another head or label count (one line).
+        """
+        if directory is None:
+            directory = backbone
+            config = read_side_config(directory)
+            backbone = load_recorded_backbone(directory, config, **backbone_kwargs)
+        else:
+            config = read_side_config(directory)
+        check_head(backbone, task_head(backbone), directory, config)
         model = cls(backbone, config)  # no pruning or Fisher pass: the weights come from the file
         if config.backbone_dtype is not None:  # the dtype it trained in; any dtype passes the fingerprint
             convert_backbone(model.backbone, config.backbone_dtype)

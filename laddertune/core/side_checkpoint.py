@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import CheckpointError, ConfigError
 from ..io import atomic_save_tensors, load_tensors
+from .backbones import load_backbone
 from .config import LadderConfig
 from .fingerprint import legacy_fingerprint, signature_mismatch, structure_fingerprint, value_signature
 
@@ -73,3 +74,44 @@ def backbone_mismatch(model, saved: LadderConfig) -> str | None:
     if saved.backbone_fingerprint and saved.backbone_fingerprint != actual:
         return f"another config or other parameter names: fingerprint {actual}"
     return signature_mismatch(saved.backbone_signature, value_signature(model))
+
+
+def saved_num_labels(directory: str | Path) -> int | None:
+    """The number of labels of a saved classification head: the rows of its last weight matrix."""
+    state = load_tensors(Path(directory) / WEIGHTS_NAME)
+    heads = sorted(
+        (k for k, v in state.items() if k.startswith("head.") and k.endswith(".weight") and v.dim() == 2),
+        key=lambda k: int(k.split(".")[1]) if k.split(".")[1].isdigit() else -1,
+    )
+    return state[heads[-1]].shape[0] if heads else None
+
+
+def load_recorded_backbone(directory: str | Path, saved: LadderConfig, **kwargs):
+    """Load the backbone ``saved`` recorded (alias, hub id or folder) with its task head and number of labels."""
+    if not saved.backbone_name or not saved.task_head:
+        raise CheckpointError(
+            f"{directory} does not record its backbone: pass one, LadderModel.from_pretrained(backbone, directory)"
+        )
+    if saved.task_head == "sequence_classification":
+        kwargs.setdefault("num_labels", saved_num_labels(directory))
+    try:
+        return load_backbone(saved.backbone_name, saved.task_head, **kwargs)
+    except ConfigError as e:
+        raise CheckpointError(f"{directory}: {e}") from None
+
+
+def check_head(backbone, head: str, directory: str | Path, saved: LadderConfig) -> None:
+    """Refuse, in one line, a backbone whose task head or label count differs from the checkpoint's."""
+    if saved.task_head and head != saved.task_head:
+        raise CheckpointError(
+            f"{directory} was trained on backbone {saved.backbone_name!r} with a {saved.task_head} head "
+            f"(side network); this backbone has a {head} head ({type(backbone).__name__})"
+        )
+    if head == "sequence_classification":
+        expected, actual = saved_num_labels(directory), backbone.config.num_labels
+        if expected is not None and expected != actual:
+            raise CheckpointError(
+                f"{directory} was trained on backbone {saved.backbone_name!r} with {expected} labels; "
+                f"this backbone has num_labels={actual}: "
+                f"load it with num_labels={expected}"
+            )

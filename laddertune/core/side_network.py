@@ -13,6 +13,7 @@ trunk's own forward (masks, positions, caches, relative bias) is the library's, 
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import inspect
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from transformers import PreTrainedModel
 
 from ..errors import ConfigError
 from .architectures import Family, StackSpec, get_path, reduced_config
+from .config import LadderConfig
 
 # Key of the embedding output (the input of backbone layer 0) among the taps.
 EMBED = -1
@@ -178,3 +180,33 @@ def _compute_dtype(weight: torch.Tensor) -> torch.dtype:
     being copied to float32 and back), else the weight's."""
     device = weight.device.type
     return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+
+
+class SideNetwork(nn.Module):
+    """Everything trainable: one :class:`SideStack` per backbone stack, the up-projection, a new task head."""
+
+    def __init__(self, backbone: nn.Module, family: Family, config: LadderConfig, head: str) -> None:
+        super().__init__()
+        args = (
+            config.reduction_factor,
+            config.side_layers,
+            config.gate_temperature,
+            config.gate_init,
+            config.attn_implementation,
+        )
+        self.stacks = nn.ModuleDict({s.name: SideStack(family, s, backbone, *args) for s in family.stacks})
+        width = getattr(backbone.config, family.width)
+        self.up = nn.Linear(width // config.reduction_factor, width)
+        nn.init.normal_(self.up.weight, std=0.01)
+        nn.init.zeros_(self.up.bias)
+        if head == "sequence_classification":
+            # Deep copies: the backbone's own (newly initialised) head stays untouched and frozen.
+            self.head = nn.Sequential(*(_head_module(backbone, p) for p in family.cls_head)).float()
+            self.head.requires_grad_(True)
+
+
+def _head_module(backbone: nn.Module, path: str) -> nn.Module:
+    """A trainable copy of a head module; ``@relu`` / ``@tanh``: an activation the head calls as a function."""
+    if path.startswith("@"):
+        return {"@relu": nn.ReLU, "@tanh": nn.Tanh}[path]()
+    return copy.deepcopy(get_path(backbone, path))

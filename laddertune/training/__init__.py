@@ -9,7 +9,8 @@ from .build import epoch_batches
 from .checkpoint import BASELINE_WEIGHTS, STATE_JSON, STATE_TENSORS, checkpoint_candidates
 from .config import TrainConfig
 from .evaluation import evaluate, format_metrics
-from .loop import TrainingDivergedError, train
+from .loop import train
+from .step import TrainingDivergedError
 
 __all__ = [
     "BASELINE_WEIGHTS",

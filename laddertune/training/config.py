@@ -65,6 +65,9 @@ class TrainConfig:
     """LST with ``init="fisher"``: training examples for the empirical Fisher information (the paper's 1024)."""
     backbone_dropout: bool = False
     """LST: run the frozen backbone with dropout on while training (the authors' setting; slower, noisier)."""
+    device_map: str | None = None
+    """LST: ``"auto"`` places the frozen backbone over the visible devices with accelerate (its big-model
+    placement) and the side network on one of them; None keeps everything on one device."""
     freeze_layers: int = 0
     """Baselines: freeze the first N layers (the paper's Figure 6). LST drops side layers with ``side_layers``."""
     epochs: int | None = None
@@ -207,6 +210,10 @@ class TrainConfig:
             )
         if self.method != "lst" and (self.side_layers is not None or self.init != "random"):
             raise ConfigError(f"side_layers and init apply to LST only, not to method {self.method!r}")
+        if self.device_map not in (None, "auto"):
+            raise ConfigError(f"device_map must be 'auto' or None, got {self.device_map!r}")
+        if self.device_map and self.method != "lst":
+            raise ConfigError(f"device_map applies to LST only, not to method {self.method!r}")
         if self.task.lower() == "custom" and (not self.train_file or not self.text_column):
             raise ConfigError("task 'custom' needs train_file (--train-file) and text_column (--text-column)")
 

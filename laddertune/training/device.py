@@ -55,7 +55,8 @@ def move_batch(batch: dict, device: torch.device) -> dict:
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
-    """Where a model's trainable parameters are (its first parameter's device when none trains)."""
+    """Where a model's trainable parameters are (its first parameter's device when none trains; the CPU for a
+    model without parameters)."""
     params = list(model.parameters())
     trainable = [p for p in params if p.requires_grad]
-    return (trainable or params)[0].device
+    return (trainable or params)[0].device if params else torch.device("cpu")

@@ -60,12 +60,42 @@ def evaluate_examples(
     desc: str = "eval",
     meter=None,
     memory_batches: int = 0,
+    distributed=None,
 ) -> dict:
     """Score ``model`` on ``examples`` with the task's metric (x100; ``score`` is the main number).
 
     Batches go longest first (less padding). With ``meter``, the first ``memory_batches`` batches are measured
-    under the phase ``eval``.
+    under the phase ``eval``. With ``distributed`` (a :class:`~laddertune.training.distributed.Distributed`), each
+    rank predicts its share of the examples and every rank scores all the gathered predictions.
     """
+    kw = dict(spec=spec, fmt=fmt, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
+    kw.update(show_progress=show_progress, desc=desc, meter=meter, memory_batches=memory_batches)
+    if distributed is None:
+        predictions = predict_examples(model, examples, **kw)
+    else:
+        predictions = distributed.gather(predict_examples(model, distributed.shard(examples), **kw))
+    metrics = compute_metrics(spec, predictions, [e["label"] for e in examples])
+    if not spec.is_regression:  # how much of the split gets the most predicted class (issue 15, item 5)
+        counts = Counter(p for p in predictions if p is not None)
+        metrics[MAJORITY] = 100 * max(counts.values(), default=0) / len(predictions)
+    return metrics
+
+
+def predict_examples(
+    model,
+    examples: list[dict],
+    *,
+    spec,
+    fmt: str,
+    tokenizer,
+    batch_size: int,
+    max_length: int,
+    show_progress: bool = False,
+    desc: str = "eval",
+    meter=None,
+    memory_batches: int = 0,
+) -> list:
+    """``model``'s prediction for each of ``examples``, in their order (see :func:`evaluate_examples`)."""
     collator = make_collator(tokenizer, fmt=fmt, spec=spec, max_length=max_length, generation=fmt == "causal")
     predictions: list = [None] * len(examples)
     was_training = model.training
@@ -77,16 +107,23 @@ def evaluate_examples(
         disable=not show_progress,
         leave=False,
     )
+    device = _device(model)
     for k, (idx, batch) in enumerate(batches):
+        if device is not None and device.type != "cpu":
+            batch = {key: v.to(device) if torch.is_tensor(v) else v for key, v in batch.items()}
         with meter.phase("eval") if meter is not None and k < memory_batches else nullcontext():
             for i, p in zip(idx, predict(model, batch, spec, fmt, tokenizer), strict=True):
                 predictions[i] = p
     model.train(was_training)
-    metrics = compute_metrics(spec, predictions, [e["label"] for e in examples])
-    if not spec.is_regression:  # how much of the split gets the most predicted class (issue 15, item 5)
-        counts = Counter(p for p in predictions if p is not None)
-        metrics[MAJORITY] = 100 * max(counts.values(), default=0) / len(predictions)
-    return metrics
+    return predictions
+
+
+def _device(model) -> torch.device | None:
+    """Where the model takes its inputs: the first trainable parameter's device (the side network's for LST)."""
+    for p in model.parameters():
+        if p.requires_grad:
+            return p.device
+    return None
 
 
 # The share (x100) of a split predicted as its most predicted class: a model stuck at the majority label scores the

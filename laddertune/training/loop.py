@@ -41,7 +41,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from ..core.backbones import load_tokenizer
 from ..data import load_splits, make_collator
-from ..errors import ConfigError, LadderTuneError
+from ..errors import ConfigError
 from ..memory import PeakMemoryMeter
 from .build import (
     build_model,
@@ -54,23 +54,21 @@ from .build import (
 from .checkpoint import (
     find_checkpoint,
     load_weights,
-    resume_checkpoint,
     save_best,
     save_checkpoint,
     trainable_parameters,
 )
 from .config import TrainConfig
-from .device import model_device, move_batch, resolve_device
+from .device import move_batch, resolve_device
+from .distributed import DataParallelHooks, Distributed
 from .evaluation import evaluate_examples, format_metrics
+from .placement import PlacementHooks
 from .precision import Precision
 from .results import write_results
 from .run_dir import MetricsLog, check_output, claim_output, truncate_metrics
+from .step import TrainingDivergedError, train_step
 
 logger = logging.getLogger(__name__)
-
-
-class TrainingDivergedError(LadderTuneError):
-    """The loss or the gradient became NaN or infinite; the run stopped and kept its last good checkpoint."""
 
 
 @dataclass
@@ -140,7 +138,7 @@ def train(
         start = state["next_batch"] if epoch == state["epoch"] else 0
         with run.progress(len(batches), start, epoch) as bar:
             for b in range(start, len(batches)):
-                loss = run.step(run.data.collate([train_set[i] for i in batches[b]]), epoch)
+                loss = run.step(run.data.collate([train_set[i] for i in run.shard(batches[b])]), epoch)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}")
                 run.after_step(epoch, next_batch=b + 1, epoch_done=b + 1 == len(batches))
@@ -148,37 +146,10 @@ def train(
     return run.finish()
 
 
-def train_step(
-    model, batch: dict, optimizer, scheduler, max_grad_norm: float, precision: Precision | None = None
-) -> float:
-    """One optimisation step; returns the loss. A NaN/inf loss or gradient raises :class:`TrainingDivergedError`
-    before the optimizer touches the weights.
-
-    With ``precision`` the forward runs under its autocast; with fp16's gradient scaler an overflowing gradient is
-    the scaler's business (it skips the step and lowers the scale), not a divergence.
-    """
-    precision = precision or Precision("fp32", model_device(model))
-    with precision.autocast():
-        loss = model(**batch).loss
-    if not torch.isfinite(loss):
-        raise TrainingDivergedError(f"the loss is {loss.item()}")
-    precision.backward(loss)
-    precision.unscale(optimizer)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf"))
-    if not torch.isfinite(norm) and precision.scaler is None:
-        optimizer.zero_grad(set_to_none=True)
-        raise TrainingDivergedError(f"the gradient norm is {norm.item()}")
-    precision.step(optimizer)
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return loss.item()
-
-
 # ------------------------------------------------------------------------------------------------- the phases
 
 
-class Run:
+class Run(DataParallelHooks, PlacementHooks):
     """One run's state, built phase by phase; :func:`train` calls the phases and holds the loop."""
 
     def __init__(self, config: TrainConfig, show_progress: bool, on_record: Callable[[dict], None] | None):
@@ -187,6 +158,7 @@ class Run:
         self.timing = {"process_steps": 0, "timed_steps": 0, "timed_seconds": 0.0}
         self.losses: list[float] = []  # since the last logged step
         self.init_meter = self.meter = None
+        self.dist = Distributed.from_env()  # None in a single process; see laddertune.training.distributed
 
     def prepare_output(self) -> None:
         """Check ``output_dir`` (filled in when None) without changing it, and seed everything."""
@@ -197,6 +169,8 @@ class Run:
             config.output_dir = config.default_output_dir()
         self.out = check_output(config)
         self.device = resolve_device(config.device)  # a missing GPU fails here, before anything loads
+        if self.dist is not None:  # one device per rank (the local rank's GPU on NCCL)
+            self.device = self.dist.device
         seed_everything(config.seed)
 
     def prepare_data(self) -> None:
@@ -208,7 +182,7 @@ class Run:
         tokenizer = load_tokenizer(config.backbone, trust_remote_code=config.trust_remote_code)
         collate = make_collator(tokenizer, fmt=fmt, spec=splits.spec, max_length=config.max_length)
         self.data = RunData(splits, fmt, head, tokenizer, collate)
-        self.eval_kw = self.data.eval_kwargs(config, self.show_progress)
+        self.eval_kw = {**self.data.eval_kwargs(config, self.show_progress), "distributed": self.dist}
 
     def build_model(self) -> None:
         """The method's model. Its build is measured as the phase "init" (loading, pruning, Fisher).
@@ -229,6 +203,8 @@ class Run:
             self.model = build_model(
                 config, data.spec, data.head, data.tokenizer, calibration, device=self.device
             )
+        if config.device_map:
+            self.place_backbone()
         self.counts = parameter_counts(self.model)
         logger.info("%s: %d of %d parameters train (%.3f%%)", config.method, *self.counts.values())
 
@@ -250,6 +226,8 @@ class Run:
             params, lr=self.schedule.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=config.weight_decay
         )
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, self.schedule.warmup, total)
+        if self.dist is not None:
+            self.dist.wrap(self.model)
         # "train" and "eval" count what a GPU would hold: the weights and gradients and the optimizer state.
         if config.memory_steps:
             self.meter = PeakMemoryMeter(self.model, self.optimizer, device=self.device)
@@ -258,8 +236,9 @@ class Run:
     def start_or_resume(self) -> None:
         """Claim the output folder and start fresh, or restore ``checkpoint-last``."""
         config, out = self.config, self.out
-        claim_output(config, out)
-        self.log = MetricsLog(out / "metrics.jsonl", self.on_record)
+        if self.is_main:
+            claim_output(config, out)
+        self.log = MetricsLog(out / "metrics.jsonl", self.on_record if self.is_main else None, self.is_main)
         self.state = {
             "step": 0,
             "epoch": 0,
@@ -268,19 +247,20 @@ class Run:
             "history": [],
             "train_seconds": 0.0,
         }
-        resumed = None
-        if config.resume:
-            resumed = resume_checkpoint(out, self.model, config.method, self.optimizer, self.scheduler)
+        resumed = self.resume_on_every_rank() if config.resume else None
         if resumed is not None:
             resume_from, self.state = resumed
             self.precision.load_state_dict(self.state.get("grad_scaler", {}))
-            truncate_metrics(self.log.path, self.state["step"])
+            if self.is_main:
+                truncate_metrics(self.log.path, self.state["step"])
             logger.info("resumed from %s at step %d", resume_from, self.state["step"])
         else:
             if config.resume:
                 logger.warning("nothing to resume in %s; starting a new run", out)
-            self.log.path.unlink(missing_ok=True)
-        config.save(out)
+            if self.is_main:
+                self.log.path.unlink(missing_ok=True)
+        if self.is_main:
+            config.save(out)
         self.timing["resumed"] = resumed is not None
         if resumed is not None:
             self.log({"type": "resume", "step": self.state["step"], "epoch": self.state["epoch"] + 1})
@@ -293,16 +273,19 @@ class Run:
         """One training step, timed, and measured for the first ``memory_steps`` after this process's first."""
         timing, config = self.timing, self.config
         measured = self.meter is not None and 1 <= timing["process_steps"] <= config.memory_steps
+        batch = self.to_model_device(batch)
         t0 = time.perf_counter()
         try:
             with self.meter.phase("train") if measured else nullcontext():
+                forward = None if self.dist is None else lambda b: self.dist.forward_loss(b, self.data.head)
                 loss = train_step(
                     self.model,
-                    move_batch(batch, self.device),
+                    batch,
                     self.optimizer,
                     self.scheduler,
                     config.max_grad_norm,
                     self.precision,
+                    forward,
                 )
         except TrainingDivergedError as e:
             self._stop_diverged(e, epoch)
@@ -340,7 +323,7 @@ class Run:
         )
         metrics = evaluate_examples(
             self.model, self.data.splits.validation, desc="validation", **memory_kw, **self.eval_kw
-        )
+        )  # eval_kw carries distributed=: every rank predicts its share, all score the gathered predictions
         record = {"type": "eval", "split": "validation", "epoch": epoch + 1, "step": state["step"]}
         record.update(metrics=metrics, eval_seconds=time.perf_counter() - t0)
         state["history"].append(record)
@@ -353,9 +336,12 @@ class Run:
                 "score": metrics["score"],
                 "metrics": metrics,
             }
-            save_best(self.out / "checkpoint-best", self.model, config.method)
+            if self.is_main:
+                save_best(self.out / "checkpoint-best", self.model, config.method)
         state.update(epoch=epoch + 1, next_batch=0)
         self._save_last()
+        if self.dist is not None:
+            self.dist.barrier()  # checkpoint-best is complete before any rank may read it (finish)
 
     def finish(self) -> dict:
         """The best epoch's weights on the test set (when the protocol has one), then ``results.json``."""
@@ -372,9 +358,14 @@ class Run:
                     "metrics": test,
                 }
             )
-        return write_results(self, test)
+        results = write_results(self, test, write=self.is_main)
+        if self.dist is not None:
+            self.dist.close()
+        return results
 
     def _save_last(self) -> None:
+        if not self.is_main:
+            return
         if self.precision.scaler is not None:  # fp16: the loss scale resumes where it was
             self.state["grad_scaler"] = self.precision.state_dict()
         save_checkpoint(

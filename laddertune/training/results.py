@@ -15,9 +15,9 @@ import transformers
 from ..io import atomic_write_text
 
 
-def write_results(run, test: dict | None) -> dict:
+def write_results(run, test: dict | None, write: bool = True) -> dict:
     """Assemble a finished :class:`~laddertune.training.loop.Run`'s results, write ``results.json`` last, and drop
-    the resume fallback. Returns them."""
+    the resume fallback (``write=False``: a data-parallel rank other than 0 only assembles). Returns them."""
     config, data, state, timing, schedule = run.config, run.data, run.state, run.timing, run.schedule
     best, init_meter, meter = state["best"], run.init_meter, run.meter
     memory = meter.report().to_dict() if meter is not None else None
@@ -69,9 +69,15 @@ def write_results(run, test: dict | None) -> dict:
             "attn": config.attn if config.method == "lst" else None,
         },
         "data": data.splits.summary(),
+        "distributed": {
+            "world_size": run.dist.world_size if run.dist else 1,
+            "backend": run.dist.backend if run.dist else None,
+        },
         "versions": versions(),
         "config": config.to_dict(),
     }
+    if not write:
+        return results
     out = Path(config.output_dir)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     shutil.rmtree(out / "checkpoint-last.old", ignore_errors=True)  # a finished run resumes from nothing

@@ -18,12 +18,19 @@ RUN_FILES = ("results.json", "metrics.jsonl", CONFIG_NAME, "checkpoint-last", "c
 class MetricsLog:
     """Appends one JSON record a line to ``metrics.jsonl`` and hands each record to an optional callback."""
 
-    def __init__(self, path: Path, on_record: Callable[[dict], None] | None = None) -> None:
-        self.path, self.on_record = path, on_record
+    def __init__(
+        self, path: Path, on_record: Callable[[dict], None] | None = None, write: bool = True
+    ) -> None:
+        self.path, self.on_record, self.write = (
+            path,
+            on_record,
+            write,
+        )  # write=False: a data-parallel rank > 0
 
     def __call__(self, record: dict) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        if self.write:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
         if self.on_record is not None:
             self.on_record(record)
 

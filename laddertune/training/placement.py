@@ -1,0 +1,27 @@
+"""``--device-map auto`` in a training run: the backbone spread over devices (:mod:`laddertune.core.placement`),
+the batches sent to the side network's device. Hooks of :class:`~laddertune.training.loop.Run`."""
+
+from __future__ import annotations
+
+import torch
+
+from ..core.placement import place_backbone
+from ..errors import ConfigError
+
+
+class PlacementHooks:
+    """What :class:`~laddertune.training.loop.Run` asks of backbone placement."""
+
+    def place_backbone(self) -> None:
+        if self.dist is not None:
+            raise ConfigError(
+                "--device-map with torchrun/accelerate is not supported: one of the two per run"
+            )
+        place_backbone(self.model, self.config.device_map)
+
+    def to_model_device(self, batch: dict) -> dict:
+        """The batch on the side network's device (where the loss is computed); unchanged on the CPU."""
+        device = getattr(self.model, "device", torch.device("cpu"))
+        if device.type == "cpu" or self.dist is not None:  # the data-parallel step moves its own batches
+            return batch
+        return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}

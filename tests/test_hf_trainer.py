@@ -1,0 +1,107 @@
+"""``LadderTrainer`` (transformers.Trainer): side-only checkpoints, periodic and final, and a resume that continues
+the same run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import VOCAB, tiny_backbone
+from transformers import TrainerCallback, TrainingArguments
+
+from laddertune import LadderConfig, LadderModel, get_ladder_model
+from laddertune.core.side_checkpoint import WEIGHTS_NAME
+from laddertune.io import load_tensors
+from laddertune.training.hf_trainer import LadderTrainer
+
+STEPS = 6
+
+
+def _dataset(n: int = 24, length: int = 6):
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, VOCAB, (n, length), generator=g)
+    labels = (ids[:, 0] > VOCAB // 2).long()  # learnable from the first token
+    return [
+        {"input_ids": i, "attention_mask": torch.ones_like(i), "labels": y}
+        for i, y in zip(ids, labels, strict=True)
+    ]
+
+
+def _model():
+    torch.manual_seed(0)
+    return get_ladder_model(
+        tiny_backbone("bert", "sequence_classification"), LadderConfig(reduction_factor=4)
+    )
+
+
+def _trainer(out, model, **kw):
+    args = TrainingArguments(
+        output_dir=str(out),
+        max_steps=STEPS,
+        save_steps=3,
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        logging_steps=1,
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    return LadderTrainer(model=model, args=args, train_dataset=_dataset(), **kw)
+
+
+def _losses(trainer) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in trainer.state.log_history if "loss" in r}
+
+
+class _StopAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("trainer_full")
+    model = _model()
+    backbone_names = set(model.backbone.state_dict())
+    trainer = _trainer(out, model)
+    trainer.train()
+    trainer.save_model(str(out / "final"))
+    return out, trainer, model, backbone_names
+
+
+def test_saved_folders_hold_the_side_network_and_no_backbone_tensor(full_run):
+    out, _, model, backbone_names = full_run
+    side = model.side.state_dict()
+    for folder in (out / "checkpoint-3", out / f"checkpoint-{STEPS}", out / "final"):
+        assert (folder / "ladder_config.json").is_file()
+        assert not (folder / "model.safetensors").exists()
+        weights = load_tensors(folder / WEIGHTS_NAME)
+        assert set(weights) == set(side) and not set(weights) & backbone_names
+        total = sum(p.stat().st_size for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt"))
+        assert total < 10 * sum(t.numel() * 4 for t in side.values()) + 50_000  # side + its optimizer state
+    torch.manual_seed(0)
+    loaded = LadderModel.from_pretrained(tiny_backbone("bert", "sequence_classification"), out / "final")
+    assert torch.equal(loaded.side.head[0].weight, model.side.head[0].weight.cpu())
+
+
+def test_resume_from_checkpoint_continues_the_same_run(tmp_path, full_run):
+    _, full, model, _ = full_run
+    stopped = _trainer(tmp_path, _model(), callbacks=[_StopAt(3)])
+    stopped.train()
+    resumed = _trainer(tmp_path, _model())  # fresh weights: the checkpoint must bring the trained ones back
+    resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-3"))
+    expected = _losses(full)
+    # steps 1-3 come back with the checkpoint's trainer_state.json; 4-6 are trained after the resume
+    assert _losses(resumed) == pytest.approx(expected, rel=1e-5) and len(expected) == STEPS
+    assert len(set(expected.values())) > 2, "degenerate test: the loss does not move"
+    for name, tensor in resumed.model.side.state_dict().items():
+        assert torch.allclose(tensor, model.side.state_dict()[name], atol=1e-6), name
+    state = json.loads((tmp_path / f"checkpoint-{STEPS}" / "trainer_state.json").read_text())
+    assert state["global_step"] == STEPS
