@@ -210,7 +210,7 @@ def _print_record(record: dict) -> None:
         tqdm.write(f"resumed at step {record['step']} (epoch {record['epoch']})")
 
 
-def _quiet(args: argparse.Namespace) -> None:
+def quiet(args: argparse.Namespace) -> None:
     """Without -v, hide transformers' load reports and its weight-loading bars; honour --threads."""
     import torch
     import transformers
@@ -225,7 +225,7 @@ def _quiet(args: argparse.Namespace) -> None:
 def run_train(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
-    _quiet(args)
+    quiet(args)
     results = train(
         config, show_progress=not args.no_progress and sys.stderr.isatty() or False, on_record=_print_record
     )
@@ -251,7 +251,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
 
-    _quiet(args)
+    quiet(args)
     result = evaluate(
         args.checkpoint,
         data_dir=args.data_dir,

@@ -37,6 +37,10 @@ class LadderConfig:
         backbone_revision: filled in by ``save_pretrained``: the backbone's commit hash, when known.
         backbone_fingerprint: filled in by ``save_pretrained``: hash of the backbone's config and weights.
         task_head: filled in by ``get_ladder_model``: ``seq2seq_lm``, ``causal_lm`` or ``sequence_classification``.
+        label_names: filled in by ``save_pretrained`` for classification heads: the backbone's ``id2label`` in id
+            order; ``from_pretrained`` restores it, so a checkpoint names its classes without ``results.json``.
+        problem_type: filled in by ``save_pretrained`` for classification heads: the backbone config's
+            ``problem_type`` (``single_label_classification``, ``regression``), restored by ``from_pretrained``.
     """
 
     reduction_factor: int = 8
@@ -51,6 +55,8 @@ class LadderConfig:
     backbone_revision: str | None = None
     backbone_fingerprint: str | None = None
     task_head: str | None = field(default=None)
+    label_names: list[str] | None = None
+    problem_type: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.reduction_factor, bool) or not isinstance(self.reduction_factor, int):
@@ -86,7 +92,21 @@ class LadderConfig:
             raise ConfigError(f"fisher_samples must be a positive integer, got {self.fisher_samples!r}")
         if not isinstance(self.backbone_dropout, bool):
             raise ConfigError(f"backbone_dropout must be true or false, got {self.backbone_dropout!r}")
-        for name in ("backbone_name", "backbone_revision", "backbone_fingerprint", "task_head"):
+        if self.label_names is not None and (
+            isinstance(self.label_names, str | bytes | dict)
+            or not isinstance(self.label_names, Iterable)
+            or not all(isinstance(n, str) for n in self.label_names)
+        ):
+            raise ConfigError(f"label_names must be a list of strings or None, got {self.label_names!r}")
+        if self.label_names is not None:
+            self.label_names = list(self.label_names)
+        for name in (
+            "backbone_name",
+            "backbone_revision",
+            "backbone_fingerprint",
+            "task_head",
+            "problem_type",
+        ):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name} must be a string or None, got {getattr(self, name)!r}")
 

@@ -23,7 +23,7 @@ from .cache import LadderCache
 from .config import LadderConfig
 from .discovery import discover_family
 from .generation import generate
-from .side_checkpoint import load_side_weights, read_side_config, save_side
+from .side_checkpoint import load_side_weights, read_side_config, restore_labels, save_side
 from .side_network import SideStack, record_taps
 
 logger = logging.getLogger(__name__)
@@ -279,6 +279,7 @@ class LadderModel(nn.Module):
         config = read_side_config(directory)
         model = cls(backbone, config)  # no pruning or Fisher pass: the weights come from the file
         load_side_weights(model, directory, config)
+        restore_labels(backbone, config)
         return model
 
 

@@ -61,6 +61,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .evaluation import evaluate_examples, format_metrics
+from .prediction import task_record
 from .results import write_results
 from .run_dir import MetricsLog, check_output, claim_output, truncate_metrics
 
@@ -197,6 +198,7 @@ class Run:
         collate = make_collator(tokenizer, fmt=fmt, spec=splits.spec, max_length=config.max_length)
         self.data = RunData(splits, fmt, head, tokenizer, collate)
         self.eval_kw = self.data.eval_kwargs(config, self.show_progress)
+        self.task = task_record(config, splits.spec, fmt)  # task.json of every checkpoint (for predict)
 
     def build_model(self) -> None:
         """The method's model. Its build is measured as the phase "init" (loading, pruning, Fisher).
@@ -328,7 +330,7 @@ class Run:
                 "score": metrics["score"],
                 "metrics": metrics,
             }
-            save_best(self.out / "checkpoint-best", self.model, config.method)
+            save_best(self.out / "checkpoint-best", self.model, config.method, self.task)
         state.update(epoch=epoch + 1, next_batch=0)
         self._save_last()
 
@@ -357,6 +359,7 @@ class Run:
             self.optimizer,
             self.scheduler,
             self.state,
+            self.task,
         )
 
     def _stop_diverged(self, error: TrainingDivergedError, epoch: int):
