@@ -21,6 +21,7 @@ from ..training.config import (
     METHODS,
     PROBLEM_TYPES,
     PROTOCOLS,
+    TAP_DTYPES,
     TrainConfig,
     parse_int_list,
 )
@@ -133,6 +134,18 @@ def register(subparsers) -> None:
         default=None,
         help="custom data: regression or classification; default inferred from the labels (and printed)",
     )
+    g.add_argument(
+        "--tap-cache",
+        default=None,
+        help="LST: folder of the tap cache; the backbone runs once per training example, later epochs and runs "
+        "read its taps from there",
+    )
+    g.add_argument(
+        "--tap-dtype",
+        default="float32",
+        choices=TAP_DTYPES,
+        help="dtype of cached taps (float32 trains exactly as uncached; the others take half the disk)",
+    )
     g = p.add_argument_group("output")
     g.add_argument("--output-dir", default=None, help="default runs/<task>-<method>-<timestamp>")
     g.add_argument(
@@ -206,6 +219,8 @@ def _print_record(record: dict) -> None:
             f"epoch {record['epoch']}" if record["split"] == "validation" else f"best epoch {record['epoch']}"
         )
         tqdm.write(f"{where} step {record['step']}: {record['split']} {format_metrics(record['metrics'])}")
+    elif kind == "tap_cache":
+        tqdm.write(record["message"])
     elif kind == "resume":
         tqdm.write(f"resumed at step {record['step']} (epoch {record['epoch']})")
 

@@ -124,13 +124,18 @@ class LadderModel(nn.Module):
         )
 
     # -- running one stack -----------------------------------------------------------------------------------------
-    def run_stack(self, name: str, input_ids, backbone_kwargs: dict, side_kwargs: dict):
+    def run_stack(self, name: str, input_ids, backbone_kwargs: dict, side_kwargs: dict, taps=None):
         """Run backbone stack ``name`` without autograd, then its side stack on the recorded taps.
+
+        With ``taps`` (this stack's, as :func:`laddertune.core.taps.collect_taps` returns them) the backbone stack
+        does not run: the side stack reads the given taps, and the backbone output is None.
 
         Returns:
             (backbone output, side output), both with ``last_hidden_state`` (and ``past_key_values``).
         """
         stack = self.side.stacks[name]
+        if taps is not None:
+            return None, stack(taps, **_present(side_kwargs))
         call = get_path(self.backbone, stack.spec.call)
         with torch.no_grad(), record_taps(self._backbone_layers[name], stack.kept) as taps:
             backbone_out = call(input_ids=input_ids, **_present(backbone_kwargs))
@@ -157,6 +162,7 @@ class LadderModel(nn.Module):
         encoder_outputs: tuple[torch.Tensor, torch.Tensor] | None = None,
         past_key_values: LadderCache | None = None,
         use_cache: bool = False,
+        taps: dict[str, dict[int, torch.Tensor]] | None = None,
     ):
         """Compute logits (and the loss when ``labels`` are given) as the backbone's head would.
 
@@ -171,7 +177,12 @@ class LadderModel(nn.Module):
             encoder_outputs: (backbone, side) encoder states already computed (generation).
             past_key_values: a :class:`LadderCache` for incremental decoding.
             use_cache: return a :class:`LadderCache` in ``past_key_values``.
+            taps: the backbone's taps of this batch per stack (``{"body": {EMBED: (B, T, d), i: (B, T, d)}}``,
+                from :func:`laddertune.core.taps.collect_taps` or a tap cache): the side network runs on them and
+                the backbone does not run. Not with ``use_cache``.
         """
+        if taps is not None and use_cache:
+            raise ValueError("taps replace the backbone's forward; incremental decoding needs the backbone")
         cache = past_key_values or (LadderCache() if use_cache else None)
         if self.head == "seq2seq_lm":
             return self._seq2seq(
@@ -182,6 +193,7 @@ class LadderModel(nn.Module):
                 decoder_attention_mask,
                 encoder_outputs,
                 cache,
+                taps,
             )
         backbone_kwargs = {
             "attention_mask": attention_mask,
@@ -194,7 +206,9 @@ class LadderModel(nn.Module):
         )  # "body", or "encoder" for an encoder-decoder's classifier (BART)
         if stack == "body":
             _with_cache(cache, backbone_kwargs, side_kwargs)
-        backbone_out, side_out = self.run_stack(stack, input_ids, backbone_kwargs, side_kwargs)
+        backbone_out, side_out = self.run_stack(
+            stack, input_ids, backbone_kwargs, side_kwargs, taps and taps[stack]
+        )
         if cache:
             cache.backbone, cache.side = backbone_out.past_key_values, side_out.past_key_values
         hidden = side_out.last_hidden_state  # (B, T, d/r)
@@ -231,18 +245,18 @@ class LadderModel(nn.Module):
         loss = None if labels is None else ForSequenceClassificationLoss(labels, logits, self.backbone.config)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
-        """Encoder-decoders: run both encoders; returns (backbone states, side states), each (B, T, width)."""
-        backbone_out, side_out = self.run_stack(
-            "encoder", input_ids, {"attention_mask": attention_mask}, {"attention_mask": attention_mask}
-        )
-        return backbone_out.last_hidden_state, side_out.last_hidden_state
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, taps=None):
+        """Encoder-decoders: run both encoders; returns (backbone states, side states), each (B, T, width). With
+        the encoder's ``taps`` only the side encoder runs and the backbone states are None."""
+        mask = {"attention_mask": attention_mask}
+        backbone_out, side_out = self.run_stack("encoder", input_ids, mask, mask, taps)
+        return None if backbone_out is None else backbone_out.last_hidden_state, side_out.last_hidden_state
 
     def _seq2seq(
-        self, input_ids, attention_mask, labels, decoder_input_ids, decoder_attention_mask, enc, cache
+        self, input_ids, attention_mask, labels, decoder_input_ids, decoder_attention_mask, enc, cache, taps
     ):
         if enc is None:
-            enc = self.encode(input_ids, attention_mask)
+            enc = self.encode(input_ids, attention_mask, taps and taps["encoder"])
         if decoder_input_ids is None:
             if labels is None:
                 raise ValueError("a seq2seq LadderModel needs labels or decoder_input_ids")
@@ -251,7 +265,9 @@ class LadderModel(nn.Module):
         backbone_kwargs = {**shared, "encoder_hidden_states": enc[0]}
         side_kwargs = {**shared, "encoder_hidden_states": enc[1]}
         _with_cache(cache, backbone_kwargs, side_kwargs)
-        backbone_out, side_out = self.run_stack("decoder", decoder_input_ids, backbone_kwargs, side_kwargs)
+        backbone_out, side_out = self.run_stack(
+            "decoder", decoder_input_ids, backbone_kwargs, side_kwargs, taps and taps["decoder"]
+        )
         if cache:
             cache.backbone, cache.side = backbone_out.past_key_values, side_out.past_key_values
         logits = self._lm_logits(side_out.last_hidden_state)  # (B, T_dec, vocab)

@@ -64,6 +64,7 @@ from .evaluation import evaluate_examples, format_metrics
 from .prediction import task_record
 from .results import write_results
 from .run_dir import MetricsLog, check_output, claim_output, truncate_metrics
+from .tap_run import use_tap_cache
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,7 @@ def train(
     run.build_model()
     run.make_optimizer()
     run.start_or_resume()
+    run.open_tap_cache()
 
     run.model.train()
     train_set, state = run.data.splits.train, run.state
@@ -268,6 +270,11 @@ class Run:
         self.timing["resumed"] = resumed is not None
         if resumed is not None:
             self.log({"type": "resume", "step": self.state["step"], "epoch": self.state["epoch"] + 1})
+
+    def open_tap_cache(self) -> None:
+        """With ``tap_cache``: find or build the training examples' taps; training batches then carry them."""
+        if self.config.tap_cache:
+            self.tap_cache = use_tap_cache(self.config, self.model, self.data, self.log)
 
     def progress(self, total: int, initial: int, epoch: int):
         desc = f"epoch {epoch + 1}/{self.schedule.epochs}"
