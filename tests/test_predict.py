@@ -153,3 +153,26 @@ def test_corrupt_task_json_is_refused(assets, tmp_path):
     (run / "checkpoint-best" / "task.json").write_text('{"format": "classification"}')
     with pytest.raises(CheckpointError):
         load_predictor(run)
+
+
+def test_several_checkpoints_share_one_backbone_pass(assets, tmp_path, capsys):
+    a = trained_copy(assets, tmp_path / "a")
+    b = trained_copy(assets, tmp_path / "b", seed=3, reduction_factor=4)
+    inp = rows_file(tmp_path / "in.jsonl", n=4)
+    rc = main(["predict", "--checkpoint", str(a), "--checkpoint", str(b), "--input", str(inp)])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    together = [json.loads(line) for line in out.splitlines()]
+    alone_a, alone_b = predict_file(a, inp), predict_file(b, inp)
+    assert [set(row) for row in together] == [{"shared-run", "shared-run-1"}] * 4
+    for row, x, y in zip(together, alone_a, alone_b, strict=True):
+        for got, want in ((row["shared-run"], x), (row["shared-run-1"], y)):
+            assert got["label"] == want["label"]
+            for k in want["probabilities"]:
+                assert got["probabilities"][k] == pytest.approx(want["probabilities"][k], abs=1e-6)
+    # a side network trained on another backbone is refused
+    other = {**assets, "bert": save_backbone(tmp_path / "other-bert", seed=5)}
+    foreign = trained_copy(other, tmp_path / "c")
+    rc = main(["predict", "--checkpoint", str(a), "--checkpoint", str(foreign), "--input", str(inp)])
+    _, err = capsys.readouterr()
+    assert rc == 2 and "fingerprint" in err and err.count("\n") == 1

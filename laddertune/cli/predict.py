@@ -20,7 +20,13 @@ def register(subparsers) -> None:
         "value (regression) or generated text (text2text, causal). One JSON line per row, in input order.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--checkpoint", required=True, help="a run folder or one of its checkpoint folders")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        action="append",
+        help="a run folder or one of its checkpoint folders; repeat it to run several LST classification side "
+        "networks of one backbone on one backbone pass (each row then maps run names to answers)",
+    )
     p.add_argument(
         "--input", required=True, help="rows to predict (.jsonl, .csv, .tsv) with the task's columns"
     )
@@ -44,7 +50,7 @@ def run_predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     quiet(args)
     answers = predict_file(
-        args.checkpoint,
+        args.checkpoint if len(args.checkpoint) > 1 else args.checkpoint[0],
         args.input,
         args.output,
         batch_size=args.batch_size,

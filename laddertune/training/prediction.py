@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..core import LadderModel
+from ..core import LadderModel, MultiSideModel
 from ..core.backbones import load_tokenizer
 from ..data import eval_batches, make_collator, parse_prediction, read_rows, spec_from_dict, spec_to_dict
 from ..errors import CheckpointError, ConfigError, DataError
@@ -54,6 +54,7 @@ class Predictor:
     fmt: str
     max_length: int
     checkpoint: Path
+    sides: dict | None = None  # name -> task spec, when ``model`` is a MultiSideModel
 
     @torch.inference_mode()
     def predict(
@@ -79,17 +80,17 @@ class Predictor:
     def _batch(self, batch: dict) -> list[dict]:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         names = self.spec.label_names
+        if self.fmt == "classification" and self.sides:  # several side networks, one backbone pass
+            outputs = self.model.forward_all(**inputs)
+            per_side = {
+                name: classification_answers(outputs[name].logits, spec) for name, spec in self.sides.items()
+            }
+            return [
+                {name: answers[i] for name, answers in per_side.items()}
+                for i in range(len(inputs["input_ids"]))
+            ]
         if self.fmt == "classification":
-            logits = self.model(**inputs).logits.float()  # (B, num_labels)
-            if self.spec.is_regression:
-                return [{"value": v} for v in logits[:, 0].tolist()]
-            probs = logits.softmax(-1)  # (B, num_labels)
-            out = []
-            for row in probs.tolist():
-                best = max(range(len(row)), key=row.__getitem__)
-                label = names[best] if names else str(best)
-                out.append({"label": label, "label_id": best, "probabilities": _named(row, names)})
-            return out
+            return classification_answers(self.model(**inputs).logits, self.spec)
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
         if isinstance(self.model, LadderModel):
             gen = self.model.generate(ids, mask, max_new_tokens=GEN_TOKENS, num_beams=1)
@@ -133,6 +134,24 @@ def rows_to_examples(rows: list[tuple[str, dict]], spec) -> list[dict]:
                 raise DataError(f"{where}: column {col!r} must hold text, got {type(row[col]).__name__}")
             texts.append(str(row[col]))
         out.append({"text": texts[0], "text_pair": texts[1] if len(texts) > 1 else None, "label": dummy})
+    return out
+
+
+def classification_answers(logits: torch.Tensor, spec) -> list[dict]:
+    """(B, num_labels) logits -> ``{"value"}`` (regression) or ``{"label", "label_id", "probabilities"}`` per row."""
+    logits = logits.float()
+    if spec.is_regression:
+        return [{"value": v} for v in logits[:, 0].tolist()]
+    names, out = spec.label_names, []
+    for row in logits.softmax(-1).tolist():
+        best = max(range(len(row)), key=row.__getitem__)
+        out.append(
+            {
+                "label": names[best] if names else str(best),
+                "label_id": best,
+                "probabilities": _named(row, names),
+            }
+        )
     return out
 
 
@@ -199,8 +218,49 @@ def load_predictor(
     return Predictor(model, tokenizer, spec, fmt, int(task.get("max_length", 128)), path)
 
 
+def load_multi_predictor(
+    checkpoints: list, *, backbone: str | None = None, trust_remote_code: bool = False
+) -> Predictor:
+    """Several LST classification checkpoints of one backbone on ONE backbone pass per batch (:class:`MultiSideModel`).
+
+    Each row's answer is ``{name: answer}``, ``name`` being the run folder's name (the checkpoint folder's, when
+    given directly). The checkpoints must read the same text columns at the same max length.
+
+    Raises:
+        CheckpointError: a checkpoint made for another backbone (its fingerprint differs from the first's backbone).
+        ConfigError: checkpoints that are not LST classification, or read other columns or lengths.
+    """
+    paths = [resolve_checkpoint(c) for c in checkpoints]
+    first = load_predictor(paths[0], backbone=backbone, trust_remote_code=trust_remote_code)
+    if first.fmt != "classification" or not isinstance(first.model, LadderModel):
+        raise ConfigError(
+            "several checkpoints share one backbone pass for LST classification checkpoints only"
+        )
+    multi = MultiSideModel(first.model.backbone)
+    sides = {}
+    for path in paths:
+        verify_checksums(path)
+        task, spec = read_task(path)
+        name = path.parent.name if (path.parent / CONFIG_NAME).is_file() else path.name
+        if name in sides:
+            name = f"{name}-{len(sides)}"
+        if task.get("method", "lst") != "lst" or task["format"] != "classification":
+            raise ConfigError(f"{path}: only LST classification checkpoints can share a backbone pass")
+        if (
+            spec.text_columns != first.spec.text_columns
+            or int(task.get("max_length", 128)) != first.max_length
+        ):
+            raise ConfigError(
+                f"{path} reads columns {list(spec.text_columns)} at max length {task.get('max_length')}; "
+                f"{paths[0]} reads {list(first.spec.text_columns)} at {first.max_length}: one input for all needs the same"
+            )
+        multi.load_side(name, path)  # refuses a side network trained on another backbone
+        sides[name] = spec
+    return Predictor(multi.eval(), first.tokenizer, first.spec, first.fmt, first.max_length, paths[0], sides)
+
+
 def predict_file(
-    checkpoint: str | Path,
+    checkpoint: str | Path | list,
     input_path: str | Path,
     output_path: str | Path | None = None,
     *,
@@ -211,14 +271,17 @@ def predict_file(
 ) -> list[dict]:
     """Predict every row of a JSONL/CSV/TSV file; with ``output_path``, write one JSON line per row (atomically).
 
-    The input is read and checked completely before the model is loaded, so a bad file fails fast and nothing is
+    With several checkpoints (a list), they share one backbone pass (:func:`load_multi_predictor`) and each row's
+    answer maps each checkpoint's name to its answer. The input is read and checked completely before the model is loaded, so a bad file fails fast and nothing is
     written. Returns the answers in input order.
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    path = resolve_checkpoint(checkpoint)
+    many = checkpoint if isinstance(checkpoint, list | tuple) else [checkpoint]
+    path = resolve_checkpoint(many[0])
     examples = rows_to_examples(read_rows(input_path), read_task(path)[1])
-    predictor = load_predictor(path, backbone=backbone, trust_remote_code=trust_remote_code)
+    kw = {"backbone": backbone, "trust_remote_code": trust_remote_code}
+    predictor = load_predictor(path, **kw) if len(many) == 1 else load_multi_predictor(list(many), **kw)
     answers = predictor.predict(examples, batch_size=batch_size, show_progress=show_progress)
     if output_path is not None:
         atomic_write_text(Path(output_path), "".join(json.dumps(a) + "\n" for a in answers))
