@@ -166,6 +166,8 @@ VALID_TRAIN = {
     **{n: _some for n in ("text_pair_column", "label_column")},
     **{n: st.booleans() for n in ("backbone_dropout", "resume", "trust_remote_code")},
     "overwrite": st.just(False),
+    "tap_cache": st.none(),  # a folder with backbone_dropout on is refused; "anything" replacements reach it
+    "tap_dtype": st.sampled_from(["float32", "bfloat16", "float16"]),
 }
 VALID_LADDER = {
     "reduction_factor": st.integers(1, 64),
@@ -180,6 +182,8 @@ VALID_LADDER = {
     "task_head": st.one_of(
         st.none(), st.sampled_from(["seq2seq_lm", "causal_lm", "sequence_classification"])
     ),
+    "label_names": st.one_of(st.none(), st.lists(st.text(max_size=5), max_size=3)),
+    "problem_type": st.one_of(st.none(), st.sampled_from(["regression", "single_label_classification"])),
 }
 assert set(VALID_TRAIN) == set(_TRAIN_FIELDS) and set(VALID_LADDER) == set(_LADDER_FIELDS)
 
