@@ -1,9 +1,9 @@
 """The tap cache on MiniLM-L6, MRPC: cached LST epoch vs uncached LST epoch vs full fine-tuning epoch, a seeds x r sweep.
 
     flock /tmp/laddertune-bench.lock timeout 900 python benchmarks/tap_cache_minilm.py \
-        [--data-dir /work/shared/data/glue] [--examples 320] [--batch-size 32]
+        [--data-dir /work/shared/data/glue] [--examples 160] [--batch-size 32]
 
-Budget: a few minutes on 2 shared CPU cores, so an "epoch" is the first ``--examples`` MRPC training pairs (320: 10
+Budget: a few minutes on 2 shared CPU cores, so an "epoch" is the first ``--examples`` MRPC training pairs (160: 5
 steps of 32, inputs up to 128 tokens, padded per batch), not the 3,668 of the full set; every figure below is measured
 in this one process, side by side, on the same batches:
 
@@ -130,7 +130,7 @@ uncached).
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=os.environ.get("LADDERTUNE_DATA_DIR", "/work/shared/data/glue"))
-    parser.add_argument("--examples", type=int, default=320)
+    parser.add_argument("--examples", type=int, default=160)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
     torch.set_num_threads(2)

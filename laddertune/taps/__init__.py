@@ -7,6 +7,12 @@ include the run's, else builds one: every example's taps, unpadded, in memory-ma
 ``SHA256SUMS`` list, swapped in as a whole. :meth:`TapCache.collate` wraps a batch function so that each batch
 carries its taps and ``LadderModel.forward(taps=...)`` skips the backbone. It sits above ``core`` and ``data`` and
 below ``training``.
+
+T5: both stacks' taps are cached (the decoder's input in training is the shifted target, so its taps are as fixed as
+the encoder's), so no backbone stack runs in a cached training step. What of the backbone still runs is its LM head
+(the tied embedding matrix that turns the side network's up-projected states into vocabulary logits), which is part
+of the side network's output path, not of the backbone's forward. Evaluation (and generation everywhere) runs the
+backbone as usual: its decoder inputs are the model's own outputs, unknown before decoding.
 """
 
 from .key import TAP_DTYPES, cache_key, example_key
