@@ -168,6 +168,7 @@ VALID_TRAIN = {
     "overwrite": st.just(False),
     "tap_cache": st.none(),  # a folder with backbone_dropout on is refused; "anything" replacements reach it
     "tap_dtype": st.sampled_from(["float32", "bfloat16", "float16"]),
+    "problem_type": st.one_of(st.none(), st.sampled_from(["regression", "single_label_classification"])),
 }
 VALID_LADDER = {
     "reduction_factor": st.integers(1, 64),
