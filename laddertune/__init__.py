@@ -5,7 +5,7 @@
 >>> model.print_trainable_parameters()
 """
 
-from .core import FAMILIES, LadderCache, LadderConfig, LadderModel, get_ladder_model
+from .core import FAMILIES, LadderCache, LadderConfig, LadderModel, MultiSideModel, get_ladder_model
 from .errors import CheckpointError, ConfigError, DataError, LadderTuneError
 
 __version__ = "0.1.0"
@@ -18,5 +18,6 @@ __all__ = [
     "LadderConfig",
     "LadderModel",
     "LadderTuneError",
+    "MultiSideModel",
     "get_ladder_model",
 ]

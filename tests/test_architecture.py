@@ -5,7 +5,7 @@ of its own layer)::
 
     cli
     training
-    memory
+    memory | taps
     vision
     core | data | baselines
     pruning
@@ -36,6 +36,7 @@ LAYERS = {
     "baselines": 3,
     "vision": 4,
     "memory": 5,
+    "taps": 5,
     "training": 6,
     "cli": 7,
 }

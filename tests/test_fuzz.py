@@ -172,6 +172,8 @@ VALID_TRAIN = {
     "backbone_dtype": st.sampled_from(["float32", "bfloat16", "float16", "int8", "nf4"]),
     "attn": st.sampled_from(["sdpa", "eager"]),
     "loss_chunk_size": st.one_of(st.none(), st.integers(1, 4096)),
+    "tap_cache": st.none(),  # a folder with backbone_dropout on is refused; "anything" replacements reach it
+    "tap_dtype": st.sampled_from(["float32", "bfloat16", "float16"]),
     "problem_type": st.one_of(st.none(), st.sampled_from(["regression", "single_label_classification"])),
 }
 VALID_LADDER = {
@@ -195,6 +197,8 @@ VALID_LADDER = {
     "task_head": st.one_of(
         st.none(), st.sampled_from(["seq2seq_lm", "causal_lm", "sequence_classification"])
     ),
+    "label_names": st.one_of(st.none(), st.lists(st.text(max_size=5), max_size=3)),
+    "problem_type": st.one_of(st.none(), st.sampled_from(["regression", "single_label_classification"])),
 }
 assert set(VALID_TRAIN) == set(_TRAIN_FIELDS) and set(VALID_LADDER) == set(_LADDER_FIELDS)
 

@@ -11,10 +11,10 @@ import logging
 import sys
 
 from ..errors import LadderTuneError
-from . import features, memory, train
+from . import features, memory, predict, train
 
-# Each module registers its subcommands (train/evaluate, memory, features).
-SUBCOMMAND_MODULES = (train, memory, features)
+# Each module registers its subcommands (train/evaluate, predict, memory, features).
+SUBCOMMAND_MODULES = (train, predict, memory, features)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,6 +22,7 @@ from ..training.config import (
     METHODS,
     PROBLEM_TYPES,
     PROTOCOLS,
+    TAP_DTYPES,
     TrainConfig,
     parse_int_list,
 )
@@ -163,6 +164,18 @@ def register(subparsers) -> None:
         default=None,
         help="custom data: regression or classification; default inferred from the labels (and printed)",
     )
+    g.add_argument(
+        "--tap-cache",
+        default=None,
+        help="LST: folder of the tap cache; the backbone runs once per training example, later epochs and runs "
+        "read its taps from there",
+    )
+    g.add_argument(
+        "--tap-dtype",
+        default="float32",
+        choices=TAP_DTYPES,
+        help="dtype of cached taps (float32 trains exactly as uncached; the others take half the disk)",
+    )
     g = p.add_argument_group("output")
     g.add_argument("--output-dir", default=None, help="default runs/<task>-<method>-<timestamp>")
     g.add_argument(
@@ -243,11 +256,13 @@ def _print_record(record: dict) -> None:
             f"epoch {record['epoch']}" if record["split"] == "validation" else f"best epoch {record['epoch']}"
         )
         tqdm.write(f"{where} step {record['step']}: {record['split']} {format_metrics(record['metrics'])}")
+    elif kind == "tap_cache":
+        tqdm.write(record["message"])
     elif kind == "resume":
         tqdm.write(f"resumed at step {record['step']} (epoch {record['epoch']})")
 
 
-def _quiet(args: argparse.Namespace) -> None:
+def quiet(args: argparse.Namespace) -> None:
     """Without -v, hide transformers' load reports and its weight-loading bars; honour --threads."""
     import torch
     import transformers
@@ -262,7 +277,7 @@ def _quiet(args: argparse.Namespace) -> None:
 def run_train(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
-    _quiet(args)
+    quiet(args)
     main = is_main_process()  # under torchrun/accelerate, rank 0 alone draws bars and prints
     show = main and not args.no_progress and sys.stderr.isatty()
     results = train(config, show_progress=show, on_record=_print_record)
@@ -290,7 +305,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
 
-    _quiet(args)
+    quiet(args)
     result = evaluate(
         args.checkpoint,
         data_dir=args.data_dir,

@@ -52,6 +52,10 @@ class LadderConfig:
         backbone_signature: filled in by ``save_pretrained``: a few values of each unquantized backbone parameter,
             compared within a tolerance on loading (the same backbone in any dtype passes, another one fails).
         task_head: filled in by ``get_ladder_model``: ``seq2seq_lm``, ``causal_lm`` or ``sequence_classification``.
+        label_names: filled in by ``save_pretrained`` for classification heads: the backbone's ``id2label`` in id
+            order; ``from_pretrained`` restores it, so a checkpoint names its classes without ``results.json``.
+        problem_type: filled in by ``save_pretrained`` for classification heads: the backbone config's
+            ``problem_type`` (``single_label_classification``, ``regression``), restored by ``from_pretrained``.
     """
 
     reduction_factor: int = 8
@@ -70,6 +74,8 @@ class LadderConfig:
     backbone_fingerprint: str | None = None
     backbone_signature: dict[str, list[float]] | None = None
     task_head: str | None = field(default=None)
+    label_names: list[str] | None = None
+    problem_type: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.reduction_factor, bool) or not isinstance(self.reduction_factor, int):
@@ -124,7 +130,21 @@ class LadderConfig:
             )
         if self.backbone_signature is not None and not _is_signature(self.backbone_signature):
             raise ConfigError("backbone_signature must map parameter names to lists of numbers")
-        for name in ("backbone_name", "backbone_revision", "backbone_fingerprint", "task_head"):
+        if self.label_names is not None and (
+            isinstance(self.label_names, str | bytes | dict)
+            or not isinstance(self.label_names, Iterable)
+            or not all(isinstance(n, str) for n in self.label_names)
+        ):
+            raise ConfigError(f"label_names must be a list of strings or None, got {self.label_names!r}")
+        if self.label_names is not None:
+            self.label_names = list(self.label_names)
+        for name in (
+            "backbone_name",
+            "backbone_revision",
+            "backbone_fingerprint",
+            "task_head",
+            "problem_type",
+        ):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name} must be a string or None, got {getattr(self, name)!r}")
 

@@ -184,3 +184,18 @@ def discover_family(backbone: nn.Module, head: str) -> Family:
     if model_type == "modernbert" and getattr(config, "classifier_pooling", "cls") == "mean":
         family = replace(family, cls_pool="mean")
     return family
+
+
+def task_head(backbone: nn.Module) -> str:
+    """``seq2seq_lm``, ``causal_lm`` or ``sequence_classification``, from the backbone's task-head class."""
+    name = type(backbone).__name__
+    if name.endswith("ForSequenceClassification"):
+        return "sequence_classification"
+    if getattr(backbone.config, "is_encoder_decoder", False) and name.endswith("ForConditionalGeneration"):
+        return "seq2seq_lm"
+    if name.endswith("ForCausalLM") or name.endswith("LMHeadModel"):
+        return "causal_lm"
+    raise ConfigError(
+        f"{name} has no supported task head: pass a *ForConditionalGeneration (T5), *ForCausalLM or "
+        f"*ForSequenceClassification model"
+    )

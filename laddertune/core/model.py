@@ -23,7 +23,7 @@ from .cache import LadderCache
 from .chunked_loss import chunked_lm_loss
 from .config import LadderConfig
 from .config_view import BackboneConfigView
-from .discovery import discover_family
+from .discovery import discover_family, task_head
 from .generation import generate
 from .quantization import convert_backbone
 from .side_checkpoint import (
@@ -31,26 +31,12 @@ from .side_checkpoint import (
     load_recorded_backbone,
     load_side_weights,
     read_side_config,
+    restore_labels,
     save_side,
 )
 from .side_network import SideNetwork, record_taps
 
 logger = logging.getLogger(__name__)
-
-
-def task_head(backbone: nn.Module) -> str:
-    """``seq2seq_lm``, ``causal_lm`` or ``sequence_classification``, from the backbone's task-head class."""
-    name = type(backbone).__name__
-    if name.endswith("ForSequenceClassification"):
-        return "sequence_classification"
-    if getattr(backbone.config, "is_encoder_decoder", False) and name.endswith("ForConditionalGeneration"):
-        return "seq2seq_lm"
-    if name.endswith("ForCausalLM") or name.endswith("LMHeadModel"):
-        return "causal_lm"
-    raise ConfigError(
-        f"{name} has no supported task head: pass a *ForConditionalGeneration (T5), *ForCausalLM or "
-        f"*ForSequenceClassification model"
-    )
 
 
 class LadderModel(nn.Module):
@@ -119,13 +105,18 @@ class LadderModel(nn.Module):
         )
 
     # -- running one stack -----------------------------------------------------------------------------------------
-    def run_stack(self, name: str, input_ids, backbone_kwargs: dict, side_kwargs: dict):
+    def run_stack(self, name: str, input_ids, backbone_kwargs: dict, side_kwargs: dict, taps=None):
         """Run backbone stack ``name`` without autograd, then its side stack on the recorded taps.
+
+        With ``taps`` (this stack's, as :func:`laddertune.core.taps.collect_taps` returns them) the backbone stack
+        does not run: the side stack reads the given taps, and the backbone output is None.
 
         Returns:
             (backbone output, side output), both with ``last_hidden_state`` (and ``past_key_values``).
         """
         stack = self.side.stacks[name]
+        if taps is not None:
+            return None, stack(taps, **_present(side_kwargs))
         call = get_path(self.backbone, stack.spec.call)
         with torch.no_grad(), record_taps(self._backbone_layers[name], stack.kept) as taps:
             backbone_out = call(input_ids=input_ids, **_present(backbone_kwargs))
@@ -172,6 +163,7 @@ class LadderModel(nn.Module):
         return_dict: bool | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
+        taps: dict[str, dict[int, torch.Tensor]] | None = None,
     ):
         """Compute logits (and the loss when ``labels`` are given) as the backbone's head would.
 
@@ -189,10 +181,15 @@ class LadderModel(nn.Module):
             return_dict: False returns a tuple (``ModelOutput.to_tuple()``), as transformers models do.
             output_hidden_states, output_attentions: refused when true: a LadderModel's states are two networks'
                 (backbone and side), which transformers' single-network output fields cannot hold.
+            taps: the backbone's taps of this batch per stack (``{"body": {EMBED: (B, T, d), i: (B, T, d)}}``,
+                from :func:`laddertune.core.taps.collect_taps` or a tap cache): the side network runs on them and
+                the backbone does not run. Not with ``use_cache``.
 
         Raises:
-            ValueError: ``output_hidden_states`` or ``output_attentions`` asked for.
+            ValueError: ``output_hidden_states`` or ``output_attentions`` asked for, or ``taps`` with ``use_cache``.
         """
+        if taps is not None and use_cache:
+            raise ValueError("taps replace the backbone's forward; incremental decoding needs the backbone")
         for name, value in (
             ("output_hidden_states", output_hidden_states),
             ("output_attentions", output_attentions),
@@ -211,6 +208,7 @@ class LadderModel(nn.Module):
             decoder_attention_mask,
             encoder_outputs,
             past_key_values or (LadderCache() if use_cache else None),
+            taps,
         )
         return out if return_dict is None or return_dict else out.to_tuple()
 
@@ -225,6 +223,7 @@ class LadderModel(nn.Module):
         decoder_attention_mask,
         encoder_outputs,
         cache,
+        taps=None,
     ):
         if self.head == "seq2seq_lm":
             return self._seq2seq(
@@ -235,6 +234,7 @@ class LadderModel(nn.Module):
                 decoder_attention_mask,
                 encoder_outputs,
                 cache,
+                taps,
             )
         backbone_kwargs = {
             "attention_mask": attention_mask,
@@ -247,7 +247,9 @@ class LadderModel(nn.Module):
         )  # "body", or "encoder" for an encoder-decoder's classifier (BART)
         if stack == "body":
             _with_cache(cache, backbone_kwargs, side_kwargs)
-        backbone_out, side_out = self.run_stack(stack, input_ids, backbone_kwargs, side_kwargs)
+        backbone_out, side_out = self.run_stack(
+            stack, input_ids, backbone_kwargs, side_kwargs, taps and taps[stack]
+        )
         if cache:
             cache.backbone, cache.side = backbone_out.past_key_values, side_out.past_key_values
         hidden = side_out.last_hidden_state  # (B, T, d/r)
@@ -289,18 +291,18 @@ class LadderModel(nn.Module):
         loss = None if labels is None else ForSequenceClassificationLoss(labels, logits, self.backbone.config)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
-        """Encoder-decoders: run both encoders; returns (backbone states, side states), each (B, T, width)."""
-        backbone_out, side_out = self.run_stack(
-            "encoder", input_ids, {"attention_mask": attention_mask}, {"attention_mask": attention_mask}
-        )
-        return backbone_out.last_hidden_state, side_out.last_hidden_state
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, taps=None):
+        """Encoder-decoders: run both encoders; returns (backbone states, side states), each (B, T, width). With
+        the encoder's ``taps`` only the side encoder runs and the backbone states are None."""
+        mask = {"attention_mask": attention_mask}
+        backbone_out, side_out = self.run_stack("encoder", input_ids, mask, mask, taps)
+        return None if backbone_out is None else backbone_out.last_hidden_state, side_out.last_hidden_state
 
     def _seq2seq(
-        self, input_ids, attention_mask, labels, decoder_input_ids, decoder_attention_mask, enc, cache
+        self, input_ids, attention_mask, labels, decoder_input_ids, decoder_attention_mask, enc, cache, taps
     ):
         if enc is None:
-            enc = self.encode(input_ids, attention_mask)
+            enc = self.encode(input_ids, attention_mask, taps and taps["encoder"])
         if decoder_input_ids is None:
             if labels is None:
                 raise ValueError("a seq2seq LadderModel needs labels or decoder_input_ids")
@@ -309,7 +311,9 @@ class LadderModel(nn.Module):
         backbone_kwargs = {**shared, "encoder_hidden_states": enc[0]}
         side_kwargs = {**shared, "encoder_hidden_states": enc[1]}
         _with_cache(cache, backbone_kwargs, side_kwargs)
-        backbone_out, side_out = self.run_stack("decoder", decoder_input_ids, backbone_kwargs, side_kwargs)
+        backbone_out, side_out = self.run_stack(
+            "decoder", decoder_input_ids, backbone_kwargs, side_kwargs, taps and taps["decoder"]
+        )
         if cache:
             cache.backbone, cache.side = backbone_out.past_key_values, side_out.past_key_values
         if self._chunked(labels):
@@ -352,6 +356,7 @@ class LadderModel(nn.Module):
         if config.backbone_dtype is not None:  # the dtype it trained in; any dtype passes the fingerprint
             convert_backbone(model.backbone, config.backbone_dtype)
         load_side_weights(model, directory, config)
+        restore_labels(backbone, config)
         return model
 
 

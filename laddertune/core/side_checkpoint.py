@@ -26,6 +26,10 @@ def save_side(model, directory: str | Path) -> None:
     config.backbone_revision = getattr(model.backbone.config, "_commit_hash", None)
     config.backbone_fingerprint = structure_fingerprint(model)
     config.backbone_signature = value_signature(model)
+    if config.task_head == "sequence_classification":  # the class names travel with the side network
+        bc = model.backbone.config
+        config.label_names = [str(bc.id2label.get(i, i)) for i in range(bc.num_labels)]
+        config.problem_type = bc.problem_type
     atomic_save_tensors(directory / WEIGHTS_NAME, model.side.state_dict(), metadata={"format": "pt"})
     config.save(directory)
 
@@ -39,6 +43,15 @@ def read_side_config(directory: str | Path) -> LadderConfig:
         return LadderConfig.load(directory)
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
+
+
+def restore_labels(backbone, saved: LadderConfig) -> None:
+    """Put the saved class names and problem type back into ``backbone.config`` (``id2label``/``label2id``)."""
+    if saved.label_names:
+        backbone.config.id2label = dict(enumerate(saved.label_names))
+        backbone.config.label2id = {name: i for i, name in enumerate(saved.label_names)}
+    if saved.problem_type:
+        backbone.config.problem_type = saved.problem_type
 
 
 def load_side_weights(model, directory: str | Path, saved: LadderConfig) -> None:

@@ -9,7 +9,15 @@ from .collate import Collator, eval_batches, make_collator, restore_order, sort_
 from .loading import PROTOCOLS, Splits, load_splits
 from .metrics import compute_metrics, glue_average
 from .rows import read_rows
-from .tasks import TASKS, TaskSpec, get_task, make_custom_spec, parse_prediction
+from .tasks import (
+    TASKS,
+    TaskSpec,
+    get_task,
+    make_custom_spec,
+    parse_prediction,
+    spec_from_dict,
+    spec_to_dict,
+)
 
 __all__ = [
     "PROTOCOLS",
@@ -28,4 +36,6 @@ __all__ = [
     "read_rows",
     "restore_order",
     "sort_for_eval",
+    "spec_from_dict",
+    "spec_to_dict",
 ]

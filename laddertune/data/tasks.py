@@ -7,6 +7,7 @@ paper trains it (reference §4) and how an example reads in the text-to-text for
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -216,3 +217,23 @@ def make_custom_spec(
         label_names = () if num_labels == 1 else tuple(str(i) for i in range(num_labels))
     metric = "pearson_spearman" if num_labels == 1 else "accuracy"
     return TaskSpec(name, columns, label_column, num_labels, tuple(label_names), metric, epochs)
+
+
+def spec_to_dict(spec: TaskSpec) -> dict:
+    """A JSON-ready dict of ``spec`` (what a checkpoint stores so that prediction needs no task table)."""
+    return {f: (list(v) if isinstance(v, tuple) else v) for f, v in dataclasses.asdict(spec).items()}
+
+
+def spec_from_dict(data: dict) -> TaskSpec:
+    """Inverse of :func:`spec_to_dict`; a malformed dict is a :class:`ConfigError`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a task spec must be a JSON object, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(TaskSpec)}
+    unknown = sorted(map(str, set(data) - known))
+    if unknown:
+        raise ConfigError(f"unknown task spec field(s): {', '.join(map(repr, unknown))}")
+    try:
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return TaskSpec(**values)
+    except TypeError as e:
+        raise ConfigError(f"malformed task spec: {e}") from None

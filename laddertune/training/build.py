@@ -85,13 +85,23 @@ def clamp_max_length(config: TrainConfig) -> None:
 
 
 def load_backbone_for(config: TrainConfig, spec, head: str, tokenizer):
-    """The backbone with ``head`` (``num_labels`` from the task for classification), loaded in float32.
+    """The backbone of ``config`` with ``head`` (see :func:`load_task_backbone`)."""
+    return load_task_backbone(config.backbone, spec, head, tokenizer, config.trust_remote_code)
 
-    LST casts or quantizes it to ``config.backbone_dtype`` in :func:`get_ladder_model` (after any pruned init has
-    read the full-precision weights); the baselines train it in float32 (their master weights).
-    """
-    kwargs = {"num_labels": spec.num_labels} if head == "sequence_classification" else {}
-    backbone = load_backbone(config.backbone, head, trust_remote_code=config.trust_remote_code, **kwargs)
+
+def load_task_backbone(name: str, spec, head: str, tokenizer, trust_remote_code: bool = False):
+    """Backbone ``name`` with ``head``; for classification ``num_labels``, class names and problem type from the
+    task, so that checkpoints carry them. Loaded in float32: LST casts or quantizes it to ``backbone_dtype`` in
+    :func:`get_ladder_model` (after any pruned init has read the full-precision weights); the baselines train it in
+    float32 (their master weights)."""
+    kwargs = {}
+    if head == "sequence_classification":
+        kwargs["num_labels"] = spec.num_labels
+        kwargs["problem_type"] = "regression" if spec.is_regression else "single_label_classification"
+        if spec.label_names:
+            kwargs["id2label"] = dict(enumerate(spec.label_names))
+            kwargs["label2id"] = spec.label_map
+    backbone = load_backbone(name, head, trust_remote_code=trust_remote_code, **kwargs)
     if (
         backbone.config.pad_token_id is None
     ):  # decoder-only classifiers find the last token through the pad id

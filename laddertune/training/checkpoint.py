@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 BASELINE_WEIGHTS = "trainable.safetensors"
 STATE_TENSORS, STATE_JSON = "trainer_state.safetensors", "trainer_state.json"
+TASK_NAME = "task.json"  # what prediction needs: task spec, data format, max length, backbone, method
 
 
 def trainable_parameters(model) -> dict[str, torch.nn.Parameter]:
@@ -34,8 +35,11 @@ def trainable_parameters(model) -> dict[str, torch.nn.Parameter]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
-def save_weights(model, directory: Path, method: str) -> None:
-    """LST: the side network and ladder_config.json; a baseline: its trainable parameters alone."""
+def save_weights(model, directory: Path, method: str, task: dict | None = None) -> None:
+    """LST: the side network and ladder_config.json; a baseline: its trainable parameters alone. With ``task``,
+    also ``task.json`` (see :func:`laddertune.training.prediction.task_record`)."""
+    if task is not None:
+        atomic_write_text(directory / TASK_NAME, json.dumps(task, indent=2) + "\n")
     if method == "lst":
         model.save_pretrained(directory)
     else:
@@ -97,23 +101,27 @@ def _write_folder(directory: Path, write: Callable[[Path], None], keep_previous:
     _swap_in(tmp, directory, keep_previous)
 
 
-def save_best(directory: Path, model, method: str) -> None:
+def save_best(directory: Path, model, method: str, task: dict | None = None) -> None:
     """Write the weights alone (no optimizer) into ``directory``, swapped in as a whole."""
-    _write_folder(directory, lambda tmp: save_weights(model, tmp, method))
+    _write_folder(directory, lambda tmp: save_weights(model, tmp, method, task))
 
 
-def save_checkpoint(directory: Path, model, method: str, optimizer, scheduler, state: dict) -> None:
+def save_checkpoint(
+    directory: Path, model, method: str, optimizer, scheduler, state: dict, task: dict | None = None
+) -> None:
     """Write a resumable checkpoint into a temporary folder, then swap it in for ``directory`` (keeping the one it
     replaces as ``<name>.old``).
 
     ``state`` holds the JSON-ready scalars (step, epoch, next batch, best so far, history); this adds the optimizer
     (tensors to safetensors, the rest to JSON), the scheduler and the RNG states of torch, Python and NumPy.
     """
-    _write_folder(directory, lambda tmp: _write_state(tmp, model, method, optimizer, scheduler, state), True)
+    _write_folder(
+        directory, lambda tmp: _write_state(tmp, model, method, optimizer, scheduler, state, task), True
+    )
 
 
-def _write_state(tmp: Path, model, method: str, optimizer, scheduler, state: dict) -> None:
-    save_weights(model, tmp, method)
+def _write_state(tmp: Path, model, method: str, optimizer, scheduler, state: dict, task: dict | None) -> None:
+    save_weights(model, tmp, method, task)
     opt = optimizer.state_dict()
     tensors, scalars = {"rng.torch": torch.get_rng_state()}, {}
     for i, slots in opt["state"].items():

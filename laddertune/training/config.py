@@ -34,10 +34,20 @@ OTHER_LR = 3e-4
 BART_LST_LR = {"cola": 1e-3, "mrpc": 3e-3, "qnli": 1e-3, "rte": 3e-3, "sst2": 3e-3, "mnli": 3e-4, "qqp": 3e-4}
 BART_TYPES = ("bart", "mbart")
 PAPER_WARMUP = 500
-PATHS = ("data_dir", "train_file", "validation_file", "output_dir")
+PATHS = ("data_dir", "train_file", "validation_file", "output_dir", "tap_cache")
+TAP_DTYPES = ("float32", "bfloat16", "float16")
 COLUMNS = ("text_column", "text_pair_column", "label_column")
 # Fields that may differ between a run and its resumption: they say how to run, not what to train.
-RESUME_FREE = ("overwrite", "resume", "output_dir", "data_dir", "save_steps", "log_every", "device")
+RESUME_FREE = (
+    "overwrite",
+    "resume",
+    "output_dir",
+    "data_dir",
+    "save_steps",
+    "log_every",
+    "device",
+    "tap_cache",
+)
 
 
 @dataclass
@@ -138,6 +148,11 @@ class TrainConfig:
     loss_chunk_size: int | None = None
     """LST with an LM head (text2text, causal): compute the training loss this many positions at a time, so the
     full float32 logits and their gradient never exist at once; None: the plain loss."""
+    tap_cache: str | None = None
+    """LST: a folder for the tap cache; the training examples' backbone taps are written there once and read in
+    every epoch and later run instead of running the backbone (needs backbone dropout off)."""
+    tap_dtype: str = "float32"
+    """LST with ``tap_cache``: the cached taps' dtype; ``float32`` trains exactly as without a cache."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or not self.task:
@@ -162,6 +177,13 @@ class TrainConfig:
         if self.method != "lst" and self.backbone_dtype != "float32":
             raise ConfigError(
                 f"backbone_dtype applies to LST (a frozen backbone); method {self.method!r} trains its backbone"
+            )
+        _choice("tap_dtype", self.tap_dtype, TAP_DTYPES)
+        if self.tap_cache is not None and self.method != "lst":
+            raise ConfigError(f"tap_cache applies to LST only, not to method {self.method!r}")
+        if self.tap_cache is not None and self.backbone_dropout:
+            raise ConfigError(
+                "tap_cache needs backbone dropout off: with dropout the backbone's taps differ in every epoch"
             )
         if self.format is not None:
             _choice("format", self.format, FORMATS)

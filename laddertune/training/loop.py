@@ -20,10 +20,6 @@ What a run writes into ``output_dir``::
 Weights: LST saves only its side network (``LadderModel.save_pretrained``); a baseline saves only its trainable
 parameters (``trainable.safetensors``). Each checkpoint folder is written under a temporary name with a
 ``SHA256SUMS`` list, then swapped in as a whole (:mod:`laddertune.training.checkpoint`). No pickle.
-
-Speed on CPU: LST's step is dominated by the frozen backbone's forward, which the model already runs in eval mode
-under ``no_grad``; batches are padded to their longest example; evaluation sorts examples by length and runs under
-``torch.inference_mode``.
 """
 
 from __future__ import annotations
@@ -64,9 +60,11 @@ from .distributed import DataParallelHooks, Distributed
 from .evaluation import evaluate_examples, format_metrics
 from .placement import PlacementHooks
 from .precision import Precision
+from .prediction import task_record
 from .results import write_results
 from .run_dir import MetricsLog, check_output, claim_output, truncate_metrics
 from .step import TrainingDivergedError, train_step
+from .tap_run import use_tap_cache
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +128,7 @@ def train(
     run.build_model()
     run.make_optimizer()
     run.start_or_resume()
+    run.open_tap_cache()
 
     run.model.train()
     train_set, state = run.data.splits.train, run.state
@@ -183,6 +182,7 @@ class Run(DataParallelHooks, PlacementHooks):
         collate = make_collator(tokenizer, fmt=fmt, spec=splits.spec, max_length=config.max_length)
         self.data = RunData(splits, fmt, head, tokenizer, collate)
         self.eval_kw = {**self.data.eval_kwargs(config, self.show_progress), "distributed": self.dist}
+        self.task = task_record(config, splits.spec, fmt)  # task.json of every checkpoint (for predict)
 
     def build_model(self) -> None:
         """The method's model. Its build is measured as the phase "init" (loading, pruning, Fisher).
@@ -265,6 +265,11 @@ class Run(DataParallelHooks, PlacementHooks):
         if resumed is not None:
             self.log({"type": "resume", "step": self.state["step"], "epoch": self.state["epoch"] + 1})
 
+    def open_tap_cache(self) -> None:
+        """With ``tap_cache``: find or build the training examples' taps; training batches then carry them."""
+        if self.config.tap_cache:
+            self.tap_cache = use_tap_cache(self.config, self.model, self.data, self.log)
+
     def progress(self, total: int, initial: int, epoch: int):
         desc = f"epoch {epoch + 1}/{self.schedule.epochs}"
         return tqdm(total=total, initial=initial, desc=desc, disable=not self.show_progress, leave=False)
@@ -337,7 +342,7 @@ class Run(DataParallelHooks, PlacementHooks):
                 "metrics": metrics,
             }
             if self.is_main:
-                save_best(self.out / "checkpoint-best", self.model, config.method)
+                save_best(self.out / "checkpoint-best", self.model, config.method, self.task)
         state.update(epoch=epoch + 1, next_batch=0)
         self._save_last()
         if self.dist is not None:
@@ -375,6 +380,7 @@ class Run(DataParallelHooks, PlacementHooks):
             self.optimizer,
             self.scheduler,
             self.state,
+            self.task,
         )
 
     def _stop_diverged(self, error: TrainingDivergedError, epoch: int):

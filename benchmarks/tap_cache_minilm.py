@@ -1,0 +1,223 @@
+"""The tap cache on MiniLM-L6, MRPC: cached LST epoch vs uncached LST epoch vs full fine-tuning epoch, a seeds x r sweep.
+
+    flock /tmp/laddertune-bench.lock timeout 900 python benchmarks/tap_cache_minilm.py \
+        [--data-dir /work/shared/data/glue] [--examples 160] [--batch-size 32]
+
+Budget: a few minutes on 2 shared CPU cores, so an "epoch" is the first ``--examples`` MRPC training pairs (160: 5
+steps of 32, inputs up to 128 tokens, padded per batch), not the 3,668 of the full set; every figure below is measured
+in this one process, side by side, on the same batches:
+
+1. uncached LST epoch (r=8, seed 0), timed per step;
+2. building the tap cache (float32) over those examples: seconds and bytes on disk;
+3. the same LST epoch read from the cache (same seed, so the losses must match the uncached ones);
+4. full fine-tuning epoch at the same batch;
+5. where the limit lies: the backbone forward alone (uncached, ``collect_taps``) per batch against the LST step;
+6. a sweep of 3 seeds x 2 reduction factors (r = 8, 16), one epoch each, from the one cache vs uncached;
+7. 4 side networks from one backbone pass vs 4 separate models (inference on the same batches, rows/s).
+
+Writes benchmarks/results/tap_cache_minilm.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import get_linear_schedule_with_warmup
+
+from laddertune import LadderConfig, MultiSideModel, get_ladder_model
+from laddertune.baselines import BaselineConfig, prepare_baseline
+from laddertune.core.backbones import load_tokenizer
+from laddertune.core.taps import collect_taps
+from laddertune.data import load_splits, make_collator
+from laddertune.taps import open_tap_cache
+from laddertune.training.build import epoch_batches, load_task_backbone
+from laddertune.training.loop import train_step
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def make(method: str, spec, tok, r: int = 8, seed: int = 0):
+    torch.manual_seed(seed)
+    backbone = load_task_backbone("minilm", spec, "sequence_classification", tok)
+    if method == "lst":
+        return get_ladder_model(backbone, LadderConfig(reduction_factor=r))
+    return prepare_baseline(backbone, method, BaselineConfig())
+
+
+def epoch(model, batches: list[dict], lr: float) -> tuple[float, list[float]]:
+    """One epoch of AdamW steps; returns (seconds, losses)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+    sched = get_linear_schedule_with_warmup(opt, 0, len(batches))
+    model.train()
+    losses, t0 = [], time.perf_counter()
+    for batch in batches:
+        losses.append(train_step(model, batch, opt, sched, 1.0))
+    return time.perf_counter() - t0, losses
+
+
+def multi_side(spec, tok, batches: list[dict]) -> dict:
+    """4 side networks (r = 8, 8, 16, 16; other seeds; untrained: speed does not depend on training) on one
+    backbone pass (``MultiSideModel.forward_all``) vs 4 separate LadderModels, each with its own backbone pass."""
+    inputs = [{k: v for k, v in b.items() if k != "labels"} for b in batches]
+    rows = sum(b["input_ids"].shape[0] for b in inputs)
+    multi = MultiSideModel(load_task_backbone("minilm", spec, "sequence_classification", tok))
+    separate = []
+    for k, r in enumerate((8, 8, 16, 16)):
+        torch.manual_seed(k)
+        side = multi.add_side(f"task{k}", LadderConfig(reduction_factor=r))
+        separate.append(make("lst", spec, tok, r, k).eval())
+        separate[-1].side.load_state_dict(side.side.state_dict())
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        together = [multi.forward_all(**b) for b in inputs]
+        one_pass = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        alone = [[m(**b).logits for m in separate] for b in inputs]
+        four = time.perf_counter() - t0
+    same = all(
+        torch.equal(together[i][f"task{k}"].logits, alone[i][k]) for i in range(len(inputs)) for k in range(4)
+    )
+    return {
+        "rows": rows,
+        "one_pass_rows_per_s": rows / one_pass,
+        "separate_rows_per_s": rows / four,
+        "speedup": four / one_pass,
+        "outputs_equal": same,
+    }
+
+
+def markdown(o: dict) -> str:
+    r, sw, ms = o["ratios"], o["sweep"], o["multi_side"]
+    return f"""# Tap cache on MiniLM-L6, MRPC ({o["examples"]} training pairs, batch {o["batch_size"]}, {o["steps"]} steps an epoch)
+
+`flock /tmp/laddertune-bench.lock timeout 900 python benchmarks/tap_cache_minilm.py --examples {o["examples"]}`;
+one process, side by side, 2 threads on a shared 2-core machine (other engineers' jobs ran at the same time, so
+absolute seconds are noisy; the ratios are from the same run). The epoch is {o["examples"]} examples, not all
+3,668, to fit a few minutes.
+
+| one epoch | seconds | / uncached LST | / full |
+|---|---|---|---|
+| full fine-tuning | {o["full_s"]:.1f} | | 1.00 |
+| LST, uncached | {o["lst_uncached_s"]:.1f} | 1.00 | {o["lst_uncached_s"] / o["full_s"]:.2f} |
+| LST from the cache (reading taps {o["cache_read_s"]:.1f} s + steps {o["lst_cached_train_s"]:.1f} s) \
+| {o["lst_cached_s"]:.1f} | {r["cached_over_uncached_lst"]:.2f} | {r["cached_over_full"]:.2f} |
+
+Cache build (float32, every training example once): {o["cache_build_s"]:.1f} s, {o["cache_bytes"] / 1024**2:.1f} MiB on
+disk. Largest loss difference cached vs uncached over the epoch: {o["max_loss_diff"]:.2e}.
+
+Where the limit lies: the backbone forward alone (`collect_taps`, no side network) takes {o["backbone_forward_s"]:.1f} s
+of the uncached LST epoch's {o["lst_uncached_s"]:.1f} s ({100 * r["backbone_forward_share_of_uncached_lst"]:.0f}%);
+from the cache, an epoch is the side network's forward and backward plus reading taps.
+
+Sweep, 3 seeds x r in (8, 16), one epoch each: uncached {sw["uncached_s"]:.1f} s; from one cache {sw["cached_s"]:.1f} s
+(+ {o["cache_build_s"]:.1f} s build = {sw["cached_plus_build_s"]:.1f} s, {r["sweep_cached_plus_build_over_uncached"]:.2f} of
+uncached).
+
+4 side networks from one backbone pass vs 4 separate LST models (inference, {ms["rows"]} rows):
+{ms["one_pass_rows_per_s"]:.1f} vs {ms["separate_rows_per_s"]:.1f} rows/s, {ms["speedup"]:.2f}x; outputs identical:
+{ms["outputs_equal"]}.
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=os.environ.get("LADDERTUNE_DATA_DIR", "/work/shared/data/glue"))
+    parser.add_argument("--examples", type=int, default=160)
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    splits = load_splits("mrpc", data_dir=args.data_dir, max_train_samples=args.examples, seed=42)
+    spec, examples, tok = splits.spec, splits.train, load_tokenizer("minilm")
+    collate = make_collator(tok, fmt="classification", spec=spec, max_length=128)
+    order = epoch_batches(len(examples), args.batch_size, 0, 0)
+    batches = [collate([examples[i] for i in b]) for b in order]
+    cache_dir = Path(tempfile.mkdtemp(prefix="tapcache-"))
+    out: dict = {
+        "examples": len(examples),
+        "batch_size": args.batch_size,
+        "steps": len(batches),
+        "task": "mrpc",
+    }
+    try:
+        # warm-up (first-call costs of the kernels and allocator), so that no timed section pays for them
+        epoch(make("lst", spec, tok), batches[:2], 3e-3)
+        # 1. uncached LST
+        lst = make("lst", spec, tok)
+        out["lst_uncached_s"], uncached_losses = epoch(lst, batches, 3e-3)
+        # 2. build the cache (a fresh model with the same seed: the cache is of the backbone only)
+        lst = make("lst", spec, tok)
+        t0 = time.perf_counter()
+        cache = open_tap_cache(cache_dir, lst, tok, examples, collate, max_length=128, fmt="classification")
+        out["cache_build_s"], out["cache_bytes"] = time.perf_counter() - t0, cache.bytes
+        layers = {"body": lst.side.stacks["body"].kept}
+        cached_batches = [{**b, "taps": cache.taps(b, layers)} for b in batches]
+        # 3. cached LST (reading taps is part of the timed epoch)
+        t0 = time.perf_counter()
+        read = [cache.taps(b, layers) for b in batches]
+        out["cache_read_s"] = time.perf_counter() - t0
+        del read
+        out["lst_cached_train_s"], cached_losses = epoch(lst, cached_batches, 3e-3)
+        out["lst_cached_s"] = out["lst_cached_train_s"] + out["cache_read_s"]
+        out["max_loss_diff"] = max(abs(a - b) for a, b in zip(uncached_losses, cached_losses, strict=True))
+        # 4. full fine-tuning
+        full = make("full", spec, tok)
+        out["full_s"], _ = epoch(full, batches, 3e-4)
+        del full
+        # 5. the backbone forward alone
+        t0 = time.perf_counter()
+        for b in batches:
+            collect_taps(lst, **{k: v for k, v in b.items() if k != "labels"})
+        out["backbone_forward_s"] = time.perf_counter() - t0
+        # 6. the sweep
+        sweep = {"uncached_s": 0.0, "cached_s": 0.0, "runs": []}
+        for r in (8, 16):
+            for seed in (0, 1, 2):
+                m = make("lst", spec, tok, r, seed)
+                su, lu = epoch(m, batches, 3e-3)
+                m = make("lst", spec, tok, r, seed)
+                t0 = time.perf_counter()
+                with_taps = [{**b, "taps": cache.taps(b, layers)} for b in batches]
+                sc, lc = epoch(m, with_taps, 3e-3)
+                read_s = time.perf_counter() - t0
+                sweep["uncached_s"] += su
+                sweep["cached_s"] += read_s
+                sweep["runs"].append(
+                    {
+                        "r": r,
+                        "seed": seed,
+                        "uncached_s": su,
+                        "cached_s": read_s,
+                        "final_loss_uncached": lu[-1],
+                        "final_loss_cached": lc[-1],
+                    }
+                )
+        sweep["cached_plus_build_s"] = sweep["cached_s"] + out["cache_build_s"]
+        out["sweep"] = sweep
+        out["multi_side"] = multi_side(spec, tok, batches)
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    out["ratios"] = {
+        "cached_over_uncached_lst": out["lst_cached_s"] / out["lst_uncached_s"],
+        "cached_over_full": out["lst_cached_s"] / out["full_s"],
+        "backbone_forward_share_of_uncached_lst": out["backbone_forward_s"] / out["lst_uncached_s"],
+        "sweep_cached_plus_build_over_uncached": sweep["cached_plus_build_s"] / sweep["uncached_s"],
+        "multi_side_speedup": out["multi_side"]["speedup"],
+    }
+    out["versions"] = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "tap_cache_minilm.json").write_text(json.dumps(out, indent=2) + "\n")
+    (RESULTS / "tap_cache_minilm.md").write_text(markdown(out))
+    print(json.dumps({k: v for k, v in out.items() if k != "sweep"}, indent=2))
+    print(json.dumps({k: v for k, v in sweep.items() if k != "runs"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""``laddertune predict``: a checkpoint on new text, one JSON line per input row (stdout or ``--output``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..errors import ConfigError
+from ..training import predict_file
+from .train import quiet
+
+
+def register(subparsers) -> None:
+    """Add the ``predict`` subcommand."""
+    p = subparsers.add_parser(
+        "predict",
+        help="run a trained checkpoint on a JSONL/CSV file of new text",
+        description="Predict each row of --input with a checkpoint: label and probabilities (classification), "
+        "value (regression) or generated text (text2text, causal). One JSON line per row, in input order.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        action="append",
+        help="a run folder or one of its checkpoint folders; repeat it to run several LST classification side "
+        "networks of one backbone on one backbone pass (each row then maps run names to answers)",
+    )
+    p.add_argument(
+        "--input", required=True, help="rows to predict (.jsonl, .csv, .tsv) with the task's columns"
+    )
+    p.add_argument("--output", default=None, help="write the JSON lines here (default: stdout)")
+    p.add_argument("--batch-size", type=int, default=32, help="rows per forward pass")
+    p.add_argument("--backbone", default=None, help="load this backbone instead of the recorded one")
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let transformers run the backbone repository's own Python code (never taken from the checkpoint)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)"
+    )
+    p.set_defaults(func=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    quiet(args)
+    answers = predict_file(
+        args.checkpoint if len(args.checkpoint) > 1 else args.checkpoint[0],
+        args.input,
+        args.output,
+        batch_size=args.batch_size,
+        backbone=args.backbone,
+        trust_remote_code=args.trust_remote_code,
+        show_progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    if args.output is None:
+        for answer in answers:
+            print(json.dumps(answer))
+    else:
+        print(f"{len(answers)} predictions: {args.output}", file=sys.stderr)
+    return 0

@@ -1,0 +1,21 @@
+"""The tap cache: the frozen backbone's ladder taps, written once and read in every later epoch and run.
+
+With backbone dropout off, the taps the side network reads (the embedding output and the outputs of the kept
+backbone layers) are a deterministic function of an example's tokens. :func:`open_tap_cache` looks for an entry whose
+key (backbone fingerprint, tokenizer, data content, max length, format, dtype) matches and whose cached layers
+include the run's, else builds one: every example's taps, unpadded, in memory-mapped safetensors shards with a
+``SHA256SUMS`` list, swapped in as a whole. :meth:`TapCache.collate` wraps a batch function so that each batch
+carries its taps and ``LadderModel.forward(taps=...)`` skips the backbone. It sits above ``core`` and ``data`` and
+below ``training``.
+
+T5: both stacks' taps are cached (the decoder's input in training is the shifted target, so its taps are as fixed as
+the encoder's), so no backbone stack runs in a cached training step. What of the backbone still runs is its LM head
+(the tied embedding matrix that turns the side network's up-projected states into vocabulary logits), which is part
+of the side network's output path, not of the backbone's forward. Evaluation (and generation everywhere) runs the
+backbone as usual: its decoder inputs are the model's own outputs, unknown before decoding.
+"""
+
+from .key import TAP_DTYPES, cache_key, example_key
+from .store import TapCache, estimate_bytes, open_tap_cache
+
+__all__ = ["TAP_DTYPES", "TapCache", "cache_key", "estimate_bytes", "example_key", "open_tap_cache"]

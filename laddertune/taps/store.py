@@ -1,0 +1,261 @@
+"""Tap cache entries on disk: build one (estimated, checked, atomic), find a matching one, read batches from it.
+
+An entry is a folder ``<cache dir>/<hash of key and layers>/`` holding ``manifest.json`` (key fields, cached layers per
+stack, dtype, widths, and per shard the example keys in order), ``shard-NNNNN.safetensors`` files and ``SHA256SUMS``.
+A shard holds, per stack and tap, one ``(tokens, width)`` tensor of its examples' real tokens back to back, and per
+stack an ``offsets`` tensor ``(examples + 1,)``: example k owns rows ``offsets[k]:offsets[k+1]``.
+
+Why safetensors: a maintained format that ``safe_open`` memory-maps, so a batch reads only its own rows
+(``get_slice``) and an epoch never loads the whole cache; no pickle; and the same writer as the checkpoints
+(:func:`laddertune.io.atomic_save_tensors`). A build goes to ``.building-<name>-<pid>/`` and is renamed into place
+only when complete with its checksums, so a reader never sees half an entry; a leftover from a killed build is
+removed and rebuilt, and an entry whose checksums fail is removed and rebuilt.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from ..core.side_network import EMBED
+from ..core.taps import collect_taps
+from ..errors import CheckpointError, ConfigError, DataError
+from ..io import atomic_save_tensors, load_json, save_json, verify_checksums, write_checksums
+from .key import TAP_DTYPES, cache_key, example_key, key_name
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+SHARD_BYTES = 256 * 1024**2  # a shard's size target: few files, yet a build flushes often
+FORMAT_VERSION = 1
+INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "labels")
+
+
+def _masks(batch: dict, stacks: list[str]) -> dict[str, torch.Tensor]:
+    """(B, T_stack) bool: the positions whose taps are stored (real tokens; for T5's decoder, the target's)."""
+    out = {}
+    for name in stacks:
+        out[name] = batch["labels"] != -100 if name == "decoder" else batch["attention_mask"].bool()
+    return out
+
+
+def estimate_bytes(
+    batches: list[dict], layers: dict[str, list[int]], widths: dict[str, int], dtype: str
+) -> int:
+    """Bytes of the shards for these batches: real tokens x (embedding + cached layers) x width x dtype size."""
+    item = torch.empty((), dtype=TAP_DTYPES[dtype]).element_size()
+    total = 0
+    for batch in batches:
+        for name, mask in _masks(batch, list(layers)).items():
+            total += int(mask.sum()) * (1 + len(layers[name])) * widths[name] * item
+    return total
+
+
+class TapCache:
+    """One complete, checked entry, opened for reading (its shards memory-mapped)."""
+
+    def __init__(self, path: Path, manifest: dict, built: bool = False, build_seconds: float = 0.0) -> None:
+        self.path, self.manifest, self.built, self.build_seconds = path, manifest, built, build_seconds
+        self.layers = {k: list(v) for k, v in manifest["layers"].items()}
+        self.seq2seq = "decoder" in self.layers
+        self.dtype = TAP_DTYPES[manifest["key"]["dtype"]]
+        self._files = [safe_open(str(path / s["file"]), framework="pt") for s in manifest["shards"]]
+        self._offsets = {
+            (k, name): f.get_tensor(f"{name}.offsets").tolist()
+            for k, f in enumerate(self._files)
+            for name in self.layers
+        }
+        self.index = {
+            key: (k, row) for k, s in enumerate(manifest["shards"]) for row, key in enumerate(s["keys"])
+        }
+
+    @property
+    def bytes(self) -> int:
+        return sum((self.path / s["file"]).stat().st_size for s in self.manifest["shards"])
+
+    def taps(self, batch: dict, layers: dict[str, list[int]]) -> dict[str, dict[int, torch.Tensor]]:
+        """The taps of a collated batch, padded as the batch is (padding positions hold zeros, which no loss reads:
+        attention masks them out, and classification pools and LM losses skip them)."""
+        masks = _masks(batch, list(layers))
+        out: dict[str, dict[int, torch.Tensor]] = {}
+        for name, mask in masks.items():
+            width = self.manifest["widths"][name]
+            stack = {t: torch.zeros(*mask.shape, width, dtype=self.dtype) for t in (EMBED, *layers[name])}
+            for i in range(mask.shape[0]):
+                key = example_key(batch, i, self.seq2seq)
+                if key not in self.index:
+                    raise DataError(f"an example is not in the tap cache {self.path} (was the data changed?)")
+                k, row = self.index[key]
+                start, end = self._offsets[(k, name)][row], self._offsets[(k, name)][row + 1]
+                for t, dest in stack.items():
+                    dest[i, mask[i]] = self._files[k].get_slice(f"{name}.{t}")[start:end]  # (tokens, width)
+            out[name] = stack
+        return out
+
+    def collate(self, base: Callable[[list[dict]], dict], layers: dict[str, list[int]]):
+        """Wrap a batch function: each batch also carries ``taps`` for ``LadderModel.forward(taps=...)``."""
+
+        def with_taps(examples: list[dict]) -> dict:
+            batch = base(examples)
+            batch["taps"] = self.taps(batch, layers)
+            return batch
+
+        return with_taps
+
+
+def _find(directory: Path, key: dict, layers: dict[str, list[int]]) -> TapCache | None:
+    """A complete entry with this key whose cached layers include ``layers``; a corrupt one is removed."""
+    for entry in sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            manifest = load_json(entry / MANIFEST)
+        except ConfigError:
+            continue
+        cached = manifest.get("layers", {}) if isinstance(manifest, dict) else {}
+        if manifest.get("key") != key or set(cached) != set(layers):
+            continue
+        if not all(set(layers[s]) <= set(cached[s]) for s in layers):
+            continue
+        try:
+            verify_checksums(entry)
+            return TapCache(entry, manifest)
+        except (CheckpointError, OSError, KeyError, ValueError) as e:
+            logger.warning("tap cache %s is damaged (%s); removing it and building it again", entry, e)
+            shutil.rmtree(entry, ignore_errors=True)
+    return None
+
+
+def open_tap_cache(
+    directory: str | Path,
+    model,
+    tokenizer,
+    examples: list[dict],
+    collate: Callable[[list[dict]], dict],
+    *,
+    max_length: int,
+    fmt: str,
+    dtype: str = "float32",
+    batch_size: int = 32,
+    notify: Callable[[str], None] | None = None,
+) -> TapCache:
+    """Open the entry of ``directory`` that serves this model and data, or build it first.
+
+    Args:
+        directory: the cache folder (created when missing); it may hold entries of many backbones and datasets.
+        model: a LadderModel; its kept layers are what must be cached, its backbone's fingerprint is in the key.
+        tokenizer, examples, collate, max_length, fmt: the data, as the run batches it.
+        dtype: ``float32`` (exact), ``bfloat16`` or ``float16`` (half the disk).
+        batch_size: examples per backbone forward while building.
+        notify: called with one-line messages (the size estimate before writing, the build's result).
+
+    Raises:
+        ConfigError: backbone dropout is on (the taps would be random), a bad dtype, or not enough disk.
+    """
+    if model.ladder_config.backbone_dropout:
+        raise ConfigError(
+            "a tap cache needs backbone dropout off: with dropout the backbone's taps differ in every epoch"
+        )
+    if dtype not in TAP_DTYPES:
+        raise ConfigError(f"tap dtype must be one of {', '.join(TAP_DTYPES)}, got {dtype!r}")
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"tap cache {directory} is a file, not a folder")
+    directory.mkdir(parents=True, exist_ok=True)
+    say = notify or logger.info
+    key = cache_key(model, tokenizer, examples, max_length=max_length, fmt=fmt, dtype=dtype)
+    layers = {name: list(stack.kept) for name, stack in model.side.stacks.items()}
+    found = _find(directory, key, layers)
+    if found is not None:
+        say(f"tap cache: reusing {found.path} ({found.bytes / 1024**2:.1f} MiB)")
+        return found
+    return _build(directory, model, examples, collate, key, layers, batch_size, say)
+
+
+def _build(directory, model, examples, collate, key, layers, batch_size, say) -> TapCache:
+    t0 = time.perf_counter()
+    stacks = list(layers)
+    widths = {name: model.side.stacks[name].embed_down.in_features for name in stacks}
+    batches = [collate(examples[i : i + batch_size]) for i in range(0, len(examples), batch_size)]
+    need = estimate_bytes(batches, layers, widths, key["dtype"])
+    free = shutil.disk_usage(directory).free
+    if need * 1.05 > free:
+        raise ConfigError(
+            f"not enough disk for the tap cache in {directory}: it needs about {need / 1024**3:.2f} GiB, "
+            f"{free / 1024**3:.2f} GiB are free"
+        )
+    say(
+        f"tap cache: writing about {need / 1024**2:.1f} MiB of {key['dtype']} taps for {len(examples)} examples"
+    )
+    name = key_name({**key, "layers": layers})
+    for stale in directory.glob(f".building-{name}-*"):  # a killed build: never read, rebuilt from scratch
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = directory / f".building-{name}-{os.getpid()}"
+    tmp.mkdir()
+    dtype = TAP_DTYPES[key["dtype"]]
+    shards, seen = [], set()
+    try:
+        buffer, keys, size = _empty(layers), [], 0
+        for batch in batches:
+            inputs = {k: v for k, v in batch.items() if k in INPUTS}
+            taps = collect_taps(model, **inputs, layers=layers)
+            masks = _masks(batch, stacks)
+            for i in range(batch["input_ids"].shape[0]):
+                ek = example_key(batch, i, "decoder" in layers)
+                if ek in seen:  # the same tokens have the same taps: store them once
+                    continue
+                seen.add(ek)
+                keys.append(ek)
+                for s in stacks:
+                    for t in (EMBED, *layers[s]):
+                        rows = taps[s][t][i][masks[s][i]].to(dtype)  # (tokens, width)
+                        buffer[s][t].append(rows)
+                        size += rows.numel() * rows.element_size()
+            if size >= SHARD_BYTES:
+                shards.append(_flush(tmp, len(shards), buffer, keys))
+                buffer, keys, size = _empty(layers), [], 0
+        if keys:
+            shards.append(_flush(tmp, len(shards), buffer, keys))
+        manifest = {
+            "version": FORMAT_VERSION,
+            "key": key,
+            "layers": layers,
+            "widths": widths,
+            "shards": shards,
+        }
+        save_json(tmp / MANIFEST, manifest)
+        write_checksums(tmp)
+        target = directory / name
+        shutil.rmtree(target, ignore_errors=True)  # an entry under this name failed its checks in _find
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    seconds = time.perf_counter() - t0
+    cache = TapCache(target, manifest, built=True, build_seconds=seconds)
+    say(f"tap cache: wrote {cache.bytes / 1024**2:.1f} MiB to {target} in {seconds:.1f} s")
+    return cache
+
+
+def _empty(layers: dict[str, list[int]]) -> dict[str, dict[int, list[torch.Tensor]]]:
+    return {s: {t: [] for t in (EMBED, *ids)} for s, ids in layers.items()}
+
+
+def _flush(tmp: Path, k: int, buffer: dict, keys: list[str]) -> dict:
+    """Write one shard; returns its manifest record."""
+    tensors = {}
+    for s, taps in buffer.items():
+        lengths = [rows.shape[0] for rows in taps[EMBED]]
+        tensors[f"{s}.offsets"] = torch.tensor(
+            [0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int64
+        )
+        for t, rows in taps.items():
+            tensors[f"{s}.{t}"] = torch.cat(rows)  # (tokens, width)
+    file = f"shard-{k:05d}.safetensors"
+    atomic_save_tensors(tmp / file, tensors, metadata={"format": "pt"})
+    return {"file": file, "keys": list(keys)}

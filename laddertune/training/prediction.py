@@ -1,0 +1,288 @@
+"""Prediction on new text from a checkpoint alone: ``task.json`` says how to read rows and name the answers.
+
+Every checkpoint folder a run writes holds ``task.json`` (:func:`task_record`): the task spec (text columns, class
+names, the text-to-text prompt keys), the data format, the maximum length, the backbone's name as the user gave it
+(an alias such as ``minilm`` stays the alias) and the method. Nothing in it is a path of the machine that trained,
+so a copied run folder predicts anywhere its backbone can be loaded (``backbone=`` overrides the recorded one).
+An LST checkpoint needs nothing beyond its own folder; a baseline also reads ``train_config.json`` from the run
+folder above it (to rebuild the method).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..core import LadderModel, MultiSideModel
+from ..core.backbones import load_tokenizer
+from ..data import eval_batches, make_collator, parse_prediction, read_rows, spec_from_dict, spec_to_dict
+from ..errors import CheckpointError, ConfigError, DataError
+from ..io import atomic_write_text, load_json, verify_checksums
+from .build import HEADS, build_model, load_task_backbone
+from .checkpoint import TASK_NAME, load_weights
+from .config import CONFIG_NAME, TrainConfig
+from .evaluation import GEN_TOKENS
+
+TASK_VERSION = 1
+
+
+def task_record(config: TrainConfig, spec, fmt: str) -> dict:
+    """What ``task.json`` holds: how to turn rows into batches and outputs into answers."""
+    return {
+        "version": TASK_VERSION,
+        "task": spec.name,
+        "spec": spec_to_dict(spec),
+        "format": fmt,
+        "max_length": config.max_length,
+        "backbone": config.backbone,
+        "method": config.method,
+    }
+
+
+@dataclass
+class Predictor:
+    """A model rebuilt from a checkpoint, with what it needs to read rows and name its answers."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    spec: object
+    fmt: str
+    max_length: int
+    checkpoint: Path
+    sides: dict | None = None  # name -> task spec, when ``model`` is a MultiSideModel
+
+    @torch.inference_mode()
+    def predict(
+        self, examples: list[dict], *, batch_size: int = 32, show_progress: bool = False
+    ) -> list[dict]:
+        """One answer dict per example, in input order (batches go longest first to pad little)."""
+        collator = make_collator(
+            self.tokenizer,
+            fmt=self.fmt,
+            spec=self.spec,
+            max_length=self.max_length,
+            generation=self.fmt == "causal",
+        )
+        answers: list = [None] * len(examples)
+        self.model.eval()
+        batches = eval_batches(examples, collator, batch_size)
+        total = math.ceil(len(examples) / batch_size)
+        for idx, batch in tqdm(batches, total=total, desc="predict", disable=not show_progress, leave=False):
+            for i, answer in zip(idx, self._batch(batch), strict=True):
+                answers[i] = answer
+        return answers
+
+    def _batch(self, batch: dict) -> list[dict]:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        names = self.spec.label_names
+        if self.fmt == "classification" and self.sides:  # several side networks, one backbone pass
+            outputs = self.model.forward_all(**inputs)
+            per_side = {
+                name: classification_answers(outputs[name].logits, spec) for name, spec in self.sides.items()
+            }
+            return [
+                {name: answers[i] for name, answers in per_side.items()}
+                for i in range(len(inputs["input_ids"]))
+            ]
+        if self.fmt == "classification":
+            return classification_answers(self.model(**inputs).logits, self.spec)
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        if isinstance(self.model, LadderModel):
+            gen = self.model.generate(ids, mask, max_new_tokens=GEN_TOKENS, num_beams=1)
+        else:
+            gen = self.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=GEN_TOKENS,
+                num_beams=1,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        if self.fmt == "causal":
+            gen = gen[:, ids.shape[1] :]  # drop the prompt
+        out = []
+        for text in self.tokenizer.batch_decode(gen, skip_special_tokens=True):
+            parsed = parse_prediction(self.spec, text)
+            if self.spec.is_regression or parsed is None:
+                out.append({"text": text, "value" if self.spec.is_regression else "label": parsed})
+            else:
+                out.append(
+                    {"text": text, "label": names[parsed] if names else str(parsed), "label_id": parsed}
+                )
+        return out
+
+
+def rows_to_examples(rows: list[tuple[str, dict]], spec) -> list[dict]:
+    """Raw rows (``(location, dict)`` from :func:`laddertune.data.read_rows`) -> examples the collator reads.
+
+    Raises:
+        DataError: a row lacks one of the text columns the model was trained on, or holds a non-text value.
+    """
+    cols, out = spec.text_columns, []
+    dummy = 0.0 if spec.is_regression else 0  # the collators want a label; predictions ignore it
+    for where, row in rows:
+        texts = []
+        for col in cols:
+            if col not in row or row[col] is None:
+                raise DataError(f"{where}: missing column {col!r} (this model reads {', '.join(cols)})")
+            if not isinstance(row[col], str | int | float) or isinstance(row[col], bool):
+                raise DataError(f"{where}: column {col!r} must hold text, got {type(row[col]).__name__}")
+            texts.append(str(row[col]))
+        out.append({"text": texts[0], "text_pair": texts[1] if len(texts) > 1 else None, "label": dummy})
+    return out
+
+
+def classification_answers(logits: torch.Tensor, spec) -> list[dict]:
+    """(B, num_labels) logits -> ``{"value"}`` (regression) or ``{"label", "label_id", "probabilities"}`` per row."""
+    logits = logits.float()
+    if spec.is_regression:
+        return [{"value": v} for v in logits[:, 0].tolist()]
+    names, out = spec.label_names, []
+    for row in logits.softmax(-1).tolist():
+        best = max(range(len(row)), key=row.__getitem__)
+        out.append(
+            {
+                "label": names[best] if names else str(best),
+                "label_id": best,
+                "probabilities": _named(row, names),
+            }
+        )
+    return out
+
+
+def _named(values: list[float], names) -> dict:
+    return {(names[i] if names else str(i)): v for i, v in enumerate(values)}
+
+
+def resolve_checkpoint(checkpoint: str | Path) -> Path:
+    """A run folder -> its ``checkpoint-best``; a checkpoint folder stays. Raises CheckpointError when neither."""
+    path = Path(checkpoint)
+    if (path / CONFIG_NAME).is_file() and (path / "checkpoint-best").is_dir():
+        path = path / "checkpoint-best"
+    if not path.is_dir():
+        raise CheckpointError(f"no checkpoint folder at {path}")
+    if not (path / TASK_NAME).is_file():
+        raise CheckpointError(
+            f"{path} has no {TASK_NAME}: not a checkpoint folder, or written by a laddertune before predict existed"
+        )
+    return path
+
+
+def read_task(path: Path) -> tuple[dict, object]:
+    """``task.json`` of checkpoint ``path`` and the task spec it holds; a malformed file is a CheckpointError."""
+    try:
+        task = load_json(path / TASK_NAME)
+        if not isinstance(task, dict) or task.get("format") not in HEADS or "backbone" not in task:
+            raise ConfigError("it lacks format or backbone")
+        return task, spec_from_dict(task.get("spec"))
+    except ConfigError as e:
+        raise CheckpointError(f"{path / TASK_NAME} is malformed: {e}") from None
+
+
+def load_predictor(
+    checkpoint: str | Path, *, backbone: str | None = None, trust_remote_code: bool = False
+) -> Predictor:
+    """Rebuild the model of a checkpoint (a run folder: its ``checkpoint-best``) for prediction.
+
+    Args:
+        checkpoint: a checkpoint folder, or a run folder.
+        backbone: load this backbone instead of the recorded one (same weights, another place).
+        trust_remote_code: let transformers run the backbone's own code; never read from the checkpoint.
+
+    Raises:
+        CheckpointError: no checkpoint there, a corrupt one, or one made for another backbone.
+    """
+    path = resolve_checkpoint(checkpoint)
+    verify_checksums(path)
+    task, spec = read_task(path)
+    name, fmt = backbone or task["backbone"], task["format"]
+    head = HEADS[fmt]
+    tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code)
+    if task.get("method", "lst") == "lst":
+        model = LadderModel.from_pretrained(
+            load_task_backbone(name, spec, head, tokenizer, trust_remote_code), path
+        )
+    else:  # a baseline's method settings (freeze_layers) are in the run's train_config.json
+        if not (path.parent / CONFIG_NAME).is_file():
+            raise CheckpointError(f"a {task.get('method')} checkpoint needs {CONFIG_NAME} in {path.parent}")
+        config = TrainConfig.load(path.parent)
+        config.backbone, config.trust_remote_code = name, trust_remote_code
+        model = build_model(config, spec, head, tokenizer)
+        load_weights(model, path, config.method)
+    model.eval()  # no dropout in the side network (a freshly built LadderModel is in train mode)
+    return Predictor(model, tokenizer, spec, fmt, int(task.get("max_length", 128)), path)
+
+
+def load_multi_predictor(
+    checkpoints: list, *, backbone: str | None = None, trust_remote_code: bool = False
+) -> Predictor:
+    """Several LST classification checkpoints of one backbone on ONE backbone pass per batch (:class:`MultiSideModel`).
+
+    Each row's answer is ``{name: answer}``, ``name`` being the run folder's name (the checkpoint folder's, when
+    given directly). The checkpoints must read the same text columns at the same max length.
+
+    Raises:
+        CheckpointError: a checkpoint made for another backbone (its fingerprint differs from the first's backbone).
+        ConfigError: checkpoints that are not LST classification, or read other columns or lengths.
+    """
+    paths = [resolve_checkpoint(c) for c in checkpoints]
+    first = load_predictor(paths[0], backbone=backbone, trust_remote_code=trust_remote_code)
+    if first.fmt != "classification" or not isinstance(first.model, LadderModel):
+        raise ConfigError(
+            "several checkpoints share one backbone pass for LST classification checkpoints only"
+        )
+    multi = MultiSideModel(first.model.backbone)
+    sides = {}
+    for path in paths:
+        verify_checksums(path)
+        task, spec = read_task(path)
+        name = path.parent.name if (path.parent / CONFIG_NAME).is_file() else path.name
+        if name in sides:
+            name = f"{name}-{len(sides)}"
+        if task.get("method", "lst") != "lst" or task["format"] != "classification":
+            raise ConfigError(f"{path}: only LST classification checkpoints can share a backbone pass")
+        if (
+            spec.text_columns != first.spec.text_columns
+            or int(task.get("max_length", 128)) != first.max_length
+        ):
+            raise ConfigError(
+                f"{path} reads columns {list(spec.text_columns)} at max length {task.get('max_length')}; "
+                f"{paths[0]} reads {list(first.spec.text_columns)} at {first.max_length}: one input for all needs the same"
+            )
+        multi.load_side(name, path)  # refuses a side network trained on another backbone
+        sides[name] = spec
+    return Predictor(multi.eval(), first.tokenizer, first.spec, first.fmt, first.max_length, paths[0], sides)
+
+
+def predict_file(
+    checkpoint: str | Path | list,
+    input_path: str | Path,
+    output_path: str | Path | None = None,
+    *,
+    batch_size: int = 32,
+    backbone: str | None = None,
+    trust_remote_code: bool = False,
+    show_progress: bool = False,
+) -> list[dict]:
+    """Predict every row of a JSONL/CSV/TSV file; with ``output_path``, write one JSON line per row (atomically).
+
+    With several checkpoints (a list), they share one backbone pass (:func:`load_multi_predictor`) and each row's
+    answer maps each checkpoint's name to its answer. The input is read and checked completely before the model is loaded, so a bad file fails fast and nothing is
+    written. Returns the answers in input order.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    many = checkpoint if isinstance(checkpoint, list | tuple) else [checkpoint]
+    path = resolve_checkpoint(many[0])
+    examples = rows_to_examples(read_rows(input_path), read_task(path)[1])
+    kw = {"backbone": backbone, "trust_remote_code": trust_remote_code}
+    predictor = load_predictor(path, **kw) if len(many) == 1 else load_multi_predictor(list(many), **kw)
+    answers = predictor.predict(examples, batch_size=batch_size, show_progress=show_progress)
+    if output_path is not None:
+        atomic_write_text(Path(output_path), "".join(json.dumps(a) + "\n" for a in answers))
+    return answers
