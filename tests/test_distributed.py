@@ -181,3 +181,23 @@ def test_a_rank_that_dies_ends_the_job_clearly_and_one_process_resumes(assets, o
     finally:
         torch.set_num_threads(n)
     assert_same_run(one_process, out)
+
+
+def test_tap_cache_with_several_processes_is_refused_before_anything_is_written(
+    assets, tmp_path, monkeypatch
+):
+    """Ranks do not share a tap cache yet (they would build one entry at once): one line, no run folder."""
+    from laddertune.errors import ConfigError
+
+    monkeypatch.setattr(Distributed, "from_env", classmethod(lambda cls: Distributed(0, 2, 0, "gloo")))
+    out = tmp_path / "run"
+    config = TrainConfig(
+        **RUN,
+        backbone=assets["bert"],
+        data_dir=assets["data"],
+        output_dir=str(out),
+        tap_cache=str(tmp_path / "c"),
+    )
+    with pytest.raises(ConfigError, match="tap-cache is not supported with several processes"):
+        train(config)
+    assert not out.exists() and not (tmp_path / "c").exists()

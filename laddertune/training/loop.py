@@ -166,6 +166,12 @@ class Run(DataParallelHooks, PlacementHooks):
             if config.resume:
                 raise ConfigError("resume needs output_dir (--output-dir): the folder of the run to continue")
             config.output_dir = config.default_output_dir()
+        if (
+            self.dist is not None and config.tap_cache
+        ):  # ranks would build the same entry at once: not yet shared
+            raise ConfigError(
+                "--tap-cache is not supported with several processes yet: run it in one process"
+            )
         self.out = check_output(config)
         self.device = resolve_device(config.device)  # a missing GPU fails here, before anything loads
         if self.dist is not None:  # one device per rank (the local rank's GPU on NCCL)
