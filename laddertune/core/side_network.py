@@ -92,6 +92,12 @@ class SideStack(nn.Module):
         self.temperature = gate_temperature
         source_config = getattr(source, "config", backbone.config)  # bare modules (DistilBERT's) have none
         config = reduced_config(family, spec, source_config, reduction_factor, len(kept))
+        if (
+            attn_implementation == "sdpa"
+            and isinstance(source, PreTrainedModel)
+            and not source._supports_sdpa
+        ):
+            attn_implementation = "eager"  # a family without an SDPA kernel (Gemma2's soft-capped attention)
         config._attn_implementation = attn_implementation  # the backbone's own choice need not be the side's
         config.dtype = torch.float32  # master weights, whatever dtype the backbone is in
         self.trunk = type(source)(config)

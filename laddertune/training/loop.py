@@ -29,7 +29,6 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -62,47 +61,12 @@ from .placement import PlacementHooks
 from .precision import Precision
 from .prediction import task_record
 from .results import write_results
+from .run_data import RunData, Schedule
 from .run_dir import MetricsLog, check_output, claim_output, truncate_metrics
 from .step import TrainingDivergedError, train_step
 from .tap_run import use_tap_cache
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class RunData:
-    """The data side of a run: splits, task spec, format and head, tokenizer and the training batcher."""
-
-    splits: object
-    fmt: str
-    head: str
-    tokenizer: object
-    collate: Callable[[list[dict]], dict]
-
-    @property
-    def spec(self):
-        return self.splits.spec
-
-    def eval_kwargs(self, config: TrainConfig, show_progress: bool) -> dict:
-        return {
-            "spec": self.spec,
-            "fmt": self.fmt,
-            "tokenizer": self.tokenizer,
-            "batch_size": config.eval_batch_size,
-            "max_length": config.max_length,
-            "show_progress": show_progress,
-        }
-
-
-@dataclass
-class Schedule:
-    """The run's length and learning-rate schedule, resolved from the config and the task."""
-
-    epochs: int
-    steps_per_epoch: int
-    total_steps: int
-    warmup: int
-    lr: float
 
 
 # ------------------------------------------------------------------------------------------------- the loop
