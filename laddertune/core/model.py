@@ -242,9 +242,8 @@ class LadderModel(nn.Module):
             "position_ids": position_ids,
         }
         side_kwargs = {"attention_mask": attention_mask, "position_ids": position_ids}
-        stack = next(
-            iter(self.side.stacks)
-        )  # "body", or "encoder" for an encoder-decoder's classifier (BART)
+        # "body", or "encoder" for an encoder-decoder's classifier (BART)
+        stack = next(iter(self.side.stacks))
         if stack == "body":
             _with_cache(cache, backbone_kwargs, side_kwargs)
         backbone_out, side_out = self.run_stack(
