@@ -77,6 +77,13 @@ def register(subparsers) -> None:
         help="LST, --init fisher: examples for the Fisher information",
     )
     g.add_argument(
+        "--final-shortcut",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="LST, classification: the head reads the backbone's final state + the side's (default on); "
+        "--no-final-shortcut: the side's alone (the authors' head)",
+    )
+    g.add_argument(
         "--trust-remote-code",
         action="store_true",
         help="let transformers run the backbone repository's own Python code (off: only built-in models load)",

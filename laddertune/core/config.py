@@ -15,6 +15,8 @@ INITS = ("random", "magnitude", "fisher")
 CHAINS = ("residual", "authors")
 BACKBONE_DTYPES = ("float32", "bfloat16", "float16", "int8", "nf4")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+# What final_shortcut=None means per task head (see docs/first_steps.md for the evidence).
+FINAL_SHORTCUT_DEFAULT = {"sequence_classification": True, "seq2seq_lm": False, "causal_lm": False}
 
 
 @dataclass
@@ -45,6 +47,11 @@ class LadderConfig:
             (:mod:`laddertune.core.chunked_loss`), so the full float32 logits and their gradient never exist at
             once; the output then has ``logits=None``. ``None``: the plain loss (and logits). Only when gradients
             are on: evaluation and generation always get logits.
+        final_shortcut: classification heads: the head reads the backbone's own final hidden state plus the
+            up-projected side output (the up-projection starts at zero), instead of the side output alone (the
+            authors' LST). ``None`` (default) resolves to the head's default when the model is built
+            (:data:`FINAL_SHORTCUT_DEFAULT`); saved resolved. Checkpoints written before the field existed load as
+            ``False``, the setting they trained with.
         backbone_name: filled in by ``save_pretrained``: the backbone's name or path.
         backbone_revision: filled in by ``save_pretrained``: the backbone's commit hash, when known.
         backbone_fingerprint: filled in by ``save_pretrained``: a dtype-free hash of the backbone's config and
@@ -69,6 +76,7 @@ class LadderConfig:
     backbone_dtype: str | None = None
     attn_implementation: str = "sdpa"
     loss_chunk_size: int | None = None
+    final_shortcut: bool | None = None
     backbone_name: str | None = None
     backbone_revision: str | None = None
     backbone_fingerprint: str | None = None
@@ -123,6 +131,8 @@ class LadderConfig:
             raise ConfigError(
                 f"loss_chunk_size must be a positive integer or None, got {self.loss_chunk_size!r}"
             )
+        if self.final_shortcut is not None and not isinstance(self.final_shortcut, bool):
+            raise ConfigError(f"final_shortcut must be true, false or None, got {self.final_shortcut!r}")
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ConfigError(
                 f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)}; "
@@ -159,7 +169,8 @@ class LadderConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown ladder config field(s): {', '.join(map(repr, unknown))}")
-        return cls(**data)
+        # a file written before final_shortcut existed trained without it (the authors' head)
+        return cls(**{"final_shortcut": False, **data})
 
     def save(self, directory: str | Path) -> Path:
         """Write ``ladder_config.json`` into ``directory`` (atomically) and return its path."""

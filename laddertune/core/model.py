@@ -8,11 +8,11 @@ so training memory is the side network's, plus the frozen weights and the ladder
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 
 import torch
 from torch import nn
-from torch._subclasses.fake_tensor import is_fake  # the memory predictor traces with fake tensors
 from transformers.loss.loss_utils import ForCausalLMLoss, ForSequenceClassificationLoss
 from transformers.modeling_outputs import CausalLMOutputWithPast, Seq2SeqLMOutput, SequenceClassifierOutput
 
@@ -21,10 +21,11 @@ from ..pruning import initialize_from_backbone
 from .architectures import get_path
 from .cache import LadderCache
 from .chunked_loss import chunked_lm_loss
-from .config import LadderConfig
+from .config import FINAL_SHORTCUT_DEFAULT, LadderConfig
 from .config_view import BackboneConfigView
 from .discovery import discover_family, task_head
 from .generation import generate
+from .pooling import backbone_final, pool
 from .quantization import convert_backbone
 from .side_checkpoint import (
     check_head,
@@ -53,6 +54,10 @@ class LadderModel(nn.Module):
         if head == "sequence_classification" and not self.family.cls_head:
             raise ConfigError(f"{self.family.name} backbones are supported for LM heads only")
         config.task_head = head
+        if config.final_shortcut is None:
+            config.final_shortcut = FINAL_SHORTCUT_DEFAULT[head]
+        if config.final_shortcut and head != "sequence_classification":
+            raise ConfigError("final_shortcut applies to classification heads only")
         self.ladder_config = config
         self.backbone = backbone.requires_grad_(False)
         self.side = SideNetwork(backbone, self.family, config, head)
@@ -264,28 +269,18 @@ class LadderModel(nn.Module):
                 loss = ForCausalLMLoss(logits, labels, vocab_size=logits.shape[-1])
             return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache)
         # Pool before up-projecting (it is per-token linear): one (B, d) activation instead of (B, T, d).
-        pool = self.family.cls_pool
-        if pool == "first":
-            hidden = hidden[:, 0]
-        elif pool == "eos":  # BART: the last </s> of each example (its head requires one)
-            eos = input_ids.eq(self.backbone.config.eos_token_id)  # (B, T)
-            # (skipped under the memory predictor's FakeTensor trace, which has no token values to test)
-            if not is_fake(eos) and not eos.any(-1).all():
-                raise ValueError("every example must contain an end-of-sentence token for BART pooling")
-            positions = torch.arange(eos.shape[1], device=eos.device)
-            last = (eos.to(positions.dtype) * (positions + 1)).argmax(-1)
-            hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last.to(hidden.device)]
-        elif pool == "mean":  # ModernBERT's classifier_pooling="mean": over non-padding tokens
-            weights = torch.ones_like(hidden[..., 0]) if attention_mask is None else attention_mask.to(hidden)
-            hidden = (hidden * weights[..., None]).sum(1) / weights.sum(1, keepdim=True)
-        elif pool == "last":  # the last non-padding token, for left or right padding
-            if attention_mask is None:
-                hidden = hidden[:, -1]
-            else:
-                positions = torch.arange(hidden.shape[1], device=hidden.device)
-                last = (attention_mask.to(positions.dtype) * (positions + 1)).argmax(-1)
-                hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        pooled = functools.partial(
+            pool, self.family.cls_pool, input_ids=input_ids, attention_mask=attention_mask,
+            eos_token_id=self.backbone.config.eos_token_id,
+        )  # fmt: skip
+        hidden = pooled(side_out.last_hidden_state)
         hidden = self.side.up(hidden)  # (B, d), or (B, T, d) for heads that pool by themselves
+        if (
+            self.ladder_config.final_shortcut
+        ):  # the backbone's own final state, the side's output added on top
+            hidden = hidden + pooled(backbone_final(self, stack, backbone_out, taps and taps[stack])).to(
+                hidden
+            )
         logits = self.side.head(hidden)
         loss = None if labels is None else ForSequenceClassificationLoss(labels, logits, self.backbone.config)
         return SequenceClassifierOutput(loss=loss, logits=logits)

@@ -89,6 +89,10 @@ class SideStack(nn.Module):
                 f"{num_backbone_layers} layers (ids 0..{num_backbone_layers - 1})"
             )
         self.family, self.spec, self.kept = family, spec, kept
+        self.num_backbone_layers = num_backbone_layers
+        self.tap_layers = (
+            kept  # the backbone layers whose outputs this stack reads (SideNetwork may add the last)
+        )
         self.temperature = gate_temperature
         source_config = getattr(source, "config", backbone.config)  # bare modules (DistilBERT's) have none
         config = reduced_config(family, spec, source_config, reduction_factor, len(kept))
@@ -205,6 +209,12 @@ class SideNetwork(nn.Module):
         self.up = nn.Linear(width // config.reduction_factor, width)
         nn.init.normal_(self.up.weight, std=0.01)
         nn.init.zeros_(self.up.bias)
+        if config.final_shortcut:
+            # The head reads backbone_final + Up(side): a zero Up makes step 0 the backbone's own head on its final
+            # state (a linear probe through the pretrained pooler), and the side network adds on top of it.
+            nn.init.zeros_(self.up.weight)
+            for stack in self.stacks.values():
+                stack.tap_layers = sorted({*stack.kept, stack.num_backbone_layers - 1})
         if head == "sequence_classification":
             # Deep copies: the backbone's own (newly initialised) head stays untouched and frozen.
             self.head = nn.Sequential(*(_head_module(backbone, p) for p in family.cls_head)).float()

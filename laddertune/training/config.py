@@ -73,6 +73,10 @@ class TrainConfig:
     """LST with a pruned init: ``residual`` (one set of hidden dims for the residual stream) or ``authors``."""
     fisher_samples: int = 1024
     """LST with ``init="fisher"``: training examples for the empirical Fisher information (the paper's 1024)."""
+    final_shortcut: bool | None = None
+    """LST, classification: the head reads the backbone's final hidden state plus the up-projected side output
+    (zero at the start, so step 0 is the backbone's own head); False: the side output alone, the authors' head.
+    None: the default for the head (on for classification; docs/first_steps.md has the evidence)."""
     backbone_dropout: bool = False
     """LST: run the frozen backbone with dropout on while training (the authors' setting; slower, noisier)."""
     device_map: str | None = None
@@ -221,6 +225,8 @@ class TrainConfig:
             _number("lr", self.lr, positive=True)
         _number("max_grad_norm", self.max_grad_norm)
         _number("weight_decay", self.weight_decay)
+        if self.final_shortcut is not None and not isinstance(self.final_shortcut, bool):
+            raise ConfigError(f"final_shortcut must be true, false or None, got {self.final_shortcut!r}")
         for name in ("backbone_dropout", "overwrite", "resume", "trust_remote_code"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -230,6 +236,8 @@ class TrainConfig:
             raise ConfigError(
                 "freeze_layers applies to the baselines; for LST drop side layers with side_layers"
             )
+        if self.method != "lst" and self.final_shortcut is not None:
+            raise ConfigError(f"final_shortcut applies to LST only, not to method {self.method!r}")
         if self.method != "lst" and (self.side_layers is not None or self.init != "random"):
             raise ConfigError(f"side_layers and init apply to LST only, not to method {self.method!r}")
         if self.device_map not in (None, "auto"):
@@ -298,6 +306,8 @@ class TrainConfig:
             raise ConfigError(f"unknown train config field(s): {', '.join(map(repr, unknown))}")
         if "task" not in data:
             raise ConfigError("a train config needs a task")
+        if data.get("method", "lst") == "lst":  # a run saved before the field existed trained without it
+            data = {"final_shortcut": False, **data}
         return cls(**data)
 
     def save(self, directory: str | Path) -> Path:
