@@ -192,6 +192,9 @@ VALID_LADDER = {
     "attn_implementation": st.sampled_from(["sdpa", "eager"]),
     "loss_chunk_size": st.one_of(st.none(), st.integers(1, 4096)),
     "final_shortcut": st.one_of(st.none(), st.booleans()),
+    "method": st.just(
+        "lst"
+    ),  # side-tuning / pruned constrain final_shortcut and init: test_ablation_methods.py
     "backbone_signature": st.one_of(
         st.none(), st.dictionaries(st.text(max_size=5), st.lists(st.floats(-1, 1)))
     ),

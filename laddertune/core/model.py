@@ -18,10 +18,11 @@ from transformers.modeling_outputs import CausalLMOutputWithPast, Seq2SeqLMOutpu
 
 from ..errors import ConfigError
 from ..pruning import initialize_from_backbone
+from .ablations import embedding_taps, make_pruned, strip_backbone
 from .architectures import get_path
 from .cache import LadderCache
 from .chunked_loss import chunked_lm_loss
-from .config import FINAL_SHORTCUT_DEFAULT, LadderConfig
+from .config import LadderConfig
 from .config_view import BackboneConfigView
 from .discovery import discover_family, task_head
 from .generation import generate
@@ -53,11 +54,7 @@ class LadderModel(nn.Module):
         self.family = discover_family(backbone, head)
         if head == "sequence_classification" and not self.family.cls_head:
             raise ConfigError(f"{self.family.name} backbones are supported for LM heads only")
-        config.task_head = head
-        if config.final_shortcut is None:
-            config.final_shortcut = FINAL_SHORTCUT_DEFAULT[head]
-        if config.final_shortcut and head != "sequence_classification":
-            raise ConfigError("final_shortcut applies to classification heads only")
+        config.resolve_for_head(head)
         self.ladder_config = config
         self.backbone = backbone.requires_grad_(False)
         self.side = SideNetwork(backbone, self.family, config, head)
@@ -123,7 +120,7 @@ class LadderModel(nn.Module):
         if taps is not None:
             return None, stack(taps, **_present(side_kwargs))
         call = get_path(self.backbone, stack.spec.call)
-        with torch.no_grad(), record_taps(self._backbone_layers[name], stack.kept) as taps:
+        with torch.no_grad(), record_taps(self._backbone_layers[name], stack.tap_layers) as taps:
             backbone_out = call(input_ids=input_ids, **_present(backbone_kwargs))
         # A backbone placed over several devices (laddertune.core.placement) leaves each tap where its layer ran:
         # bring them, and the side's inputs, to the side network (no-ops on one device).
@@ -193,6 +190,8 @@ class LadderModel(nn.Module):
         Raises:
             ValueError: ``output_hidden_states`` or ``output_attentions`` asked for, or ``taps`` with ``use_cache``.
         """
+        if taps is None and self.ladder_config.method == "pruned":  # no backbone layers: its embeddings alone
+            taps = embedding_taps(self, input_ids, attention_mask, token_type_ids, position_ids)
         if taps is not None and use_cache:
             raise ValueError("taps replace the backbone's forward; incremental decoding needs the backbone")
         for name, value in (
@@ -350,6 +349,8 @@ class LadderModel(nn.Module):
         if config.backbone_dtype is not None:  # the dtype it trained in; any dtype passes the fingerprint
             convert_backbone(model.backbone, config.backbone_dtype)
         load_side_weights(model, directory, config)
+        if config.method == "pruned":
+            strip_backbone(model)
         restore_labels(backbone, config)
         return model
 
@@ -389,6 +390,8 @@ def get_ladder_model(
     model = LadderModel(backbone, config)
     if config.init != "random":
         initialize_from_backbone(model, calibration_data)
+    if config.method == "pruned":  # from here on the side network runs alone
+        make_pruned(model)
     if config.backbone_dtype is not None:  # after the pruned init, which reads full-precision weights
         convert_backbone(model.backbone, config.backbone_dtype)
     return model
