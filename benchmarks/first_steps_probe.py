@@ -6,7 +6,13 @@ Budget: about 30 s per variant on 2 CPU cores for SST-2 at batch 32 (MiniLM, len
 The same batches, in the same order, for every variant; only the one named factor differs from the authors' setting.
 Prints, per variant, the mean training loss over steps 1-20, 21-40, ... and the scales seen at step 0 (the side
 output, the up-projection's output, the pooled logits) and the gradient norms of the parts, so the cause is read off
-the numbers. Writes benchmarks/results/first_steps_probe_<task>.json.
+the numbers. Writes benchmarks/results/first_steps_probe_<task>.json (round 1) or first_steps_probe_<round>_<task>.json.
+Rounds 2-3 (issue 15) also score the dev set after --eval-at steps and at the end, over --seeds:
+
+    flock /tmp/laddertune-bench.lock python benchmarks/first_steps_probe.py --task sst2 --steps 100 --round r2 \
+        --only authors "final shortcut" "head+up" LayerNorm "lr 1e-2"
+    flock /tmp/laddertune-bench.lock python benchmarks/first_steps_probe.py --task sst2 --steps 100 --round r3 \
+        --seeds 1 2 --only authors "final shortcut (" "final shortcut, lr 1e-3"
 """
 
 from __future__ import annotations
