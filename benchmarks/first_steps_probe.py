@@ -6,7 +6,13 @@ Budget: about 30 s per variant on 2 CPU cores for SST-2 at batch 32 (MiniLM, len
 The same batches, in the same order, for every variant; only the one named factor differs from the authors' setting.
 Prints, per variant, the mean training loss over steps 1-20, 21-40, ... and the scales seen at step 0 (the side
 output, the up-projection's output, the pooled logits) and the gradient norms of the parts, so the cause is read off
-the numbers. Writes benchmarks/results/first_steps_probe_<task>.json.
+the numbers. Writes benchmarks/results/first_steps_probe_<task>.json (round 1) or first_steps_probe_<round>_<task>.json.
+Rounds 2-3 (issue 15) also score the dev set after --eval-at steps and at the end, over --seeds:
+
+    flock /tmp/laddertune-bench.lock python benchmarks/first_steps_probe.py --task sst2 --steps 100 --round r2 \
+        --only authors "final shortcut" "head+up" LayerNorm "lr 1e-2"
+    flock /tmp/laddertune-bench.lock python benchmarks/first_steps_probe.py --task sst2 --steps 100 --round r3 \
+        --seeds 1 2 --only authors "final shortcut (" "final shortcut, lr 1e-3"
 """
 
 from __future__ import annotations
@@ -28,14 +34,21 @@ RESULTS = Path(__file__).parent / "results"
 TEXT = {"sst2": ("sentence", None), "mrpc": ("sentence1", "sentence2"), "rte": ("sentence1", "sentence2")}
 
 
-def batches(task: str, data_dir: Path, tok, steps: int, batch: int, seed: int, max_length: int):
-    rows = [json.loads(line) for line in (data_dir / task / "train.jsonl").read_text().splitlines()]
+def batches(
+    task: str, data_dir: Path, tok, steps: int, batch: int, seed: int, max_length: int, split="train"
+):
+    """``steps`` shuffled training batches (``split="train"``), or the whole dev set in order (``steps=None``)."""
+    rows = [json.loads(line) for line in (data_dir / task / f"{split}.jsonl").read_text().splitlines()]
     g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(rows), generator=g).tolist()
+    order = torch.randperm(len(rows), generator=g).tolist() if steps else list(range(len(rows)))
     a, b = TEXT[task]
     out = []
-    for s in range(steps):
-        chunk = [rows[order[(s * batch + k) % len(rows)]] for k in range(batch)]
+    for s in range(steps or math.ceil(len(rows) / batch)):
+        chunk = [
+            rows[order[(s * batch + k) % len(rows)]]
+            for k in range(batch)
+            if steps or s * batch + k < len(rows)
+        ]
         enc = tok(
             [r[a] for r in chunk],
             [r[b] for r in chunk] if b else None,
@@ -57,18 +70,27 @@ def rescale_trunk(model, factor: float) -> None:
                 p.data.mul_(factor)
 
 
+AUTHORS = {"final_shortcut": False}
+SHORTCUT = {"final_shortcut": True}
 VARIANTS = {
-    # name: (LadderConfig overrides, lr, warmup, post-init edit)
-    "authors (gate 0, T 0.1, N(0,0.01) projections)": ({}, 3e-3, 10, None),
-    "no warm-up": ({}, 3e-3, 0, None),
-    "lr 1e-3": ({}, 1e-3, 10, None),
-    "up-projection default init": ({}, 3e-3, 10, "up"),
-    "down-projections default init": ({}, 3e-3, 10, "downs"),
-    "both projections default init": ({}, 3e-3, 10, "both"),
-    "fresh head (no pretrained pooler)": ({}, 3e-3, 10, "head"),
-    "gate_init -0.1 (mu 0.27)": ({"gate_init": -0.1}, 3e-3, 10, None),
-    "gate T 1.0": ({"gate_temperature": 1.0}, 3e-3, 10, None),
-    "trunk x0.125 (full-width scale)": ({}, 3e-3, 10, "trunk"),
+    # name: (LadderConfig overrides, lr, warmup, post-init edit[, lr of the head and up-projection])
+    "authors (gate 0, T 0.1, N(0,0.01) projections)": (AUTHORS, 3e-3, 10, None),
+    "no warm-up": (AUTHORS, 3e-3, 0, None),
+    "lr 1e-3": (AUTHORS, 1e-3, 10, None),
+    "up-projection default init": (AUTHORS, 3e-3, 10, "up"),
+    "down-projections default init": (AUTHORS, 3e-3, 10, "downs"),
+    "both projections default init": (AUTHORS, 3e-3, 10, "both"),
+    "fresh head (no pretrained pooler)": (AUTHORS, 3e-3, 10, "head"),
+    "gate_init -0.1 (mu 0.27)": ({**AUTHORS, "gate_init": -0.1}, 3e-3, 10, None),
+    "gate T 1.0": ({**AUTHORS, "gate_temperature": 1.0}, 3e-3, 10, None),
+    "trunk x0.125 (full-width scale)": (AUTHORS, 3e-3, 10, "trunk"),
+    # round 2 (issue 15): structure and the step size of what matters
+    "final shortcut (head reads backbone final + Up(side), Up=0)": (SHORTCUT, 3e-3, 10, None),
+    "final shortcut, lr 1e-3": (SHORTCUT, 1e-3, 10, None),
+    "final shortcut, head+up lr 3e-4": (SHORTCUT, 3e-3, 10, None, 3e-4),
+    "head+up lr 3e-2": (AUTHORS, 3e-3, 10, None, 3e-2),
+    "LayerNorm after up-projection": (AUTHORS, 3e-3, 10, "up_ln"),
+    "lr 1e-2, no warm-up": (AUTHORS, 1e-2, 0, None),
 }
 
 
@@ -86,6 +108,8 @@ def edit(model, what):
                 m.reset_parameters()
     if what == "trunk":
         rescale_trunk(model, 0.125)
+    if what == "up_ln":  # the pooler then sees unit-scale inputs from step 0
+        side.up = torch.nn.Sequential(side.up, torch.nn.LayerNorm(side.up.out_features))
 
 
 def cache_taps(backbone, data):
@@ -101,36 +125,53 @@ def cache_taps(backbone, data):
         kwargs = {k: v for k, v in batch.items() if k != "labels"}
         with torch.no_grad(), record_taps(model._backbone_layers["body"], stack.kept) as taps:
             backbone(**kwargs)
-        cached.append(dict(taps))
+        cached.append({k: v.to(torch.bfloat16) for k, v in taps.items()})  # half the memory (RTE is long)
     return cached
 
 
-def probe(backbone, data, overrides, lr, warmup, what, seed, cached, variant_edit=edit):
+def accuracy(model, step_taps, dev, dev_cached) -> float:
+    """Dev accuracy (%) of the side network on the cached dev taps."""
+    model.eval()
+    right = total = 0
+    with torch.no_grad():
+        for batch, taps in zip(dev, dev_cached, strict=True):
+            step_taps[0] = {k: v.float() for k, v in taps.items()}
+            pred = model(**{k: v for k, v in batch.items() if k != "labels"}, taps={"body": step_taps[0]})
+            pred = pred.logits.argmax(-1)
+            right += int((pred == batch["labels"]).sum())
+            total += len(pred)
+    model.train()
+    return 100 * right / total
+
+
+def probe(backbone, data, overrides, lr, warmup, what, seed, cached, variant_edit=edit, fast_lr=None, dev=None,
+          eval_at=()):  # fmt: skip
     torch.manual_seed(seed)
     model = get_ladder_model(backbone, LadderConfig(**overrides))
     if what:
         variant_edit(model, what)
-    step_taps: list = [None]
-
-    def run_stack(name, input_ids, backbone_kwargs, side_kwargs):  # the backbone's part, from the cache
-        kwargs = {k: v for k, v in side_kwargs.items() if v is not None}
-        return None, model.side.stacks[name](step_taps[0], **kwargs)
-
-    model.run_stack = run_stack
+    step_taps: list = [None]  # the taps of the batch being run (the backbone does not run)
     model.train()
     params = [p for p in model.side.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    fast = {id(p) for p in (*model.side.up.parameters(), *model.side.head.parameters())} if fast_lr else set()
+    groups = [{"params": [p for p in params if id(p) not in fast], "lr": lr}]
+    if fast:
+        groups.append({"params": [p for p in params if id(p) in fast], "lr": fast_lr})
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
     sched = get_linear_schedule_with_warmup(opt, warmup, len(data))
     losses, scales = [], {}
     for step, batch in enumerate(data):
-        step_taps[0] = cached[step]
-        out = model(**batch)
+        if step in eval_at and dev:
+            scales[f"acc@{step}"] = accuracy(model, step_taps, *dev)
+        step_taps[0] = {k: v.float() for k, v in cached[step].items()}
+        out = model(**batch, taps={"body": step_taps[0]})
         if step == 0:
             scales["logit_std"] = float(out.logits.detach().std())
         out.loss.backward()
         if step == 0:
             side = model.side
-            scales["grad_up"] = float(side.up.weight.grad.norm())
+            up = side.up[0] if isinstance(side.up, torch.nn.Sequential) else side.up
+            scales["grad_up"] = float(up.weight.grad.norm())
             scales["grad_downs"] = float(
                 sum(d.weight.grad.norm() ** 2 for s in side.stacks.values() for d in s.downs) ** 0.5
             )
@@ -140,13 +181,17 @@ def probe(backbone, data, overrides, lr, warmup, what, seed, cached, variant_edi
         sched.step()
         opt.zero_grad()
         losses.append(float(out.loss))
+    if dev and len(data) in eval_at:
+        scales[f"acc@{len(data)}"] = accuracy(model, step_taps, *dev)
     return losses, scales
 
 
 def _save(args, rows: list) -> Path:
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"first_steps_probe_{args.task}.json"
-    payload = {"task": args.task, "steps": args.steps, "chance_loss": math.log(2), "rows": rows}
+    name = args.task if args.round == "r1" else f"{args.round}_{args.task}"
+    out = RESULTS / f"first_steps_probe_{name}.json"
+    payload = {"task": args.task, "round": args.round, "steps": args.steps, "seeds": args.seeds,
+               "chance_loss": math.log(2), "rows": rows}  # fmt: skip
     out.write_text(json.dumps(payload, indent=1))
     return out
 
@@ -166,15 +211,31 @@ def write_summary() -> None:
     for probe_ in probes:
         n = probe_["steps"]
         blocks = [f"{i + 1}-{min(i + 20, n)}" for i in range(0, n, 20)]
-        lines += [f"## {probe_['task']} ({n} steps)", "", "| variant | " + " | ".join(blocks) + " | logit std | "
-                  "grad up | grad downs | grad head |", "|---" * (len(blocks) + 5) + "|"]  # fmt: skip
+        accs = sorted(
+            {k for r in probe_["rows"] for k in r if k.startswith("acc@")}, key=lambda k: int(k[4:])
+        )
+        title = f"{probe_['task']} ({n} steps" + (f", round {probe_['round']})" if "round" in probe_ else ")")
+        lines += [f"## {title}", "", "| variant | seed | " + " | ".join(blocks + [f"dev {a}" for a in accs])
+                  + " | logit std | grad up | grad downs | grad head |",
+                  "|---" * (len(blocks) + len(accs) + 6) + "|"]  # fmt: skip
         for r in probe_["rows"]:
-            cells = " | ".join(f"{c:.3f}" for c in r["chunk_means"])
+            cells = " | ".join(
+                [f"{c:.3f}" for c in r["chunk_means"]] + [f"{r[a]:.1f}" for a in accs if a in r]
+            )
             lines.append(
-                f"| {r['variant']} | {cells} | {r['logit_std']:.1e} | {r['grad_up']:.1e} | "
+                f"| {r['variant']} | {r.get('seed', 0)} | {cells} | {r['logit_std']:.1e} | {r['grad_up']:.1e} | "
                 f"{r['grad_downs']:.1e} | {r['grad_head']:.1e} |"
             )
         lines.append("")
+        if len(probe_.get("seeds", [0])) > 1:
+            lines += [f"Mean over seeds {probe_['seeds']}:", "", "| variant | " + " | ".join(
+                [f"dev {a}" for a in accs]) + " | loss, last block |", "|---" * (len(accs) + 2) + "|"]  # fmt: skip
+            for name in dict.fromkeys(r["variant"] for r in probe_["rows"]):
+                mine = [r for r in probe_["rows"] if r["variant"] == name]
+                means = [sum(r[a] for r in mine) / len(mine) for a in accs]
+                last = sum(r["chunk_means"][-1] for r in mine) / len(mine)
+                lines.append(f"| {name} | " + " | ".join(f"{m:.1f}" for m in means) + f" | {last:.3f} |")
+            lines.append("")
     (RESULTS / "first_steps.md").write_text("\n".join(lines) + "\n")
 
 
@@ -184,9 +245,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=128)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument(
+        "--eval-at", type=int, nargs="*", default=[50], help="steps after which to score the dev set"
+    )
     ap.add_argument("--data-dir", type=Path, default=Path("/work/shared/data/glue"))
     ap.add_argument("--only", nargs="*", help="variant names (prefixes) to run")
+    ap.add_argument(
+        "--round", default="r1", help="r1 writes first_steps_probe_<task>.json, else _<round>_<task>"
+    )
     ap.add_argument(
         "--from-json", action="store_true", help="only rewrite first_steps.json/.md from the probes"
     )
@@ -196,32 +263,35 @@ def main() -> None:
         return
     tok = load_tokenizer("minilm")
     backbone = load_backbone("minilm", "sequence_classification", num_labels=2)
-    data = batches(args.task, args.data_dir, tok, args.steps, args.batch_size, args.seed, args.max_length)
+    eval_at = {*args.eval_at, args.steps}
     t0 = time.perf_counter()
-    cached = cache_taps(backbone, data)
-    print(f"backbone taps cached in {time.perf_counter() - t0:.0f}s", flush=True)
+    dev = batches(args.task, args.data_dir, tok, None, 64, 0, args.max_length, split="validation")
+    dev_cached = cache_taps(backbone, dev)
     rows = []
-    for name, (overrides, lr, warmup, what) in VARIANTS.items():
-        if args.only and not any(name.startswith(o) for o in args.only):
-            continue
-        t0 = time.perf_counter()
-        losses, scales = probe(backbone, data, overrides, lr, warmup, what, args.seed, cached)
-        chunks = [sum(losses[i : i + 20]) / len(losses[i : i + 20]) for i in range(0, len(losses), 20)]
-        rows.append({"variant": name, "losses": losses, "chunk_means": chunks, **scales})
-        _save(args, rows)
-        print(
-            f"{name:48s} "
-            + " ".join(f"{c:.3f}" for c in chunks)
-            + f" | logit_std {scales['logit_std']:.2e} grad up {scales['grad_up']:.2e} downs "
-            f"{scales['grad_downs']:.2e} head {scales['grad_head']:.2e} ({time.perf_counter() - t0:.0f}s)",
-            flush=True,
-        )
-    ln2 = math.log(2)
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"first_steps_probe_{args.task}.json"
-    out.write_text(
-        json.dumps({"task": args.task, "steps": args.steps, "chance_loss": ln2, "rows": rows}, indent=1)
-    )
+    for seed in args.seeds:
+        data = batches(args.task, args.data_dir, tok, args.steps, args.batch_size, seed, args.max_length)
+        cached = cache_taps(backbone, data)
+        print(f"seed {seed}: backbone taps cached in {time.perf_counter() - t0:.0f}s", flush=True)
+        for name, (overrides, lr, warmup, what, *fast) in VARIANTS.items():
+            if args.only and not any(name.startswith(o) for o in args.only):
+                continue
+            t0 = time.perf_counter()
+            losses, scales = probe(
+                backbone, data, overrides, lr, warmup, what, seed, cached, fast_lr=fast[0] if fast else None,
+                dev=(dev, dev_cached), eval_at=eval_at,
+            )  # fmt: skip
+            chunks = [sum(losses[i : i + 20]) / len(losses[i : i + 20]) for i in range(0, len(losses), 20)]
+            rows.append({"variant": name, "seed": seed, "losses": losses, "chunk_means": chunks, **scales})
+            _save(args, rows)
+            accs = " ".join(f"{k} {v:.1f}" for k, v in scales.items() if k.startswith("acc@"))
+            print(
+                f"s{seed} {name:48s} " + " ".join(f"{c:.3f}" for c in chunks) + f" | {accs} | logit_std "
+                f"{scales['logit_std']:.2e} grad up {scales['grad_up']:.2e} downs {scales['grad_downs']:.2e} "
+                f"head {scales['grad_head']:.2e} ({time.perf_counter() - t0:.0f}s)",
+                flush=True,
+            )
+        del cached
+    out = _save(args, rows)
     write_summary()
     print("wrote", out, "and first_steps.json/.md")
 

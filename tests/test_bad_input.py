@@ -245,7 +245,7 @@ def _broken_copies(assets, reference, bad, root: Path) -> dict:
             "was trained on backbone",
         ),
         "diverging learning rate": (
-            cli_args(assets, root / "diverge", "--lr", "1e30", "--save-steps", "1"),
+            cli_args(assets, root / "diverge", "--lr", "1e30", "--save-steps", "1", "--no-final-shortcut"),
             None,
             "stopped and kept the last good checkpoint",
         ),

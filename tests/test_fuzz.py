@@ -167,6 +167,7 @@ VALID_TRAIN = {
     **{n: _some for n in ("text_pair_column", "label_column")},
     **{n: st.booleans() for n in ("backbone_dropout", "resume", "trust_remote_code")},
     "overwrite": st.just(False),
+    "final_shortcut": st.one_of(st.none(), st.booleans()),
     "device": st.sampled_from(["auto", "cpu", "cuda", "cuda:1"]),
     "precision": st.sampled_from(["fp32", "bf16", "fp16"]),
     "backbone_dtype": st.sampled_from(["float32", "bfloat16", "float16", "int8", "nf4"]),
@@ -190,6 +191,10 @@ VALID_LADDER = {
     ),
     "attn_implementation": st.sampled_from(["sdpa", "eager"]),
     "loss_chunk_size": st.one_of(st.none(), st.integers(1, 4096)),
+    "final_shortcut": st.one_of(st.none(), st.booleans()),
+    "method": st.just(
+        "lst"
+    ),  # side-tuning / pruned constrain final_shortcut and init: test_ablation_methods.py
     "backbone_signature": st.one_of(
         st.none(), st.dictionaries(st.text(max_size=5), st.lists(st.floats(-1, 1)))
     ),

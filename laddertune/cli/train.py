@@ -47,7 +47,13 @@ def register(subparsers) -> None:
         "--task", required=True, help="GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte) or custom"
     )
     g.add_argument("--backbone", default="minilm", help="alias (minilm, smollm2), local folder or hub id")
-    g.add_argument("--method", default="lst", choices=METHODS, help="LST or a baseline")
+    g.add_argument(
+        "--method",
+        default="lst",
+        choices=METHODS,
+        help="LST, its Figure 8 ablations (side-tuning: no ladders, one late shortcut; pruned: the pruned side "
+        "network alone, needs --init magnitude/fisher), or a baseline",
+    )
     g.add_argument(
         "--format",
         default=None,
@@ -75,6 +81,13 @@ def register(subparsers) -> None:
         type=int,
         default=1024,
         help="LST, --init fisher: examples for the Fisher information",
+    )
+    g.add_argument(
+        "--final-shortcut",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="LST, classification: the head reads the backbone's final state + the side's (default on); "
+        "--no-final-shortcut: the side's alone (the authors' head)",
     )
     g.add_argument(
         "--trust-remote-code",

@@ -15,6 +15,10 @@ INITS = ("random", "magnitude", "fisher")
 CHAINS = ("residual", "authors")
 BACKBONE_DTYPES = ("float32", "bfloat16", "float16", "int8", "nf4")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+# What final_shortcut=None means per task head (see docs/first_steps.md for the evidence).
+# The paper's Figure 8: LST (ladders), Side-Tuning (one late shortcut, no ladders), the pruned side network alone.
+LADDER_METHODS = ("lst", "side-tuning", "pruned")
+FINAL_SHORTCUT_DEFAULT = {"sequence_classification": True, "seq2seq_lm": False, "causal_lm": False}
 
 
 @dataclass
@@ -45,6 +49,17 @@ class LadderConfig:
             (:mod:`laddertune.core.chunked_loss`), so the full float32 logits and their gradient never exist at
             once; the output then has ``logits=None``. ``None``: the plain loss (and logits). Only when gradients
             are on: evaluation and generation always get logits.
+        final_shortcut: classification heads: the head reads the backbone's own final hidden state plus the
+            up-projected side output (the up-projection starts at zero), instead of the side output alone (the
+            authors' LST). ``None`` (default) resolves to the head's default when the model is built
+            (:data:`FINAL_SHORTCUT_DEFAULT`); saved resolved. Checkpoints written before the field existed load as
+            ``False``, the setting they trained with.
+        method: ``"lst"`` (ladders from every kept layer); ``"side-tuning"`` (Zhang et al. 2020, the paper's
+            Figure 8 ablation: no ladders, the side network reads only the down-projected embedding output, and the
+            final shortcut fuses the backbone's final state with the side's before the head; classification heads);
+            ``"pruned"`` (the side network alone, pruned from the backbone by ``init`` magnitude or fisher: no
+            ladders, no shortcut, and after initialisation the backbone's layers are removed: only its embeddings
+            run, :mod:`laddertune.core.ablations`).
         backbone_name: filled in by ``save_pretrained``: the backbone's name or path.
         backbone_revision: filled in by ``save_pretrained``: the backbone's commit hash, when known.
         backbone_fingerprint: filled in by ``save_pretrained``: a dtype-free hash of the backbone's config and
@@ -69,6 +84,8 @@ class LadderConfig:
     backbone_dtype: str | None = None
     attn_implementation: str = "sdpa"
     loss_chunk_size: int | None = None
+    final_shortcut: bool | None = None
+    method: str = "lst"
     backbone_name: str | None = None
     backbone_revision: str | None = None
     backbone_fingerprint: str | None = None
@@ -123,6 +140,20 @@ class LadderConfig:
             raise ConfigError(
                 f"loss_chunk_size must be a positive integer or None, got {self.loss_chunk_size!r}"
             )
+        if self.final_shortcut is not None and not isinstance(self.final_shortcut, bool):
+            raise ConfigError(f"final_shortcut must be true, false or None, got {self.final_shortcut!r}")
+        if self.method not in LADDER_METHODS:
+            raise ConfigError(f"method must be one of {', '.join(LADDER_METHODS)}; got {self.method!r}")
+        if self.method == "side-tuning" and self.final_shortcut is False:
+            raise ConfigError(
+                "side-tuning IS the final shortcut (its one fusion point); leave final_shortcut on"
+            )
+        if self.method == "pruned" and self.final_shortcut:
+            raise ConfigError("the pruned side network runs without the backbone: final_shortcut must be off")
+        if self.method == "pruned" and self.init == "random":
+            raise ConfigError(
+                "method 'pruned' starts from the pruned backbone: init must be magnitude or fisher"
+            )
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ConfigError(
                 f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)}; "
@@ -148,6 +179,18 @@ class LadderConfig:
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name} must be a string or None, got {getattr(self, name)!r}")
 
+    def resolve_for_head(self, head: str) -> None:
+        """Fill in ``task_head`` and the head-dependent defaults (``final_shortcut``); refuse what the head cannot
+        take (a one-line :class:`ConfigError`)."""
+        self.task_head = head
+        if self.final_shortcut is None:
+            by_method = {"side-tuning": True, "pruned": False}
+            self.final_shortcut = by_method.get(self.method, FINAL_SHORTCUT_DEFAULT[head])
+        if self.method != "lst" and head != "sequence_classification":
+            raise ConfigError(f"method {self.method!r} supports classification heads only, not {head}")
+        if self.final_shortcut and head != "sequence_classification":
+            raise ConfigError("final_shortcut applies to classification heads only")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -159,7 +202,8 @@ class LadderConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown ladder config field(s): {', '.join(map(repr, unknown))}")
-        return cls(**data)
+        # a file written before final_shortcut existed trained without it (the authors' head)
+        return cls(**{"final_shortcut": False, **data})
 
     def save(self, directory: str | Path) -> Path:
         """Write ``ladder_config.json`` into ``directory`` (atomically) and return its path."""

@@ -8,16 +8,17 @@ so training memory is the side network's, plus the frozen weights and the ladder
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 
 import torch
 from torch import nn
-from torch._subclasses.fake_tensor import is_fake  # the memory predictor traces with fake tensors
 from transformers.loss.loss_utils import ForCausalLMLoss, ForSequenceClassificationLoss
 from transformers.modeling_outputs import CausalLMOutputWithPast, Seq2SeqLMOutput, SequenceClassifierOutput
 
 from ..errors import ConfigError
 from ..pruning import initialize_from_backbone
+from .ablations import embedding_taps, make_pruned, strip_backbone
 from .architectures import get_path
 from .cache import LadderCache
 from .chunked_loss import chunked_lm_loss
@@ -25,6 +26,7 @@ from .config import LadderConfig
 from .config_view import BackboneConfigView
 from .discovery import discover_family, task_head
 from .generation import generate
+from .pooling import backbone_final, pool
 from .quantization import convert_backbone
 from .side_checkpoint import (
     check_head,
@@ -52,7 +54,7 @@ class LadderModel(nn.Module):
         self.family = discover_family(backbone, head)
         if head == "sequence_classification" and not self.family.cls_head:
             raise ConfigError(f"{self.family.name} backbones are supported for LM heads only")
-        config.task_head = head
+        config.resolve_for_head(head)
         self.ladder_config = config
         self.backbone = backbone.requires_grad_(False)
         self.side = SideNetwork(backbone, self.family, config, head)
@@ -118,7 +120,7 @@ class LadderModel(nn.Module):
         if taps is not None:
             return None, stack(taps, **_present(side_kwargs))
         call = get_path(self.backbone, stack.spec.call)
-        with torch.no_grad(), record_taps(self._backbone_layers[name], stack.kept) as taps:
+        with torch.no_grad(), record_taps(self._backbone_layers[name], stack.tap_layers) as taps:
             backbone_out = call(input_ids=input_ids, **_present(backbone_kwargs))
         # A backbone placed over several devices (laddertune.core.placement) leaves each tap where its layer ran:
         # bring them, and the side's inputs, to the side network (no-ops on one device).
@@ -188,6 +190,8 @@ class LadderModel(nn.Module):
         Raises:
             ValueError: ``output_hidden_states`` or ``output_attentions`` asked for, or ``taps`` with ``use_cache``.
         """
+        if taps is None and self.ladder_config.method == "pruned":  # no backbone layers: its embeddings alone
+            taps = embedding_taps(self, input_ids, attention_mask, token_type_ids, position_ids)
         if taps is not None and use_cache:
             raise ValueError("taps replace the backbone's forward; incremental decoding needs the backbone")
         for name, value in (
@@ -264,28 +268,18 @@ class LadderModel(nn.Module):
                 loss = ForCausalLMLoss(logits, labels, vocab_size=logits.shape[-1])
             return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache)
         # Pool before up-projecting (it is per-token linear): one (B, d) activation instead of (B, T, d).
-        pool = self.family.cls_pool
-        if pool == "first":
-            hidden = hidden[:, 0]
-        elif pool == "eos":  # BART: the last </s> of each example (its head requires one)
-            eos = input_ids.eq(self.backbone.config.eos_token_id)  # (B, T)
-            # (skipped under the memory predictor's FakeTensor trace, which has no token values to test)
-            if not is_fake(eos) and not eos.any(-1).all():
-                raise ValueError("every example must contain an end-of-sentence token for BART pooling")
-            positions = torch.arange(eos.shape[1], device=eos.device)
-            last = (eos.to(positions.dtype) * (positions + 1)).argmax(-1)
-            hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last.to(hidden.device)]
-        elif pool == "mean":  # ModernBERT's classifier_pooling="mean": over non-padding tokens
-            weights = torch.ones_like(hidden[..., 0]) if attention_mask is None else attention_mask.to(hidden)
-            hidden = (hidden * weights[..., None]).sum(1) / weights.sum(1, keepdim=True)
-        elif pool == "last":  # the last non-padding token, for left or right padding
-            if attention_mask is None:
-                hidden = hidden[:, -1]
-            else:
-                positions = torch.arange(hidden.shape[1], device=hidden.device)
-                last = (attention_mask.to(positions.dtype) * (positions + 1)).argmax(-1)
-                hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        pooled = functools.partial(
+            pool, self.family.cls_pool, input_ids=input_ids, attention_mask=attention_mask,
+            eos_token_id=self.backbone.config.eos_token_id,
+        )  # fmt: skip
+        hidden = pooled(side_out.last_hidden_state)
         hidden = self.side.up(hidden)  # (B, d), or (B, T, d) for heads that pool by themselves
+        if (
+            self.ladder_config.final_shortcut
+        ):  # the backbone's own final state, the side's output added on top
+            hidden = hidden + pooled(backbone_final(self, stack, backbone_out, taps and taps[stack])).to(
+                hidden
+            )
         logits = self.side.head(hidden)
         loss = None if labels is None else ForSequenceClassificationLoss(labels, logits, self.backbone.config)
         return SequenceClassifierOutput(loss=loss, logits=logits)
@@ -355,6 +349,8 @@ class LadderModel(nn.Module):
         if config.backbone_dtype is not None:  # the dtype it trained in; any dtype passes the fingerprint
             convert_backbone(model.backbone, config.backbone_dtype)
         load_side_weights(model, directory, config)
+        if config.method == "pruned":
+            strip_backbone(model)
         restore_labels(backbone, config)
         return model
 
@@ -394,6 +390,8 @@ def get_ladder_model(
     model = LadderModel(backbone, config)
     if config.init != "random":
         initialize_from_backbone(model, calibration_data)
+    if config.method == "pruned":  # from here on the side network runs alone
+        make_pruned(model)
     if config.backbone_dtype is not None:  # after the pruned init, which reads full-precision weights
         convert_backbone(model.backbone, config.backbone_dtype)
     return model

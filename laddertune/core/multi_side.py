@@ -72,7 +72,7 @@ class MultiSideModel(nn.Module):
             raise ConfigError("no side network loaded: add_side or load_side first")
         models = list(self.sides.values())
         layers = {
-            stack: sorted({i for m in models for i in m.side.stacks[stack].kept})
+            stack: sorted({i for m in models for i in m.side.stacks[stack].tap_layers})
             for stack in models[0].side.stacks
         }
         taps = collect_taps(models[0], **batch, layers=layers)

@@ -24,8 +24,9 @@ def save_side(model, directory: str | Path) -> None:
     config = model.ladder_config
     config.backbone_name = getattr(model.backbone.config, "_name_or_path", None) or None
     config.backbone_revision = getattr(model.backbone.config, "_commit_hash", None)
-    config.backbone_fingerprint = structure_fingerprint(model)
-    config.backbone_signature = value_signature(model)
+    if config.method != "pruned":  # a pruned side network's backbone was stripped: its full one was recorded
+        config.backbone_fingerprint = structure_fingerprint(model)
+        config.backbone_signature = value_signature(model)
     if config.task_head == "sequence_classification":  # the class names travel with the side network
         bc = model.backbone.config
         config.label_names = [str(bc.id2label.get(i, i)) for i in range(bc.num_labels)]

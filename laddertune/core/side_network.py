@@ -66,6 +66,7 @@ class SideStack(nn.Module):
         side_layers: backbone layer ids that get a side layer (None: all).
         gate_temperature: T of the gates.
         gate_init: initial alpha of the gates.
+        ladders: False builds no down-projections of layer outputs and no gates (side-tuning, pruned).
     """
 
     def __init__(
@@ -78,6 +79,7 @@ class SideStack(nn.Module):
         gate_temperature: float,
         gate_init: float,
         attn_implementation: str = "sdpa",
+        ladders: bool = True,
     ) -> None:
         super().__init__()
         source = get_path(backbone, spec.trunk)
@@ -89,6 +91,10 @@ class SideStack(nn.Module):
                 f"{num_backbone_layers} layers (ids 0..{num_backbone_layers - 1})"
             )
         self.family, self.spec, self.kept = family, spec, kept
+        self.num_backbone_layers = num_backbone_layers
+        self.tap_layers = (
+            kept  # the backbone layers whose outputs this stack reads (SideNetwork may add the last)
+        )
         self.temperature = gate_temperature
         source_config = getattr(source, "config", backbone.config)  # bare modules (DistilBERT's) have none
         config = reduced_config(family, spec, source_config, reduction_factor, len(kept))
@@ -114,14 +120,17 @@ class SideStack(nn.Module):
         width = getattr(source_config, family.width)
         side_width = getattr(config, family.width)
         self.embed_down = nn.Linear(width, side_width)
-        self.downs = nn.ModuleList(nn.Linear(width, side_width) for _ in kept)
+        self.downs = nn.ModuleList(nn.Linear(width, side_width) for _ in (kept if ladders else ()))
         # One gate per BACKBONE layer, as the authors' code keeps (t5-base golden count 3,878,712 with 9 of 12
         # layers kept; 3,878,706 if only kept layers had gates). Gates of dropped layers are never used.
-        self.gates = nn.Parameter(torch.full((num_backbone_layers,), float(gate_init)))
+        self.gates = nn.Parameter(torch.full((num_backbone_layers if ladders else 0,), float(gate_init)))
         for proj in (self.embed_down, *self.downs):  # lst-reference §1: N(0, 0.01^2), zero bias
             nn.init.normal_(proj.weight, std=0.01)
             nn.init.zeros_(proj.bias)
         self._taps: dict[int, torch.Tensor] | None = None
+        if not ladders:  # side-tuning / the pruned side network: the side reads the embedding output only
+            self.tap_layers = []
+            return
         for j, layer in enumerate(self.layers):
             layer.register_forward_pre_hook(functools.partial(self._ladder, j), with_kwargs=True)
 
@@ -199,12 +208,19 @@ class SideNetwork(nn.Module):
             config.gate_temperature,
             config.gate_init,
             config.attn_implementation,
+            config.method == "lst",
         )
         self.stacks = nn.ModuleDict({s.name: SideStack(family, s, backbone, *args) for s in family.stacks})
         width = getattr(backbone.config, family.width)
         self.up = nn.Linear(width // config.reduction_factor, width)
         nn.init.normal_(self.up.weight, std=0.01)
         nn.init.zeros_(self.up.bias)
+        if config.final_shortcut:
+            # The head reads backbone_final + Up(side): a zero Up makes step 0 the backbone's own head on its final
+            # state (a linear probe through the pretrained pooler), and the side network adds on top of it.
+            nn.init.zeros_(self.up.weight)
+            for stack in self.stacks.values():
+                stack.tap_layers = sorted({*stack.tap_layers, stack.num_backbone_layers - 1})
         if head == "sequence_classification":
             # Deep copies: the backbone's own (newly initialised) head stays untouched and frozen.
             self.head = nn.Sequential(*(_head_module(backbone, p) for p in family.cls_head)).float()

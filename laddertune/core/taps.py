@@ -40,7 +40,7 @@ def collect_taps(
         taps follow from the labels by teacher forcing, so they are as fixed as the encoder's).
     """
     names = [s.name for s in model.family.stacks]
-    layers = layers or {name: model.side.stacks[name].kept for name in names}
+    layers = layers or {name: model.side.stacks[name].tap_layers for name in names}
     out: dict[str, dict[int, torch.Tensor]] = {}
 
     def run(name: str, ids: torch.Tensor, **kwargs):

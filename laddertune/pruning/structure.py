@@ -118,6 +118,7 @@ def initialize_side(model: nn.Module, importance: dict[str, Tensor], chain: str 
         for table in layout.hidden_tables:
             p.copy(f"{table}.weight", f"{stack.spec.trunk}.{table}.weight", cols=hidden, native=True)
         p.finish()
+        stack.pruned_dims = (hidden, incoming)  # the backbone dims the side trunk starts in and ends in
         encoder_out = incoming
     logger.info("side network initialised from the pruned backbone (%s chain)", chain)
 

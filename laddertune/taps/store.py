@@ -169,7 +169,7 @@ def open_tap_cache(
     directory.mkdir(parents=True, exist_ok=True)
     say = notify or logger.info
     key = cache_key(model, tokenizer, examples, max_length=max_length, fmt=fmt, dtype=dtype)
-    layers = {name: list(stack.kept) for name, stack in model.side.stacks.items()}
+    layers = {name: list(stack.tap_layers) for name, stack in model.side.stacks.items()}
     found = _find(directory, key, layers)
     if found is not None:
         say(f"tap cache: reusing {found.path} ({found.bytes / 1024**2:.1f} MiB)")

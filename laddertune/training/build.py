@@ -13,7 +13,7 @@ from ..baselines import BaselineConfig, prepare_baseline
 from ..core import LadderConfig, get_ladder_model
 from ..core.backbones import load_backbone, resolve_backbone
 from ..errors import ConfigError
-from .config import TrainConfig
+from .config import LADDER_METHODS, TrainConfig
 
 ENCODER_ONLY = ("bert", "roberta", "xlm-roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2")
 logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def build_model(config: TrainConfig, spec, head: str, tokenizer, calibration=Non
     """
     device = torch.device(device or "cpu")
     backbone = load_backbone_for(config, spec, head, tokenizer).to(device)
-    if config.method != "lst":
+    if config.method not in LADDER_METHODS:
         model = prepare_baseline(backbone, config.method, BaselineConfig(freeze_layers=config.freeze_layers))
         return model.to(device)
     ladder = LadderConfig(
@@ -129,6 +129,8 @@ def build_model(config: TrainConfig, spec, head: str, tokenizer, calibration=Non
         backbone_dtype=config.backbone_dtype,
         attn_implementation=config.attn,
         loss_chunk_size=config.loss_chunk_size,
+        final_shortcut=config.final_shortcut,
+        method=config.method,
     )
     with device:  # the side network's parameters are created where the backbone is
         return get_ladder_model(backbone, ladder, calibration_data=calibration)

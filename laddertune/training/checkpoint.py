@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.config import LADDER_METHODS
 from ..core.side_checkpoint import WEIGHTS_NAME
 from ..errors import CheckpointError
 from ..io import atomic_save_tensors, atomic_write_text, load_tensors, verify_checksums, write_checksums
@@ -40,7 +41,7 @@ def save_weights(model, directory: Path, method: str, task: dict | None = None) 
     also ``task.json`` (see :func:`laddertune.training.prediction.task_record`)."""
     if task is not None:
         atomic_write_text(directory / TASK_NAME, json.dumps(task, indent=2) + "\n")
-    if method == "lst":
+    if method in LADDER_METHODS:
         model.save_pretrained(directory)
     else:
         atomic_save_tensors(
@@ -58,7 +59,7 @@ def load_weights(model, directory: Path, method: str) -> None:
 
 def _read_weights(model, directory: Path, method: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(model tensor, saved tensor) pairs, every name and shape checked before anything is copied."""
-    if method == "lst":
+    if method in LADDER_METHODS:
         state, target = load_tensors(directory / WEIGHTS_NAME), model.side.state_dict()
     else:
         state, target = load_tensors(directory / BASELINE_WEIGHTS), trainable_parameters(model)

@@ -14,21 +14,22 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.config import ATTN_IMPLEMENTATIONS, BACKBONE_DTYPES
+from ..core.config import ATTN_IMPLEMENTATIONS, BACKBONE_DTYPES, LADDER_METHODS
 from ..errors import ConfigError
 from ..io import load_json, save_json
 from .device import check_device_name
 from .precision import PRECISIONS
 
 CONFIG_NAME = "train_config.json"
-METHODS = ("lst", "full", "lora", "adapter", "bitfit", "prompt")
+# LST and its Figure 8 ablations train a side network (LadderModel); the rest are baselines (laddertune.baselines).
+METHODS = (*LADDER_METHODS, "full", "lora", "adapter", "bitfit", "prompt")
 INITS = ("random", "magnitude", "fisher")
 CHAINS = ("residual", "authors")
 PROTOCOLS = ("dev", "paper")
 FORMATS = ("classification", "text2text", "causal")
 PROBLEM_TYPES = ("regression", "single_label_classification")
 # Learning rates of the paper (lst-reference.md §4): LST 3e-3, prompt tuning 0.3, every other method 3e-4.
-DEFAULT_LR = {"lst": 3e-3, "prompt": 0.3}
+DEFAULT_LR = {"lst": 3e-3, "side-tuning": 3e-3, "pruned": 3e-3, "prompt": 0.3}
 OTHER_LR = 3e-4
 # LST on BART-large's encoder (Table 2, lst-reference.md §6): the paper's per-task learning rates.
 BART_LST_LR = {"cola": 1e-3, "mrpc": 3e-3, "qnli": 1e-3, "rte": 3e-3, "sst2": 3e-3, "mnli": 3e-4, "qqp": 3e-4}
@@ -62,7 +63,9 @@ class TrainConfig:
     backbone: str = "minilm"
     """Backbone alias (``minilm``, ``smollm2``), local folder or hub id."""
     method: str = "lst"
-    """``lst`` or a baseline: ``full``, ``lora``, ``adapter``, ``bitfit``, ``prompt``."""
+    """``lst``, its ablations (paper Figure 8) ``side-tuning`` (no ladders; one late shortcut) and ``pruned`` (the
+    pruned side network alone, no backbone at run time; needs ``init`` magnitude or fisher), or a baseline:
+    ``full``, ``lora``, ``adapter``, ``bitfit``, ``prompt``."""
     reduction_factor: int = 8
     """LST: the side network is 1/r as wide as the backbone."""
     side_layers: list[int] | None = None
@@ -73,6 +76,10 @@ class TrainConfig:
     """LST with a pruned init: ``residual`` (one set of hidden dims for the residual stream) or ``authors``."""
     fisher_samples: int = 1024
     """LST with ``init="fisher"``: training examples for the empirical Fisher information (the paper's 1024)."""
+    final_shortcut: bool | None = None
+    """LST, classification: the head reads the backbone's final hidden state plus the up-projected side output
+    (zero at the start, so step 0 is the backbone's own head); False: the side output alone, the authors' head.
+    None: the default for the head (on for classification; docs/first_steps.md has the evidence)."""
     backbone_dropout: bool = False
     """LST: run the frozen backbone with dropout on while training (the authors' setting; slower, noisier)."""
     device_map: str | None = None
@@ -174,12 +181,16 @@ class TrainConfig:
         _choice("precision", self.precision, PRECISIONS)
         _choice("backbone_dtype", self.backbone_dtype, BACKBONE_DTYPES)
         _choice("attn", self.attn, ATTN_IMPLEMENTATIONS)
-        if self.method != "lst" and self.backbone_dtype != "float32":
+        if self.method not in LADDER_METHODS and self.backbone_dtype != "float32":
             raise ConfigError(
                 f"backbone_dtype applies to LST (a frozen backbone); method {self.method!r} trains its backbone"
             )
         _choice("tap_dtype", self.tap_dtype, TAP_DTYPES)
-        if self.tap_cache is not None and self.method != "lst":
+        if self.tap_cache is not None and self.method == "pruned":
+            raise ConfigError(
+                "tap_cache: the pruned side network runs no backbone, there are no taps to cache"
+            )
+        if self.tap_cache is not None and self.method not in LADDER_METHODS:
             raise ConfigError(f"tap_cache applies to LST only, not to method {self.method!r}")
         if self.tap_cache is not None and self.backbone_dropout:
             raise ConfigError(
@@ -221,20 +232,28 @@ class TrainConfig:
             _number("lr", self.lr, positive=True)
         _number("max_grad_norm", self.max_grad_norm)
         _number("weight_decay", self.weight_decay)
+        if self.final_shortcut is not None and not isinstance(self.final_shortcut, bool):
+            raise ConfigError(f"final_shortcut must be true, false or None, got {self.final_shortcut!r}")
         for name in ("backbone_dropout", "overwrite", "resume", "trust_remote_code"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.overwrite and self.resume:
             raise ConfigError("overwrite and resume exclude each other: start over, or continue")
-        if self.method == "lst" and self.freeze_layers:
+        if self.method in LADDER_METHODS and self.freeze_layers:
             raise ConfigError(
                 "freeze_layers applies to the baselines; for LST drop side layers with side_layers"
             )
-        if self.method != "lst" and (self.side_layers is not None or self.init != "random"):
+        if self.method != "lst" and self.final_shortcut is not None:
+            raise ConfigError(f"final_shortcut is an LST option, not one of method {self.method!r}")
+        if self.method == "pruned" and self.init == "random":
+            raise ConfigError(
+                "method pruned starts from the pruned backbone: pass --init magnitude or --init fisher"
+            )
+        if self.method not in LADDER_METHODS and (self.side_layers is not None or self.init != "random"):
             raise ConfigError(f"side_layers and init apply to LST only, not to method {self.method!r}")
         if self.device_map not in (None, "auto"):
             raise ConfigError(f"device_map must be 'auto' or None, got {self.device_map!r}")
-        if self.device_map and self.method != "lst":
+        if self.device_map and self.method not in LADDER_METHODS:
             raise ConfigError(f"device_map applies to LST only, not to method {self.method!r}")
         if self.task.lower() == "custom" and (not self.train_file or not self.text_column):
             raise ConfigError("task 'custom' needs train_file (--train-file) and text_column (--text-column)")
@@ -298,6 +317,8 @@ class TrainConfig:
             raise ConfigError(f"unknown train config field(s): {', '.join(map(repr, unknown))}")
         if "task" not in data:
             raise ConfigError("a train config needs a task")
+        if data.get("method", "lst") == "lst":  # a run saved before the field existed trained without it
+            data = {"final_shortcut": False, **data}
         return cls(**data)
 
     def save(self, directory: str | Path) -> Path:

@@ -17,7 +17,7 @@ from ..errors import CheckpointError
 from ..io import verify_checksums
 from .build import build_model, choose_format, load_backbone_for, seed_everything
 from .checkpoint import load_weights
-from .config import CONFIG_NAME, TrainConfig
+from .config import CONFIG_NAME, LADDER_METHODS, TrainConfig
 from .device import model_device, move_batch, resolve_device
 
 GEN_TOKENS = 8  # text-to-text answers are a class id or a score such as "3.2": a few tokens
@@ -180,7 +180,7 @@ def evaluate(
     fmt, head = choose_format(config.backbone, config.format, config.trust_remote_code)
     tokenizer = load_tokenizer(config.backbone, trust_remote_code=config.trust_remote_code)
     seed_everything(config.seed)
-    if config.method == "lst":
+    if config.method in LADDER_METHODS:
         backbone = load_backbone_for(config, splits.spec, head, tokenizer).to(where)
         with where:
             model = LadderModel.from_pretrained(backbone, path)

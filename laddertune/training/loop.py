@@ -53,7 +53,7 @@ from .checkpoint import (
     save_checkpoint,
     trainable_parameters,
 )
-from .config import TrainConfig
+from .config import LADDER_METHODS, TrainConfig
 from .device import move_batch, resolve_device
 from .distributed import DataParallelHooks, Distributed
 from .evaluation import evaluate_examples, format_metrics
@@ -162,7 +162,9 @@ class Run(DataParallelHooks, PlacementHooks):
         """
         config, data = self.config, self.data
         calibration = None
-        if config.method == "lst" and config.init == "fisher":  # training batches in an order of their own
+        if (
+            config.method in LADDER_METHODS and config.init == "fisher"
+        ):  # training batches in an order of their own
             order = epoch_batches(len(data.splits.train), config.batch_size, config.seed, epoch=-1)
             calibration = (
                 move_batch(data.collate([data.splits.train[i] for i in b]), self.device) for b in order

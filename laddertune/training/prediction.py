@@ -25,7 +25,7 @@ from ..errors import CheckpointError, ConfigError, DataError
 from ..io import atomic_write_text, load_json, verify_checksums
 from .build import HEADS, build_model, load_task_backbone
 from .checkpoint import TASK_NAME, load_weights
-from .config import CONFIG_NAME, TrainConfig
+from .config import CONFIG_NAME, LADDER_METHODS, TrainConfig
 from .evaluation import GEN_TOKENS
 
 TASK_VERSION = 1
@@ -203,7 +203,7 @@ def load_predictor(
     name, fmt = backbone or task["backbone"], task["format"]
     head = HEADS[fmt]
     tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code)
-    if task.get("method", "lst") == "lst":
+    if task.get("method", "lst") in LADDER_METHODS:
         model = LadderModel.from_pretrained(
             load_task_backbone(name, spec, head, tokenizer, trust_remote_code), path
         )

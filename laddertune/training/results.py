@@ -12,6 +12,7 @@ import peft
 import torch
 import transformers
 
+from ..core.config import LADDER_METHODS
 from ..io import atomic_write_text
 
 
@@ -65,8 +66,8 @@ def write_results(run, test: dict | None, write: bool = True) -> dict:
             "device": str(run.device),
             "gpu": torch.cuda.get_device_name(run.device) if run.device.type == "cuda" else None,
             **run.precision.describe(),
-            "backbone_dtype": config.backbone_dtype if config.method == "lst" else "float32",
-            "attn": config.attn if config.method == "lst" else None,
+            "backbone_dtype": config.backbone_dtype if config.method in LADDER_METHODS else "float32",
+            "attn": config.attn if config.method in LADDER_METHODS else None,
         },
         "data": data.splits.summary(),
         "distributed": {

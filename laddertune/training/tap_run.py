@@ -40,6 +40,6 @@ def use_tap_cache(config: TrainConfig, model, data, log: Callable[[dict], None])
             "bytes": cache.bytes,
         }
     )
-    layers = {name: list(stack.kept) for name, stack in model.side.stacks.items()}
+    layers = {name: list(stack.tap_layers) for name, stack in model.side.stacks.items()}
     data.collate = cache.collate(data.collate, layers)
     return cache
