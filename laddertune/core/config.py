@@ -45,6 +45,9 @@ class LadderConfig:
             (:mod:`laddertune.core.chunked_loss`), so the full float32 logits and their gradient never exist at
             once; the output then has ``logits=None``. ``None``: the plain loss (and logits). Only when gradients
             are on: evaluation and generation always get logits.
+        side_checkpointing: activation checkpointing of the side layers (``torch.utils.checkpoint``): each side
+            layer keeps only its input and its tap for the backward and recomputes the rest, trading about one
+            more side forward per step for the side's activation memory. Same losses and gradients.
         backbone_name: filled in by ``save_pretrained``: the backbone's name or path.
         backbone_revision: filled in by ``save_pretrained``: the backbone's commit hash, when known.
         backbone_fingerprint: filled in by ``save_pretrained``: a dtype-free hash of the backbone's config and
@@ -69,6 +72,7 @@ class LadderConfig:
     backbone_dtype: str | None = None
     attn_implementation: str = "sdpa"
     loss_chunk_size: int | None = None
+    side_checkpointing: bool = False
     backbone_name: str | None = None
     backbone_revision: str | None = None
     backbone_fingerprint: str | None = None
@@ -109,8 +113,9 @@ class LadderConfig:
             or self.fisher_samples < 1
         ):
             raise ConfigError(f"fisher_samples must be a positive integer, got {self.fisher_samples!r}")
-        if not isinstance(self.backbone_dropout, bool):
-            raise ConfigError(f"backbone_dropout must be true or false, got {self.backbone_dropout!r}")
+        for name in ("backbone_dropout", "side_checkpointing"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.backbone_dtype is not None and self.backbone_dtype not in BACKBONE_DTYPES:
             raise ConfigError(
                 f"backbone_dtype must be one of {', '.join(BACKBONE_DTYPES)} (or None); got {self.backbone_dtype!r}"

@@ -129,6 +129,7 @@ def build_model(config: TrainConfig, spec, head: str, tokenizer, calibration=Non
         backbone_dtype=config.backbone_dtype,
         attn_implementation=config.attn,
         loss_chunk_size=config.loss_chunk_size,
+        side_checkpointing=config.side_checkpointing,
     )
     with device:  # the side network's parameters are created where the backbone is
         return get_ladder_model(backbone, ladder, calibration_data=calibration)

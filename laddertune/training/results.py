@@ -13,6 +13,7 @@ import torch
 import transformers
 
 from ..io import atomic_write_text
+from .optimizer import state_bytes
 
 
 def write_results(run, test: dict | None, write: bool = True) -> dict:
@@ -67,6 +68,9 @@ def write_results(run, test: dict | None, write: bool = True) -> dict:
             **run.precision.describe(),
             "backbone_dtype": config.backbone_dtype if config.method == "lst" else "float32",
             "attn": config.attn if config.method == "lst" else None,
+            "side_checkpointing": config.side_checkpointing,
+            "optimizer": config.optimizer,
+            "optimizer_state_bytes": state_bytes(run.optimizer),
         },
         "data": data.splits.summary(),
         "distributed": {
