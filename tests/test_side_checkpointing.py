@@ -93,3 +93,18 @@ def test_side_layers_subset_and_bad_value():
     assert torch.equal(_step(plain, batch)[0], _step(ckpt, batch)[0])
     with pytest.raises(ConfigError, match="side_checkpointing must be true or false"):
         LadderConfig(side_checkpointing="yes")
+
+
+def test_bf16_autocast_recomputes_in_bf16():
+    """The recomputation runs under the forward's autocast state (torch's checkpoint records it): same loss."""
+    batch = tiny_batch("bert", "sequence_classification")
+    losses = []
+    for flag in (False, True):
+        model = _model("bert", "sequence_classification", flag)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, _ = _step(model, batch)
+        losses.append(loss)
+        assert all(
+            p.grad is not None and p.grad.dtype == torch.float32 for p in model.side.stacks.parameters()
+        )
+    assert torch.equal(losses[0], losses[1])
