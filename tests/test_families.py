@@ -162,6 +162,22 @@ def test_family(name, head, tmp_path):
         assert out.shape[0] == 2 and out.shape[1] >= 3
 
 
+@pytest.mark.parametrize(("name", "head"), CASES)
+def test_family_side_checkpointing_gives_the_same_gradients(name, head):
+    """Every family's side layers run under activation checkpointing (train mode, side dropout on)."""
+    data, grads = batch(head), []
+    for flag in (False, True):
+        torch.manual_seed(3)
+        model = get_ladder_model(tiny(name, head), LadderConfig(reduction_factor=4, side_checkpointing=flag))
+        model.train()
+        torch.manual_seed(5)
+        model(**data).loss.backward()
+        grads.append({n: p.grad for n, p in model.side.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:  # float32 rounding only: see tests/test_side_checkpointing.py
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-5, atol=1e-7, msg=n)
+
+
 def test_bart_classifier_reads_the_encoder_only():
     """Table 2's setting: the side mirrors BART's encoder (post-norm, biased layers at d/r); no decoder side."""
     model = get_ladder_model(tiny("bart", CLS), LadderConfig(reduction_factor=4))

@@ -28,6 +28,7 @@ from ..training.config import (
 )
 from ..training.distributed import is_main_process
 from ..training.evaluation import MAJORITY, ONE_CLASS
+from ..training.optimizer import OPTIMIZERS
 from ..training.precision import PRECISIONS
 
 CLI_EPOCHS = 3  # the command line's default; the library's is the task's (paper) count
@@ -127,7 +128,18 @@ def register(subparsers) -> None:
         default=None,
         help="LST, LM formats: the loss N positions at a time (no full fp32 logits + gradient at once)",
     )
+    g.add_argument(
+        "--side-checkpointing",
+        action="store_true",
+        help="LST: recompute the side layers in the backward (activation checkpointing; same gradients)",
+    )
     g = p.add_argument_group("optimisation")
+    g.add_argument(
+        "--optimizer",
+        default="adamw",
+        choices=OPTIMIZERS,
+        help="adamw (float32 moments, 8 bytes/param) or adamw8bit (bitsandbytes, ~2 bytes/param)",
+    )
     g.add_argument(
         "--epochs",
         type=_epochs,

@@ -60,6 +60,9 @@ class LadderConfig:
             ``"pruned"`` (the side network alone, pruned from the backbone by ``init`` magnitude or fisher: no
             ladders, no shortcut, and after initialisation the backbone's layers are removed: only its embeddings
             run, :mod:`laddertune.core.ablations`).
+        side_checkpointing: activation checkpointing of the side layers (``torch.utils.checkpoint``): each side
+            layer keeps only its input and its tap for the backward and recomputes the rest, trading about one
+            more side forward per step for the side's activation memory. Same losses and gradients.
         backbone_name: filled in by ``save_pretrained``: the backbone's name or path.
         backbone_revision: filled in by ``save_pretrained``: the backbone's commit hash, when known.
         backbone_fingerprint: filled in by ``save_pretrained``: a dtype-free hash of the backbone's config and
@@ -86,6 +89,7 @@ class LadderConfig:
     loss_chunk_size: int | None = None
     final_shortcut: bool | None = None
     method: str = "lst"
+    side_checkpointing: bool = False
     backbone_name: str | None = None
     backbone_revision: str | None = None
     backbone_fingerprint: str | None = None
@@ -126,8 +130,9 @@ class LadderConfig:
             or self.fisher_samples < 1
         ):
             raise ConfigError(f"fisher_samples must be a positive integer, got {self.fisher_samples!r}")
-        if not isinstance(self.backbone_dropout, bool):
-            raise ConfigError(f"backbone_dropout must be true or false, got {self.backbone_dropout!r}")
+        for name in ("backbone_dropout", "side_checkpointing"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.backbone_dtype is not None and self.backbone_dtype not in BACKBONE_DTYPES:
             raise ConfigError(
                 f"backbone_dtype must be one of {', '.join(BACKBONE_DTYPES)} (or None); got {self.backbone_dtype!r}"

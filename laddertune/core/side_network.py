@@ -8,6 +8,11 @@ side layer j (mirroring backbone layer i = kept[j]) the gated mix (lst-reference
 
 where b_i is the output of backbone layer i. The mix runs in a forward pre-hook on the side layer, so the side
 trunk's own forward (masks, positions, caches, relative bias) is the library's, unmodified.
+
+With activation checkpointing (``LadderConfig.side_checkpointing``) each side layer's ``forward`` is wrapped so that
+the mix and the layer run inside ``torch.utils.checkpoint`` with the tap as an explicit input: the backward's
+recomputation reads the same tap although the pre-hook's taps are gone by then. The wrapper is an instance
+attribute, not a module, so the state_dict names stay the backbone's.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections.abc import Iterator
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 
 from ..errors import ConfigError
@@ -67,6 +73,8 @@ class SideStack(nn.Module):
         gate_temperature: T of the gates.
         gate_init: initial alpha of the gates.
         ladders: False builds no down-projections of layer outputs and no gates (side-tuning, pruned).
+        attn_implementation: the side trunk's attention kernel.
+        checkpointing: recompute each side layer in the backward instead of keeping its activations.
     """
 
     def __init__(
@@ -80,6 +88,7 @@ class SideStack(nn.Module):
         gate_init: float,
         attn_implementation: str = "sdpa",
         ladders: bool = True,
+        checkpointing: bool = False,
     ) -> None:
         super().__init__()
         source = get_path(backbone, spec.trunk)
@@ -128,11 +137,14 @@ class SideStack(nn.Module):
             nn.init.normal_(proj.weight, std=0.01)
             nn.init.zeros_(proj.bias)
         self._taps: dict[int, torch.Tensor] | None = None
+        self.checkpointing, self._checkpoint_on = checkpointing, False
         if not ladders:  # side-tuning / the pruned side network: the side reads the embedding output only
             self.tap_layers = []
             return
         for j, layer in enumerate(self.layers):
             layer.register_forward_pre_hook(functools.partial(self._ladder, j), with_kwargs=True)
+            if checkpointing:  # torch's checkpoint has no hook form: the layer's own forward is wrapped
+                layer.forward = functools.partial(self._checkpointed, j, layer.forward)
 
     @property
     def layers(self) -> nn.ModuleList:
@@ -146,17 +158,37 @@ class SideStack(nn.Module):
         """mu_i for every backbone layer (those of dropped layers are unused)."""
         return torch.sigmoid(self.gates / self.temperature)
 
-    def _ladder(self, j: int, module: nn.Module, args: tuple, kwargs: dict):
+    def _tap(self, j: int) -> torch.Tensor:
         if self._taps is None:
             raise RuntimeError("a side layer ran outside SideStack.forward: it has no backbone taps to read")
-        i = self.kept[j]
+        return self._taps[self.kept[j]].to(_compute_dtype(self.downs[j].weight))
+
+    def _mix(self, j: int, hidden: torch.Tensor, tap: torch.Tensor) -> torch.Tensor:
+        mu = torch.sigmoid(self.gates[self.kept[j]] / self.temperature)
+        return mu * hidden + (1 - mu) * self.downs[j](tap)  # (B, T, d/r)
+
+    def _ladder(self, j: int, module: nn.Module, args: tuple, kwargs: dict):
+        if self._checkpoint_on:  # the checkpointed forward mixes inside the checkpoint
+            return None
         hidden = args[0] if args else kwargs["hidden_states"]
-        mu = torch.sigmoid(self.gates[i] / self.temperature)
-        tap = self._taps[i].to(_compute_dtype(self.downs[j].weight))
-        mixed = mu * hidden + (1 - mu) * self.downs[j](tap)  # (B, T, d/r)
+        mixed = self._mix(j, hidden, self._tap(j))
         if args:
             return (mixed, *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": mixed}
+
+    def _checkpointed(self, j: int, forward, *args, **kwargs):
+        """Side layer j's forward under activation checkpointing: mix + layer recomputed in the backward."""
+        if not self._checkpoint_on:
+            return forward(*args, **kwargs)
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+
+        def run(hidden: torch.Tensor, tap: torch.Tensor):
+            mixed = self._mix(j, hidden, tap)
+            return forward(mixed, *args[1:], **kwargs) if args else forward(hidden_states=mixed, **kwargs)
+
+        # non-reentrant: kwargs and the closure's tensors (masks, rotary tables, T5's position bias) are saved and
+        # get gradients as usual; the RNG state is restored, so the recomputed dropout masks are the same.
+        return checkpoint(run, hidden, self._tap(j), use_reentrant=False)
 
     def forward(self, taps: dict[int, torch.Tensor], attention_mask: torch.Tensor | None = None, **kwargs):
         """Run the side trunk on the backbone's taps.
@@ -173,6 +205,14 @@ class SideStack(nn.Module):
         if self._accepts is not None:
             kwargs = {k: v for k, v in kwargs.items() if k in self._accepts}
         self._taps = taps
+        # checkpoint only when a backward will follow, and never with a key/value cache (recomputing a layer
+        # would append to the cache twice)
+        self._checkpoint_on = (
+            self.checkpointing
+            and self.training
+            and torch.is_grad_enabled()
+            and kwargs.get("past_key_values") is None
+        )
         try:
             if self.family.side_mask == "raw":  # a bare encoder that expands the 2D mask itself (DeBERTa-v2)
                 return self.trunk(embeds, attention_mask=attention_mask, **kwargs)
@@ -187,7 +227,7 @@ class SideStack(nn.Module):
                 return self.trunk(embeds, attention_mask=mask, **kwargs)
             return self.trunk(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
         finally:
-            self._taps = None
+            self._taps, self._checkpoint_on = None, False
 
 
 def _compute_dtype(weight: torch.Tensor) -> torch.dtype:
@@ -209,6 +249,7 @@ class SideNetwork(nn.Module):
             config.gate_init,
             config.attn_implementation,
             config.method == "lst",
+            config.side_checkpointing,
         )
         self.stacks = nn.ModuleDict({s.name: SideStack(family, s, backbone, *args) for s in family.stacks})
         width = getattr(backbone.config, family.width)

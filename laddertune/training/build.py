@@ -131,6 +131,7 @@ def build_model(config: TrainConfig, spec, head: str, tokenizer, calibration=Non
         loss_chunk_size=config.loss_chunk_size,
         final_shortcut=config.final_shortcut,
         method=config.method,
+        side_checkpointing=config.side_checkpointing,
     )
     with device:  # the side network's parameters are created where the backbone is
         return get_ladder_model(backbone, ladder, calibration_data=calibration)

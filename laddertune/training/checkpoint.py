@@ -126,7 +126,7 @@ def _write_state(tmp: Path, model, method: str, optimizer, scheduler, state: dic
     opt = optimizer.state_dict()
     tensors, scalars = {"rng.torch": torch.get_rng_state()}, {}
     for i, slots in opt["state"].items():
-        for key, value in slots.items():
+        for key, value in _flat(slots):
             if torch.is_tensor(value):
                 tensors[f"optimizer.{i}.{key}"] = value
             else:
@@ -204,10 +204,10 @@ def load_checkpoint(directory: Path, model, method: str, optimizer, scheduler) -
         for key, value in tensors.items():
             if key.startswith("optimizer."):
                 i, name = key.removeprefix("optimizer.").split(".", 1)
-                slots.setdefault(int(i), {})[name] = value
+                _nest(slots.setdefault(int(i), {}), name, value)
         for key, value in state["optimizer"]["scalars"].items():
             i, name = key.split(".", 1)
-            slots.setdefault(int(i), {})[name] = value
+            _nest(slots.setdefault(int(i), {}), name, value)
         opt_state = {"state": slots, "param_groups": state["optimizer"]["param_groups"]}
         py, np_state = state["rng"]["python"], state["rng"]["numpy"]
         py_state = (py[0], tuple(py[1]), py[2])
@@ -236,3 +236,21 @@ def load_checkpoint(directory: Path, model, method: str, optimizer, scheduler) -
     random.setstate(py_state)
     np.random.set_state(np_state)
     return state
+
+
+def _flat(slots: dict, prefix: str = ""):
+    """(name, value) of one parameter's optimizer state; a nested dict's entries as ``outer/inner`` (bitsandbytes'
+    8-bit AdamW keeps its quantized moments in one nested dict per parameter)."""
+    for key, value in slots.items():
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}{key}/")
+        else:
+            yield prefix + key, value
+
+
+def _nest(slot: dict, name: str, value) -> None:
+    """Inverse of :func:`_flat` for one entry."""
+    *outer, last = name.split("/")
+    for key in outer:
+        slot = slot.setdefault(key, {})
+    slot[last] = value

@@ -18,6 +18,7 @@ from ..core.config import ATTN_IMPLEMENTATIONS, BACKBONE_DTYPES, LADDER_METHODS
 from ..errors import ConfigError
 from ..io import load_json, save_json
 from .device import check_device_name
+from .optimizer import OPTIMIZERS
 from .precision import PRECISIONS
 
 CONFIG_NAME = "train_config.json"
@@ -155,6 +156,12 @@ class TrainConfig:
     loss_chunk_size: int | None = None
     """LST with an LM head (text2text, causal): compute the training loss this many positions at a time, so the
     full float32 logits and their gradient never exist at once; None: the plain loss."""
+    side_checkpointing: bool = False
+    """LST: activation checkpointing of the side layers (recompute them in the backward; same gradients, less
+    activation memory, about one more side forward per step)."""
+    optimizer: str = "adamw"
+    """``adamw`` (torch, float32 moments: 8 bytes of state per trainable parameter) or ``adamw8bit``
+    (bitsandbytes, 8-bit moments: about 2 bytes per parameter; optional dependency)."""
     tap_cache: str | None = None
     """LST: a folder for the tap cache; the training examples' backbone taps are written there once and read in
     every epoch and later run instead of running the backbone (needs backbone dropout off)."""
@@ -181,6 +188,7 @@ class TrainConfig:
         _choice("precision", self.precision, PRECISIONS)
         _choice("backbone_dtype", self.backbone_dtype, BACKBONE_DTYPES)
         _choice("attn", self.attn, ATTN_IMPLEMENTATIONS)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
         if self.method not in LADDER_METHODS and self.backbone_dtype != "float32":
             raise ConfigError(
                 f"backbone_dtype applies to LST (a frozen backbone); method {self.method!r} trains its backbone"
@@ -234,7 +242,7 @@ class TrainConfig:
         _number("weight_decay", self.weight_decay)
         if self.final_shortcut is not None and not isinstance(self.final_shortcut, bool):
             raise ConfigError(f"final_shortcut must be true, false or None, got {self.final_shortcut!r}")
-        for name in ("backbone_dropout", "overwrite", "resume", "trust_remote_code"):
+        for name in ("backbone_dropout", "side_checkpointing", "overwrite", "resume", "trust_remote_code"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.overwrite and self.resume:
@@ -251,6 +259,8 @@ class TrainConfig:
             )
         if self.method not in LADDER_METHODS and (self.side_layers is not None or self.init != "random"):
             raise ConfigError(f"side_layers and init apply to LST only, not to method {self.method!r}")
+        if self.method != "lst" and self.side_checkpointing:
+            raise ConfigError(f"side_checkpointing applies to LST only, not to method {self.method!r}")
         if self.device_map not in (None, "auto"):
             raise ConfigError(f"device_map must be 'auto' or None, got {self.device_map!r}")
         if self.device_map and self.method not in LADDER_METHODS:

@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 
-import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
@@ -57,6 +56,7 @@ from .config import LADDER_METHODS, TrainConfig
 from .device import move_batch, resolve_device
 from .distributed import DataParallelHooks, Distributed
 from .evaluation import evaluate_examples, format_metrics
+from .optimizer import adamw8bit_class, make_optimizer
 from .placement import PlacementHooks
 from .precision import Precision
 from .prediction import task_record
@@ -140,6 +140,8 @@ class Run(DataParallelHooks, PlacementHooks):
         self.device = resolve_device(config.device)  # a missing GPU fails here, before anything loads
         if self.dist is not None:  # one device per rank (the local rank's GPU on NCCL)
             self.device = self.dist.device
+        if config.optimizer == "adamw8bit":  # a missing or unusable bitsandbytes fails before anything loads
+            adamw8bit_class(self.device)
         seed_everything(config.seed)
 
     def prepare_data(self) -> None:
@@ -181,7 +183,7 @@ class Run(DataParallelHooks, PlacementHooks):
         logger.info("%s: %d of %d parameters train (%.3f%%)", config.method, *self.counts.values())
 
     def make_optimizer(self) -> None:
-        """AdamW over the trainable parameters only, linear warm-up and decay; the meter of the steps."""
+        """AdamW (or 8-bit AdamW, --optimizer) over the trainable parameters only, linear warm-up and decay; the meter of the steps."""
         config, data = self.config, self.data
         epochs = config.resolved_epochs(data.spec.epochs)
         steps_per_epoch = math.ceil(len(data.splits.train) / config.batch_size)
@@ -194,8 +196,12 @@ class Run(DataParallelHooks, PlacementHooks):
             config.resolved_lr(_model_type(self.model)),
         )
         params = list(trainable_parameters(self.model).values())
-        self.optimizer = torch.optim.AdamW(
-            params, lr=self.schedule.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=config.weight_decay
+        self.optimizer = make_optimizer(
+            params,
+            config.optimizer,
+            lr=self.schedule.lr,
+            weight_decay=config.weight_decay,
+            device=self.device,
         )
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, self.schedule.warmup, total)
         if self.dist is not None:

@@ -14,6 +14,7 @@ import transformers
 
 from ..core.config import LADDER_METHODS
 from ..io import atomic_write_text
+from .optimizer import state_bytes
 
 
 def write_results(run, test: dict | None, write: bool = True) -> dict:
@@ -68,6 +69,9 @@ def write_results(run, test: dict | None, write: bool = True) -> dict:
             **run.precision.describe(),
             "backbone_dtype": config.backbone_dtype if config.method in LADDER_METHODS else "float32",
             "attn": config.attn if config.method in LADDER_METHODS else None,
+            "side_checkpointing": config.side_checkpointing,
+            "optimizer": config.optimizer,
+            "optimizer_state_bytes": state_bytes(run.optimizer),
         },
         "data": data.splits.summary(),
         "distributed": {
