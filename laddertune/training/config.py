@@ -21,7 +21,7 @@ from .device import check_device_name
 from .precision import PRECISIONS
 
 CONFIG_NAME = "train_config.json"
-METHODS = ("lst", "full", "lora", "adapter", "bitfit", "prompt")
+METHODS = ("lst", "full", "lora", "adapter", "bitfit", "prompt", "qlora")
 INITS = ("random", "magnitude", "fisher")
 CHAINS = ("residual", "authors")
 PROTOCOLS = ("dev", "paper")
@@ -174,7 +174,7 @@ class TrainConfig:
         _choice("precision", self.precision, PRECISIONS)
         _choice("backbone_dtype", self.backbone_dtype, BACKBONE_DTYPES)
         _choice("attn", self.attn, ATTN_IMPLEMENTATIONS)
-        if self.method != "lst" and self.backbone_dtype != "float32":
+        if self.method not in ("lst", "qlora") and self.backbone_dtype != "float32":
             raise ConfigError(
                 f"backbone_dtype applies to LST (a frozen backbone); method {self.method!r} trains its backbone"
             )

@@ -65,7 +65,7 @@ def write_results(run, test: dict | None, write: bool = True) -> dict:
             "device": str(run.device),
             "gpu": torch.cuda.get_device_name(run.device) if run.device.type == "cuda" else None,
             **run.precision.describe(),
-            "backbone_dtype": config.backbone_dtype if config.method == "lst" else "float32",
+            "backbone_dtype": {"lst": config.backbone_dtype, "qlora": "nf4"}.get(config.method, "float32"),
             "attn": config.attn if config.method == "lst" else None,
         },
         "data": data.splits.summary(),
