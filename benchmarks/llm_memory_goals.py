@@ -48,10 +48,11 @@ ROWS = {
 NOTE = """Reading (by hand, from the breakdowns above; predicted on CPU, not measured on a GPU): the Llama-7B LST
 peak sits at the end of the forward (no gradients yet). Its fixed part is 7.6 GiB at batch 4 (nf4 backbone with
 16-bit embeddings/norms/LM head 3.6, bf16 taps 2.06, side weights + AdamW 1.93) and 6.0 GiB at batch 1; the rest is
-the side network's saved activations: 32 side layers x 8192 tokens, 9.0 GiB at batch 4 (2.5 at batch 1). Done
-here: SDPA (no (B, H, T, T) tensors), the chunked loss (-2.2 GiB), the backbone's non-quantized weights in bf16
-so that the taps are bf16 (-4.1 GiB). Not done here: activation checkpointing of the side layers (another part
-of issue 10), which is what the remaining goals need; LST already needs 2.8x fewer step FLOPs than QLoRA with GC."""
+the side network's saved activations: 32 side layers x 8192 tokens, 8.0 GiB at batch 4 (2.2 at batch 1). Done
+here: SDPA with no (B, H, T, T) tensors and no materialised causal mask (-1.0 GiB), the chunked loss (-2.2 GiB),
+the backbone's non-quantized weights in bf16 so that the taps are bf16 (-4.1 GiB). Not done here: activation
+checkpointing of the side layers (another part of issue 10), which is what the remaining goals need; LST needs
+2.8x fewer step FLOPs than QLoRA with GC."""
 
 
 def run_row(name: str) -> dict:

@@ -66,6 +66,7 @@ def test_backbone_storage_gives_the_exact_weight_bytes(storage):
     p = predict(backbone_dtype=storage, precision="bf16")
     assert p.breakdown["frozen_weights"] == _expected_frozen(storage)
     assert p.dtype == storage and p.step_flops > 0
+    assert p.total_params == predict().total_params  # packed weights count as their full out x in values
 
 
 def test_eager_keeps_the_attention_probabilities_sdpa_does_not():

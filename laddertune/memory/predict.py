@@ -20,6 +20,10 @@ backward's temporaries), with the ladder taps counted apart for LST.
 - ``attn="sdpa"`` runs the aten kernel CUDA would pick, flash or memory-efficient, so that autograd keeps what
   that kernel keeps (out + logsumexp, not the (B, H, T, T) probabilities): :mod:`.attention`.
 
+The trace's batches are unpadded; transformers cannot read a fake ``attention_mask``, so its test for dropping an
+all-ones mask (then SDPA runs ``is_causal`` / unmasked, as on real data) is told the mask is all ones
+(``trace_emulation.no_padding_masks``, both semantics).
+
 Precision and storage (both semantics): ``precision="bf16"|"fp16"`` runs the forward under ``torch.autocast``
 (float32 master weights and AdamW state, compute-dtype activations; the trace's autocast is CPU's, whose
 lower-precision list holds the same matmul/linear/SDPA ops as CUDA's; CUDA's float32 list (layer_norm, softmax...)
@@ -55,7 +59,15 @@ from ..errors import ConfigError
 from .attention import cuda_sdpa
 from .meter import mem_tracker_class
 from .model_configs import load_config
-from .trace_emulation import CUDA_BLOCK, cuda_block_rounding, cuda_dropout, fake_friendly_modules, tap_hooks
+from .storage import EmulatedQuantLinear
+from .trace_emulation import (
+    CUDA_BLOCK,
+    cuda_block_rounding,
+    cuda_dropout,
+    fake_friendly_modules,
+    no_padding_masks,
+    tap_hooks,
+)
 from .training_model import (  # noqa: F401  (re-exported: tests and benchmarks import them from here)
     FLOAT_STORAGE,
     HEADS,
@@ -218,7 +230,7 @@ def predict_memory(
         breakdown=breakdown,
         floor_bytes=floor,
         trainable_params=sum(p.numel() for p in params if p.requires_grad),
-        total_params=sum(p.numel() for p in params),
+        total_params=sum(p.numel() for p in params) + _packed_params(model),
         first_iteration_peak_bytes=first._peak_mem.get(_CPU, 0),
         settings=settings,
         precision=precision,
@@ -251,6 +263,7 @@ def _trace_two_iterations(config, method: str, head: str, sizes: dict, device_se
         warnings.simplefilter("ignore")  # MemTracker warns for every module gone before its backward hook
         stack.enter_context(FakeTensorMode())
         stack.enter_context(fake_friendly_modules())
+        stack.enter_context(no_padding_masks())
         model, settings = build_training_model(config, method, head, **build)
         optimizer = make_optimizer(model, device_semantics)
         batch = make_batch(config, head, **sizes)
@@ -280,6 +293,12 @@ def _trace_two_iterations(config, method: str, head: str, sizes: dict, device_se
             trackers[-1].get_tracker_snapshot().get(_CPU, {}), "OPT"
         )
     return model, settings, trackers, counter.get_total_flops()
+
+
+def _packed_params(model: nn.Module) -> int:
+    """Weights an int8/nf4 layer stores packed count as their full out x in values."""
+    layers = [m for m in model.modules() if isinstance(m, EmulatedQuantLinear)]
+    return sum(m.in_features * m.out_features - m.weight.numel() for m in layers)
 
 
 def _account(model: nn.Module, tracker, *, cuda: bool) -> tuple[dict[str, int], int]:
