@@ -150,3 +150,30 @@ def test_cli_prints_flops_and_precision(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "step FLOPs" in out and "backbone nf4, precision bf16" in out and "lora_rank=4" in out
+
+
+@pytest.mark.parametrize("method, kw", [("lst", {"backbone_dtype": "bfloat16"}), ("full", {})])
+def test_bf16_autocast_prediction_matches_a_real_cpu_run_within_2_percent(method, kw):
+    import warnings
+
+    from laddertune.memory import PeakMemoryMeter
+    from laddertune.memory.predict import build_training_model, make_batch, make_optimizer, training_step
+
+    config = T.T5Config(
+        vocab_size=64, d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=3,
+        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+    )  # fmt: skip
+    shape = dict(batch_size=8, source_length=32, target_length=4)
+    p = predict_memory(config, method, device_semantics="cpu", precision="bf16", **shape, **kw)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, _ = build_training_model(config, method, "seq2seq_lm", **kw)
+    optimizer, batch = make_optimizer(model, "cpu"), make_batch(config, "seq2seq_lm", *shape.values())
+    training_step(model, batch, optimizer, autocast_dtype=torch.bfloat16)  # warm-up: the AdamW state
+    meter = PeakMemoryMeter(model, optimizer, batch, device="cpu")
+    with meter.phase("train"):
+        for _ in range(2):
+            training_step(model, batch, optimizer, autocast_dtype=torch.bfloat16)
+    real = meter.report().peak("train")
+    assert abs(p.peak_bytes - real) / real < 0.02, (p.peak_bytes, real)

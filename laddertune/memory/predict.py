@@ -40,7 +40,7 @@ ops, the optimizer and dequantization count zero.
 Not modelled: the cuBLAS/cuDNN workspaces, the CUDA context, the allocator's cache (``max_memory_reserved``) and
 kernels whose CUDA implementation allocates differently from the CPU one. The CUDA prediction has NOT yet been
 validated on a GPU; the CPU prediction is checked against a real CPU run in tests/test_memory.py (within 2%,
-float32, eager and SDPA attention).
+float32 with eager and SDPA attention, and bf16 autocast with a bf16 backbone: tests/test_memory_precision.py).
 """
 
 from __future__ import annotations
