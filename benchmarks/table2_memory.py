@@ -27,7 +27,13 @@ from laddertune.memory.model_configs import load_config
 from laddertune.memory.predict import predict_memory
 
 RESULTS = Path(__file__).parent / "results"
-SETTING = {"batch_size": 100, "source_length": 128, "target_length": 3, "head": "sequence_classification"}
+SETTING = {
+    "batch_size": 100,
+    "source_length": 128,
+    "target_length": 3,
+    "head": "sequence_classification",
+    "attn": "eager",
+}
 ROWS = [
     ("Full fine-tuning", "full"),
     ("Adapters", "adapter"),

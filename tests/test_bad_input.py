@@ -207,7 +207,7 @@ def test_side_checkpoint_of_another_architecture_is_refused(assets, reference):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--method", "qlora"], "invalid choice: 'qlora'"),
+        (["--method", "dora"], "invalid choice: 'dora'"),
         (["--side-layers", "1,x"], "comma-separated integers"),
     ],
 )
@@ -235,7 +235,7 @@ def _broken_copies(assets, reference, bad, root: Path) -> dict:
             "validation.jsonl:3: malformed JSON",
         ),
         "unknown method": (
-            cli_args(assets, root / "new", "--method", "qlora"),
+            cli_args(assets, root / "new", "--method", "dora"),
             root / "new",
             "invalid choice",
         ),

@@ -113,7 +113,7 @@ def test_help_states_the_cpu_defaults(capsys):
     assert "(default: 32)" in text and "(default: 128)" in text
 
 
-@pytest.mark.parametrize("bad", [["--side-layers", "1,x"], ["--epochs", "many"], ["--method", "qlora"]])
+@pytest.mark.parametrize("bad", [["--side-layers", "1,x"], ["--epochs", "many"], ["--method", "dora"]])
 def test_malformed_flags_exit_2(bad, capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", "--task", "rte", *bad])

@@ -54,13 +54,13 @@ def predicted(method: str, device_semantics: str = "cpu"):
     return _predictions[key]
 
 
-def measure_real_cpu_run(method: str) -> int:
+def measure_real_cpu_run(method: str, attn: str = "sdpa") -> int:
     """Peak of two real training steps after a warm-up step, read from the CPU allocator by PeakMemoryMeter."""
     torch.manual_seed(0)
     config = tiny_t5_config()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model, _ = build_training_model(config, method, "seq2seq_lm")
+        model, _ = build_training_model(config, method, "seq2seq_lm", attn=attn)
     optimizer = make_optimizer(model, "cpu")
     batch = make_batch(config, "seq2seq_lm", BATCH, SOURCE, TARGET)
     training_step(model, batch, optimizer)  # warm-up: creates the AdamW state
@@ -75,6 +75,16 @@ def measure_real_cpu_run(method: str) -> int:
 def test_prediction_matches_a_real_cpu_run_within_2_percent(method):
     prediction = predicted(method)
     real = measure_real_cpu_run(method)
+    assert abs(prediction.peak_bytes - real) / real < 0.02, (prediction.peak_bytes, real)
+
+
+@pytest.mark.parametrize("method", ["full", "lst"])
+def test_eager_prediction_matches_a_real_cpu_run_within_2_percent(method):
+    prediction = predict_memory(
+        tiny_t5_config(), method, batch_size=BATCH, source_length=SOURCE, target_length=TARGET,
+        device_semantics="cpu", attn="eager",
+    )  # fmt: skip
+    real = measure_real_cpu_run(method, attn="eager")
     assert abs(prediction.peak_bytes - real) / real < 0.02, (prediction.peak_bytes, real)
 
 

@@ -209,7 +209,7 @@ def test_config_defaults_and_resolution():
 @pytest.mark.parametrize(
     "kw",
     [
-        {"method": "qlora"},
+        {"method": "dora"},
         {"init": "svd"},
         {"protocol": "test"},
         {"format": "seq2seq"},

@@ -7,6 +7,7 @@ trainable, so the training loop treats every method alike.
 
 from .adapters import add_adapters
 from .methods import BASELINES, FAMILIES, METHODS, BaselineConfig, count_trainable, prepare_baseline
+from .qlora import prepare_qlora
 
 __all__ = [
     "BASELINES",
@@ -16,4 +17,5 @@ __all__ = [
     "add_adapters",
     "count_trainable",
     "prepare_baseline",
+    "prepare_qlora",
 ]

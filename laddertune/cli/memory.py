@@ -4,15 +4,18 @@ Example (the paper's Table 1 setting is the default: batch 100, source 128 token
 
     laddertune memory --backbone t5-base --method lst --side-layers paper
     laddertune memory --backbone llama-7b --method lora --batch-size 4 --source-length 512 --json
+    laddertune memory --backbone llama-7b --backbone-dtype nf4 --precision bf16 --batch-size 4 --source-length 2048
+    laddertune memory --backbone llama-7b --method qlora --lora-rank 16 --precision bf16 --batch-size 4 \
+        --source-length 2048 [--no-gradient-checkpointing]
 
 ``--json`` prints :meth:`laddertune.memory.predict.MemoryPrediction.to_dict` as one JSON object:
 ``backbone``, ``method``, ``head``, ``batch_size``, ``source_length``, ``target_length`` (0 unless seq2seq),
-``dtype``, ``device_semantics``, ``peak_bytes`` and ``peak_gib`` (peak of a steady-state training iteration),
+``dtype`` (the backbone's storage), ``precision``, ``device_semantics``, ``peak_bytes`` and ``peak_gib`` (peak of a steady-state training iteration),
 ``breakdown`` (bytes alive at the peak: ``frozen_weights``, ``trainable_weights``, ``gradients``,
 ``optimizer_state``, ``ladder_taps``, ``activations``, ``inputs``; they sum to ``peak_bytes``), ``floor_bytes``
 and ``floor_gib`` (frozen weights + ladder taps + trainable weights, gradients, optimizer state),
 ``trainable_params``, ``total_params``, ``first_iteration_peak_bytes``, ``settings`` (LoRA rank/targets, side
-layers...), ``torch_version``, ``trace_seconds``.
+layers, attn...), ``step_flops`` (FlopCounterMode on the traced iteration), ``torch_version``, ``trace_seconds``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import json
 from ..errors import ConfigError
 from ..memory import PAPER_SIDE_LAYERS, format_gib, predict_memory
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16", "int8", "nf4")
 
 
 def register(subparsers) -> None:
@@ -40,7 +43,9 @@ def register(subparsers) -> None:
         required=True,
         help="t5-base, t5-large, t5-3b, bart-large, llama-7b, or a local model folder",
     )
-    p.add_argument("--method", default="lst", help="lst, full, lora, adapter, bitfit or prompt (default lst)")
+    p.add_argument(
+        "--method", default="lst", help="lst, full, lora, adapter, bitfit, prompt or qlora (default lst)"
+    )
     p.add_argument(
         "--head",
         default=None,
@@ -60,8 +65,23 @@ def register(subparsers) -> None:
         "--dtype",
         "--backbone-dtype",
         dest="dtype",
-        default="float32",
-        help=f"backbone dtype: {', '.join(DTYPES)}",
+        default=None,
+        help=f"backbone storage: {', '.join(DTYPES)} (int8/nf4: bitsandbytes' layout; LST and qlora only; "
+        "default float32, qlora nf4)",
+    )
+    p.add_argument(
+        "--precision", default="fp32", help="fp32, or autocast in bf16 / fp16 (fp32 master weights)"
+    )
+    p.add_argument("--attn", default="sdpa", help="sdpa (CUDA flash / memory-efficient kernels) or eager")
+    p.add_argument(
+        "--loss-chunk-size", type=int, default=None, help="LST: LM loss this many positions at a time"
+    )
+    p.add_argument("--lora-rank", type=int, default=None, help="lora/qlora rank (default 32, qlora 16)")
+    p.add_argument(
+        "--no-gradient-checkpointing",
+        dest="gradient_checkpointing",
+        action="store_false",
+        help="qlora without gradient checkpointing (prepare_model_for_kbit_training's default is on)",
     )
     p.add_argument(
         "--device-semantics",
@@ -92,13 +112,19 @@ def parse_side_layers(value: str | None, backbone: str) -> list[int] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from ..baselines import BaselineConfig
 
-    if args.dtype not in DTYPES:
-        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {args.dtype!r}")
+    if args.dtype is not None and args.dtype not in DTYPES:
+        raise ConfigError(f"--backbone-dtype must be one of {', '.join(DTYPES)}, got {args.dtype!r}")
     side_layers = parse_side_layers(args.side_layers, args.backbone)
     if side_layers is not None and args.method != "lst":
         raise ConfigError("--side-layers applies to --method lst only")
+    baseline_config = None
+    if args.lora_rank is not None:
+        if args.method not in ("lora", "qlora"):
+            raise ConfigError("--lora-rank applies to --method lora and qlora only")
+        qlora = {"lora_alpha": 32, "lora_dropout": 0.05} if args.method == "qlora" else {}
+        baseline_config = BaselineConfig(lora_rank=args.lora_rank, **qlora)
     prediction = predict_memory(
         args.backbone,
         args.method,
@@ -107,7 +133,12 @@ def run(args: argparse.Namespace) -> int:
         target_length=args.target_length,
         reduction_factor=args.reduction_factor,
         side_layers=side_layers,
-        dtype=getattr(torch, args.dtype),
+        backbone_dtype=args.dtype,
+        precision=args.precision,
+        attn=args.attn,
+        loss_chunk_size=args.loss_chunk_size,
+        gradient_checkpointing=args.gradient_checkpointing,
+        baseline_config=baseline_config,
         device_semantics=args.device_semantics,
         head=args.head,
     )
@@ -126,7 +157,8 @@ def format_prediction(p) -> str:
     )
     over = p.peak_bytes - p.floor_bytes
     lines = [
-        f"{p.backbone} {p.method} ({settings}) {p.head}, {shape}, {p.dtype}, {p.device_semantics} semantics",
+        f"{p.backbone} {p.method} ({settings}) {p.head}, {shape}, backbone {p.dtype}, precision {p.precision}, "
+        f"{p.device_semantics} semantics",
         f"  {'peak (steady-state iteration)':32s}{format_gib(p.peak_bytes):>12s}",
     ]
     lines += [f"    {k.replace('_', ' '):30s}{format_gib(v):>12s}" for k, v in p.breakdown.items() if v]
@@ -136,6 +168,7 @@ def format_prediction(p) -> str:
         f"  {'first iteration peak':32s}{format_gib(p.first_iteration_peak_bytes):>12s}",
         f"  trainable {p.trainable_params:,d} of {p.total_params:,d} parameters "
         f"({100 * p.trainable_params / max(1, p.total_params):.3f}%)",
+        f"  step FLOPs {p.step_flops:.3e} (FlopCounterMode on the traced iteration)",
     ]
     if p.device_semantics == "cuda":
         lines.append(

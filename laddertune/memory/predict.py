@@ -16,12 +16,31 @@ backward's temporaries), with the ladder taps counted apart for LST.
 - dropout saves a bool mask on CUDA (``native_dropout``) but a float noise tensor on CPU; ``F.dropout`` is routed
   through ``aten.native_dropout`` during the trace (T5-base at batch 100: -16%);
 - every block is rounded up to 512 bytes, as the CUDA caching allocator does;
-- AdamW uses ``foreach=True`` (CUDA's default; CPU's default is the per-tensor loop, used for ``"cpu"``).
+- AdamW uses ``foreach=True`` (CUDA's default; CPU's default is the per-tensor loop, used for ``"cpu"``);
+- ``attn="sdpa"`` runs the aten kernel CUDA would pick, flash or memory-efficient, so that autograd keeps what
+  that kernel keeps (out + logsumexp, not the (B, H, T, T) probabilities): :mod:`.attention`.
+
+The trace's batches are unpadded; transformers cannot read a fake ``attention_mask``, so its test for dropping an
+all-ones mask (then SDPA runs ``is_causal`` / unmasked, as on real data) is told the mask is all ones
+(``trace_emulation.no_padding_masks``, both semantics).
+
+Precision and storage (both semantics): ``precision="bf16"|"fp16"`` runs the forward under ``torch.autocast``
+(float32 master weights and AdamW state, compute-dtype activations; the trace's autocast is CPU's, whose
+lower-precision list holds the same matmul/linear/SDPA ops as CUDA's; CUDA's float32 list (layer_norm, softmax...)
+is not applied, and the models here upcast their norms and softmax themselves). ``backbone_dtype`` stores LST's
+frozen backbone in a float dtype, or as bitsandbytes' int8/nf4 linears (:mod:`.storage`: storage exact, the
+dequantized weight a transient of each matmul). ``method="qlora"``: PEFT LoRA on an nf4 backbone prepared by
+``prepare_model_for_kbit_training`` (:mod:`laddertune.baselines.qlora`). The chunked LM loss is LST's own
+(``loss_chunk_size``).
+
+Step FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` over the same traced (second) iteration: matmuls,
+convolutions and attention kernels, forward + backward (+ recomputation under gradient checkpointing); elementwise
+ops, the optimizer and dequantization count zero.
 
 Not modelled: the cuBLAS/cuDNN workspaces, the CUDA context, the allocator's cache (``max_memory_reserved``) and
 kernels whose CUDA implementation allocates differently from the CPU one. The CUDA prediction has NOT yet been
-validated on a GPU; the CPU prediction is checked against a real CPU run in tests/test_memory.py (within 2%).
-Attention runs "eager" in both the trace and any run it is compared to: SDPA backends differ in memory.
+validated on a GPU; the CPU prediction is checked against a real CPU run in tests/test_memory.py (within 2%,
+float32 with eager and SDPA attention, and bf16 autocast with a bf16 backbone: tests/test_memory_precision.py).
 """
 
 from __future__ import annotations
@@ -36,19 +55,35 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from ..baselines import FAMILIES, BaselineConfig, prepare_baseline
-from ..core import LadderConfig, get_ladder_model
 from ..errors import ConfigError
+from .attention import cuda_sdpa
 from .meter import mem_tracker_class
 from .model_configs import load_config
-from .trace_emulation import CUDA_BLOCK, cuda_block_rounding, cuda_dropout, fake_friendly_modules, tap_hooks
+from .storage import EmulatedQuantLinear
+from .trace_emulation import (
+    CUDA_BLOCK,
+    cuda_block_rounding,
+    cuda_dropout,
+    fake_friendly_modules,
+    no_padding_masks,
+    tap_hooks,
+)
+from .training_model import (  # noqa: F401  (re-exported: tests and benchmarks import them from here)
+    FLOAT_STORAGE,
+    HEADS,
+    METHODS,
+    PRECISIONS,
+    build_training_model,
+    check_options,
+    default_head,
+    make_batch,
+    make_optimizer,
+    training_step,
+)
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("full", "lora", "adapter", "bitfit", "prompt", "lst")
 DEVICE_SEMANTICS = ("cuda", "cpu")
-HEADS = ("seq2seq_lm", "causal_lm", "sequence_classification")
-ENCODER_ONLY = set("bert roberta distilbert albert electra deberta deberta-v2 xlm-roberta mpnet".split())
 # what MemoryPrediction.breakdown splits the peak into (they sum to the peak)
 BREAKDOWN_KEYS = tuple(
     "frozen_weights trainable_weights gradients optimizer_state ladder_taps activations inputs".split()
@@ -66,6 +101,7 @@ class MemoryPrediction:
     source_length: int
     target_length: int
     dtype: str
+    """The frozen backbone's storage for LST and QLoRA (``nf4``...), else the dtype the backbone trains in."""
     device_semantics: str
     peak_bytes: int
     """Peak of live tensor bytes during the second training iteration."""
@@ -83,6 +119,10 @@ class MemoryPrediction:
     """Peak of the first iteration (no optimizer state yet while forward and backward run)."""
     settings: dict = field(default_factory=dict)
     """Method settings used (LoRA rank and targets, side layers, reduction factor...)."""
+    precision: str = "fp32"
+    """``fp32``, or the autocast dtype of the forward (``bf16``, ``fp16``)."""
+    step_flops: int = 0
+    """FLOPs of one training iteration (FlopCounterMode on the traced iteration; see the module docstring)."""
     torch_version: str = torch.__version__
     trace_seconds: float = 0.0
 
@@ -92,118 +132,6 @@ class MemoryPrediction:
         out["peak_gib"] = round(self.peak_bytes / 1024**3, 4)
         out["floor_gib"] = round(self.floor_bytes / 1024**3, 4)
         return out
-
-
-# -- the training iteration (shared by the prediction and the real runs it is checked against) ----------------------
-def make_optimizer(
-    model: nn.Module, device_semantics: str = "cuda", lr: float = 3e-4
-) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters, with the ``foreach`` choice of the given device (see module doc)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, foreach=device_semantics == "cuda")
-
-
-def training_step(
-    model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer, max_grad_norm: float = 1.0
-):
-    """One iteration as the paper trains (lst-reference §4): loss, backward, clip at 1.0, AdamW, drop the grads."""
-    loss = model(**batch).loss
-    loss.backward()
-    del loss
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-
-
-def default_head(config) -> str:
-    """``seq2seq_lm`` for encoder-decoders, ``sequence_classification`` for BERT-like encoders, else ``causal_lm``."""
-    if getattr(config, "is_encoder_decoder", False):
-        return "seq2seq_lm"
-    return "sequence_classification" if config.model_type in ENCODER_ONLY else "causal_lm"
-
-
-def make_batch(config, head: str, batch_size: int, source_length: int, target_length: int) -> dict:
-    """A full-length batch (no padding: the longest batch sets the peak) with the head's labels."""
-    hi = max(3, config.vocab_size)
-    ids = torch.randint(2, hi, (batch_size, source_length))
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    if head == "seq2seq_lm":
-        batch["labels"] = torch.randint(2, hi, (batch_size, target_length))
-    elif head == "causal_lm":
-        batch["labels"] = ids
-    else:
-        batch["labels"] = torch.randint(0, max(1, getattr(config, "num_labels", 2)), (batch_size,))
-    return batch
-
-
-def build_training_model(
-    config,
-    method: str,
-    head: str,
-    *,
-    reduction_factor: int = 8,
-    side_layers: list[int] | None = None,
-    dtype: torch.dtype = torch.float32,
-    baseline_config=None,
-) -> tuple[nn.Module, dict]:
-    """The model a method trains, built from a config (random weights; works under FakeTensorMode).
-
-    Returns:
-        (model in train mode, the method's settings as a dict).
-    """
-    import transformers
-
-    if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if head not in HEADS:
-        raise ConfigError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
-    auto = {
-        "seq2seq_lm": transformers.AutoModelForSeq2SeqLM,
-        "causal_lm": transformers.AutoModelForCausalLM,
-        "sequence_classification": transformers.AutoModelForSequenceClassification,
-    }[head]
-    try:
-        backbone = auto.from_config(config, attn_implementation="eager", dtype=dtype)
-    except ValueError as e:  # transformers: this config has no such head
-        raise ConfigError(f"{config.model_type} has no {head} head: {str(e).splitlines()[0]}") from None
-    if method == "lst":
-        ladder = LadderConfig(reduction_factor=reduction_factor, side_layers=side_layers, init="random")
-        model = get_ladder_model(backbone, ladder)
-        settings = {
-            "reduction_factor": reduction_factor,
-            "side_layers": model.side.stacks[next(iter(model.side.stacks))].kept,
-            "backbone_dropout": ladder.backbone_dropout,
-        }
-    else:
-        baseline_config = baseline_config or BaselineConfig()
-        if method == "lora" and baseline_config.lora_targets is None and config.model_type not in FAMILIES:
-            from dataclasses import replace
-
-            from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as LORA_TARGETS
-
-            if config.model_type in LORA_TARGETS:
-                baseline_config = replace(
-                    baseline_config, lora_targets=tuple(LORA_TARGETS[config.model_type])
-                )
-        model = prepare_baseline(backbone, method, baseline_config)
-        settings = {
-            k: v for k, v in baseline_config.to_dict().items() if k.startswith(_SETTING_PREFIX[method])
-        }
-        if method == "lora" and settings["lora_targets"] is None:
-            settings["lora_targets"] = list(FAMILIES[config.model_type].lora_targets)
-    model.train()
-    return model, settings
-
-
-# which BaselineConfig fields each method reports as its settings
-_SETTING_PREFIX = {
-    "full": "freeze",
-    "bitfit": "freeze",
-    "lora": "lora_",
-    "adapter": "adapter_",
-    "prompt": "prompt_",
-}
 
 
 def _category(snap: dict, name: str) -> int:
@@ -224,6 +152,11 @@ def predict_memory(
     device_semantics: str = "cuda",
     head: str | None = None,
     baseline_config=None,
+    backbone_dtype: str | None = None,
+    precision: str = "fp32",
+    attn: str = "sdpa",
+    loss_chunk_size: int | None = None,
+    gradient_checkpointing: bool = True,
 ) -> MemoryPrediction:
     """Predict the peak memory of a steady-state training iteration, without weights or a GPU.
 
@@ -235,19 +168,24 @@ def predict_memory(
         target_length: label tokens per example (seq2seq heads; ignored otherwise).
         reduction_factor: LST's r.
         side_layers: LST's kept layers (None: all).
-        dtype: the backbone's parameter dtype.
+        dtype: the backbone's parameter dtype (kept for old callers; ``backbone_dtype`` names it too).
         device_semantics: ``"cuda"`` predicts a GPU's ``max_memory_allocated``; ``"cpu"`` a CPU run.
         head: ``seq2seq_lm``, ``causal_lm`` or ``sequence_classification``; default from the config.
         baseline_config: :class:`laddertune.baselines.BaselineConfig` (default: the authors' settings,
-            LoRA r=32, alpha 32, dropout 0.1 on q and v).
+            LoRA r=32, alpha 32, dropout 0.1 on q and v; for qlora r=16, alpha 32, dropout 0.05, all linears).
+        backbone_dtype: ``float32|bfloat16|float16|int8|nf4``: LST's frozen backbone storage (int8/nf4 as
+            bitsandbytes stores them); for a baseline a float dtype is the dtype it trains its backbone in.
+        precision: ``fp32``, ``bf16`` or ``fp16`` (autocast; float32 master weights and optimizer state).
+        attn: ``sdpa`` (CUDA's flash/memory-efficient kernels under CUDA semantics) or ``eager``.
+        loss_chunk_size: LST's chunked LM loss (positions per chunk).
+        gradient_checkpointing: QLoRA's (PEFT's default: on).
 
     Raises:
-        ConfigError: unknown config, method, head or device semantics, or settings that do not fit the backbone.
+        ConfigError: unknown config, method, head, dtype, precision or device semantics, or settings that do not
+            fit the backbone.
     """
     if isinstance(backbone_config, str):
         backbone_config = load_config(backbone_config)
-    if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if device_semantics not in DEVICE_SEMANTICS:
         raise ConfigError(
             f"device_semantics must be one of {', '.join(DEVICE_SEMANTICS)}, got {device_semantics!r}"
@@ -257,10 +195,24 @@ def predict_memory(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     head = head or default_head(backbone_config)
+    check_options(method, head, backbone_dtype, attn, precision)
+    if loss_chunk_size is not None and method != "lst":
+        raise ConfigError(f"loss_chunk_size is LST's chunked LM loss; method {method!r} has none")
+    storage = backbone_dtype or str(dtype).removeprefix("torch.")
+    if method not in ("lst", "qlora"):  # a baseline trains its backbone in this float dtype
+        dtype, backbone_dtype = FLOAT_STORAGE[storage], None
+    elif method == "lst":
+        dtype, backbone_dtype = torch.float32, (None if storage == "float32" else storage)
+    else:
+        storage = "nf4"
     t0 = time.perf_counter()
-    build = {"reduction_factor": reduction_factor, "side_layers": side_layers, "dtype": dtype}
-    model, settings, trackers = _trace_two_iterations(
-        backbone_config, method, head, sizes, device_semantics, dict(build, baseline_config=baseline_config)
+    build = dict(
+        reduction_factor=reduction_factor, side_layers=side_layers, dtype=dtype, baseline_config=baseline_config,
+        backbone_dtype=backbone_dtype, attn=attn, loss_chunk_size=loss_chunk_size,
+        gradient_checkpointing=gradient_checkpointing, precision=precision,
+    )  # fmt: skip
+    model, settings, trackers, flops = _trace_two_iterations(
+        backbone_config, method, head, sizes, device_semantics, build
     )
     first, tracker = trackers
     breakdown, floor = _account(model, tracker, cuda=device_semantics == "cuda")
@@ -272,15 +224,17 @@ def predict_memory(
         batch_size=batch_size,
         source_length=source_length,
         target_length=target_length if head == "seq2seq_lm" else 0,
-        dtype=str(dtype).removeprefix("torch."),
+        dtype=storage,
         device_semantics=device_semantics,
         peak_bytes=sum(breakdown.values()),
         breakdown=breakdown,
         floor_bytes=floor,
         trainable_params=sum(p.numel() for p in params if p.requires_grad),
-        total_params=sum(p.numel() for p in params),
+        total_params=sum(p.numel() for p in params) + _packed_params(model),
         first_iteration_peak_bytes=first._peak_mem.get(_CPU, 0),
         settings=settings,
+        precision=precision,
+        step_flops=flops,
         trace_seconds=round(time.perf_counter() - t0, 2),
     )
     logger.info(
@@ -293,35 +247,42 @@ _CPU = torch.device("cpu")  # fake tensors live on "cpu"; CUDA is emulated (see 
 
 
 def _trace_two_iterations(config, method: str, head: str, sizes: dict, device_semantics: str, build: dict):
-    """Build the model under FakeTensorMode and trace two training iterations, one tracker each."""
+    """Build the model under FakeTensorMode and trace two training iterations, one tracker each; FLOPs of the
+    second."""
     from torch._subclasses.fake_tensor import (
         DataDependentOutputException,
         DynamicOutputShapeException,
         FakeTensorMode,
     )
+    from torch.utils.flop_counter import FlopCounterMode
 
     Tracker = mem_tracker_class()
+    autocast = PRECISIONS[build["precision"]]
     with contextlib.ExitStack() as stack:
         stack.enter_context(warnings.catch_warnings())
         warnings.simplefilter("ignore")  # MemTracker warns for every module gone before its backward hook
         stack.enter_context(FakeTensorMode())
         stack.enter_context(fake_friendly_modules())
+        stack.enter_context(no_padding_masks())
         model, settings = build_training_model(config, method, head, **build)
         optimizer = make_optimizer(model, device_semantics)
         batch = make_batch(config, head, **sizes)
         if device_semantics == "cuda":
             stack.enter_context(cuda_dropout())
             stack.enter_context(cuda_block_rounding())
+            if build["attn"] == "sdpa":
+                stack.enter_context(cuda_sdpa())
         trackers: list = []
         for handle in tap_hooks(model, lambda tensors: trackers[-1].add_taps(tensors)):
             stack.callback(handle.remove)
-        for _ in range(2):
+        for i in range(2):
             # created and entered INSIDE the fake mode: entered outside, it counts nothing
             trackers.append(Tracker())
             trackers[-1].track_external(model, optimizer, batch)
+            counter = FlopCounterMode(display=False) if i else contextlib.nullcontext()
             try:
-                with trackers[-1]:
-                    training_step(model, batch, optimizer)
+                with counter, trackers[-1]:
+                    training_step(model, batch, optimizer, autocast_dtype=autocast)
             except (DataDependentOutputException, DynamicOutputShapeException) as e:
                 # e.g. BART's classification head checks the number of <eos> tokens per row
                 raise ConfigError(
@@ -331,7 +292,13 @@ def _trace_two_iterations(config, method: str, head: str, sizes: dict, device_se
         trackers[-1].final_optimizer_bytes = _category(
             trackers[-1].get_tracker_snapshot().get(_CPU, {}), "OPT"
         )
-    return model, settings, trackers
+    return model, settings, trackers, counter.get_total_flops()
+
+
+def _packed_params(model: nn.Module) -> int:
+    """Weights an int8/nf4 layer stores packed count as their full out x in values."""
+    layers = [m for m in model.modules() if isinstance(m, EmulatedQuantLinear)]
+    return sum(m.in_features * m.out_features - m.weight.numel() for m in layers)
 
 
 def _account(model: nn.Module, tracker, *, cuda: bool) -> tuple[dict[str, int], int]:

@@ -127,3 +127,27 @@ def tap_hooks(model: nn.Module, add_taps) -> list:
             p.register_forward_pre_hook(take_projection_input) for p in (stack.embed_down, *stack.downs)
         ]
     return handles
+
+
+def no_padding_masks() -> contextlib.ExitStack:
+    """Let transformers drop the attention masks of an unpadded batch, as it does on real data.
+
+    With an all-ones ``attention_mask`` transformers passes no mask to SDPA (``is_causal=True`` for a decoder: the
+    flash kernel on CUDA), but it cannot read a fake mask's values, so it would build a (B, 1, T, T) mask that every
+    layer's SDPA then keeps. The predictor's batches are never padded (:func:`make_batch`), so a fake padding mask
+    is all ones: it is passed to transformers' skip tests as ``None``.
+    """
+    from torch._subclasses.fake_tensor import is_fake
+    from transformers import masking_utils
+
+    stack = contextlib.ExitStack()
+    for name in ("_ignore_causal_mask_sdpa", "_ignore_bidirectional_mask_sdpa"):
+        original = getattr(masking_utils, name)
+
+        def skip_test(padding_mask, *args, _original=original, **kwargs):
+            if padding_mask is not None and is_fake(padding_mask):
+                padding_mask = None
+            return _original(padding_mask, *args, **kwargs)
+
+        stack.enter_context(patched(masking_utils, name, skip_test))
+    return stack

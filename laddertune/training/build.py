@@ -14,6 +14,7 @@ from ..core import LadderConfig, get_ladder_model
 from ..core.backbones import load_backbone, resolve_backbone
 from ..errors import ConfigError
 from .config import LADDER_METHODS, TrainConfig
+from .qlora import build_qlora
 
 ENCODER_ONLY = ("bert", "roberta", "xlm-roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2")
 logger = logging.getLogger(__name__)
@@ -115,6 +116,8 @@ def build_model(config: TrainConfig, spec, head: str, tokenizer, calibration=Non
     ``calibration``: batches for Fisher init, already on ``device``.
     """
     device = torch.device(device or "cpu")
+    if config.method == "qlora":  # loaded on the CPU, cast to bf16, then moved and quantized
+        return build_qlora(load_backbone_for(config, spec, head, tokenizer), device)
     backbone = load_backbone_for(config, spec, head, tokenizer).to(device)
     if config.method not in LADDER_METHODS:
         model = prepare_baseline(backbone, config.method, BaselineConfig(freeze_layers=config.freeze_layers))

@@ -23,7 +23,7 @@ from .precision import PRECISIONS
 
 CONFIG_NAME = "train_config.json"
 # LST and its Figure 8 ablations train a side network (LadderModel); the rest are baselines (laddertune.baselines).
-METHODS = (*LADDER_METHODS, "full", "lora", "adapter", "bitfit", "prompt")
+METHODS = (*LADDER_METHODS, "full", "lora", "adapter", "bitfit", "prompt", "qlora")
 INITS = ("random", "magnitude", "fisher")
 CHAINS = ("residual", "authors")
 PROTOCOLS = ("dev", "paper")
@@ -189,7 +189,7 @@ class TrainConfig:
         _choice("backbone_dtype", self.backbone_dtype, BACKBONE_DTYPES)
         _choice("attn", self.attn, ATTN_IMPLEMENTATIONS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
-        if self.method not in LADDER_METHODS and self.backbone_dtype != "float32":
+        if self.method not in (*LADDER_METHODS, "qlora") and self.backbone_dtype != "float32":
             raise ConfigError(
                 f"backbone_dtype applies to LST (a frozen backbone); method {self.method!r} trains its backbone"
             )

@@ -60,6 +60,7 @@ from .optimizer import adamw8bit_class, make_optimizer
 from .placement import PlacementHooks
 from .precision import Precision
 from .prediction import task_record
+from .qlora import require_qlora
 from .results import write_results
 from .run_data import RunData, Schedule
 from .run_dir import MetricsLog, check_output, claim_output, truncate_metrics
@@ -138,6 +139,8 @@ class Run(DataParallelHooks, PlacementHooks):
             )
         self.out = check_output(config)
         self.device = resolve_device(config.device)  # a missing GPU fails here, before anything loads
+        if config.method == "qlora":
+            require_qlora(self.device)
         if self.dist is not None:  # one device per rank (the local rank's GPU on NCCL)
             self.device = self.dist.device
         if config.optimizer == "adamw8bit":  # a missing or unusable bitsandbytes fails before anything loads

@@ -67,7 +67,13 @@ def write_results(run, test: dict | None, write: bool = True) -> dict:
             "device": str(run.device),
             "gpu": torch.cuda.get_device_name(run.device) if run.device.type == "cuda" else None,
             **run.precision.describe(),
-            "backbone_dtype": config.backbone_dtype if config.method in LADDER_METHODS else "float32",
+            "backbone_dtype": (
+                config.backbone_dtype
+                if config.method in LADDER_METHODS
+                else "nf4"
+                if config.method == "qlora"
+                else "float32"
+            ),
             "attn": config.attn if config.method in LADDER_METHODS else None,
             "side_checkpointing": config.side_checkpointing,
             "optimizer": config.optimizer,

@@ -13,7 +13,8 @@ with quantized ones from a maintained library, one small file per backend behind
   kernels are the fast ones there; torchao's NF4 linear dequantizes per call.
 
 Both libraries are optional: a missing one is a one-line :class:`~laddertune.errors.ConfigError` naming the pip
-package. Everything else in the backbone (embeddings, norms, the LM head) keeps its dtype. GPT-2's ``Conv1D``
+package. On CUDA everything else in the backbone (embeddings, norms, the LM head) is cast to bfloat16 first (as
+transformers loads 4/8-bit models), so the hidden states and ladder taps are 16-bit; on CPU it keeps its dtype. GPT-2's ``Conv1D``
 projections are not ``nn.Linear`` and stay unquantized.
 """
 
@@ -42,6 +43,8 @@ def convert_backbone(backbone: nn.Module, dtype: str) -> nn.Module:
         )
     device = next(backbone.parameters()).device
     backend = bnb if device.type == "cuda" else torchao_cpu
+    if backend is bnb:  # as transformers loads a 4/8-bit model: the rest (embeddings, norms, LM head) in the
+        backbone.to(bnb.COMPUTE_DTYPE)  # compute dtype, so the hidden states and the taps are 16-bit too
     skip = {id(backbone.get_output_embeddings())} if hasattr(backbone, "get_output_embeddings") else set()
     count = backend.quantize_linears(backbone, dtype, skip)
     if count == 0:

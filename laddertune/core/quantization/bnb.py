@@ -13,6 +13,8 @@ from torch import nn
 from ...errors import ConfigError
 from .linears import linear_children
 
+COMPUTE_DTYPE = torch.bfloat16  # Linear4bit's compute dtype, and the dtype of the backbone's other weights
+
 
 def _bitsandbytes():
     # Deferred: bitsandbytes is an optional dependency with CUDA kernels.
@@ -39,7 +41,7 @@ def quantize_linears(backbone: nn.Module, scheme: str, skip: set[int]) -> int:
                 lin.in_features,
                 lin.out_features,
                 bias,
-                compute_dtype=torch.bfloat16,
+                compute_dtype=COMPUTE_DTYPE,
                 quant_type="nf4",
                 compress_statistics=True,
             )

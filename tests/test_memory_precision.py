@@ -1,0 +1,179 @@
+"""The predictor's precision, backbone storage, attention kernels, QLoRA and FLOPs, on tiny configs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers as T
+
+from laddertune.cli import main
+from laddertune.errors import ConfigError
+from laddertune.memory.predict import predict_memory
+from laddertune.memory.storage import int8_weight_bytes, nf4_weight_bytes
+
+B, L = 2, 64
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_llama() -> T.LlamaConfig:
+    return T.LlamaConfig(
+        vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+        intermediate_size=128, pad_token_id=0, tie_word_embeddings=False,
+    )  # fmt: skip
+
+
+def predict(method="lst", **kw):
+    kw.setdefault("device_semantics", "cpu")
+    return predict_memory(tiny_llama(), method, batch_size=B, source_length=L, target_length=1, **kw)
+
+
+def test_analytic_quantized_bytes():
+    # 4096 x 4096 nf4: packed 2/byte, uint8 absmax per 64, float32 scale per 256 absmax, offset, 16-value code
+    n = 4096 * 4096
+    assert nf4_weight_bytes(n) == n // 2 + n // 64 + 4 * (n // 64 // 256) + 4 + 64
+    assert nf4_weight_bytes(n, double_quant=False) == n // 2 + 4 * (n // 64) + 64
+    assert int8_weight_bytes(11008, 4096) == 11008 * 4096 + 4 * 11008
+
+
+def _expected_frozen(storage: str) -> int:
+    """The backbone's bytes from the config alone, plus the rotary buffers (``inv_freq`` and ``original_inv_freq``)
+    of the backbone (in its storage dtype) and of the side trunk (float32, head dim 8 / 4 = 2: one value each)."""
+    c = tiny_llama()
+    d, f, n = c.hidden_size, c.intermediate_size, c.num_hidden_layers
+    linears = [(d, d)] * 4 + [(f, d), (f, d), (d, f)]  # q k v o, gate up, down: (out, in)
+    rest = 2 * c.vocab_size * d + (2 * n + 1) * d  # embeddings, LM head, norms
+    if storage == "int8":
+        lin = n * sum(int8_weight_bytes(o, i) for o, i in linears)
+    elif storage == "nf4":
+        lin = n * sum(nf4_weight_bytes(o * i) for o, i in linears)
+    else:
+        lin = n * sum(o * i for o, i in linears) * getattr(torch, storage).itemsize
+    rest_size = 2 if storage in ("int8", "nf4", "bfloat16", "float16") else 4  # quantized: rest in bf16
+    head_dim = d // c.num_attention_heads
+    inv_freq = 2 * (head_dim // 2) * rest_size + 2 * 1 * 4
+    return lin + rest * rest_size + inv_freq
+
+
+@pytest.mark.parametrize("storage", ["float32", "bfloat16", "float16", "int8", "nf4"])
+def test_backbone_storage_gives_the_exact_weight_bytes(storage):
+    p = predict(backbone_dtype=storage, precision="bf16")
+    assert p.breakdown["frozen_weights"] == _expected_frozen(storage)
+    assert p.dtype == storage and p.step_flops > 0
+    assert p.total_params == predict().total_params  # packed weights count as their full out x in values
+
+
+def test_eager_keeps_the_attention_probabilities_sdpa_does_not():
+    # CUDA semantics, float32: eager saves each side layer's (B, H, T, T) float32 softmax output; the
+    # memory-efficient kernel only out + logsumexp. The side has 2 layers of 4 heads: the peak (in the backward)
+    # holds between one and both layers' probabilities more, all of the difference being activations.
+    sdpa, eager = predict(device_semantics="cuda"), predict(device_semantics="cuda", attn="eager")
+    one_layer = B * 4 * L * L * 4
+    assert sdpa.settings["attn"] == "sdpa" and eager.settings["attn"] == "eager"
+    diff = eager.peak_bytes - sdpa.peak_bytes
+    assert one_layer <= diff <= 2 * one_layer, (diff, one_layer)
+    assert diff == eager.breakdown["activations"] - sdpa.breakdown["activations"]
+
+
+def test_qlora_gradient_checkpointing_lowers_the_peak():
+    gc, no_gc = (
+        predict("qlora", precision="bf16"),
+        predict("qlora", precision="bf16", gradient_checkpointing=False),
+    )
+    c = tiny_llama()
+    d, f, r = c.hidden_size, c.intermediate_size, 16
+    lora = c.num_hidden_layers * r * (4 * 2 * d + 3 * (d + f))  # r (in + out) per linear, all 7 per layer
+    assert gc.trainable_params == no_gc.trainable_params == lora
+    assert gc.settings["gradient_checkpointing"] and not no_gc.settings["gradient_checkpointing"]
+    assert gc.peak_bytes < no_gc.peak_bytes
+    assert gc.step_flops > no_gc.step_flops  # the recomputed forward
+    assert gc.dtype == "nf4"
+
+
+def test_chunked_loss_lowers_the_peak():
+    assert predict(loss_chunk_size=8).peak_bytes < predict().peak_bytes
+
+
+def test_bf16_precision_lowers_the_peak():
+    assert predict(precision="bf16").peak_bytes < predict().peak_bytes
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(precision="fp8"), "precision"),
+        (dict(backbone_dtype="int4"), "backbone_dtype"),
+        (dict(method="lora", backbone_dtype="nf4"), "trains its backbone"),
+        (dict(method="qlora", backbone_dtype="int8"), "nf4"),
+        (dict(attn="flash"), "attn"),
+        (dict(method="full", loss_chunk_size=8), "chunked"),
+    ],
+)
+def test_bad_combinations_are_config_errors(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        predict(**kw)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["memory", "--backbone", "t5-base", "--precision", "fp8"],
+        ["memory", "--backbone", "t5-base", "--backbone-dtype", "int4"],
+        ["memory", "--backbone", "t5-base", "--method", "full", "--lora-rank", "8"],
+    ],
+)
+def test_cli_bad_options_exit_2_with_one_line(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+
+
+def test_train_qlora_on_cpu_is_a_one_line_error(tmp_path, capsys):
+    argv = ["train", "--task", "sst2", "--backbone", "minilm", "--method", "qlora", "--device", "cpu",
+            "--output-dir", str(tmp_path / "run")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "qlora" in err
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_cli_prints_flops_and_precision(tmp_path, capsys):
+    tiny_llama().save_pretrained(tmp_path)
+    argv = ["memory", "--backbone", str(tmp_path), "--method", "qlora", "--precision", "bf16", "--lora-rank", "4",
+            "--batch-size", "1", "--source-length", "16", "--no-gradient-checkpointing"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "step FLOPs" in out and "backbone nf4, precision bf16" in out and "lora_rank=4" in out
+
+
+@pytest.mark.parametrize("method, kw", [("lst", {"backbone_dtype": "bfloat16"}), ("full", {})])
+def test_bf16_autocast_prediction_matches_a_real_cpu_run_within_2_percent(method, kw):
+    import warnings
+
+    from laddertune.memory import PeakMemoryMeter
+    from laddertune.memory.predict import build_training_model, make_batch, make_optimizer, training_step
+
+    config = T.T5Config(
+        vocab_size=64, d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=3,
+        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+    )  # fmt: skip
+    shape = dict(batch_size=8, source_length=32, target_length=4)
+    p = predict_memory(config, method, device_semantics="cpu", precision="bf16", **shape, **kw)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, _ = build_training_model(config, method, "seq2seq_lm", **kw)
+    optimizer, batch = make_optimizer(model, "cpu"), make_batch(config, "seq2seq_lm", *shape.values())
+    training_step(model, batch, optimizer, autocast_dtype=torch.bfloat16)  # warm-up: the AdamW state
+    meter = PeakMemoryMeter(model, optimizer, batch, device="cpu")
+    with meter.phase("train"):
+        for _ in range(2):
+            training_step(model, batch, optimizer, autocast_dtype=torch.bfloat16)
+    real = meter.report().peak("train")
+    assert abs(p.peak_bytes - real) / real < 0.02, (p.peak_bytes, real)
