@@ -34,6 +34,12 @@ ROWS = {
     "qlora-b4-gc": dict(LLAMA, method="qlora", batch_size=4),
     "qlora-b4-no-gc": dict(LLAMA, method="qlora", batch_size=4, gradient_checkpointing=False),
     "lst-b1-chunked": dict(LLAMA, method="lst", batch_size=1, backbone_dtype="nf4", loss_chunk_size=512),
+    "lst-b4-chunked-sidegc": dict(
+        LLAMA, method="lst", batch_size=4, backbone_dtype="nf4", loss_chunk_size=512, side_checkpointing=True
+    ),
+    "lst-b1-chunked-sidegc": dict(
+        LLAMA, method="lst", batch_size=1, backbone_dtype="nf4", loss_chunk_size=512, side_checkpointing=True
+    ),
     "t5-lst-bf16": dict(
         T5,
         method="lst",
@@ -50,9 +56,11 @@ peak sits at the end of the forward (no gradients yet). Its fixed part is 7.6 Gi
 16-bit embeddings/norms/LM head 3.6, bf16 taps 2.06, side weights + AdamW 1.93) and 6.0 GiB at batch 1; the rest is
 the side network's saved activations: 32 side layers x 8192 tokens, 8.0 GiB at batch 4 (2.2 at batch 1). Done
 here: SDPA with no (B, H, T, T) tensors and no materialised causal mask (-1.0 GiB), the chunked loss (-2.2 GiB),
-the backbone's non-quantized weights in bf16 so that the taps are bf16 (-4.1 GiB). Not done here: activation
-checkpointing of the side layers (another part of issue 10), which is what the remaining goals need; LST needs
-2.8x fewer step FLOPs than QLoRA with GC."""
+the backbone's non-quantized weights in bf16 so that the taps are bf16 (-4.1 GiB). With side activation
+checkpointing (`-sidegc` rows) batch 4 falls to 13.25 GiB (activations 8.0 -> 4.4 GiB) but batch 1 rises to 8.51
+GiB: its peak moves into the backward, where gradients (0.64) join a fixed 7.3 GiB (nf4 weights 3.6, side fp32
+weights + gradients + AdamW 3.2, taps 0.5), which already exceeds the 7 GiB goal; 8-bit AdamW (about -1 GiB) is not
+modelled by the predictor. LST needs 2.8x fewer step FLOPs than QLoRA with GC."""
 
 
 def run_row(name: str) -> dict:

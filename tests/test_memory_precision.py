@@ -100,6 +100,14 @@ def test_chunked_loss_lowers_the_peak():
     assert predict(loss_chunk_size=8).peak_bytes < predict().peak_bytes
 
 
+def test_side_checkpointing_saves_fewer_activations_and_recomputes():
+    plain, ckpt = predict(), predict(side_checkpointing=True)
+    assert ckpt.settings["side_checkpointing"] and not plain.settings["side_checkpointing"]
+    assert ckpt.trainable_params == plain.trainable_params
+    assert ckpt.breakdown["activations"] < plain.breakdown["activations"]
+    assert ckpt.step_flops > plain.step_flops  # the side layers' forward runs again in the backward
+
+
 def test_bf16_precision_lowers_the_peak():
     assert predict(precision="bf16").peak_bytes < predict().peak_bytes
 
@@ -113,6 +121,7 @@ def test_bf16_precision_lowers_the_peak():
         (dict(method="qlora", backbone_dtype="int8"), "nf4"),
         (dict(attn="flash"), "attn"),
         (dict(method="full", loss_chunk_size=8), "chunked"),
+        (dict(method="lora", side_checkpointing=True), "side network"),
     ],
 )
 def test_bad_combinations_are_config_errors(kw, match):

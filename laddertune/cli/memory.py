@@ -76,6 +76,9 @@ def register(subparsers) -> None:
     p.add_argument(
         "--loss-chunk-size", type=int, default=None, help="LST: LM loss this many positions at a time"
     )
+    p.add_argument(
+        "--side-checkpointing", action="store_true", help="LST: recompute the side layers in the backward"
+    )
     p.add_argument("--lora-rank", type=int, default=None, help="lora/qlora rank (default 32, qlora 16)")
     p.add_argument(
         "--no-gradient-checkpointing",
@@ -138,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         attn=args.attn,
         loss_chunk_size=args.loss_chunk_size,
         gradient_checkpointing=args.gradient_checkpointing,
+        side_checkpointing=args.side_checkpointing,
         baseline_config=baseline_config,
         device_semantics=args.device_semantics,
         head=args.head,

@@ -157,6 +157,7 @@ def predict_memory(
     attn: str = "sdpa",
     loss_chunk_size: int | None = None,
     gradient_checkpointing: bool = True,
+    side_checkpointing: bool = False,
 ) -> MemoryPrediction:
     """Predict the peak memory of a steady-state training iteration, without weights or a GPU.
 
@@ -179,6 +180,7 @@ def predict_memory(
         attn: ``sdpa`` (CUDA's flash/memory-efficient kernels under CUDA semantics) or ``eager``.
         loss_chunk_size: LST's chunked LM loss (positions per chunk).
         gradient_checkpointing: QLoRA's (PEFT's default: on).
+        side_checkpointing: LST's activation checkpointing of the side layers.
 
     Raises:
         ConfigError: unknown config, method, head, dtype, precision or device semantics, or settings that do not
@@ -198,6 +200,8 @@ def predict_memory(
     check_options(method, head, backbone_dtype, attn, precision)
     if loss_chunk_size is not None and method != "lst":
         raise ConfigError(f"loss_chunk_size is LST's chunked LM loss; method {method!r} has none")
+    if side_checkpointing and method != "lst":
+        raise ConfigError(f"side_checkpointing is LST's; method {method!r} has no side network")
     storage = backbone_dtype or str(dtype).removeprefix("torch.")
     if method not in ("lst", "qlora"):  # a baseline trains its backbone in this float dtype
         dtype, backbone_dtype = FLOAT_STORAGE[storage], None
@@ -209,7 +213,7 @@ def predict_memory(
     build = dict(
         reduction_factor=reduction_factor, side_layers=side_layers, dtype=dtype, baseline_config=baseline_config,
         backbone_dtype=backbone_dtype, attn=attn, loss_chunk_size=loss_chunk_size,
-        gradient_checkpointing=gradient_checkpointing, precision=precision,
+        gradient_checkpointing=gradient_checkpointing, precision=precision, side_checkpointing=side_checkpointing,
     )  # fmt: skip
     model, settings, trackers, flops = _trace_two_iterations(
         backbone_config, method, head, sizes, device_semantics, build

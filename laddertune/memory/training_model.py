@@ -124,6 +124,7 @@ def build_training_model(
     loss_chunk_size: int | None = None,
     gradient_checkpointing: bool = True,
     precision: str = "fp32",
+    side_checkpointing: bool = False,
 ) -> tuple[nn.Module, dict]:
     """The model a method trains, built from a config (random weights; works under FakeTensorMode).
 
@@ -135,6 +136,8 @@ def build_training_model(
         loss_chunk_size: LST's chunked LM loss.
         gradient_checkpointing: QLoRA only (``prepare_model_for_kbit_training``'s default: on).
         precision: the autocast dtype QLoRA's 4-bit layers compute in (bf16 unless fp16).
+        side_checkpointing: LST's activation checkpointing of the side layers (the real recomputing wrapper runs
+            in the trace, so what it saves for the backward is what the trace sees).
 
     Returns:
         (model in train mode, the method's settings as a dict).
@@ -163,6 +166,7 @@ def build_training_model(
             backbone_dtype=storage,
             attn_implementation=attn,
             loss_chunk_size=loss_chunk_size,
+            side_checkpointing=side_checkpointing,
         )
         model = get_ladder_model(backbone, ladder)
         if backbone_dtype in ("int8", "nf4"):  # the rest in the compute dtype, as convert_backbone on CUDA
@@ -172,6 +176,7 @@ def build_training_model(
             "side_layers": model.side.stacks[next(iter(model.side.stacks))].kept,
             "backbone_dropout": ladder.backbone_dropout,
             "loss_chunk_size": loss_chunk_size,
+            "side_checkpointing": side_checkpointing,
         }
     elif method == "qlora":
         emulate_quantized_linears(backbone, "nf4", skip, compute)
