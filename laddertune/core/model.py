@@ -277,9 +277,8 @@ class LadderModel(nn.Module):
         if (
             self.ladder_config.final_shortcut
         ):  # the backbone's own final state, the side's output added on top
-            hidden = hidden + pooled(backbone_final(self, stack, backbone_out, taps and taps[stack])).to(
-                hidden
-            )
+            final = backbone_final(self, stack, backbone_out, taps and taps[stack])
+            hidden = hidden + pooled(final).to(hidden)
         logits = self.side.head(hidden)
         loss = None if labels is None else ForSequenceClassificationLoss(labels, logits, self.backbone.config)
         return SequenceClassifierOutput(loss=loss, logits=logits)

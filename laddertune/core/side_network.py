@@ -101,9 +101,8 @@ class SideStack(nn.Module):
             )
         self.family, self.spec, self.kept = family, spec, kept
         self.num_backbone_layers = num_backbone_layers
-        self.tap_layers = (
-            kept  # the backbone layers whose outputs this stack reads (SideNetwork may add the last)
-        )
+        # the backbone layers whose outputs this stack reads (SideNetwork adds the last for the final shortcut)
+        self.tap_layers = kept
         self.temperature = gate_temperature
         source_config = getattr(source, "config", backbone.config)  # bare modules (DistilBERT's) have none
         config = reduced_config(family, spec, source_config, reduction_factor, len(kept))
