@@ -168,6 +168,35 @@ def test_damaged_shard_is_detected_and_rebuilt(assets, tmp_path):
     assert fourth.built and not stale.exists()
 
 
+def test_interrupted_build_leaves_nothing_and_the_next_run_builds(assets, tmp_path, monkeypatch):
+    import laddertune.taps.store as store
+
+    original, calls = store.collect_taps, {"n": 0}
+
+    def interrupted(*args, **kwargs):  # Ctrl-C in the second backbone batch of the build
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(store, "collect_taps", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cache_for(assets, tmp_path)
+    assert not any((tmp_path / "cache").iterdir())  # no entry and no .building folder
+    monkeypatch.setattr(store, "collect_taps", original)
+    cache, *_ = cache_for(assets, tmp_path)
+    assert cache.built and len(cache.index) == 20
+
+
+def test_tokenizer_key_ignores_the_last_calls_padding_and_truncation(assets):
+    from laddertune.taps.key import tokenizer_hash
+
+    tok = load_tokenizer(assets["bert"])
+    before = tokenizer_hash(tok)
+    tok(["a b c"], truncation=True, max_length=7, padding="max_length")  # sets both on the backend
+    assert tokenizer_hash(tok) == before
+
+
 def test_dropout_refused_and_bad_settings(assets, tmp_path):
     with pytest.raises(ConfigError, match="dropout"):
         TrainConfig(task="rte", tap_cache=str(tmp_path), backbone_dropout=True)
@@ -195,24 +224,35 @@ def test_not_enough_disk_is_one_line_error(assets, tmp_path, monkeypatch):
     assert not any((tmp_path / "cache").iterdir())
 
 
-def test_cached_training_steps_never_run_the_backbone(assets, tmp_path, monkeypatch):
+def test_cached_runs_never_run_the_backbone(assets, tmp_path, monkeypatch):
+    """Training steps AND evaluation of a cached classification run read taps: the backbone runs only to build."""
     import transformers
 
-    calls = {"train": 0}
+    calls = {"n": 0}
     original = transformers.BertModel.forward
 
     def counting(self, *args, **kwargs):
-        if (
-            not torch.is_inference_mode_enabled()
-        ):  # evaluation runs under inference_mode; training steps do not
-            calls["train"] += 1
+        calls["n"] += 1
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(transformers.BertModel, "forward", counting)
     cache = str(tmp_path / "cache")
-    train(config(assets, tmp_path / "a", tap_cache=cache, epochs=2))
-    built = calls["train"]
-    assert built == 2  # the build alone: 20 examples in batches of eval_batch_size 16; none in the 6 steps
-    calls["train"] = 0
-    train(config(assets, tmp_path / "b", tap_cache=cache, epochs=2, seed=1))
-    assert calls["train"] == 0
+    first = train(config(assets, tmp_path / "a", tap_cache=cache, epochs=2))
+    # the builds alone, in batches of eval_batch_size 16: 20 training examples (2) and 8 validation examples (1);
+    # none in the 6 steps or the 2 evaluations
+    assert calls["n"] == 3
+    splits = [r["split"] for r in records(tmp_path / "a", "tap_cache") if "built" in r]
+    assert splits == ["train", "validation"]
+    calls["n"] = 0
+    second = train(config(assets, tmp_path / "b", tap_cache=cache, epochs=2))
+    assert calls["n"] == 0
+    scores = [[r["metrics"] for r in run["metrics"]["validation"]] for run in (first, second)]
+    assert scores[1] == scores[0]
+
+
+def test_generation_runs_evaluate_through_the_backbone(assets, tmp_path):
+    """Text-to-text evaluation generates (its decoder inputs are its own outputs): only training is cached."""
+    kw = {"backbone": assets["t5"], "format": "text2text", "epochs": 1, "side_layers": [0, 1]}
+    train(config(assets, tmp_path / "t5", tap_cache=str(tmp_path / "cache"), **kw))
+    splits = [r["split"] for r in records(tmp_path / "t5", "tap_cache") if "built" in r]
+    assert splits == ["train"]

@@ -15,7 +15,16 @@ TAP_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": t
 def tokenizer_hash(tokenizer) -> str:
     """A hash of everything that decides the tokenizer's ids: its serialised fast tokenizer, else its vocabulary."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    if backend is not None:
+        # The serialised state also holds the padding and truncation of the LAST call (each call sets them), which
+        # would make the hash depend on what ran before; the collator sets both on every call, the key records
+        # max_length: drop them.
+        state = json.loads(backend.to_str())
+        state.pop("padding", None)
+        state.pop("truncation", None)
+        text = json.dumps(state, sort_keys=True)
+    else:
+        text = json.dumps(sorted(tokenizer.get_vocab().items()))
     extra = json.dumps([type(tokenizer).__name__, tokenizer.padding_side, tokenizer.truncation_side])
     return hashlib.sha256((text + extra).encode()).hexdigest()[:16]
 

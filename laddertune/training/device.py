@@ -48,10 +48,17 @@ def resolve_device(name: str) -> torch.device:
 
 
 def move_batch(batch: dict, device: torch.device) -> dict:
-    """The batch with every tensor on ``device`` (non-blocking from pinned memory; a no-op on the same device)."""
-    return {
-        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
-    }
+    """The batch with every tensor on ``device`` (non-blocking from pinned memory; a no-op on the same device),
+    nested dicts included (a tap-cached batch's ``taps``: stack -> tap -> tensor)."""
+    return {k: _moved(v, device) for k, v in batch.items()}
+
+
+def _moved(value, device: torch.device):
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, dict):
+        return {k: _moved(v, device) for k, v in value.items()}
+    return value
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

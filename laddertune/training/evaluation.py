@@ -61,15 +61,19 @@ def evaluate_examples(
     meter=None,
     memory_batches: int = 0,
     distributed=None,
+    add_taps=None,
 ) -> dict:
     """Score ``model`` on ``examples`` with the task's metric (x100; ``score`` is the main number).
 
     Batches go longest first (less padding). With ``meter``, the first ``memory_batches`` batches are measured
     under the phase ``eval``. With ``distributed`` (a :class:`~laddertune.training.distributed.Distributed`), each
-    rank predicts its share of the examples and every rank scores all the gathered predictions.
+    rank predicts its share of the examples and every rank scores all the gathered predictions. With
+    ``add_taps`` (from a tap cache, see :func:`~laddertune.training.tap_run.use_tap_cache`), batches carry
+    the split's cached taps and the backbone does not run.
     """
     kw = dict(spec=spec, fmt=fmt, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
     kw.update(show_progress=show_progress, desc=desc, meter=meter, memory_batches=memory_batches)
+    kw.update(add_taps=add_taps)
     if distributed is None:
         predictions = predict_examples(model, examples, **kw)
     else:
@@ -94,6 +98,7 @@ def predict_examples(
     desc: str = "eval",
     meter=None,
     memory_batches: int = 0,
+    add_taps=None,
 ) -> list:
     """``model``'s prediction for each of ``examples``, in their order (see :func:`evaluate_examples`)."""
     collator = make_collator(tokenizer, fmt=fmt, spec=spec, max_length=max_length, generation=fmt == "causal")
@@ -109,8 +114,10 @@ def predict_examples(
     )
     device = _device(model)
     for k, (idx, batch) in enumerate(batches):
+        if add_taps is not None:
+            batch = add_taps(batch)
         if device is not None and device.type != "cpu":
-            batch = {key: v.to(device) if torch.is_tensor(v) else v for key, v in batch.items()}
+            batch = move_batch(batch, device)
         with meter.phase("eval") if meter is not None and k < memory_batches else nullcontext():
             for i, p in zip(idx, predict(model, batch, spec, fmt, tokenizer), strict=True):
                 predictions[i] = p

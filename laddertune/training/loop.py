@@ -122,6 +122,7 @@ class Run(DataParallelHooks, PlacementHooks):
         self.timing = {"process_steps": 0, "timed_steps": 0, "timed_seconds": 0.0}
         self.losses: list[float] = []  # since the last logged step
         self.init_meter = self.meter = None
+        self.eval_taps: dict = {}  # split -> batcher wrapper, for a tap-cached classification run
         self.dist = Distributed.from_env()  # None in a single process; see laddertune.training.distributed
 
     def prepare_output(self) -> None:
@@ -247,9 +248,10 @@ class Run(DataParallelHooks, PlacementHooks):
             self.log({"type": "resume", "step": self.state["step"], "epoch": self.state["epoch"] + 1})
 
     def open_tap_cache(self) -> None:
-        """With ``tap_cache``: find or build the training examples' taps; training batches then carry them."""
+        """With ``tap_cache``: find or build the taps of the training examples (and, for classification, of the
+        evaluation splits); training and evaluation batches then carry them."""
         if self.config.tap_cache:
-            self.tap_cache = use_tap_cache(self.config, self.model, self.data, self.log)
+            self.eval_taps = use_tap_cache(self.config, self.model, self.data, self.log)
 
     def progress(self, total: int, initial: int, epoch: int):
         desc = f"epoch {epoch + 1}/{self.schedule.epochs}"
@@ -308,7 +310,12 @@ class Run(DataParallelHooks, PlacementHooks):
             {"meter": self.meter, "memory_batches": config.memory_steps} if not state["history"] else {}
         )
         metrics = evaluate_examples(
-            self.model, self.data.splits.validation, desc="validation", **memory_kw, **self.eval_kw
+            self.model,
+            self.data.splits.validation,
+            desc="validation",
+            add_taps=self.eval_taps.get("validation"),
+            **memory_kw,
+            **self.eval_kw,
         )  # eval_kw carries distributed=: every rank predicts its share, all score the gathered predictions
         record = {"type": "eval", "split": "validation", "epoch": epoch + 1, "step": state["step"]}
         record.update(metrics=metrics, eval_seconds=time.perf_counter() - t0)
@@ -334,7 +341,13 @@ class Run(DataParallelHooks, PlacementHooks):
         test, best = None, self.state["best"]
         if self.data.splits.test is not None and best is not None:
             load_weights(self.model, self.out / "checkpoint-best", self.config.method)
-            test = evaluate_examples(self.model, self.data.splits.test, desc="test", **self.eval_kw)
+            test = evaluate_examples(
+                self.model,
+                self.data.splits.test,
+                desc="test",
+                add_taps=self.eval_taps.get("test"),
+                **self.eval_kw,
+            )
             self.log(
                 {
                     "type": "eval",

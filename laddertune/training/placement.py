@@ -7,6 +7,7 @@ import torch
 
 from ..core.placement import place_backbone
 from ..errors import ConfigError
+from .device import move_batch
 
 
 class PlacementHooks:
@@ -24,4 +25,4 @@ class PlacementHooks:
         device = getattr(self.model, "device", torch.device("cpu"))
         if device.type == "cpu" or self.dist is not None:  # the data-parallel step moves its own batches
             return batch
-        return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        return move_batch(batch, device)
