@@ -188,7 +188,8 @@ def test_evaluate_refuses_a_checkpoint_that_does_not_fit(
     run = _copy(reference, tmp_path / "run")
     break_it(run, assets)
     before = snapshot(run)
-    rc = main(["evaluate", "--checkpoint", str(run), "--threads", "1"])
+    # a copied run finds its data relative to itself (no absolute paths): give the data's place
+    rc = main(["evaluate", "--checkpoint", str(run), "--data-dir", assets["data"], "--threads", "1"])
     _one_error_line(rc, capsys.readouterr().err, message)
     assert snapshot(run) == before
 
@@ -240,7 +241,7 @@ def _broken_copies(assets, reference, bad, root: Path) -> dict:
             "invalid choice",
         ),
         "side checkpoint of another backbone": (
-            ["evaluate", "--checkpoint", str(mismatched), "--threads", "1"],
+            ["evaluate", "--checkpoint", str(mismatched), "--data-dir", assets["data"], "--threads", "1"],
             mismatched,
             "was trained on backbone",
         ),

@@ -30,10 +30,14 @@ def assets(tmp_path_factory) -> dict:
 
 
 def trained_copy(assets, tmp_path: Path, **kw) -> Path:
-    """Train a 1-epoch run, copy the run folder elsewhere, remove the original; returns the copy."""
+    """Train a 1-epoch run, copy the run folder elsewhere, remove the original; returns the copy.
+
+    The copy sits at the same depth as the run did, so the backbone folder it records relative to itself
+    (``../../bert``-style paths, see laddertune.io.paths) is still found: the project moved as a whole.
+    tests/test_run_folder_paths.py moves backbone, data and run to another tree."""
     out = tmp_path / "run"
     train(config(assets, out, epochs=1, **kw))
-    copy = tmp_path / "elsewhere" / "shared-run"
+    copy = tmp_path / "shared-run"
     shutil.copytree(out, copy)
     shutil.rmtree(out)
     return copy

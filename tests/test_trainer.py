@@ -9,7 +9,9 @@ run is never overwritten by accident, and that ``evaluate`` rebuilds every metho
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import random
 from pathlib import Path
 from types import SimpleNamespace
@@ -248,7 +250,8 @@ def test_config_json_round_trip(tmp_path):
         format="classification",
     )
     c.save(tmp_path)
-    assert TrainConfig.load(tmp_path) == c
+    assert json.loads((tmp_path / "train_config.json").read_text())["output_dir"].startswith("../")
+    assert TrainConfig.load(tmp_path) == dataclasses.replace(c, output_dir=os.path.abspath("x"))  # cwd's x
     assert TrainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
     with pytest.raises(ConfigError, match="unknown train config field"):
         TrainConfig.from_dict({**c.to_dict(), "lerning_rate": 1})

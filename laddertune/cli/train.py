@@ -227,6 +227,7 @@ def register(subparsers) -> None:
         "--checkpoint", required=True, help="a run folder or its checkpoint-best / checkpoint-last"
     )
     e.add_argument("--data-dir", default=None, help="data folder, if not the one used for training")
+    e.add_argument("--backbone", default=None, help="load this backbone instead of the recorded one")
     e.add_argument("--max-eval-samples", type=int, default=None, help="evaluate on a seeded subsample")
     e.add_argument("--batch-size", type=int, default=None, help="evaluation batch (default: the run's)")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -339,6 +340,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         show_progress=not args.no_progress and sys.stderr.isatty(),
         trust_remote_code=args.trust_remote_code,
         device=args.device,
+        backbone=args.backbone,
     )
     if args.json:
         print(json.dumps(result, indent=2))

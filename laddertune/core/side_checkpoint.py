@@ -7,10 +7,11 @@ weight) and ``ladder_config.json`` (with the backbone's name, revision and finge
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from ..errors import CheckpointError, ConfigError
-from ..io import atomic_save_tensors, load_tensors
+from ..io import atomic_save_tensors, load_tensors, portable_path, resolve_portable
 from .backbones import load_backbone
 from .config import LadderConfig
 from .fingerprint import legacy_fingerprint, signature_mismatch, structure_fingerprint, value_signature
@@ -32,7 +33,8 @@ def save_side(model, directory: str | Path) -> None:
         config.label_names = [str(bc.id2label.get(i, i)) for i in range(bc.num_labels)]
         config.problem_type = bc.problem_type
     atomic_save_tensors(directory / WEIGHTS_NAME, model.side.state_dict(), metadata={"format": "pt"})
-    config.save(directory)
+    # a backbone folder is recorded relative to the checkpoint (./x, ../x), so the pair can be moved together
+    dataclasses.replace(config, backbone_name=portable_path(config.backbone_name, directory)).save(directory)
 
 
 def read_side_config(directory: str | Path) -> LadderConfig:
@@ -41,9 +43,11 @@ def read_side_config(directory: str | Path) -> LadderConfig:
     if not directory.is_dir():
         raise CheckpointError(f"no checkpoint folder at {directory}")
     try:
-        return LadderConfig.load(directory)
+        config = LadderConfig.load(directory)
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
+    config.backbone_name = resolve_portable(config.backbone_name, directory)
+    return config
 
 
 def restore_labels(backbone, saved: LadderConfig) -> None:

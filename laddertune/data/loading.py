@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
+from ..io import portable_path
 from .examples import infer_custom_spec, to_examples
 from .rows import Rows, read_rows
 from .tasks import TaskSpec, get_task
@@ -62,16 +63,22 @@ class Splits:
     seed: int
     source: str
     notes: list[str] = field(default_factory=list)
+    source_paths: list[str] = field(default_factory=list)  # the local paths named in ``source``
 
-    def summary(self) -> dict:
-        """Sizes and provenance, for a results JSON."""
+    def summary(self, relative_to: str | Path | None = None) -> dict:
+        """Sizes and provenance, for a results JSON; with ``relative_to``, the source's local paths relative to
+        that folder (a run folder records no absolute path, see :mod:`laddertune.io.paths`)."""
+        source = self.source
+        if relative_to is not None:
+            for path in self.source_paths:
+                source = source.replace(path, portable_path(path, relative_to, must_exist=False))
         sizes = {"train": len(self.train), "validation": len(self.validation)}
         sizes["test"] = None if self.test is None else len(self.test)
         return {
             "task": self.spec.name,
             "protocol": self.protocol,
             "seed": self.seed,
-            "source": self.source,
+            "source": source,
             "sizes": sizes,
             "label_names": list(self.spec.label_names),
             "notes": list(self.notes),
@@ -238,14 +245,17 @@ def load_splits(
         if validation_file is not None:
             raw["validation"] = read_rows(validation_file)
         source = f"files {train_file}" + (f", {validation_file}" if validation_file else "")
+        source_paths = [str(train_file), *([str(validation_file)] if validation_file else [])]
         if spec is None:
             spec = infer_custom_spec(
                 raw["train"], text_column, text_pair_column, label_column or "label", problem_type
             )
     elif data_dir is not None:
         raw, source = _from_folder(spec, Path(data_dir)), f"folder {Path(data_dir) / spec.name}"
+        source_paths = [str(Path(data_dir) / spec.name)]
     else:
         raw, source = _from_hub_or_sample(spec)
+        source_paths = []
     parts = {k: to_examples(rows, spec) for k, rows in raw.items()}
     if "validation" not in parts:
         if len(parts["train"]) < 2:
@@ -262,7 +272,7 @@ def load_splits(
     train = _subsample(train, max_train_samples, seed, "max_train_samples")
     validation = _subsample(validation, max_eval_samples, seed, "max_eval_samples")
     test = None if test is None else _subsample(test, max_eval_samples, seed, "max_eval_samples")
-    splits = Splits(train, validation, test, spec, protocol, seed, source, notes)
+    splits = Splits(train, validation, test, spec, protocol, seed, source, notes, source_paths)
     logger.info("loaded %s: %s", spec.name, splits.summary()["sizes"])
     return splits
 

@@ -14,6 +14,7 @@ from .files import (
     load_tensors,
     save_json,
 )
+from .paths import portable_path, resolve_portable
 
 __all__ = [
     "CHECKSUMS_NAME",
@@ -22,6 +23,8 @@ __all__ = [
     "atomic_write_text",
     "load_json",
     "load_tensors",
+    "portable_path",
+    "resolve_portable",
     "save_json",
     "verify_checksums",
     "write_checksums",

@@ -172,7 +172,7 @@ def open_tap_cache(
     layers = {name: list(stack.tap_layers) for name, stack in model.side.stacks.items()}
     found = _find(directory, key, layers)
     if found is not None:
-        say(f"tap cache: reusing {found.path} ({found.bytes / 1024**2:.1f} MiB)")
+        say(f"tap cache: reusing entry {found.path.name} ({found.bytes / 1024**2:.1f} MiB)")
         return found
     return _build(directory, model, examples, collate, key, layers, batch_size, say)
 
@@ -238,7 +238,7 @@ def _build(directory, model, examples, collate, key, layers, batch_size, say) ->
         raise
     seconds = time.perf_counter() - t0
     cache = TapCache(target, manifest, built=True, build_seconds=seconds)
-    say(f"tap cache: wrote {cache.bytes / 1024**2:.1f} MiB to {target} in {seconds:.1f} s")
+    say(f"tap cache: wrote {cache.bytes / 1024**2:.1f} MiB as entry {target.name} in {seconds:.1f} s")
     return cache
 
 

@@ -20,9 +20,16 @@ import numpy as np
 import torch
 
 from ..core.config import LADDER_METHODS
-from ..core.side_checkpoint import WEIGHTS_NAME
+from ..core.side_checkpoint import WEIGHTS_NAME, backbone_mismatch, read_side_config
 from ..errors import CheckpointError
-from ..io import atomic_save_tensors, atomic_write_text, load_tensors, verify_checksums, write_checksums
+from ..io import (
+    atomic_save_tensors,
+    atomic_write_text,
+    load_tensors,
+    portable_path,
+    verify_checksums,
+    write_checksums,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +46,8 @@ def trainable_parameters(model) -> dict[str, torch.nn.Parameter]:
 def save_weights(model, directory: Path, method: str, task: dict | None = None) -> None:
     """LST: the side network and ladder_config.json; a baseline: its trainable parameters alone. With ``task``,
     also ``task.json`` (see :func:`laddertune.training.prediction.task_record`)."""
-    if task is not None:
+    if task is not None:  # a backbone folder relative to the checkpoint: the pair can be moved together
+        task = {**task, "backbone": portable_path(task["backbone"], directory)}
         atomic_write_text(directory / TASK_NAME, json.dumps(task, indent=2) + "\n")
     if method in LADDER_METHODS:
         model.save_pretrained(directory)
@@ -60,6 +68,10 @@ def load_weights(model, directory: Path, method: str) -> None:
 def _read_weights(model, directory: Path, method: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(model tensor, saved tensor) pairs, every name and shape checked before anything is copied."""
     if method in LADDER_METHODS:
+        saved = read_side_config(directory)
+        why = backbone_mismatch(model, saved)
+        if why:  # resuming onto another backbone (a moved run's recorded folder cannot tell: the fingerprint does)
+            raise CheckpointError(f"{directory} was trained on another backbone than this one ({why})")
         state, target = load_tensors(directory / WEIGHTS_NAME), model.side.state_dict()
     else:
         state, target = load_tensors(directory / BASELINE_WEIGHTS), trainable_parameters(model)

@@ -20,6 +20,7 @@ from ..io import load_json, save_json
 from .device import check_device_name
 from .optimizer import OPTIMIZERS
 from .precision import PRECISIONS
+from .run_paths import moved_folder, relative_paths, resolved_paths, same_path
 
 CONFIG_NAME = "train_config.json"
 # LST and its Figure 8 ablations train a side network (LadderModel); the rest are baselines (laddertune.baselines).
@@ -331,19 +332,30 @@ class TrainConfig:
             data = {"final_shortcut": False, **data}
         return cls(**data)
 
+    def to_run_dict(self, directory: str | Path) -> dict:
+        """:meth:`to_dict` as a run folder records it: local paths relative to ``directory`` (see run_paths)."""
+        return relative_paths(self.to_dict(), ("backbone", *PATHS), directory)
+
     def save(self, directory: str | Path) -> Path:
-        """Write ``train_config.json`` into ``directory`` atomically; returns its path."""
-        return save_json(Path(directory) / CONFIG_NAME, self.to_dict())
+        """Write ``train_config.json`` into ``directory`` atomically (paths relative to it); returns its path."""
+        return save_json(Path(directory) / CONFIG_NAME, self.to_run_dict(directory))
 
     @classmethod
     def load(cls, directory: str | Path) -> TrainConfig:
-        """Read ``train_config.json`` from ``directory``."""
-        return cls.from_dict(load_json(Path(directory) / CONFIG_NAME))
+        """Read ``train_config.json`` from ``directory``, its relative paths resolved against where it is now."""
+        return cls.from_dict(resolved_paths(load_json(Path(directory) / CONFIG_NAME), directory))
 
     def differences(self, other: TrainConfig) -> list[str]:
         """Fields (other than how-to-run fields such as ``output_dir``) whose values differ from ``other``'s."""
         a, b = self.to_dict(), other.to_dict()
-        return [k for k in a if k not in RESUME_FREE and a[k] != b[k]]
+        # LST: a recorded backbone folder that is no longer there (the run was moved) is checked by the side
+        # checkpoint's fingerprint when the weights load, not by its path
+        moved = self.method in LADDER_METHODS and moved_folder(b["backbone"])
+        return [
+            k
+            for k in a
+            if k not in RESUME_FREE and not same_path(a[k], b[k]) and not (k == "backbone" and moved)
+        ]
 
 
 def parse_int_list(text: str, what: str) -> list[int]:

@@ -19,6 +19,7 @@ from .build import build_model, choose_format, load_backbone_for, seed_everythin
 from .checkpoint import load_weights
 from .config import CONFIG_NAME, LADDER_METHODS, TrainConfig
 from .device import model_device, move_batch, resolve_device
+from .run_paths import require_backbone
 
 GEN_TOKENS = 8  # text-to-text answers are a class id or a score such as "3.2": a few tokens
 
@@ -154,6 +155,7 @@ def evaluate(
     show_progress: bool = False,
     trust_remote_code: bool = False,
     device: str = "auto",
+    backbone: str | None = None,
 ) -> dict:
     """Rebuild a trained model from its run folder and score it on the validation (and test) split.
 
@@ -166,6 +168,7 @@ def evaluate(
         trust_remote_code: let transformers run the backbone's own code. Asked of the caller, never taken from
             the run folder: a copied run folder must not be able to switch it on.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (not taken from the run: it may have trained elsewhere).
+        backbone: load this backbone instead of the recorded one (same weights, another place).
 
     Returns:
         ``{"checkpoint", "task", "method", "validation": metrics, "test": metrics or None}``.
@@ -181,6 +184,7 @@ def evaluate(
     where = resolve_device(device)
     config = TrainConfig.load(path.parent)
     config.trust_remote_code = trust_remote_code
+    config.backbone = backbone or require_backbone(config.backbone, path.parent)
     config.data_dir = data_dir or config.data_dir
     config.max_eval_samples = max_eval_samples if max_eval_samples is not None else config.max_eval_samples
     splits = load_splits(config.task, **{**config.data_kwargs(), "max_train_samples": None})

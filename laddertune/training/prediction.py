@@ -22,11 +22,12 @@ from ..core import LadderModel, MultiSideModel
 from ..core.backbones import load_tokenizer
 from ..data import eval_batches, make_collator, parse_prediction, read_rows, spec_from_dict, spec_to_dict
 from ..errors import CheckpointError, ConfigError, DataError
-from ..io import atomic_write_text, load_json, verify_checksums
+from ..io import atomic_write_text, load_json, resolve_portable, verify_checksums
 from .build import HEADS, build_model, load_task_backbone
 from .checkpoint import TASK_NAME, load_weights
 from .config import CONFIG_NAME, LADDER_METHODS, TrainConfig
 from .evaluation import GEN_TOKENS
+from .run_paths import require_backbone
 
 TASK_VERSION = 1
 
@@ -179,6 +180,7 @@ def read_task(path: Path) -> tuple[dict, object]:
         task = load_json(path / TASK_NAME)
         if not isinstance(task, dict) or task.get("format") not in HEADS or "backbone" not in task:
             raise ConfigError("it lacks format or backbone")
+        task["backbone"] = resolve_portable(task["backbone"], path)
         return task, spec_from_dict(task.get("spec"))
     except ConfigError as e:
         raise CheckpointError(f"{path / TASK_NAME} is malformed: {e}") from None
@@ -200,7 +202,7 @@ def load_predictor(
     path = resolve_checkpoint(checkpoint)
     verify_checksums(path)
     task, spec = read_task(path)
-    name, fmt = backbone or task["backbone"], task["format"]
+    name, fmt = backbone or require_backbone(task["backbone"], path), task["format"]
     head = HEADS[fmt]
     tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code)
     if task.get("method", "lst") in LADDER_METHODS:

@@ -26,10 +26,11 @@ def write_results(run, test: dict | None, write: bool = True) -> dict:
     if memory is not None and init_meter is not None:  # no init phase when Fisher ran unprofiled (CPU)
         memory["phases"] = {**init_meter.report().to_dict()["phases"], **memory["phases"]}
     train_peak = memory["phases"].get("train", {}).get("peak_bytes") if memory else None
+    run_config = config.to_run_dict(config.output_dir)  # local paths relative to the run folder
     results = {
         "task": data.spec.name,
         "method": config.method,
-        "backbone": config.backbone,
+        "backbone": run_config["backbone"],
         "metrics": {
             "validation": [{k: v for k, v in r.items() if k != "type"} for r in state["history"]],
             "best_epoch": best["epoch"] if best else None,
@@ -79,13 +80,13 @@ def write_results(run, test: dict | None, write: bool = True) -> dict:
             "optimizer": config.optimizer,
             "optimizer_state_bytes": state_bytes(run.optimizer),
         },
-        "data": data.splits.summary(),
+        "data": data.splits.summary(relative_to=config.output_dir),
         "distributed": {
             "world_size": run.dist.world_size if run.dist else 1,
             "backend": run.dist.backend if run.dist else None,
         },
         "versions": versions(),
-        "config": config.to_dict(),
+        "config": run_config,
     }
     if not write:
         return results

@@ -1,0 +1,55 @@
+"""Local paths in a run folder's ``train_config.json`` and ``results.json``, stored relative to the run folder.
+
+A run folder moved or copied to another machine must still evaluate, predict and resume (issue 11): the output
+folder, the data, the tap cache and a backbone folder are written as ``./x`` / ``../x`` relative to the run folder
+(:func:`laddertune.io.portable_path`) and resolved against its place when read. Aliases and hub ids stay as they are.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import CheckpointError
+from ..io import portable_path, resolve_portable
+
+
+def relative_paths(data: dict, fields: tuple[str, ...], directory: str | Path) -> dict:
+    """``data`` with the local paths of ``fields`` relative to ``directory`` (the backbone only if it exists: it
+    may be an alias or a hub id)."""
+    return {
+        k: portable_path(v, directory, must_exist=k == "backbone") if k in fields else v
+        for k, v in data.items()
+    }
+
+
+def resolved_paths(data: dict, directory: str | Path) -> dict:
+    """Inverse of :func:`relative_paths` (files written before paths were relative hold absolute ones: kept)."""
+    if not isinstance(data, dict):
+        return data  # from_dict says what is wrong
+    return {k: resolve_portable(v, directory) for k, v in data.items()}
+
+
+def same_path(a, b) -> bool:
+    """Whether two recorded values name the same thing (two spellings of one local path count as the same)."""
+    if a == b:
+        return True
+    if isinstance(a, str) and isinstance(b, str) and os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return False
+
+
+def moved_folder(recorded) -> bool:
+    """Whether ``recorded`` (as read back) names a local folder that is not there any more."""
+    return isinstance(recorded, str) and os.path.isabs(recorded) and not os.path.exists(recorded)
+
+
+def require_backbone(name: str, where: str | Path) -> str:
+    """``name``, unless it is a backbone folder that is not there (a run folder copied without its backbone, or
+    to where the recorded relative place is empty): then one line saying to pass the backbone."""
+    if moved_folder(name):
+        raise CheckpointError(
+            f"{where} was trained on the backbone folder {name}, which is not there (a moved or copied run?): "
+            "pass --backbone with where that backbone is now"
+        )
+    return name
