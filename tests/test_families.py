@@ -17,6 +17,8 @@ import transformers as T
 from laddertune import LadderConfig, LadderModel, get_ladder_model
 from laddertune.baselines import BaselineConfig, prepare_baseline
 from laddertune.core.discovery import discover_family
+from laddertune.core.side_network import EMBED
+from laddertune.core.taps import collect_taps
 from laddertune.errors import ConfigError
 from laddertune.training.config import TrainConfig
 
@@ -66,6 +68,8 @@ MATRIX = {
         (CLS,),
     ),
     "electra": ("electra", dict(ENC, embedding_size=16), (CLS,)),  # embeddings narrower than the layers
+    # one layer group shared by 3 layers; embeddings narrower than the layers, mapped inside the trunk
+    "albert": ("albert", dict(ENC, embedding_size=16, num_hidden_layers=3), (CLS,)),
     "modernbert": (
         "modernbert",
         dict(
@@ -247,20 +251,31 @@ def test_reduced_configs_stay_valid_for_the_family():
     assert cfg.num_hidden_layers == 2
 
 
-def test_undiscoverable_and_excepted_families_say_why():
-    albert = T.AlbertForSequenceClassification(
-        T.AlbertConfig(
-            vocab_size=V,
-            hidden_size=32,
-            embedding_size=16,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=64,
+def test_albert_side_layers_are_one_unshared_group_per_application():
+    """ALBERT runs one shared group 3 times: 3 taps (one per application, as its hidden_states), 3 side groups of
+    their own weights at d/r, each initialised from the pruned shared group; the side skips the embedding mapping."""
+    backbone = tiny("albert", CLS)
+    model = get_ladder_model(backbone, LadderConfig(reduction_factor=4, init="magnitude"))
+    stack = model.side.stacks["body"]
+    assert (stack.num_backbone_layers, stack.kept, len(stack.layers)) == (3, [0, 1, 2], 3)
+    assert stack.trunk.config.num_hidden_groups == 3 and stack.trunk.config.hidden_size == 8
+    assert isinstance(stack.trunk.embedding_hidden_mapping_in, torch.nn.Identity)
+    assert stack.embed_down.in_features == 32  # the tap is the mapped embedding output, hidden_size wide
+    q = [g.albert_layers[0].attention.query.weight for g in stack.layers]
+    assert q[0].data_ptr() != q[1].data_ptr() and torch.equal(q[0], q[1]) and torch.equal(q[1], q[2])
+    data = batch(CLS)
+    with torch.no_grad():
+        taps = collect_taps(model, data["input_ids"], data["attention_mask"])["body"]
+        states = backbone.albert(
+            **{k: data[k] for k in ("input_ids", "attention_mask")}, output_hidden_states=True
         )
-    )
-    with pytest.raises(ConfigError, match="shared layer"):
-        get_ladder_model(albert)
+    assert sorted(taps) == [EMBED, 0, 1, 2]
+    for i in (EMBED, 0, 1, 2):  # hidden_states[0] is the mapped embedding output, [i + 1] application i's
+        assert torch.equal(taps[i], states.hidden_states[i + 1])
+    assert not torch.equal(taps[0], taps[2])
 
+
+def test_undiscoverable_and_excepted_families_say_why():
     class NoLayersForSequenceClassification(T.BertForSequenceClassification):
         pass
 

@@ -19,7 +19,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast, Seq2SeqLMOutpu
 from ..errors import ConfigError
 from ..pruning import initialize_from_backbone
 from .ablations import embedding_taps, make_pruned, strip_backbone
-from .architectures import get_path
+from .architectures import get_path, layer_modules
 from .cache import LadderCache
 from .chunked_loss import chunked_lm_loss
 from .config import LadderConfig
@@ -58,9 +58,8 @@ class LadderModel(nn.Module):
         self.ladder_config = config
         self.backbone = backbone.requires_grad_(False)
         self.side = SideNetwork(backbone, self.family, config, head)
-        self._backbone_layers = {
-            s.name: get_path(get_path(backbone, s.trunk), s.layers) for s in self.family.stacks
-        }
+        # each stack's backbone layers in run order (a shared ALBERT group once per application)
+        self._backbone_layers = {s.name: layer_modules(backbone, s) for s in self.family.stacks}
         self.train(True)
 
     # -- modes and bookkeeping ---------------------------------------------------------------------------------

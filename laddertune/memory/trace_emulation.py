@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from ..core.architectures import get_path
+from ..core.architectures import layer_modules
 
 CUDA_BLOCK = 512  # bytes: the CUDA caching allocator's rounding
 
@@ -120,9 +120,12 @@ def tap_hooks(model: nn.Module, add_taps) -> list:
 
     handles = []
     for stack in side.stacks.values():
-        layers = get_path(get_path(model.backbone, stack.spec.trunk), stack.spec.layers)
+        layers = layer_modules(model.backbone, stack.spec)  # a shared block (ALBERT) is hooked once
         handles.append(layers[0].register_forward_pre_hook(take_input, with_kwargs=True))
-        handles += [layers[i].register_forward_hook(take_output) for i in stack.kept]
+        handles += [
+            m.register_forward_hook(take_output)
+            for m in {id(layers[i]): layers[i] for i in stack.kept}.values()
+        ]
         handles += [
             p.register_forward_pre_hook(take_projection_input) for p in (stack.embed_down, *stack.downs)
         ]
