@@ -104,13 +104,14 @@ CASES = [
 ]
 
 
-def tiny(name: str, head: str, seed: int = 0):
+def tiny(name: str, head: str | None, seed: int = 0):
+    """The family's tiny task model for ``head``; ``head=None``: its bare base model (``AutoModel``)."""
     model_type, fields, _ = MATRIX[name]
     config = T.AutoConfig.for_model(
         model_type, vocab_size=V, pad_token_id=0, eos_token_id=1, bos_token_id=2, num_labels=2, **fields
     )
     torch.manual_seed(seed)
-    return AUTO[head].from_config(config).eval()
+    return AUTO.get(head, T.AutoModel).from_config(config).eval()
 
 
 def batch(head: str) -> dict:
@@ -132,9 +133,29 @@ def batch(head: str) -> dict:
 
 @pytest.mark.parametrize(("name", "head"), CASES)
 def test_family(name, head, tmp_path):
-    backbone = tiny(name, head)
+    check_family(name, head, head, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["bart", "bert"])
+def test_bare_base_model_plus_a_new_head(name, tmp_path):
+    """``get_ladder_model(BartModel(...), LadderConfig(task_head=...))``: the same checks as its classifier."""
+    check_family(name, None, CLS, tmp_path)
+    bare = tiny(name, None)
+    model = get_ladder_model(bare, LadderConfig(reduction_factor=4, task_head=CLS))
+    assert model.backbone.base_model is bare  # held, not copied
+    out = model.side.head[-1]  # the new head's output layer: the family's init (std 0.02), zero bias
+    out = getattr(out, "out_proj", out)
+    assert 0.005 < float(out.weight.detach().std()) < 0.05 and not out.bias.any()
+    with pytest.raises(ConfigError, match="bare base model"):
+        get_ladder_model(tiny(name, None))
+
+
+def check_family(name: str, built: str | None, head: str, tmp_path) -> None:
+    """The matrix's checks on ``tiny(name, built)`` as an LST model with ``head`` (``built=None``: bare)."""
+    backbone = tiny(name, built)
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
-    model = get_ladder_model(backbone, LadderConfig(reduction_factor=4, init="magnitude"))
+    config = LadderConfig(reduction_factor=4, init="magnitude", task_head=None if built else head)
+    model = get_ladder_model(backbone, config)
     assert model.head == head
     model.eval()  # dropout off: the loss curve is the optimiser's alone
     data = batch(head)
@@ -155,7 +176,7 @@ def test_family(name, head, tmp_path):
     assert not any(p.requires_grad for p in backbone.parameters())
 
     model.save_pretrained(tmp_path)
-    reloaded = LadderModel.from_pretrained(tiny(name, head), tmp_path).eval()
+    reloaded = LadderModel.from_pretrained(tiny(name, built), tmp_path).eval()
     with torch.no_grad():
         inputs = {k: v for k, v in data.items() if k != "labels"}
         if head == S2S:
