@@ -292,7 +292,7 @@ def _trace_two_iterations(config, method: str, head: str, sizes: dict, device_se
                 with counter, trackers[-1]:
                     training_step(model, batch, optimizer, autocast_dtype=autocast)
             except (DataDependentOutputException, DynamicOutputShapeException) as e:
-                # a forward that branches on token values (BART's classifier is made traceable: traceable_eos_pooling)
+                # a forward that branches on token values (BART's classifier is made traceable above)
                 raise ConfigError(
                     f"cannot predict {config.model_type} with a {head} head: its forward depends on token values "
                     f"({getattr(e, 'func', e)}), which a trace without data cannot follow"
