@@ -294,6 +294,10 @@ def test_albert_side_layers_are_one_unshared_group_per_application():
     for i in (EMBED, 0, 1, 2):  # hidden_states[0] is the mapped embedding output, [i + 1] application i's
         assert torch.equal(taps[i], states.hidden_states[i + 1])
     assert not torch.equal(taps[0], taps[2])
+    fisher = LadderConfig(reduction_factor=4, init="fisher", fisher_samples=2, side_layers=[0, 2])
+    model = get_ladder_model(tiny("albert", CLS), fisher, [data])
+    ffn = [g.albert_layers[0].ffn.weight for g in model.side.stacks["body"].layers]  # (16, 8) each
+    assert len(ffn) == 2 and torch.equal(ffn[0], ffn[1])  # both from the one shared group's pruned ffn
 
 
 def test_undiscoverable_and_excepted_families_say_why():

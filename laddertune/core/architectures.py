@@ -115,6 +115,14 @@ FAMILIES: dict[str, dict] = {
     "albert": {
         # Stack-level exceptions (discovery reads them): the layer list is num_hidden_groups long (one group in
         # every released ALBERT) and runs num_hidden_layers times; embedding_size -> hidden_size inside the trunk.
+        # What a side layer is: one per APPLICATION of the shared group, num_hidden_layers of them, each with its own
+        # weights: the side trunk is an AlbertTransformer at d/r with num_hidden_groups = num_hidden_layers. Each
+        # ladder mixes a different depth of the backbone into the side, and a shared side group would have to serve
+        # all of them with one set of weights, for a saving of little (the side is ~1/r^2 of a layer per layer). An
+        # unshared ALBERT group is BERT's post-norm layer under ALBERT's names, so the side keeps the backbone's
+        # class, init and parameter names, and magnitude / Fisher pruning copies the one shared group into every
+        # side group (they start equal and train apart). The side input is Down(the mapped embedding output, d
+        # wide): the backbone's embedding_hidden_mapping_in has run, so the side trunk's copy is an identity.
         "shared_layers": "num_hidden_groups",
         "embedding_projection": "embedding_hidden_mapping_in",
         "cls_head": ("albert.pooler", "albert.pooler_activation", "dropout", "classifier"),

@@ -14,7 +14,9 @@ Transformers' families follow a few conventions, and discovery reads them:
   norm child of the trunk registered after the layers;
 - widths to shrink are the config's width, FFN and per-head fields present among the usual names.
 
-What does not follow these conventions sits in :data:`laddertune.core.architectures.FAMILIES` with its reason.
+Shared layers (ALBERT: one group run ``num_hidden_layers`` times) are an exception entry that names the field
+counting the shared blocks; the stack then lists which block runs at each application, and each application is a
+backbone layer with its own tap. What does not follow these conventions sits in :data:`laddertune.core.architectures.FAMILIES` with its reason.
 """
 
 from __future__ import annotations
