@@ -250,6 +250,8 @@ def test_discovered_families_keep_the_old_table():
         ("num_hidden_layers",),
         "embed_tokens",
         "norm",
+        (),  # no shared layers
+        None,  # no embedding projection inside the trunk
     )
     assert llama.reduce == ("hidden_size", "intermediate_size", "head_dim")
     gpt2 = discover_family(tiny("gpt2", CLS), CLS)
