@@ -136,7 +136,7 @@ def test_family(name, head, tmp_path):
     check_family(name, head, head, tmp_path)
 
 
-@pytest.mark.parametrize("name", ["bart", "bert"])
+@pytest.mark.parametrize("name", ["bart", "bert", "albert"])
 def test_bare_base_model_plus_a_new_head(name, tmp_path):
     """``get_ladder_model(BartModel(...), LadderConfig(task_head=...))``: the same checks as its classifier."""
     check_family(name, None, CLS, tmp_path)
