@@ -17,6 +17,8 @@ import transformers as T
 from laddertune import LadderConfig, LadderModel, get_ladder_model
 from laddertune.baselines import BaselineConfig, prepare_baseline
 from laddertune.core.discovery import discover_family
+from laddertune.core.side_network import EMBED
+from laddertune.core.taps import collect_taps
 from laddertune.errors import ConfigError
 from laddertune.training.config import TrainConfig
 
@@ -66,6 +68,8 @@ MATRIX = {
         (CLS,),
     ),
     "electra": ("electra", dict(ENC, embedding_size=16), (CLS,)),  # embeddings narrower than the layers
+    # one layer group shared by 3 layers; embeddings narrower than the layers, mapped inside the trunk
+    "albert": ("albert", dict(ENC, embedding_size=16, num_hidden_layers=3), (CLS,)),
     "modernbert": (
         "modernbert",
         dict(
@@ -100,13 +104,14 @@ CASES = [
 ]
 
 
-def tiny(name: str, head: str, seed: int = 0):
+def tiny(name: str, head: str | None, seed: int = 0):
+    """The family's tiny task model for ``head``; ``head=None``: its bare base model (``AutoModel``)."""
     model_type, fields, _ = MATRIX[name]
     config = T.AutoConfig.for_model(
         model_type, vocab_size=V, pad_token_id=0, eos_token_id=1, bos_token_id=2, num_labels=2, **fields
     )
     torch.manual_seed(seed)
-    return AUTO[head].from_config(config).eval()
+    return AUTO.get(head, T.AutoModel).from_config(config).eval()
 
 
 def batch(head: str) -> dict:
@@ -128,9 +133,29 @@ def batch(head: str) -> dict:
 
 @pytest.mark.parametrize(("name", "head"), CASES)
 def test_family(name, head, tmp_path):
-    backbone = tiny(name, head)
+    check_family(name, head, head, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["bart", "bert", "albert"])
+def test_bare_base_model_plus_a_new_head(name, tmp_path):
+    """``get_ladder_model(BartModel(...), LadderConfig(task_head=...))``: the same checks as its classifier."""
+    check_family(name, None, CLS, tmp_path)
+    bare = tiny(name, None)
+    model = get_ladder_model(bare, LadderConfig(reduction_factor=4, task_head=CLS))
+    assert model.backbone.base_model is bare  # held, not copied
+    out = model.side.head[-1]  # the new head's output layer: the family's init (std 0.02), zero bias
+    out = getattr(out, "out_proj", out)
+    assert 0.005 < float(out.weight.detach().std()) < 0.05 and not out.bias.any()
+    with pytest.raises(ConfigError, match="bare base model"):
+        get_ladder_model(tiny(name, None))
+
+
+def check_family(name: str, built: str | None, head: str, tmp_path) -> None:
+    """The matrix's checks on ``tiny(name, built)`` as an LST model with ``head`` (``built=None``: bare)."""
+    backbone = tiny(name, built)
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
-    model = get_ladder_model(backbone, LadderConfig(reduction_factor=4, init="magnitude"))
+    config = LadderConfig(reduction_factor=4, init="magnitude", task_head=None if built else head)
+    model = get_ladder_model(backbone, config)
     assert model.head == head
     model.eval()  # dropout off: the loss curve is the optimiser's alone
     data = batch(head)
@@ -151,7 +176,7 @@ def test_family(name, head, tmp_path):
     assert not any(p.requires_grad for p in backbone.parameters())
 
     model.save_pretrained(tmp_path)
-    reloaded = LadderModel.from_pretrained(tiny(name, head), tmp_path).eval()
+    reloaded = LadderModel.from_pretrained(tiny(name, built), tmp_path).eval()
     with torch.no_grad():
         inputs = {k: v for k, v in data.items() if k != "labels"}
         if head == S2S:
@@ -225,6 +250,8 @@ def test_discovered_families_keep_the_old_table():
         ("num_hidden_layers",),
         "embed_tokens",
         "norm",
+        (),  # no shared layers
+        None,  # no embedding projection inside the trunk
     )
     assert llama.reduce == ("hidden_size", "intermediate_size", "head_dim")
     gpt2 = discover_family(tiny("gpt2", CLS), CLS)
@@ -247,20 +274,35 @@ def test_reduced_configs_stay_valid_for_the_family():
     assert cfg.num_hidden_layers == 2
 
 
-def test_undiscoverable_and_excepted_families_say_why():
-    albert = T.AlbertForSequenceClassification(
-        T.AlbertConfig(
-            vocab_size=V,
-            hidden_size=32,
-            embedding_size=16,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=64,
+def test_albert_side_layers_are_one_unshared_group_per_application():
+    """ALBERT runs one shared group 3 times: 3 taps (one per application, as its hidden_states), 3 side groups of
+    their own weights at d/r, each initialised from the pruned shared group; the side skips the embedding mapping."""
+    backbone = tiny("albert", CLS)
+    model = get_ladder_model(backbone, LadderConfig(reduction_factor=4, init="magnitude"))
+    stack = model.side.stacks["body"]
+    assert (stack.num_backbone_layers, stack.kept, len(stack.layers)) == (3, [0, 1, 2], 3)
+    assert stack.trunk.config.num_hidden_groups == 3 and stack.trunk.config.hidden_size == 8
+    assert isinstance(stack.trunk.embedding_hidden_mapping_in, torch.nn.Identity)
+    assert stack.embed_down.in_features == 32  # the tap is the mapped embedding output, hidden_size wide
+    q = [g.albert_layers[0].attention.query.weight for g in stack.layers]
+    assert q[0].data_ptr() != q[1].data_ptr() and torch.equal(q[0], q[1]) and torch.equal(q[1], q[2])
+    data = batch(CLS)
+    with torch.no_grad():
+        taps = collect_taps(model, data["input_ids"], data["attention_mask"])["body"]
+        states = backbone.albert(
+            **{k: data[k] for k in ("input_ids", "attention_mask")}, output_hidden_states=True
         )
-    )
-    with pytest.raises(ConfigError, match="shared layer"):
-        get_ladder_model(albert)
+    assert sorted(taps) == [EMBED, 0, 1, 2]
+    for i in (EMBED, 0, 1, 2):  # hidden_states[0] is the mapped embedding output, [i + 1] application i's
+        assert torch.equal(taps[i], states.hidden_states[i + 1])
+    assert not torch.equal(taps[0], taps[2])
+    fisher = LadderConfig(reduction_factor=4, init="fisher", fisher_samples=2, side_layers=[0, 2])
+    model = get_ladder_model(tiny("albert", CLS), fisher, [data])
+    ffn = [g.albert_layers[0].ffn.weight for g in model.side.stacks["body"].layers]  # (16, 8) each
+    assert len(ffn) == 2 and torch.equal(ffn[0], ffn[1])  # both from the one shared group's pruned ffn
 
+
+def test_undiscoverable_and_excepted_families_say_why():
     class NoLayersForSequenceClassification(T.BertForSequenceClassification):
         pass
 

@@ -294,3 +294,80 @@ def test_memtracker_golden_trace_of_a_frozen_and_a_trainable_layer():
     }
     assert {k: by_name[k] for k in expected} == expected
     assert by_name["Total"] == sum(expected.values()) == 35_176
+
+
+def tiny_bart_config() -> T.BartConfig:
+    return T.BartConfig(
+        vocab_size=64, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
+        pad_token_id=0, eos_token_id=1, bos_token_id=2, decoder_start_token_id=2, num_labels=3,
+    )  # fmt: skip
+
+
+def bart_batch(config) -> dict:
+    """The predictor's batch with a real </s> ending each row (BART's own forward requires one per row)."""
+    torch.manual_seed(1)
+    batch = make_batch(config, "sequence_classification", BATCH, SOURCE, TARGET)
+    batch["input_ids"] = batch["input_ids"].clamp_min(3)
+    batch["input_ids"][:, -1] = config.eos_token_id
+    return batch
+
+
+def test_traceable_eos_pooling_is_bart_classifiers_own_computation():
+    """The trace's BART forward (last </s> by index) gives the original forward's logits and loss exactly."""
+    from laddertune.memory.trace_emulation import traceable_eos_pooling
+
+    torch.manual_seed(0)
+    model = T.BartForSequenceClassification(tiny_bart_config()).eval()
+    batch = bart_batch(model.config)
+    with torch.no_grad():
+        original = model(**batch)
+        with traceable_eos_pooling():
+            traced = model(**batch)
+        assert type(model).forward is T.BartForSequenceClassification.forward  # restored
+    assert torch.equal(traced.logits, original.logits) and torch.equal(traced.loss, original.loss)
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "adapter"])
+def test_bart_classifier_prediction_matches_a_real_run_of_its_own_forward(method):
+    """Table 2's baselines (eager attention, as benchmarks/table2_memory.py): predicted with the traceable </s>
+    pooling vs a real CPU run of BART's unpatched forward (seen: full +0.17%, LoRA and Adapters within 0.01%)."""
+    config = tiny_bart_config()
+    prediction = predict_memory(
+        config, method, batch_size=BATCH, source_length=SOURCE, target_length=TARGET,
+        device_semantics="cpu", head="sequence_classification", attn="eager",
+    )  # fmt: skip
+    real = real_classifier_peak(config, method, bart_batch(config))
+    assert abs(prediction.peak_bytes - real) / real < 0.02, (prediction.peak_bytes, real)
+
+
+def real_classifier_peak(config, method: str, batch: dict) -> int:
+    """Peak of two real CPU training steps (eager attention) of a sequence classifier, after a warm-up step."""
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, _ = build_training_model(config, method, "sequence_classification", attn="eager")
+    optimizer = make_optimizer(model, "cpu")
+    training_step(model, batch, optimizer)  # warm-up: creates the AdamW state
+    meter = PeakMemoryMeter(model, optimizer, batch, device="cpu")
+    with meter.phase("train"):
+        for _ in range(2):
+            training_step(model, batch, optimizer)
+    return meter.report().peak("train")
+
+
+def test_albert_lst_prediction_counts_one_tap_per_application_of_the_shared_layer():
+    """ALBERT's one group runs 3 times: 4 taps (embedding output + 3 applications), and the real run agrees."""
+    config = T.AlbertConfig(
+        vocab_size=64, hidden_size=32, embedding_size=16, num_hidden_layers=3, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=64,
+    )  # fmt: skip
+    prediction = predict_memory(
+        config, "lst", batch_size=BATCH, source_length=SOURCE, target_length=TARGET,
+        device_semantics="cpu", head="sequence_classification", attn="eager",
+    )  # fmt: skip
+    assert prediction.breakdown["ladder_taps"] == 4 * BATCH * SOURCE * 32 * 4  # (B, T, d) float32 each
+    real = real_classifier_peak(
+        config, "lst", make_batch(config, "sequence_classification", BATCH, SOURCE, TARGET)
+    )
+    assert abs(prediction.peak_bytes - real) / real < 0.02, (prediction.peak_bytes, real)  # seen: -0.009%

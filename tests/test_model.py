@@ -8,6 +8,7 @@ import transformers as T
 from conftest import CASES, tiny_backbone, tiny_batch
 
 from laddertune import ConfigError, LadderConfig, get_ladder_model
+from laddertune.core.architectures import FAMILIES
 
 
 @pytest.mark.parametrize("side_layers", [None, [0, 2]], ids=["all-layers", "dropped-layer-1"])
@@ -188,31 +189,25 @@ def test_config_json_round_trip(tmp_path):
     assert cfg.side_layers == [1, 3]
 
 
-def test_unsupported_architecture_says_why():
-    # BART is discovered now (tests/test_families.py); ALBERT's shared layers are an explicit exception.
-    albert = T.AlbertForSequenceClassification(
-        T.AlbertConfig(
-            vocab_size=64, hidden_size=16, embedding_size=8, num_hidden_layers=2, num_attention_heads=2
+def test_unsupported_architecture_says_why(monkeypatch):
+    # every tested family is discovered now (ALBERT too); an "unsupported" exception entry still says its reason
+    monkeypatch.setitem(FAMILIES, "bert", {"unsupported": "a reason", "why": "a test"})
+    with pytest.raises(ConfigError, match="unsupported architecture 'bert': a reason"):
+        get_ladder_model(tiny_backbone("bert", "sequence_classification"), LadderConfig())
+
+
+def test_bare_base_model_without_a_head_says_how_to_give_it_one():
+    bare = T.BertModel(
+        T.BertConfig(
+            vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64
         )
     )
-    with pytest.raises(ConfigError, match="unsupported architecture 'albert'.*shared layer"):
-        get_ladder_model(albert, LadderConfig())
-
-
-def test_bare_base_model_is_rejected():
-    with pytest.raises(ConfigError, match="no supported task head"):
-        get_ladder_model(
-            T.BertModel(
-                T.BertConfig(
-                    vocab_size=64,
-                    hidden_size=32,
-                    num_hidden_layers=1,
-                    num_attention_heads=4,
-                    intermediate_size=64,
-                )
-            ),
-            LadderConfig(),
-        )
+    with pytest.raises(
+        ConfigError, match="bare base model: pass LadderConfig\\(task_head='sequence_classification'\\)"
+    ):
+        get_ladder_model(bare, LadderConfig())
+    with pytest.raises(ConfigError, match="bare base model"):
+        get_ladder_model(bare, LadderConfig(task_head="causal_lm"))
 
 
 def test_fisher_without_data_is_a_clear_error():

@@ -30,6 +30,13 @@ class StackSpec:
         token_embedding: path inside the trunk that holds token embeddings, removed from the side trunk
             (the side reads the backbone's embeddings through its down-projection instead).
         final_norm: path inside the trunk to its final norm, or ``None``.
+        applications: when the blocks of ``layers`` are SHARED, which block runs at each application, in call
+            order (ALBERT runs its one layer group ``num_hidden_layers`` times: ``(0, 0, ..., 0)``); backbone
+            layer i is then application i, and its tap the output of that call. Empty: block i runs once, as
+            layer i.
+        embedding_projection: path inside the trunk to a projection of the embeddings into the layers' width that
+            runs before layer 0 (ALBERT's ``embedding_hidden_mapping_in``); the tap of the embedding output is
+            its output, so the side trunk replaces it by an identity.
     """
 
     name: str
@@ -39,6 +46,12 @@ class StackSpec:
     num_layers: tuple[str, ...]
     token_embedding: str | None
     final_norm: str | None
+    applications: tuple[int, ...] = ()
+    embedding_projection: str | None = None
+
+    def block(self, i: int) -> int:
+        """The index in ``layers`` of the block that runs as backbone layer ``i``."""
+        return self.applications[i] if self.applications else i
 
 
 @dataclass(frozen=True)
@@ -100,8 +113,22 @@ FAMILIES: dict[str, dict] = {
     },
     "mbart": {"cls_pool": "eos", "why": "as BART"},
     "albert": {
-        "unsupported": "ALBERT runs ONE shared layer num_hidden_layers times; per-application taps are not built",
-        "why": "shared layer weights",
+        # Stack-level exceptions (discovery reads them): the layer list is num_hidden_groups long (one group in
+        # every released ALBERT) and runs num_hidden_layers times; embedding_size -> hidden_size inside the trunk.
+        # What a side layer is: one per APPLICATION of the shared group, num_hidden_layers of them, each with its own
+        # weights: the side trunk is an AlbertTransformer at d/r with num_hidden_groups = num_hidden_layers. Each
+        # ladder mixes a different depth of the backbone into the side, and a shared side group would have to serve
+        # all of them with one set of weights, for a saving of little (the side is ~1/r^2 of a layer per layer). An
+        # unshared ALBERT group is BERT's post-norm layer under ALBERT's names, so the side keeps the backbone's
+        # class, init and parameter names, and magnitude / Fisher pruning copies the one shared group into every
+        # side group (they start equal and train apart). The side input is Down(the mapped embedding output, d
+        # wide): the backbone's embedding_hidden_mapping_in has run, so the side trunk's copy is an identity.
+        "shared_layers": "num_hidden_groups",
+        "embedding_projection": "embedding_hidden_mapping_in",
+        "cls_head": ("albert.pooler", "albert.pooler_activation", "dropout", "classifier"),
+        "cls_pool": "first",
+        "why": "ALBERT shares one layer group over all its layers, and its pooler is a bare Linear + Tanh on "
+        "AlbertModel, not BERT's BertPooler",
     },
 }
 
@@ -112,6 +139,13 @@ def get_path(root: nn.Module, path: str) -> nn.Module:
     for part in path.split(".") if path else ():
         module = getattr(module, part)
     return module
+
+
+def layer_modules(backbone: nn.Module, spec: StackSpec) -> nn.ModuleList:
+    """A backbone stack's layers in the order they run: a shared block appears once per application (ALBERT's
+    one group ``num_hidden_layers`` times), so position i is backbone layer i either way."""
+    layers = get_path(get_path(backbone, spec.trunk), spec.layers)
+    return nn.ModuleList([layers[b] for b in spec.applications]) if spec.applications else layers
 
 
 def head_size(family: Family, config) -> int:

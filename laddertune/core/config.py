@@ -70,6 +70,8 @@ class LadderConfig:
         backbone_signature: filled in by ``save_pretrained``: a few values of each unquantized backbone parameter,
             compared within a tolerance on loading (the same backbone in any dtype passes, another one fails).
         task_head: filled in by ``get_ladder_model``: ``seq2seq_lm``, ``causal_lm`` or ``sequence_classification``.
+            Set it to ``sequence_classification`` to give a bare base model (``BartModel``, ``BertModel``) a new
+            classification head (:mod:`laddertune.core.task_model`).
         label_names: filled in by ``save_pretrained`` for classification heads: the backbone's ``id2label`` in id
             order; ``from_pretrained`` restores it, so a checkpoint names its classes without ``results.json``.
         problem_type: filled in by ``save_pretrained`` for classification heads: the backbone config's

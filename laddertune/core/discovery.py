@@ -14,7 +14,9 @@ Transformers' families follow a few conventions, and discovery reads them:
   norm child of the trunk registered after the layers;
 - widths to shrink are the config's width, FFN and per-head fields present among the usual names.
 
-What does not follow these conventions sits in :data:`laddertune.core.architectures.FAMILIES` with its reason.
+Shared layers (ALBERT: one group run ``num_hidden_layers`` times) are an exception entry that names the field
+counting the shared blocks; the stack then lists which block runs at each application, and each application is a
+backbone layer with its own tap. What does not follow these conventions sits in :data:`laddertune.core.architectures.FAMILIES` with its reason.
 """
 
 from __future__ import annotations
@@ -78,10 +80,19 @@ def _layer_list(root: nn.Module, count_fields: dict[str, int], model_type: str, 
     return min(hits, key=lambda n: n.count("."))
 
 
-def _stack(backbone: nn.Module, name: str, call: str, model_type: str) -> StackSpec:
+def _stack(
+    backbone: nn.Module, name: str, call: str, model_type: str, shared: str | None = None, projection=None
+) -> StackSpec:
+    """One stack's spec; ``shared``: the config field counting the shared blocks that the layer-count field's
+    applications cycle through (ALBERT's ``num_hidden_groups``); ``projection``: :attr:`StackSpec.embedding_projection`."""
     module = get_path(backbone, call)
     cfg = module.config if hasattr(module, "config") else backbone.config
     counts = {f: getattr(cfg, f) for f in LAYER_FIELDS if isinstance(getattr(cfg, f, None), int)}
+    applications: tuple[int, ...] = ()
+    if shared:  # AlbertTransformer: application i runs group int(i / (num_hidden_layers / num_hidden_groups))
+        total, groups = cfg.num_hidden_layers, getattr(cfg, shared)
+        applications = tuple(int(i / (total / groups)) for i in range(total))
+        counts = {shared: groups}
     layers_path = _layer_list(module, counts, model_type, name)
     parent, _, layers = layers_path.rpartition(".")
     trunk = f"{call}.{parent}".strip(".") if parent else call
@@ -98,14 +109,19 @@ def _stack(backbone: nn.Module, name: str, call: str, model_type: str) -> StackS
     )
     children = list(trunk_module.named_children())
     after = [c for c, m in children[[c for c, _ in children].index(layers) + 1 :] if _is_norm(m)]
+    num_layers = tuple(f for f, v in counts.items() if v == n)
+    if shared:  # the side gets one unshared block per application: as many groups as layers
+        num_layers = ("num_hidden_layers", shared)
     return StackSpec(
         name,
         call,
         trunk,
         layers,
-        tuple(f for f, v in counts.items() if v == n),
+        num_layers,
         token_embedding,
         after[-1] if after else None,
+        applications,
+        projection,
     )
 
 
@@ -151,6 +167,7 @@ def discover_family(backbone: nn.Module, head: str) -> Family:
     override.pop("why", None)
     if "unsupported" in override:
         raise ConfigError(f"unsupported architecture {model_type!r}: {override['unsupported']}")
+    stack_args = (override.pop("shared_layers", None), override.pop("embedding_projection", None))
     prefix = getattr(backbone, "base_model_prefix", "")
     prefix = prefix if prefix and isinstance(getattr(backbone, prefix, None), nn.Module) else ""
     base = get_path(backbone, prefix)
@@ -160,7 +177,7 @@ def discover_family(backbone: nn.Module, head: str) -> Family:
         names = ("encoder",) if head == "sequence_classification" else ("encoder", "decoder")
         stacks = tuple(_stack(backbone, n, f"{prefix}.{n}".strip("."), model_type) for n in names)
     else:
-        stacks = (_stack(backbone, "body", prefix, model_type),)
+        stacks = (_stack(backbone, "body", prefix, model_type, *stack_args),)
     trunk = get_path(backbone, stacks[0].trunk)
     cfg = getattr(trunk, "config", config)
     width = _field(cfg, WIDTH_FIELDS, "width", model_type)

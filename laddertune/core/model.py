@@ -19,7 +19,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast, Seq2SeqLMOutpu
 from ..errors import ConfigError
 from ..pruning import initialize_from_backbone
 from .ablations import embedding_taps, make_pruned, strip_backbone
-from .architectures import get_path
+from .architectures import get_path, layer_modules
 from .cache import LadderCache
 from .chunked_loss import chunked_lm_loss
 from .config import LadderConfig
@@ -37,6 +37,7 @@ from .side_checkpoint import (
     save_side,
 )
 from .side_network import SideNetwork, record_taps
+from .task_model import with_task_head
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class LadderModel(nn.Module):
 
     def __init__(self, backbone: nn.Module, config: LadderConfig) -> None:
         super().__init__()
+        backbone = with_task_head(backbone, config.task_head)  # a bare base model gets a new head
         head = task_head(backbone)
         self.family = discover_family(backbone, head)
         if head == "sequence_classification" and not self.family.cls_head:
@@ -58,9 +60,8 @@ class LadderModel(nn.Module):
         self.ladder_config = config
         self.backbone = backbone.requires_grad_(False)
         self.side = SideNetwork(backbone, self.family, config, head)
-        self._backbone_layers = {
-            s.name: get_path(get_path(backbone, s.trunk), s.layers) for s in self.family.stacks
-        }
+        # each stack's backbone layers in run order (a shared ALBERT group once per application)
+        self._backbone_layers = {s.name: layer_modules(backbone, s) for s in self.family.stacks}
         self.train(True)
 
     # -- modes and bookkeeping ---------------------------------------------------------------------------------
@@ -343,6 +344,7 @@ class LadderModel(nn.Module):
             backbone = load_recorded_backbone(directory, config, **backbone_kwargs)
         else:
             config = read_side_config(directory)
+        backbone = with_task_head(backbone, config.task_head)
         check_head(backbone, task_head(backbone), directory, config)
         model = cls(backbone, config)  # no pruning or Fisher pass: the weights come from the file
         if config.backbone_dtype is not None:  # the dtype it trained in; any dtype passes the fingerprint
@@ -375,8 +377,8 @@ def get_ladder_model(
     """Put a ladder side network next to ``backbone`` (PEFT's ``get_peft_model``, for LST).
 
     Args:
-        backbone: a transformers model with its task head (T5ForConditionalGeneration, *ForCausalLM,
-            *ForSequenceClassification). It is frozen, not copied.
+        backbone: a task model (T5ForConditionalGeneration, *ForCausalLM, *ForSequenceClassification) or a bare
+            base model with ``config.task_head="sequence_classification"``; frozen, not copied.
         config: the side network's configuration (defaults: r=8, all layers, random init).
         calibration_data: an iterable of training batches, needed for ``init="fisher"``.
 

@@ -29,7 +29,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 
 from ..errors import ConfigError
-from .architectures import Family, StackSpec, get_path, reduced_config
+from .architectures import Family, StackSpec, get_path, layer_modules, reduced_config
 from .config import LadderConfig
 
 # Key of the embedding output (the input of backbone layer 0) among the taps.
@@ -43,17 +43,33 @@ def record_taps(layers: nn.ModuleList, kept: list[int]) -> Iterator[dict[int, to
     Yields a dict filled during the forward: ``taps[EMBED]`` is the input of layer 0 (the embedding output, after
     the backbone's own embedding dropout/norm), ``taps[i]`` the output of layer ``i`` for ``i`` in ``kept``.
     Only these tensors are kept alive; the hooks are removed on exit, leaving the backbone untouched.
+
+    ``layers`` lists the layers in the order they run (:func:`~laddertune.core.architectures.layer_modules`). A
+    block listed more than once is SHARED (ALBERT's one layer group): its hooks count the calls, so ``taps[i]`` is
+    the output of the i-th application and ``taps[EMBED]`` the input of the first.
     """
     taps: dict[int, torch.Tensor] = {}
+    calls = [0]  # applications so far (shared blocks)
 
     def take_input(module, args, kwargs):
-        taps[EMBED] = args[0] if args else kwargs["hidden_states"]
+        if not calls[0]:
+            taps[EMBED] = args[0] if args else kwargs["hidden_states"]
 
     def take_output(i, module, args, output):
         taps[i] = output[0] if isinstance(output, tuple | list) else output
 
+    def take_application(module, args, output):
+        i, calls[0] = calls[0], calls[0] + 1
+        if i in wanted:
+            take_output(i, module, args, output)
+
     handles = [layers[0].register_forward_pre_hook(take_input, with_kwargs=True)]
-    handles += [layers[i].register_forward_hook(functools.partial(take_output, i)) for i in kept]
+    blocks = list({id(m): m for m in layers}.values())
+    if len(blocks) < len(layers):
+        wanted = set(kept)
+        handles += [m.register_forward_hook(take_application) for m in blocks]
+    else:
+        handles += [layers[i].register_forward_hook(functools.partial(take_output, i)) for i in kept]
     try:
         yield taps
     finally:
@@ -92,7 +108,7 @@ class SideStack(nn.Module):
     ) -> None:
         super().__init__()
         source = get_path(backbone, spec.trunk)
-        num_backbone_layers = len(get_path(source, spec.layers))
+        num_backbone_layers = len(layer_modules(backbone, spec))  # applications, for shared layers (ALBERT)
         kept = list(range(num_backbone_layers)) if side_layers is None else list(side_layers)
         if kept[-1] >= num_backbone_layers:
             raise ConfigError(
@@ -122,6 +138,11 @@ class SideStack(nn.Module):
         if spec.token_embedding:  # the side reads the backbone's embeddings through embed_down instead
             owner, _, attr = spec.token_embedding.rpartition(".")
             setattr(get_path(self.trunk, owner), attr, None)
+        if (
+            spec.embedding_projection
+        ):  # the embedding tap is this projection's output (ALBERT): the side skips it
+            owner, _, attr = spec.embedding_projection.rpartition(".")
+            setattr(get_path(self.trunk, owner), attr, nn.Identity())
         if not isinstance(self.trunk, PreTrainedModel):
             # Bare modules (BertEncoder) get the family's own initialisation; PreTrainedModels did it in post_init.
             self.trunk.apply(backbone._init_weights)

@@ -22,7 +22,9 @@ backward's temporaries), with the ladder taps counted apart for LST.
 
 The trace's batches are unpadded; transformers cannot read a fake ``attention_mask``, so its test for dropping an
 all-ones mask (then SDPA runs ``is_causal`` / unmasked, as on real data) is told the mask is all ones
-(``trace_emulation.no_padding_masks``, both semantics).
+(``trace_emulation.no_padding_masks``, both semantics). BART's own classifier gathers its ``</s>`` tokens with a
+boolean mask, which needs token values: during the trace it gathers the last ``</s>`` by index instead, the same
+rows and the same memory (``trace_emulation.traceable_eos_pooling``).
 
 Precision and storage (both semantics): ``precision="bf16"|"fp16"`` runs the forward under ``torch.autocast``
 (float32 master weights and AdamW state, compute-dtype activations; the trace's autocast is CPU's, whose
@@ -67,6 +69,7 @@ from .trace_emulation import (
     fake_friendly_modules,
     no_padding_masks,
     tap_hooks,
+    traceable_eos_pooling,
 )
 from .training_model import (  # noqa: F401  (re-exported: tests and benchmarks import them from here)
     FLOAT_STORAGE,
@@ -268,6 +271,7 @@ def _trace_two_iterations(config, method: str, head: str, sizes: dict, device_se
         stack.enter_context(FakeTensorMode())
         stack.enter_context(fake_friendly_modules())
         stack.enter_context(no_padding_masks())
+        stack.enter_context(traceable_eos_pooling())
         model, settings = build_training_model(config, method, head, **build)
         optimizer = make_optimizer(model, device_semantics)
         batch = make_batch(config, head, **sizes)
@@ -288,7 +292,7 @@ def _trace_two_iterations(config, method: str, head: str, sizes: dict, device_se
                 with counter, trackers[-1]:
                     training_step(model, batch, optimizer, autocast_dtype=autocast)
             except (DataDependentOutputException, DynamicOutputShapeException) as e:
-                # e.g. BART's classification head checks the number of <eos> tokens per row
+                # a forward that branches on token values (BART's classifier is made traceable above)
                 raise ConfigError(
                     f"cannot predict {config.model_type} with a {head} head: its forward depends on token values "
                     f"({getattr(e, 'func', e)}), which a trace without data cannot follow"

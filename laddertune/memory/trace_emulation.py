@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from ..core.architectures import get_path
+from ..core.architectures import layer_modules
 
 CUDA_BLOCK = 512  # bytes: the CUDA caching allocator's rounding
 
@@ -120,9 +120,12 @@ def tap_hooks(model: nn.Module, add_taps) -> list:
 
     handles = []
     for stack in side.stacks.values():
-        layers = get_path(get_path(model.backbone, stack.spec.trunk), stack.spec.layers)
+        layers = layer_modules(model.backbone, stack.spec)  # a shared block (ALBERT) is hooked once
         handles.append(layers[0].register_forward_pre_hook(take_input, with_kwargs=True))
-        handles += [layers[i].register_forward_hook(take_output) for i in stack.kept]
+        handles += [
+            m.register_forward_hook(take_output)
+            for m in {id(layers[i]): layers[i] for i in stack.kept}.values()
+        ]
         handles += [
             p.register_forward_pre_hook(take_projection_input) for p in (stack.embed_down, *stack.downs)
         ]
@@ -150,4 +153,42 @@ def no_padding_masks() -> contextlib.ExitStack:
             return _original(padding_mask, *args, **kwargs)
 
         stack.enter_context(patched(masking_utils, name, skip_test))
+    return stack
+
+
+# sequence classifiers whose forward gathers the </s> tokens with a boolean mask (data-dependent)
+EOS_POOLED_CLASSIFIERS = ("BartForSequenceClassification", "MBartForSequenceClassification")
+
+
+def traceable_eos_pooling() -> contextlib.ExitStack:
+    """BART's and mBART's sequence classifiers with their ``</s>`` pooling by index, which a trace can follow.
+
+    Their ``forward`` checks that every row has as many ``</s>`` as the others (``torch.unique_consecutive``) and
+    gathers them with a boolean mask (``hidden_states[eos_mask, :]``): both need token values, which fake tensors
+    do not have (a fake ``input_ids`` built with one ``</s>`` per row still has none). During the trace ``forward``
+    is this one: the same base model (encoder AND decoder, no cache, as with labels), the same classification
+    head and loss; only the last ``</s>`` of each row is taken by index (``pool("eos")``, LST's own pooling). With
+    one ``</s>`` per row, as GLUE inputs have, both select the same (B, d) rows, and their backwards both scatter
+    into a zero (B, T, d) gradient; the boolean gather keeps (B,) int64 indices per dim, the index gather its (B,)
+    positions. tests/test_memory.py checks the prediction against a real CPU run of the ORIGINAL forward.
+    """
+    import transformers
+    from transformers.loss.loss_utils import ForSequenceClassificationLoss
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    from ..core.pooling import pool
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
+        kwargs = {k: v for k, v in kwargs.items() if v is not None and k not in ("return_dict", "use_cache")}
+        hidden = self.model(input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)[
+            0
+        ]  # (B, T, d)
+        pooled = pool("eos", hidden, input_ids, attention_mask, self.config.eos_token_id)  # (B, d)
+        logits = self.classification_head(pooled)
+        loss = None if labels is None else ForSequenceClassificationLoss(labels, logits, self.config)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    stack = contextlib.ExitStack()
+    for name in EOS_POOLED_CLASSIFIERS:
+        stack.enter_context(patched(getattr(transformers, name), "forward", forward))
     return stack

@@ -114,7 +114,23 @@ _BART = Layout(
 # Layouts are matched by STRUCTURE (the module names of a backbone layer), not by model_type: XLM-R, ELECTRA and
 # the other BERT clones take BERT's, Qwen3 and Gemma Llama's, OPT and mBART BART's. Side parameters a layout does
 # not name (Qwen3's q/k norms, position tables, a family no layout matches) are filled by `_Pruner.fallback`.
+_ALBERT = Layout(  # one layer group of AlbertTransformer (inner_group_num=1 in every released ALBERT)
+    {
+        "body": (
+            Attention(
+                "albert_layers.0.attention.query",
+                "albert_layers.0.attention.key",
+                "albert_layers.0.attention.value",
+                "albert_layers.0.attention.dense",
+            ),
+            Norm("albert_layers.0.attention.LayerNorm"),  # post-norm, as BERT
+            FeedForward(("albert_layers.0.ffn",), "albert_layers.0.ffn_output"),
+            Norm("albert_layers.0.full_layer_layer_norm"),
+        )
+    }
+)
 LAYOUTS: dict[str, Layout] = {
+    "albert": _ALBERT,
     "bart": _BART,
     "t5": Layout(
         {

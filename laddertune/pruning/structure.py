@@ -15,7 +15,8 @@ under 1), so ``|log F|`` is LARGEST for the rows with the smallest Fisher inform
 the least important rows. We score BART exactly as every other family, by the L1 norm of the Fisher (or magnitude)
 itself, which keeps the most important rows, as the paper's §3.3 describes.
 
-Side layer j mirrors backbone layer ``stack.kept[j]``. Down/up projections and gates are not taken from the backbone.
+Side layer j mirrors backbone layer ``stack.kept[j]``; under ALBERT's shared layers every side layer is initialised
+from the one shared group it stands for (the same pruned copy in each, which then train apart). Down/up projections and gates are not taken from the backbone.
 Heads are ignored, as the authors did: the kept rows need not fall evenly in heads (nor keep RoPE's frequency pairs;
 the side network learns from there).
 
@@ -103,6 +104,10 @@ def initialize_side(model: nn.Module, importance: dict[str, Tensor], chain: str 
     embedding_name = next(n for n, w in backbone.named_parameters() if w is embedding)
     width = next(iter(model.side.stacks.values())).embed_down.out_features  # d / r
     hidden = _top(p.score(embedding_name, native=True).sum(0), width)  # (vocab, d): L1 over the vocabulary
+    first = next(iter(model.side.stacks.values())).spec
+    if first.embedding_projection:  # ALBERT: embeddings are narrower; the width is the projection's rows
+        projection = f"{first.trunk}.{first.embedding_projection}.weight"
+        hidden = _top(p.score(projection).sum(1), width)  # (d, embedding_size): L1 over the embedding dims
     encoder_out = None
     for name, stack in model.side.stacks.items():
         src = f"{stack.spec.trunk}.{stack.spec.layers}."
@@ -111,7 +116,12 @@ def initialize_side(model: nn.Module, importance: dict[str, Tensor], chain: str 
         for j, i in enumerate(stack.kept):
             for step in layout.layers.get(name, ()):
                 incoming = p.step(
-                    step, f"{stack.spec.layers}.{j}.", f"{src}{i}.", f"{src}0.", incoming, encoder_out
+                    step,
+                    f"{stack.spec.layers}.{j}.",
+                    f"{src}{stack.spec.block(i)}.",  # the shared block of application i (ALBERT)
+                    f"{src}0.",
+                    incoming,
+                    encoder_out,
                 )
         if stack.spec.final_norm:
             p.norm(stack.spec.final_norm, f"{stack.spec.trunk}.{stack.spec.final_norm}", incoming)
@@ -181,7 +191,7 @@ class _Pruner:
         spec, layers = self.stack.spec, f"{self.stack.spec.layers}."
         if side_name.startswith(layers):
             j, _, rest = side_name[len(layers) :].partition(".")
-            side_name = f"{layers}{self.stack.kept[int(j)]}.{rest}"
+            side_name = f"{layers}{spec.block(self.stack.kept[int(j)])}.{rest}"
         return f"{spec.trunk}.{side_name}".strip(".")
 
     def fallback(self, side_name: str) -> None:
