@@ -70,7 +70,10 @@ def tradeoff(rows: list[Row], name: str, path: Path) -> Path | None:
     groups = groups_of(rows, name)
     if not groups:
         return None
-    axes = [("trainable_percent", "trainable parameters (%)"), ("peak_train_gib", "peak training memory (GiB)")]
+    axes = [
+        ("trainable_percent", "trainable parameters (%)"),
+        ("peak_train_gib", "peak training memory (GiB)"),
+    ]
     axes = [(f, label) for f, label in axes if any(getattr(g, f) is not None for g in groups)]
     if not axes:  # neither a share nor a peak: plot against the swept value
         axes = [("value", "swept value")]

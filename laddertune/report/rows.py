@@ -69,7 +69,9 @@ def load_rows(paths: list[str | Path]) -> list[Row]:
             files = sorted(p for p in path.glob("*.json") if p.is_file())
             runs = sorted(p.parent for p in path.glob("*/results.json"))
             if not files and not runs:
-                raise ConfigError(f"{path}: neither a run folder (results.json) nor a folder of results files")
+                raise ConfigError(
+                    f"{path}: neither a run folder (results.json) nor a folder of results files"
+                )
             for f in files:
                 rows.extend(rows_from_file(f))
             rows.extend(row_from_run(r) for r in runs)
@@ -101,13 +103,17 @@ def row_from_dict(item, where: str, base: Path | None = None) -> Row:
     values = {k: v for k, v in item.items() if k in known}
     for name in ("task", "method"):
         _check(isinstance(values[name], str) and values[name], where, name, "a non-empty string")
-    _check(isinstance(values["seed"], int) and not isinstance(values["seed"], bool), where, "seed", "an integer")
+    _check(
+        isinstance(values["seed"], int) and not isinstance(values["seed"], bool), where, "seed", "an integer"
+    )
     _check(_is_number(values["score"]), where, "score", "a number")
     for name in (*NULLABLE, "value", "trainable_percent"):
         if values.get(name) is not None:
             _check(_is_number(values[name]), where, name, "a number or null")
     if values.get("figure", "table1") not in FIGURES:
-        raise ConfigError(f"{where}: field 'figure' must be one of {', '.join(FIGURES)}, got {values['figure']!r}")
+        raise ConfigError(
+            f"{where}: field 'figure' must be one of {', '.join(FIGURES)}, got {values['figure']!r}"
+        )
     path = values.get("metrics_path")
     if path is not None and base is not None and not Path(path).is_absolute():
         values["metrics_path"] = str(base / path)

@@ -86,7 +86,9 @@ def summarize(rows: list[Row], key: Callable[[Row], tuple], tasks: list[str] | N
 
 
 def _group(key: tuple, rows: list[Row], tasks: list[str]) -> Group:
-    per_task = {t: stat([r.score for r in rows if r.task == t]) for t in tasks if any(r.task == t for r in rows)}
+    per_task = {
+        t: stat([r.score for r in rows if r.task == t]) for t in tasks if any(r.task == t for r in rows)
+    }
     average = None
     if len(per_task) == len(tasks):
         seeds = sorted({r.seed for r in rows})
