@@ -56,7 +56,12 @@ class Row:
         return self.variant or self.method
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "source"}
+        """The row as JSON: the required fields always (a null peak or step time included), the others when set."""
+        return {
+            k: v
+            for k, v in dataclasses.asdict(self).items()
+            if k != "source" and (v is not None or k in REQUIRED)
+        }
 
 
 def load_rows(paths: list[str | Path]) -> list[Row]:
