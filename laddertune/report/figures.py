@@ -14,7 +14,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .rows import Row, read_curve
+from .rows import Row, read_curve, read_scores
 from .summary import TASK_NAMES, Group, ordered_tasks
 from .tables import LAYOUTS, groups_of, rows_of
 
@@ -130,7 +130,9 @@ def bars(rows: list[Row], name: str, path: Path) -> Path | None:
 
 
 def curves(rows: list[Row], out: Path) -> list[Path]:
-    """Training loss against step, a line per run, one PNG per (table or figure, task) with known curves."""
+    """Training loss against step, a line per run, one PNG per (table or figure, task) with known curves; beside
+    it the validation score against the training time (step x the run's mean s/step: an estimate that leaves out
+    evaluation and the measured steps) where a run has a step time."""
     by_plot: dict[tuple[str, str], list[tuple[Row, list]]] = {}
     for row in rows:
         if row.metrics_path is None or not Path(row.metrics_path).is_file():
@@ -140,19 +142,34 @@ def curves(rows: list[Row], out: Path) -> list[Path]:
             by_plot.setdefault((row.figure, row.task), []).append((row, points))
     written = []
     for (figure, task), runs in sorted(by_plot.items()):
-        fig = Figure(figsize=(6.5, 4.5))
-        ax = fig.add_subplot()
+        timed = [(row, read_scores(row.metrics_path)) for row, _ in runs if row.seconds_per_step is not None]
+        timed = [(row, scores) for row, scores in timed if scores]
+        fig = Figure(figsize=(6.5 * (1 + bool(timed)), 4.5))
+        ax = fig.add_subplot(1, 1 + bool(timed), 1)
         for row, points in runs:
             steps, losses = zip(*points, strict=True)
-            setting = f" {row.sweep}={_short(row.value)}" if row.sweep else ""
-            ax.plot(steps, losses, linewidth=1, label=f"{row.label}{setting} seed {row.seed}")
+            ax.plot(steps, losses, linewidth=1, label=_legend(row))
         ax.set_xlabel("step")
         ax.set_ylabel("training loss")
         ax.set_title(f"Training curves: {figure}, {_task(task)}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7 if len(runs) < 12 else 5, ncol=1 if len(runs) < 12 else 2)
+        if timed:
+            ax = fig.add_subplot(1, 2, 2)
+            for row, scores in timed:
+                steps, values = zip(*scores, strict=True)
+                ax.plot([s * row.seconds_per_step for s in steps], values, marker="o", label=_legend(row))
+            ax.set_xlabel("training time (s, step x mean s/step)")
+            ax.set_ylabel("validation score")
+            ax.set_title("Validation score against training time")
+            ax.grid(alpha=0.3)
         written.append(_save(fig, out / f"curves_{figure}_{task}.png"))
     return written
+
+
+def _legend(row: Row) -> str:
+    setting = f" {row.sweep}={_short(row.value)}" if row.sweep else ""
+    return f"{row.label}{setting} seed {row.seed}"
 
 
 def _x(g: Group, field: str) -> float | None:

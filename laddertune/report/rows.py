@@ -164,6 +164,21 @@ def read_curve(path: str | Path) -> list[tuple[int, float]]:
     return points
 
 
+def read_scores(path: str | Path) -> list[tuple[int, float]]:
+    """``(step, score)`` of each validation record of a ``metrics.jsonl``."""
+    points = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("type") == "eval" and record.get("split") == "validation":
+            score = record.get("metrics", {}).get("score")
+            if _is_number(score):
+                points.append((int(record["step"]), float(score)))
+    return points
+
+
 def _read_json(path: Path):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
