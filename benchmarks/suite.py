@@ -25,10 +25,12 @@ runs once per training example of a task, and every later seed, r, kept-layer su
 
 Budgets (2 shared CPU cores, 1 thread per run, MiniLM, batch 32, length 128; step times measured in
 ``benchmarks/results/glue_minilm_sst2.md`` on SST-2: full 1.65 s, LoRA 1.15 s, LST 0.63 s without the tap cache):
-the default 150 steps cost about 2-5 minutes per run with its evaluation, so Table 1's default grid (5 tasks x 6
-methods x 3 seeds = 90 runs) is about 4-6 hours on CPU, Figure 5 (12 settings x 2 tasks x 3 seeds = 72 runs) about
-3 hours, Figure 6 (12 x 2 x 3) about 3 hours, Figure 7 (5 x 2 x 3 = 30 runs, Fisher over 256 examples adds ~1 min
-each) about 2 hours, Figure 8 (4 x 2 x 3 = 24) about 1.5 hours. 150 steps are far below the paper's 10-20 epochs:
+the default 150 steps should cost about 2-5 minutes per run with its evaluation and the model load (an estimate
+from those step times, not a measured sweep), so Table 1's default grid (5 tasks x 6 methods x 3 seeds = 90 runs)
+is about 3-7.5 hours on CPU, Figure 5 (12 settings x 2 tasks x 3 seeds = 72 runs) and Figure 6 (lst, adapter,
+lora x 4 drop counts x 2 x 3 = 72) about 2.5-6 hours each, Figure 7 (5 x 2 x 3 = 30 runs; Fisher over 256
+examples took 32-69 s in ``figure7_init.md``) about 1-3 hours, Figure 8 (4 x 2 x 3 = 24) about 1-2 hours. A
+``--smoke`` run (3 steps, MiniLM) took 15 s per run here. 150 steps are far below the paper's 10-20 epochs:
 the CPU numbers rank costs (memory, time) reliably and scores only where the methods leave the majority floor. On a
 GPU (``--device cuda``) use the paper's budget, e.g. ``--steps 2000 --epochs 5 --batch-size 100``. The runs are
 long: run them under ``flock /tmp/laddertune-bench.lock timeout ... python benchmarks/suite.py ...``.
@@ -210,6 +212,7 @@ def run_one(command: str, setting: Setting, task: str, seed: int, args: argparse
         eval_examples=results["data"]["sizes"]["validation"],
         device=results["compute"]["device"],
         tap_cache=bool(args.tap_cache and setting.method in TAP_METHODS),
+        tap_cache_built=_cache_built(run_dir / "metrics.jsonl"),
         wall_seconds=results["timing"]["wall_seconds"],
         run_dir=_shown(run_dir),
         command=["laddertune", *argv],
@@ -220,6 +223,18 @@ def run_one(command: str, setting: Setting, task: str, seed: int, args: argparse
     print(f"[{'done' if trained else 'read'}] {name}: score {row.score:.2f}, {cost} "
           f"({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
     return record
+
+
+def _cache_built(metrics: Path) -> bool | None:
+    """Whether this run built its tap cache entry (True: its wall time includes the backbone pass that filled it),
+    reused one (False), or used none (None), from its ``metrics.jsonl``."""
+    if not metrics.is_file():
+        return None
+    for line in metrics.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if record.get("type") == "tap_cache" and "built" in record:
+            return bool(record["built"])
+    return None
 
 
 def _num(v: float | None, digits: int) -> str:

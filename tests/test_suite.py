@@ -115,6 +115,7 @@ def test_smoke_table_end_to_end_and_resumed(tmp_path):
         per_run = json.loads((out / f"rte-{row['method']}-s0.json").read_text())
         assert per_run["score"] == row["score"] and per_run["command"][:2] == ["laddertune", "train"]
     assert [r["tap_cache"] for r in rows] == [True, False] and any((tmp_path / "c").iterdir())
+    assert [r["tap_cache_built"] for r in rows] == [True, None]  # lst filled the cache, full used none
     report = out / "report"
     assert {p.name for p in report.iterdir()} == {
         "table1.md",
