@@ -4,7 +4,7 @@ Layers, highest first (a module may import its own package and any lower layer, 
 of its own layer)::
 
     cli
-    training
+    training | report
     memory | taps
     vision
     core | data | baselines
@@ -38,6 +38,7 @@ LAYERS = {
     "memory": 5,
     "taps": 5,
     "training": 6,
+    "report": 6,  # reads only the JSON the training layer wrote: io and errors
     "cli": 7,
 }
 TOP = 8  # laddertune/__init__.py and __main__.py: the public face, above everything

@@ -167,6 +167,25 @@ def test_train_then_evaluate(tiny, tmp_path, capsys):
     assert run(tiny_train(tiny, out, "--overwrite", "--epochs", "1"), capsys)[0] == 0
 
 
+@pytest.mark.parametrize(
+    ("method", "flag", "values"),
+    [("lora", "--lora-rank", (2, 4)), ("adapter", "--adapter-reduction", (8, 4))],
+)
+def test_lora_rank_and_adapter_size_reach_the_model(tiny, tmp_path, capsys, method, flag, values):
+    counts = []
+    for v in values:
+        out = tmp_path / f"{method}-{v}"
+        rc, _, err = run([*tiny_train(tiny, out, "--method", method, flag, v, "--epochs", "1")], capsys)
+        assert rc == 0, err
+        results = json.loads((out / "results.json").read_text())
+        assert results["config"][flag[2:].replace("-", "_")] == v
+        counts.append(results["parameters"]["trainable"])
+    # tiny BERT: 2 layers, hidden 32. LoRA on query and value: r * (32 + 32) per matrix, 4 matrices -> 256 per
+    # rank. Adapters after attention and FFN: down 32*b + b, up b*32 + 32 per adapter, 4 -> 260 per width unit
+    # (bottleneck 32 // 8 = 4 against 32 // 4 = 8).
+    assert counts[1] - counts[0] == (2 * 256 if method == "lora" else 4 * 260)
+
+
 def test_custom_csv_data(tiny, tmp_path, capsys):
     rows = [("the cat sat", "yes" if i % 2 else "no") for i in range(12)]
     (tmp_path / "train.csv").write_text("review,verdict\n" + "".join(f"{t},{y}\n" for t, y in rows))

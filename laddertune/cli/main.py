@@ -11,10 +11,10 @@ import logging
 import sys
 
 from ..errors import LadderTuneError
-from . import features, memory, predict, train
+from . import features, memory, predict, report, train
 
-# Each module registers its subcommands (train/evaluate, predict, memory, features).
-SUBCOMMAND_MODULES = (train, predict, memory, features)
+# Each module registers its subcommands (train/evaluate, predict, memory, features, report).
+SUBCOMMAND_MODULES = (train, predict, memory, features, report)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -107,6 +107,10 @@ def register(subparsers) -> None:
         help="LST: spread the frozen backbone over the visible devices (accelerate), side network on one",
     )
     g.add_argument("--freeze-layers", type=int, default=0, help="baselines: freeze the first N layers")
+    g.add_argument("--lora-rank", type=int, default=32, help="lora: the rank of the update")
+    g.add_argument(
+        "--adapter-reduction", type=int, default=16, help="adapter: bottleneck width is hidden size / N"
+    )
     g = p.add_argument_group("device and precision")
     _device_flag(g)
     g.add_argument(

@@ -120,7 +120,12 @@ def build_model(config: TrainConfig, spec, head: str, tokenizer, calibration=Non
         return build_qlora(load_backbone_for(config, spec, head, tokenizer), device)
     backbone = load_backbone_for(config, spec, head, tokenizer).to(device)
     if config.method not in LADDER_METHODS:
-        model = prepare_baseline(backbone, config.method, BaselineConfig(freeze_layers=config.freeze_layers))
+        settings = BaselineConfig(
+            freeze_layers=config.freeze_layers,
+            lora_rank=config.lora_rank,
+            adapter_reduction=config.adapter_reduction,
+        )
+        model = prepare_baseline(backbone, config.method, settings)
         return model.to(device)
     ladder = LadderConfig(
         reduction_factor=config.reduction_factor,

@@ -89,6 +89,10 @@ class TrainConfig:
     placement) and the side network on one of them; None keeps everything on one device."""
     freeze_layers: int = 0
     """Baselines: freeze the first N layers (the paper's Figure 6). LST drops side layers with ``side_layers``."""
+    lora_rank: int = 32
+    """LoRA: the rank of the update (the authors' 32; Figure 5 sweeps it)."""
+    adapter_reduction: int = 16
+    """Adapters: the bottleneck is hidden_size // adapter_reduction (the authors' 16; Figure 5 sweeps it)."""
     epochs: int | None = None
     """Training epochs; None: the paper's count for the task (20 for RTE/MRPC/CoLA/STS-B, 10 for the rest)."""
     batch_size: int = 32
@@ -215,6 +219,8 @@ class TrainConfig:
                 )
         _int("reduction_factor", self.reduction_factor, 1)
         _int("freeze_layers", self.freeze_layers, 0)
+        _int("lora_rank", self.lora_rank, 1)
+        _int("adapter_reduction", self.adapter_reduction, 1)
         _int("batch_size", self.batch_size, 1)
         _int("eval_batch_size", self.eval_batch_size, 1)
         _int("max_length", self.max_length, 8)
@@ -252,6 +258,9 @@ class TrainConfig:
             raise ConfigError(
                 "freeze_layers applies to the baselines; for LST drop side layers with side_layers"
             )
+        for name, method, default in (("lora_rank", "lora", 32), ("adapter_reduction", "adapter", 16)):
+            if self.method != method and getattr(self, name) != default:
+                raise ConfigError(f"{name} applies to method {method}, not to method {self.method!r}")
         if self.method != "lst" and self.final_shortcut is not None:
             raise ConfigError(f"final_shortcut is an LST option, not one of method {self.method!r}")
         if self.method == "pruned" and self.init == "random":
