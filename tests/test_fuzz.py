@@ -178,6 +178,8 @@ VALID_TRAIN = {
     "tap_cache": st.none(),  # a folder with backbone_dropout on is refused; "anything" replacements reach it
     "tap_dtype": st.sampled_from(["float32", "bfloat16", "float16"]),
     "problem_type": st.one_of(st.none(), st.sampled_from(["regression", "single_label_classification"])),
+    "lora_rank": st.just(32),  # method lora only (other values refused for lst): tests/test_suite.py
+    "adapter_reduction": st.just(16),  # method adapter only
 }
 VALID_LADDER = {
     "reduction_factor": st.integers(1, 64),
