@@ -51,7 +51,9 @@ def labels(scenes: dict, ids: list[str]) -> dict:
     out = {"count": np.array([len(scenes[i]) for i in ids])}
     for c in COLOURS:
         out[f"has_{c}"] = np.array([any(o[0] == c for o in scenes[i]) for i in ids])
-        out[f"side_{c}"] = np.array([next((o[2] == "left" for o in scenes[i] if o[0] == c), None) for i in ids])
+        out[f"side_{c}"] = np.array(
+            [next((o[2] == "left" for o in scenes[i] if o[0] == c), None) for i in ids]
+        )
     return out
 
 
@@ -107,7 +109,9 @@ def main() -> None:
             print(name, results[name], flush=True)
     majority = {
         "count": float(np.mean(yte["count"] == np.bincount(ytr["count"]).argmax())),
-        "has_colour": float(np.mean([max(yte[f"has_{c}"].mean(), 1 - yte[f"has_{c}"].mean()) for c in COLOURS])),
+        "has_colour": float(
+            np.mean([max(yte[f"has_{c}"].mean(), 1 - yte[f"has_{c}"].mean()) for c in COLOURS])
+        ),
     }
     out = {"train_images": args.train_images, "test_images": args.test_images, "majority": majority,
            "variants": results}  # fmt: skip

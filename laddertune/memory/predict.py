@@ -60,7 +60,6 @@ from .attention import cuda_sdpa
 from .meter import mem_tracker_class
 from .model_configs import load_config
 from .storage import EmulatedQuantLinear
-from .vision_model import VL_BACKBONES, VisualInput, build_vl_training_model, check_vl_options, make_vl_batch
 from .trace_emulation import (
     CUDA_BLOCK,
     cuda_block_rounding,
@@ -81,6 +80,7 @@ from .training_model import (  # noqa: F401  (re-exported: tests and benchmarks 
     make_optimizer,
     training_step,
 )
+from .vision_model import VL_BACKBONES, VisualInput, build_vl_training_model, check_vl_options, make_vl_batch
 
 logger = logging.getLogger(__name__)
 
