@@ -50,7 +50,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--backbone",
         required=True,
-        help="t5-base, t5-large, t5-3b, bart-large, llama-7b, or a local model folder",
+        help="t5-base, t5-large, t5-3b, bart-large, llama-7b, clip-t5-base, or a local model folder",
     )
     p.add_argument(
         "--method", default="lst", help="lst, full, lora, adapter, bitfit, prompt or qlora (default lst)"
