@@ -16,9 +16,9 @@ No pretrained CLIP or T5 weights and no VQA / GQA / NLVR2 / COCO data are reacha
 Two runs with identical seeds, data order and budget: ``features`` and ``zeroed`` (every feature zero, so the side
 network sees only the text and the grid boxes, which are the same for every image). The zeroed run should sit at
 the text-only prior (majority answer per question text), which is computed too (for captions that prior is one
-fixed caption, a weak blind baseline: the zeroed run is the control). Budget: 80 epochs (the first setting's 15 left
+fixed caption, a weak blind baseline: the zeroed run is the control). Budget: 120 epochs (the first setting's 15 left
 both runs at the prior: too few optimisation steps for the side network to learn to look up an image cell, measured
-by ``benchmarks/vl_step_budget.py``), each image paired into 3 NLVR statements; about 3 to 5 minutes per run on
+by ``benchmarks/vl_step_budget.py``), each image paired into 3 NLVR statements; about 3 minutes per run on
 1 thread. Writes benchmarks/results/vl_synthetic.json and .md.
 """
 
