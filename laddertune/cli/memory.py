@@ -7,6 +7,12 @@ Example (the paper's Table 1 setting is the default: batch 100, source 128 token
     laddertune memory --backbone llama-7b --backbone-dtype nf4 --precision bf16 --batch-size 4 --source-length 2048
     laddertune memory --backbone llama-7b --method qlora --lora-rank 16 --precision bf16 --batch-size 4 \
         --source-length 2048 [--no-gradient-checkpointing]
+    laddertune memory --backbone clip-t5-base --method lst     # Table 3: the authors' four task batches, the peak
+
+CLIP-T5 (``clip-t5-base``, or any T5 with ``--vl-task``) runs each task's batch of the authors' multi-task setting
+(:mod:`laddertune.memory.vision_model`; ``--batch-size`` and the lengths override it) and reports the largest:
+one batch holds one task, so that is the run's peak. ``--json`` then prints ``{"tasks": {task: prediction},
+"peak_task", "peak_bytes", "peak_gib"}``.
 
 ``--json`` prints :meth:`laddertune.memory.predict.MemoryPrediction.to_dict` as one JSON object:
 ``backbone``, ``method``, ``head``, ``batch_size``, ``source_length``, ``target_length`` (0 unless seq2seq),
@@ -21,10 +27,13 @@ layers, attn...), ``step_flops`` (FlopCounterMode on the traced iteration), ``to
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+from dataclasses import replace
 
 from ..errors import ConfigError
-from ..memory import PAPER_SIDE_LAYERS, format_gib, predict_memory
+from ..memory import PAPER_SIDE_LAYERS, format_gib, load_config, predict_memory
+from ..memory.vision_model import PAPER_VL_BATCHES, PAPER_VL_REDUCTION, VL_BACKBONES
 
 DTYPES = ("float32", "bfloat16", "float16", "int8", "nf4")
 
@@ -41,7 +50,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--backbone",
         required=True,
-        help="t5-base, t5-large, t5-3b, bart-large, llama-7b, or a local model folder",
+        help="t5-base, t5-large, t5-3b, bart-large, llama-7b, clip-t5-base, or a local model folder",
     )
     p.add_argument(
         "--method", default="lst", help="lst, full, lora, adapter, bitfit, prompt or qlora (default lst)"
@@ -51,10 +60,21 @@ def register(subparsers) -> None:
         default=None,
         help="seq2seq_lm, causal_lm or sequence_classification (default: from the config)",
     )
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--source-length", type=int, default=128, help="input tokens per example")
-    p.add_argument("--target-length", type=int, default=3, help="label tokens per example (seq2seq only)")
-    p.add_argument("--reduction-factor", type=int, default=8, help="LST's r (default 8)")
+    p.add_argument("--batch-size", type=int, default=None, help="default 100 (CLIP-T5: the task's)")
+    p.add_argument("--source-length", type=int, default=None, help="input tokens per example (default 128)")
+    p.add_argument(
+        "--target-length", type=int, default=None, help="label tokens per example, seq2seq only (default 3)"
+    )
+    p.add_argument("--reduction-factor", type=int, default=None, help="LST's r (default 8; CLIP-T5 4)")
+    p.add_argument(
+        "--vl-task",
+        default=None,
+        help="CLIP-T5: vqa, gqa, nlvr, caption or all (default all for clip-t5-base; makes any T5 a CLIP-T5)",
+    )
+    p.add_argument("--regions", type=int, default=36, help="CLIP-T5: grid features per image (default 36)")
+    p.add_argument(
+        "--feature-dim", type=int, default=2048, help="CLIP-T5: feature size (default 2048, RN101)"
+    )
     p.add_argument(
         "--side-layers",
         default=None,
@@ -128,13 +148,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--lora-rank applies to --method lora and qlora only")
         qlora = {"lora_alpha": 32, "lora_dropout": 0.05} if args.method == "qlora" else {}
         baseline_config = BaselineConfig(lora_rank=args.lora_rank, **qlora)
-    prediction = predict_memory(
-        args.backbone,
-        args.method,
-        batch_size=args.batch_size,
-        source_length=args.source_length,
-        target_length=args.target_length,
-        reduction_factor=args.reduction_factor,
+    options = dict(
         side_layers=side_layers,
         backbone_dtype=args.dtype,
         precision=args.precision,
@@ -146,10 +160,60 @@ def run(args: argparse.Namespace) -> int:
         device_semantics=args.device_semantics,
         head=args.head,
     )
+    if args.vl_task is not None or args.backbone in VL_BACKBONES:
+        return run_vision(args, options)
+    prediction = predict_memory(
+        args.backbone,
+        args.method,
+        batch_size=100 if args.batch_size is None else args.batch_size,
+        source_length=128 if args.source_length is None else args.source_length,
+        target_length=3 if args.target_length is None else args.target_length,
+        reduction_factor=8 if args.reduction_factor is None else args.reduction_factor,
+        **options,
+    )
     if args.json:
         print(json.dumps(prediction.to_dict(), indent=2))
     else:
         print(format_prediction(prediction))
+    return 0
+
+
+def run_vision(args: argparse.Namespace, options: dict) -> int:
+    """CLIP-T5: one prediction per task batch of the authors' setting; the largest is the run's peak."""
+    task = args.vl_task or "all"
+    if task != "all" and task not in PAPER_VL_BATCHES:
+        raise ConfigError(f"--vl-task must be one of {', '.join(PAPER_VL_BATCHES)} or all, got {task!r}")
+    backbone = args.backbone
+    if backbone in VL_BACKBONES:
+        backbone = VL_BACKBONES[backbone]
+    config = load_config(backbone)
+    config._name_or_path = args.backbone
+    predictions = {}
+    for name, paper in PAPER_VL_BATCHES.items():
+        if task not in ("all", name):
+            continue
+        visual = replace(paper.visual, regions=args.regions, feature_dim=args.feature_dim)
+        predictions[name] = predict_memory(
+            copy.deepcopy(config),
+            args.method,
+            batch_size=paper.batch_size if args.batch_size is None else args.batch_size,
+            source_length=paper.source_length if args.source_length is None else args.source_length,
+            target_length=paper.target_length if args.target_length is None else args.target_length,
+            reduction_factor=PAPER_VL_REDUCTION if args.reduction_factor is None else args.reduction_factor,
+            visual=visual,
+            **options,
+        )
+    peak_task = max(predictions, key=lambda t: predictions[t].peak_bytes)
+    peak = predictions[peak_task].peak_bytes
+    if args.json:
+        out = {"tasks": {t: p.to_dict() for t, p in predictions.items()}, "peak_task": peak_task}
+        print(json.dumps(out | {"peak_bytes": peak, "peak_gib": round(peak / 1024**3, 4)}, indent=2))
+        return 0
+    for name, p in predictions.items():
+        print(f"[{name}: {p.batch_size} examples x {p.source_length} text tokens + {p.settings['images']} image(s) x "
+              f"{p.settings['regions']} regions -> {p.target_length}]")  # fmt: skip
+        print(format_prediction(p))
+    print(f"CLIP-T5 {args.method} peak over the tasks' batches: {format_gib(peak)} ({peak_task})")
     return 0
 
 

@@ -83,6 +83,7 @@ from .training_model import (  # noqa: F401  (re-exported: tests and benchmarks 
     make_optimizer,
     training_step,
 )
+from .vision_model import VL_BACKBONES, VisualInput, build_vl_training_model, check_vl_options, make_vl_batch
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +162,7 @@ def predict_memory(
     loss_chunk_size: int | None = None,
     gradient_checkpointing: bool = True,
     side_checkpointing: bool = False,
+    visual: VisualInput | None = None,
 ) -> MemoryPrediction:
     """Predict the peak memory of a steady-state training iteration, without weights or a GPU.
 
@@ -184,11 +186,15 @@ def predict_memory(
         loss_chunk_size: LST's chunked LM loss (positions per chunk).
         gradient_checkpointing: QLoRA's (PEFT's default: on).
         side_checkpointing: LST's activation checkpointing of the side layers.
+        visual: the image part of a CLIP-T5 batch (:mod:`.vision_model`); implied by a ``clip-t5-*`` name.
 
     Raises:
         ConfigError: unknown config, method, head, dtype, precision or device semantics, or settings that do not
             fit the backbone.
     """
+    if isinstance(backbone_config, str) and backbone_config in VL_BACKBONES:
+        name, backbone_config = backbone_config, load_config(VL_BACKBONES[backbone_config])
+        backbone_config._name_or_path, visual = name, visual or VisualInput()
     if isinstance(backbone_config, str):
         backbone_config = load_config(backbone_config)
     if device_semantics not in DEVICE_SEMANTICS:
@@ -201,6 +207,8 @@ def predict_memory(
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     head = head or default_head(backbone_config)
     check_options(method, head, backbone_dtype, attn, precision)
+    if visual is not None:
+        check_vl_options(method, head, backbone_dtype, loss_chunk_size)
     if loss_chunk_size is not None and method != "lst":
         raise ConfigError(f"loss_chunk_size is LST's chunked LM loss; method {method!r} has none")
     if side_checkpointing and method != "lst":
@@ -217,6 +225,7 @@ def predict_memory(
         reduction_factor=reduction_factor, side_layers=side_layers, dtype=dtype, baseline_config=baseline_config,
         backbone_dtype=backbone_dtype, attn=attn, loss_chunk_size=loss_chunk_size,
         gradient_checkpointing=gradient_checkpointing, precision=precision, side_checkpointing=side_checkpointing,
+        visual=visual,
     )  # fmt: skip
     model, settings, trackers, flops = _trace_two_iterations(
         backbone_config, method, head, sizes, device_semantics, build
@@ -272,9 +281,14 @@ def _trace_two_iterations(config, method: str, head: str, sizes: dict, device_se
         stack.enter_context(fake_friendly_modules())
         stack.enter_context(no_padding_masks())
         stack.enter_context(traceable_eos_pooling())
-        model, settings = build_training_model(config, method, head, **build)
+        visual = build.pop("visual")
+        if visual is None:
+            model, settings = build_training_model(config, method, head, **build)
+            batch = make_batch(config, head, **sizes)
+        else:  # CLIP-T5 (the paper's Table 3)
+            model, settings = build_vl_training_model(config, method, visual, **build)
+            batch = make_vl_batch(config, visual, **sizes)
         optimizer = make_optimizer(model, device_semantics)
-        batch = make_batch(config, head, **sizes)
         if device_semantics == "cuda":
             stack.enter_context(cuda_dropout())
             stack.enter_context(cuda_block_rounding())

@@ -61,8 +61,13 @@ def caption(scene) -> str:
     return " and ".join(f"a {c} {s} on the {side}" for c, s, side, _, _ in sorted(scene, key=lambda o: o[3]))
 
 
-def build(directory: str | Path, num_images: int, seed: int = 0) -> tuple[list[VLExample], dict]:
+def build(
+    directory: str | Path, num_images: int, seed: int = 0, nlvr_rounds: int = 1
+) -> tuple[list[VLExample], dict]:
     """Draw ``num_images`` images into ``directory`` (``img00000.png``...) and make examples of all four tasks.
+
+    NLVR2-style statements pair the images two by two; each of ``nlvr_rounds`` rounds pairs them anew (round 1 in
+    order, later rounds shuffled), giving ``num_images // 2`` statements per round without drawing more images.
 
     Returns:
         (examples, scenes by image id).
@@ -86,16 +91,16 @@ def build(directory: str | Path, num_images: int, seed: int = 0) -> tuple[list[V
         examples.append(make_example("gqa", f"where is the {colour} shape ?", side, [image_id]))
         examples.append(make_example("caption", "", caption(scene), [image_id]))
     ids = list(scenes)
-    for a, b in zip(ids[0::2], ids[1::2], strict=False):
-        in_a, in_b = {o[0] for o in scenes[a]}, {o[0] for o in scenes[b]}
-        both = sorted(in_a & in_b)
-        truth = bool(both) and rng.random() < 0.5
-        colour = rng.choice(both) if truth else rng.choice(sorted(set(COLOURS) - (in_a & in_b)))
-        examples.append(
-            make_example(
-                "nlvr", f"there is a {colour} shape in both images", "true" if truth else "false", [a, b]
-            )
-        )
+    for round_ in range(nlvr_rounds):
+        if round_:
+            ids = rng.sample(ids, len(ids))
+        for a, b in zip(ids[0::2], ids[1::2], strict=False):
+            in_a, in_b = {o[0] for o in scenes[a]}, {o[0] for o in scenes[b]}
+            both = sorted(in_a & in_b)
+            truth = bool(both) and rng.random() < 0.5
+            colour = rng.choice(both) if truth else rng.choice(sorted(set(COLOURS) - (in_a & in_b)))
+            statement = f"there is a {colour} shape in both images"
+            examples.append(make_example("nlvr", statement, "true" if truth else "false", [a, b]))
     return examples, scenes
 
 
