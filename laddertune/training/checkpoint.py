@@ -70,7 +70,9 @@ def _read_weights(model, directory: Path, method: str) -> list[tuple[torch.Tenso
     if method in LADDER_METHODS:
         saved = read_side_config(directory)
         why = backbone_mismatch(model, saved)
-        if why:  # resuming onto another backbone (a moved run's recorded folder cannot tell: the fingerprint does)
+        if (
+            why
+        ):  # resuming onto another backbone (a moved run's recorded folder cannot tell: the fingerprint does)
             raise CheckpointError(f"{directory} was trained on another backbone than this one ({why})")
         state, target = load_tensors(directory / WEIGHTS_NAME), model.side.state_dict()
     else:
