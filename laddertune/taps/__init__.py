@@ -11,8 +11,9 @@ below ``training``.
 T5: both stacks' taps are cached (the decoder's input in training is the shifted target, so its taps are as fixed as
 the encoder's), so no backbone stack runs in a cached training step. What of the backbone still runs is its LM head
 (the tied embedding matrix that turns the side network's up-projected states into vocabulary logits), which is part
-of the side network's output path, not of the backbone's forward. Evaluation (and generation everywhere) runs the
-backbone as usual: its decoder inputs are the model's own outputs, unknown before decoding.
+of the side network's output path, not of the backbone's forward. Classification runs cache their evaluation splits
+too (:mod:`laddertune.training.tap_run`); generation (T5's and causal evaluation) runs the backbone as usual: its
+decoder inputs are the model's own outputs, unknown before decoding.
 """
 
 from .key import TAP_DTYPES, cache_key, example_key
