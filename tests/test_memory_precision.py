@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers as T
+from test_trainer import one_thread  # noqa: F401 (an autouse fixture)
 
 from laddertune.cli import main
 from laddertune.errors import ConfigError
@@ -12,14 +13,6 @@ from laddertune.memory.predict import predict_memory
 from laddertune.memory.storage import int8_weight_bytes, nf4_weight_bytes
 
 B, L = 2, 64
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_llama() -> T.LlamaConfig:

@@ -7,7 +7,8 @@ import warnings
 
 import pytest
 import torch
-import transformers as T
+from test_memory import tiny_t5_config
+from test_trainer import one_thread  # noqa: F401 (an autouse fixture)
 
 from laddertune.cli.main import main
 from laddertune.errors import ConfigError
@@ -23,21 +24,6 @@ from laddertune.memory.vision_model import (
 
 VISUAL = VisualInput(images=2, regions=4, feature_dim=16)
 BATCH, SOURCE, TARGET = 8, 12, 4
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_t5_config() -> T.T5Config:
-    return T.T5Config(
-        vocab_size=64, d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=3,
-        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
-    )  # fmt: skip
 
 
 def real_cpu_peak(method: str) -> int:

@@ -151,32 +151,33 @@ def row_from_run(folder: Path) -> Row:
     )
 
 
-def read_curve(path: str | Path) -> list[tuple[int, float]]:
-    """``(step, loss)`` of each training record of a ``metrics.jsonl`` (a line cut short by a crash is skipped)."""
-    points = []
+def _metric_records(path: str | Path):
+    """The records of a ``metrics.jsonl`` (a line cut short by a crash is skipped)."""
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         try:
-            record = json.loads(line)
+            yield json.loads(line)
         except json.JSONDecodeError:
             continue
-        if record.get("type") == "train" and _is_number(record.get("loss")):
-            points.append((int(record["step"]), float(record["loss"])))
-    return points
+
+
+def read_curve(path: str | Path) -> list[tuple[int, float]]:
+    """``(step, loss)`` of each training record of a ``metrics.jsonl``."""
+    return [
+        (int(r["step"]), float(r["loss"]))
+        for r in _metric_records(path)
+        if r.get("type") == "train" and _is_number(r.get("loss"))
+    ]
 
 
 def read_scores(path: str | Path) -> list[tuple[int, float]]:
     """``(step, score)`` of each validation record of a ``metrics.jsonl``."""
-    points = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if record.get("type") == "eval" and record.get("split") == "validation":
-            score = record.get("metrics", {}).get("score")
-            if _is_number(score):
-                points.append((int(record["step"]), float(score)))
-    return points
+    return [
+        (int(r["step"]), float(r["metrics"]["score"]))
+        for r in _metric_records(path)
+        if r.get("type") == "eval"
+        and r.get("split") == "validation"
+        and _is_number((r.get("metrics") or {}).get("score"))
+    ]
 
 
 def _read_json(path: Path):

@@ -352,7 +352,9 @@ class TrainConfig:
     @classmethod
     def load(cls, directory: str | Path) -> TrainConfig:
         """Read ``train_config.json`` from ``directory``, its relative paths resolved against where it is now."""
-        return cls.from_dict(resolved_paths(load_json(Path(directory) / CONFIG_NAME), directory))
+        return cls.from_dict(
+            resolved_paths(load_json(Path(directory) / CONFIG_NAME), ("backbone", *PATHS), directory)
+        )
 
     def differences(self, other: TrainConfig) -> list[str]:
         """Fields (other than how-to-run fields such as ``output_dir``) whose values differ from ``other``'s."""

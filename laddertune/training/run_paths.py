@@ -23,11 +23,11 @@ def relative_paths(data: dict, fields: tuple[str, ...], directory: str | Path) -
     }
 
 
-def resolved_paths(data: dict, directory: str | Path) -> dict:
+def resolved_paths(data: dict, fields: tuple[str, ...], directory: str | Path) -> dict:
     """Inverse of :func:`relative_paths` (files written before paths were relative hold absolute ones: kept)."""
     if not isinstance(data, dict):
         return data  # from_dict says what is wrong
-    return {k: resolve_portable(v, directory) for k, v in data.items()}
+    return {k: resolve_portable(v, directory) if k in fields else v for k, v in data.items()}
 
 
 def same_path(a, b) -> bool:
