@@ -121,6 +121,16 @@ TRAIN_CASES = [
         lambda b: ["--freeze-layers", "1"],
         "freeze_layers applies to the baselines",
     ),
+    (
+        "side attention dropout out of range",
+        lambda b: ["--side-attention-dropout", "1.5"],
+        "side_attention_dropout must be in [0, 1) or None, got 1.5",
+    ),
+    (
+        "side attention dropout with a baseline",
+        lambda b: ["--method", "lora", "--side-attention-dropout", "0"],
+        "side_attention_dropout applies to LST only, not to method 'lora'",
+    ),
 ]
 
 

@@ -137,6 +137,13 @@ def register(subparsers) -> None:
         action="store_true",
         help="LST: recompute the side layers in the backward (activation checkpointing; same gradients)",
     )
+    g.add_argument(
+        "--side-attention-dropout",
+        type=float,
+        default=None,
+        metavar="P",
+        help="LST: dropout on the side network's attention probabilities (default: the backbone config's)",
+    )
     g = p.add_argument_group("optimisation")
     g.add_argument(
         "--optimizer",

@@ -179,3 +179,28 @@ def reduced_config(family: Family, stack: StackSpec, trunk_config, r: int, num_l
     for field in stack.num_layers:
         setattr(cfg, field, num_layers)
     return cfg
+
+
+def set_attention_dropout(config, p: float) -> None:
+    """Set a (side) config's dropout on attention probabilities to ``p``, in place.
+
+    The field is discovered by name, not listed per family: every config attribute that names attention and
+    dropout (BERT's ``attention_probs_dropout_prob``, Llama's and BART's ``attention_dropout``, GPT-2's
+    ``attn_pdrop``).
+
+    Raises:
+        ConfigError: when the config has no such field (T5's ``dropout_rate`` also drives every other dropout).
+    """
+    names = [
+        k
+        for k, v in vars(config).items()
+        if isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and (("attention" in k and "dropout" in k) or k == "attn_pdrop")
+    ]
+    if not names:
+        raise ConfigError(
+            f"{type(config).__name__} has no attention-only dropout to set (side_attention_dropout needs one)"
+        )
+    for name in names:
+        setattr(config, name, float(p))

@@ -63,6 +63,10 @@ class LadderConfig:
         side_checkpointing: activation checkpointing of the side layers (``torch.utils.checkpoint``): each side
             layer keeps only its input and its tap for the backward and recomputes the rest, trading about one
             more side forward per step for the side's activation memory. Same losses and gradients.
+        side_attention_dropout: the side trunk's dropout on attention probabilities; ``None`` (default) keeps the
+            backbone config's (MiniLM and BERT 0.1, Llama 0.0). 0 halves a tap-cached MiniLM step on CPU
+            (``benchmarks/results/side_step_profile.md``). Families whose config has no attention-only dropout
+            (T5's ``dropout_rate`` covers every dropout) refuse a value.
         backbone_name: filled in by ``save_pretrained``: the backbone's name or path.
         backbone_revision: filled in by ``save_pretrained``: the backbone's commit hash, when known.
         backbone_fingerprint: filled in by ``save_pretrained``: a dtype-free hash of the backbone's config and
@@ -92,6 +96,7 @@ class LadderConfig:
     final_shortcut: bool | None = None
     method: str = "lst"
     side_checkpointing: bool = False
+    side_attention_dropout: float | None = None
     backbone_name: str | None = None
     backbone_revision: str | None = None
     backbone_fingerprint: str | None = None
@@ -135,6 +140,14 @@ class LadderConfig:
         for name in ("backbone_dropout", "side_checkpointing"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.side_attention_dropout is not None and (
+            isinstance(self.side_attention_dropout, bool)
+            or not isinstance(self.side_attention_dropout, int | float)
+            or not 0 <= self.side_attention_dropout < 1
+        ):
+            raise ConfigError(
+                f"side_attention_dropout must be in [0, 1) or None, got {self.side_attention_dropout!r}"
+            )
         if self.backbone_dtype is not None and self.backbone_dtype not in BACKBONE_DTYPES:
             raise ConfigError(
                 f"backbone_dtype must be one of {', '.join(BACKBONE_DTYPES)} (or None); got {self.backbone_dtype!r}"

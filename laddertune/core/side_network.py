@@ -29,7 +29,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 
 from ..errors import ConfigError
-from .architectures import Family, StackSpec, get_path, layer_modules, reduced_config
+from .architectures import Family, StackSpec, get_path, layer_modules, reduced_config, set_attention_dropout
 from .config import LadderConfig
 
 # Key of the embedding output (the input of backbone layer 0) among the taps.
@@ -91,6 +91,7 @@ class SideStack(nn.Module):
         ladders: False builds no down-projections of layer outputs and no gates (side-tuning, pruned).
         attn_implementation: the side trunk's attention kernel.
         checkpointing: recompute each side layer in the backward instead of keeping its activations.
+        attention_dropout: the side trunk's attention-probability dropout; None keeps the backbone config's.
     """
 
     def __init__(
@@ -105,6 +106,7 @@ class SideStack(nn.Module):
         attn_implementation: str = "sdpa",
         ladders: bool = True,
         checkpointing: bool = False,
+        attention_dropout: float | None = None,
     ) -> None:
         super().__init__()
         source = get_path(backbone, spec.trunk)
@@ -122,6 +124,8 @@ class SideStack(nn.Module):
         self.temperature = gate_temperature
         source_config = getattr(source, "config", backbone.config)  # bare modules (DistilBERT's) have none
         config = reduced_config(family, spec, source_config, reduction_factor, len(kept))
+        if attention_dropout is not None:
+            set_attention_dropout(config, attention_dropout)
         if (
             attn_implementation == "sdpa"
             and isinstance(source, PreTrainedModel)
@@ -270,6 +274,7 @@ class SideNetwork(nn.Module):
             config.attn_implementation,
             config.method == "lst",
             config.side_checkpointing,
+            config.side_attention_dropout,
         )
         self.stacks = nn.ModuleDict({s.name: SideStack(family, s, backbone, *args) for s in family.stacks})
         width = getattr(backbone.config, family.width)

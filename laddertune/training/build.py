@@ -140,6 +140,7 @@ def build_model(config: TrainConfig, spec, head: str, tokenizer, calibration=Non
         final_shortcut=config.final_shortcut,
         method=config.method,
         side_checkpointing=config.side_checkpointing,
+        side_attention_dropout=config.side_attention_dropout,
     )
     with device:  # the side network's parameters are created where the backbone is
         return get_ladder_model(backbone, ladder, calibration_data=calibration)

@@ -164,6 +164,8 @@ class TrainConfig:
     side_checkpointing: bool = False
     """LST: activation checkpointing of the side layers (recompute them in the backward; same gradients, less
     activation memory, about one more side forward per step)."""
+    side_attention_dropout: float | None = None
+    """LST: the side network's attention-probability dropout; None keeps the backbone config's."""
     optimizer: str = "adamw"
     """``adamw`` (torch, float32 moments: 8 bytes of state per trainable parameter) or ``adamw8bit``
     (bitsandbytes, 8-bit moments: about 2 bytes per parameter; optional dependency)."""
@@ -269,6 +271,8 @@ class TrainConfig:
             )
         if self.method not in LADDER_METHODS and (self.side_layers is not None or self.init != "random"):
             raise ConfigError(f"side_layers and init apply to LST only, not to method {self.method!r}")
+        if self.method not in LADDER_METHODS and self.side_attention_dropout is not None:
+            raise ConfigError(f"side_attention_dropout applies to LST only, not to method {self.method!r}")
         if self.method != "lst" and self.side_checkpointing:
             raise ConfigError(f"side_checkpointing applies to LST only, not to method {self.method!r}")
         if self.device_map not in (None, "auto"):
