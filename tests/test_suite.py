@@ -116,11 +116,14 @@ def test_smoke_table_end_to_end_and_resumed(tmp_path):
         assert per_run["score"] == row["score"] and per_run["command"][:2] == ["laddertune", "train"]
     assert [r["tap_cache"] for r in rows] == [True, False] and any((tmp_path / "c").iterdir())
     assert [r["tap_cache_built"] for r in rows] == [True, None]  # lst filled the cache, full used none
+    assert all(len(r["timed_scores"]) == 1 for r in rows)  # one epoch: one [seconds, score]
     report = out / "report"
     assert {p.name for p in report.iterdir()} == {
         "table1.md",
         "figure1.png",
         "curves_table1_rte.png",
+        "time_to_score.md",
+        "time_to_score_rte.png",
         "report.md",
         "summary.json",
     }

@@ -47,6 +47,9 @@ class Row:
     batch_size: int | None = None
     metrics_path: str | None = None
     """The run's ``metrics.jsonl`` (training curves), when known."""
+    timed_scores: list[list[float]] | None = None
+    """``[seconds, score]`` per validation: the run's wall time when it was evaluated (tap cache build, training
+    steps and evaluations so far; model loading excluded), for time-to-accuracy (:mod:`.time_to_score`)."""
     source: str = ""
     """Where the row was read (for error messages)."""
 
@@ -112,6 +115,15 @@ def row_from_dict(item, where: str, base: Path | None = None) -> Row:
         isinstance(values["seed"], int) and not isinstance(values["seed"], bool), where, "seed", "an integer"
     )
     _check(_is_number(values["score"]), where, "score", "a number")
+    timed = values.get("timed_scores")
+    if timed is not None:
+        _check(
+            isinstance(timed, list)
+            and all(isinstance(p, list) and len(p) == 2 and all(map(_is_number, p)) for p in timed),
+            where,
+            "timed_scores",
+            "a list of [seconds, score] pairs or null",
+        )
     for name in (*NULLABLE, "value", "trainable_percent"):
         if values.get(name) is not None:
             _check(_is_number(values[name]), where, name, "a number or null")
@@ -146,6 +158,13 @@ def row_from_run(folder: Path) -> Row:
             "steps": _field(results, path, "timing", "steps"),
             "batch_size": _field(config, path, "batch_size"),
             "metrics_path": str(metrics) if metrics.is_file() else None,
+            "timed_scores": (
+                timed_scores(
+                    metrics, _field(results, path, "timing", "train_seconds"), results["timing"]["steps"]
+                )
+                if metrics.is_file()
+                else None
+            ),
         },
         str(path),
     )
@@ -178,6 +197,30 @@ def read_scores(path: str | Path) -> list[tuple[int, float]]:
         and r.get("split") == "validation"
         and _is_number((r.get("metrics") or {}).get("score"))
     ]
+
+
+def timed_scores(path: str | Path, train_seconds: float, steps: int) -> list[list[float]] | None:
+    """``[seconds, score]`` per validation record of a ``metrics.jsonl``: the tap cache's build seconds, the
+    training seconds up to the evaluated step and the evaluations' seconds so far. The training seconds are the
+    cumulative ``train_seconds`` of the last training record (logged since laddertune 0.2); a log without them
+    gets the run's total ``train_seconds`` pro rata of the step (None: no validation records)."""
+    build = trained = evals = 0.0
+    out = []
+    for r in _metric_records(path):
+        kind = r.get("type")
+        if kind == "tap_cache" and _is_number(r.get("build_seconds")):
+            build += r["build_seconds"]
+        elif kind == "train" and _is_number(r.get("train_seconds")):
+            trained = r["train_seconds"]
+        elif (
+            kind == "eval"
+            and r.get("split") == "validation"
+            and _is_number((r.get("metrics") or {}).get("score"))
+        ):
+            evals += r.get("eval_seconds") or 0.0
+            at = trained if trained else train_seconds * int(r["step"]) / max(steps, 1)
+            out.append([round(build + at + evals, 3), float(r["metrics"]["score"])])
+    return out or None
 
 
 def _read_json(path: Path):

@@ -11,6 +11,8 @@ from ..io import atomic_write_text
 from .figures import write_figures
 from .rows import Row
 from .tables import LAYOUTS, markdown, summary
+from .time_to_score import figures as time_figures
+from .time_to_score import markdown as time_markdown
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +21,7 @@ def write_report(rows: list[Row], output: str | Path) -> list[Path]:
     """Write the tables and figures of ``rows`` into ``output`` (created); returns the files written.
 
     Only the tables and figures whose rows are present are written: ``<name>.md`` per table (``table1``,
-    ``figure5`` ... ``figure8``), the PNGs of :func:`~laddertune.report.figures.write_figures`, ``report.md``
+    ``figure5`` ... ``figure8``), ``time_to_score.md`` and its PNGs (:mod:`.time_to_score`), the PNGs of :func:`~laddertune.report.figures.write_figures`, ``report.md``
     (every table, then every figure) and ``summary.json`` (each table's groups: per-task mean, std and n, the
     average, costs; and the rows read).
     """
@@ -38,7 +40,11 @@ def write_report(rows: list[Row], output: str | Path) -> list[Path]:
         atomic_write_text(out / f"{name}.md", text)
         written.append(out / f"{name}.md")
         sections += ["", text]
-    pngs = write_figures(rows, out)
+    if (text := time_markdown(rows)) is not None:
+        atomic_write_text(out / "time_to_score.md", text)
+        written.append(out / "time_to_score.md")
+        sections += ["", text]
+    pngs = write_figures(rows, out) + time_figures(rows, out)
     sections += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in pngs]
     atomic_write_text(out / "report.md", "\n".join(sections) + "\n")
     data = {"tables": summary(rows), "rows": [r.to_dict() for r in rows]}

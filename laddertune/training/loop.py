@@ -296,6 +296,7 @@ class Run(DataParallelHooks, PlacementHooks):
             record["loss"] = sum(self.losses) / len(self.losses)
             record["lr"] = self.scheduler.get_last_lr()[0]
             record["seconds_per_step"] = self.timing["last_seconds"]
+            record["train_seconds"] = self.state["train_seconds"]  # cumulative, over resumes too
             self.log(record)
             self.losses = []
         if config.save_steps and step % config.save_steps == 0 and not epoch_done:
