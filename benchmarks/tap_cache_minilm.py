@@ -1,7 +1,7 @@
 """The tap cache on MiniLM-L6, MRPC: cached LST epoch vs uncached LST epoch vs full fine-tuning epoch, a seeds x r sweep.
 
     flock /tmp/laddertune-bench.lock timeout 900 python benchmarks/tap_cache_minilm.py \
-        [--data-dir /work/shared/data/glue] [--examples 160] [--batch-size 32]
+        [--data-dir /work/shared/data/glue] [--examples 160] [--batch-size 32] [--side-attention-dropout P]
 
 Budget: a few minutes on 2 shared CPU cores, so an "epoch" is the first ``--examples`` MRPC training pairs (160: 5
 steps of 32, inputs up to 128 tokens, padded per batch), not the 3,668 of the full set; every figure below is measured
@@ -15,7 +15,8 @@ in this one process, side by side, on the same batches:
 6. a sweep of 3 seeds x 2 reduction factors (r = 8, 16), one epoch each, from the one cache vs uncached;
 7. 4 side networks from one backbone pass vs 4 separate models (inference on the same batches, rows/s).
 
-Writes benchmarks/results/tap_cache_minilm.json and .md.
+Writes benchmarks/results/tap_cache_minilm.json and .md (with ``--side-attention-dropout P``: every LST model of the
+run, cached and uncached, gets that side attention dropout, and the files are ``tap_cache_minilm_attn_dropout<P>``).
 """
 
 from __future__ import annotations
@@ -41,13 +42,14 @@ from laddertune.training.build import epoch_batches, load_task_backbone
 from laddertune.training.loop import train_step
 
 RESULTS = Path(__file__).parent / "results"
+SIDE_OPTIONS: dict = {}  # LadderConfig fields every LST model of the run gets (set once from the command line)
 
 
 def make(method: str, spec, tok, r: int = 8, seed: int = 0):
     torch.manual_seed(seed)
     backbone = load_task_backbone("minilm", spec, "sequence_classification", tok)
     if method == "lst":
-        return get_ladder_model(backbone, LadderConfig(reduction_factor=r))
+        return get_ladder_model(backbone, LadderConfig(reduction_factor=r, **SIDE_OPTIONS))
     return prepare_baseline(backbone, method, BaselineConfig())
 
 
@@ -72,7 +74,7 @@ def multi_side(spec, tok, batches: list[dict]) -> dict:
     separate = []
     for k, r in enumerate((8, 8, 16, 16)):
         torch.manual_seed(k)
-        side = multi.add_side(f"task{k}", LadderConfig(reduction_factor=r))
+        side = multi.add_side(f"task{k}", LadderConfig(reduction_factor=r, **SIDE_OPTIONS))
         separate.append(make("lst", spec, tok, r, k).eval())
         separate[-1].side.load_state_dict(side.side.state_dict())
     with torch.inference_mode():
@@ -98,7 +100,7 @@ def markdown(o: dict) -> str:
     r, sw, ms = o["ratios"], o["sweep"], o["multi_side"]
     return f"""# Tap cache on MiniLM-L6, MRPC ({o["examples"]} training pairs, batch {o["batch_size"]}, {o["steps"]} steps an epoch)
 
-`flock /tmp/laddertune-bench.lock timeout 900 python benchmarks/tap_cache_minilm.py --examples {o["examples"]}`;
+`flock /tmp/laddertune-bench.lock timeout 900 python benchmarks/tap_cache_minilm.py --examples {o["examples"]}{o["flags"]}`;
 one process, side by side, 2 threads on a shared 2-core machine (other engineers' jobs ran at the same time, so
 absolute seconds are noisy; the ratios are from the same run). The epoch is {o["examples"]} examples, not all
 3,668, to fit a few minutes.
@@ -132,7 +134,13 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.environ.get("LADDERTUNE_DATA_DIR", "/work/shared/data/glue"))
     parser.add_argument("--examples", type=int, default=160)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--side-attention-dropout", type=float, default=None)
     args = parser.parse_args()
+    name, flags = "tap_cache_minilm", ""
+    if args.side_attention_dropout is not None:
+        SIDE_OPTIONS["side_attention_dropout"] = args.side_attention_dropout
+        name += f"_attn_dropout{args.side_attention_dropout:g}"
+        flags = f" --side-attention-dropout {args.side_attention_dropout:g}"
     torch.set_num_threads(2)
     splits = load_splits("mrpc", data_dir=args.data_dir, max_train_samples=args.examples, seed=42)
     spec, examples, tok = splits.spec, splits.train, load_tokenizer("minilm")
@@ -145,6 +153,8 @@ def main() -> None:
         "batch_size": args.batch_size,
         "steps": len(batches),
         "task": "mrpc",
+        "side_options": dict(SIDE_OPTIONS),
+        "flags": flags,
     }
     try:
         # warm-up (first-call costs of the kernels and allocator), so that no timed section pays for them
@@ -213,8 +223,8 @@ def main() -> None:
     }
     out["versions"] = {"torch": torch.__version__, "threads": torch.get_num_threads()}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "tap_cache_minilm.json").write_text(json.dumps(out, indent=2) + "\n")
-    (RESULTS / "tap_cache_minilm.md").write_text(markdown(out))
+    (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown(out))
     print(json.dumps({k: v for k, v in out.items() if k != "sweep"}, indent=2))
     print(json.dumps({k: v for k, v in sweep.items() if k != "runs"}, indent=2))
 
