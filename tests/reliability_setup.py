@@ -129,7 +129,9 @@ def _records(out: Path) -> list[dict]:
     for line in (out / "metrics.jsonl").read_text().splitlines():
         r = json.loads(line)
         if r["type"] != "resume":
-            kept.append({k: v for k, v in r.items() if k not in ("seconds_per_step", "eval_seconds")})
+            kept.append(
+                {k: v for k, v in r.items() if k not in ("seconds_per_step", "eval_seconds", "train_seconds")}
+            )
     return kept
 
 
