@@ -1,7 +1,8 @@
 """The tap cache on MiniLM-L6, MRPC: cached LST epoch vs uncached LST epoch vs full fine-tuning epoch, a seeds x r sweep.
 
     flock /tmp/laddertune-bench.lock timeout 900 python benchmarks/tap_cache_minilm.py \
-        [--data-dir /work/shared/data/glue] [--examples 160] [--batch-size 32] [--side-attention-dropout P]
+        [--data-dir /work/shared/data/glue] [--examples 160] [--batch-size 32] [--side-attention-dropout P] \
+        [--side-attention-heads N]
 
 Budget: a few minutes on 2 shared CPU cores, so an "epoch" is the first ``--examples`` MRPC training pairs (160: 5
 steps of 32, inputs up to 128 tokens, padded per batch), not the 3,668 of the full set; every figure below is measured
@@ -16,7 +17,7 @@ in this one process, side by side, on the same batches:
 7. 4 side networks from one backbone pass vs 4 separate models (inference on the same batches, rows/s).
 
 Writes benchmarks/results/tap_cache_minilm.json and .md (with ``--side-attention-dropout P``: every LST model of the
-run, cached and uncached, gets that side attention dropout, and the files are ``tap_cache_minilm_attn_dropout<P>``).
+run, cached and uncached, gets that side attention dropout, and the files are ``tap_cache_minilm_attn_dropout<P>``; ``--side-attention-heads N`` likewise adds ``_heads<N>``).
 """
 
 from __future__ import annotations
@@ -135,12 +136,17 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=160)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--side-attention-dropout", type=float, default=None)
+    parser.add_argument("--side-attention-heads", type=int, default=None)
     args = parser.parse_args()
     name, flags = "tap_cache_minilm", ""
     if args.side_attention_dropout is not None:
         SIDE_OPTIONS["side_attention_dropout"] = args.side_attention_dropout
         name += f"_attn_dropout{args.side_attention_dropout:g}"
         flags = f" --side-attention-dropout {args.side_attention_dropout:g}"
+    if args.side_attention_heads is not None:
+        SIDE_OPTIONS["side_attention_heads"] = args.side_attention_heads
+        name += f"_heads{args.side_attention_heads}"
+        flags += f" --side-attention-heads {args.side_attention_heads}"
     torch.set_num_threads(2)
     splits = load_splits("mrpc", data_dir=args.data_dir, max_train_samples=args.examples, seed=42)
     spec, examples, tok = splits.spec, splits.train, load_tokenizer("minilm")

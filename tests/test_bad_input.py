@@ -131,6 +131,16 @@ TRAIN_CASES = [
         lambda b: ["--method", "lora", "--side-attention-dropout", "0"],
         "side_attention_dropout applies to LST only, not to method 'lora'",
     ),
+    (
+        "side attention heads not dividing the side width",
+        lambda b: ["--side-attention-heads", "5"],
+        "side_attention_heads 5 does not divide the side width",
+    ),
+    (
+        "side attention heads with a baseline",
+        lambda b: ["--method", "lora", "--side-attention-heads", "2"],
+        "side_attention_heads applies to LST only, not to method 'lora'",
+    ),
 ]
 
 

@@ -174,6 +174,7 @@ VALID_TRAIN = {
     "attn": st.sampled_from(["sdpa", "eager"]),
     "loss_chunk_size": st.one_of(st.none(), st.integers(1, 4096)),
     "side_attention_dropout": st.one_of(st.none(), st.floats(0, 0.99)),  # LST only
+    "side_attention_heads": st.one_of(st.none(), st.integers(1, 12)),  # LST only
     "side_checkpointing": st.booleans(),  # LST only: a baseline with it is a one-line error
     "optimizer": st.sampled_from(["adamw", "adamw8bit"]),
     "tap_cache": st.none(),  # a folder with backbone_dropout on is refused; "anything" replacements reach it
@@ -202,6 +203,7 @@ VALID_LADDER = {
     ),  # side-tuning / pruned constrain final_shortcut and init: test_ablation_methods.py
     "side_checkpointing": st.booleans(),
     "side_attention_dropout": st.one_of(st.none(), st.floats(0, 0.99)),
+    "side_attention_heads": st.one_of(st.none(), st.integers(1, 12)),
     "backbone_signature": st.one_of(
         st.none(), st.dictionaries(st.text(max_size=5), st.lists(st.floats(-1, 1)))
     ),

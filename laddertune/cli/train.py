@@ -144,6 +144,13 @@ def register(subparsers) -> None:
         metavar="P",
         help="LST: dropout on the side network's attention probabilities (default: the backbone config's)",
     )
+    g.add_argument(
+        "--side-attention-heads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="LST: the side network's attention heads (default: the backbone's, each d_head/r wide)",
+    )
     g = p.add_argument_group("optimisation")
     g.add_argument(
         "--optimizer",

@@ -204,3 +204,30 @@ def set_attention_dropout(config, p: float) -> None:
         )
     for name in names:
         setattr(config, name, float(p))
+
+
+def set_attention_heads(family: Family, config, heads: int) -> None:
+    """Give a (side) config ``heads`` attention heads of width / heads each, in place.
+
+    The weight shapes stay those of the reduced config (q, k and v are still width x width), so pruning
+    initialisation, which ignores heads as the authors' does, is unchanged; only how the width is split changes.
+    Every head-count field of the config is set (BART's encoder and decoder ones).
+
+    Raises:
+        ConfigError: when ``heads`` does not divide the side width, or the family fixes its head size in a field
+            (T5's ``d_kv``, Llama's ``head_dim``) or groups key/value heads: there the shapes would change.
+    """
+    name = type(config).__name__
+    if family.head_dim and getattr(config, family.head_dim, None):
+        raise ConfigError(
+            f"{name} sets the per-head size in {family.head_dim}: side_attention_heads needs a family whose "
+            "head size is width / heads"
+        )
+    current = getattr(config, family.heads)
+    if getattr(config, "num_key_value_heads", None) not in (None, current):
+        raise ConfigError(f"{name} groups key/value heads: side_attention_heads is not supported for it")
+    width = getattr(config, family.width)
+    if width % heads:
+        raise ConfigError(f"side_attention_heads {heads} does not divide the side width ({width})")
+    for field in [k for k in vars(config) if k == family.heads or k.endswith("attention_heads")]:
+        setattr(config, field, heads)

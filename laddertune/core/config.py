@@ -67,6 +67,12 @@ class LadderConfig:
             backbone config's (MiniLM and BERT 0.1, Llama 0.0). 0 halves a tap-cached MiniLM step on CPU
             (``benchmarks/results/side_step_profile.md``). Families whose config has no attention-only dropout
             (T5's ``dropout_rate`` covers every dropout) refuse a value.
+        side_attention_heads: the side trunk's number of attention heads; ``None`` (default) keeps the backbone's,
+            each d_head/r wide, as the authors do (MiniLM at r=8: 12 heads of size 4). Fewer, wider heads cut the
+            side step's attention cost (``benchmarks/results/tap_cache_minilm_heads3*.md``); the weight shapes do
+            not change, so pruning initialisation works as before. Must divide the side width; families with a
+            per-head size field, grouped key/value heads or per-head weights outside the projections (T5's
+            relative bias, Llama's head_dim) refuse a value.
         backbone_name: filled in by ``save_pretrained``: the backbone's name or path.
         backbone_revision: filled in by ``save_pretrained``: the backbone's commit hash, when known.
         backbone_fingerprint: filled in by ``save_pretrained``: a dtype-free hash of the backbone's config and
@@ -97,6 +103,7 @@ class LadderConfig:
     method: str = "lst"
     side_checkpointing: bool = False
     side_attention_dropout: float | None = None
+    side_attention_heads: int | None = None
     backbone_name: str | None = None
     backbone_revision: str | None = None
     backbone_fingerprint: str | None = None
@@ -147,6 +154,14 @@ class LadderConfig:
         ):
             raise ConfigError(
                 f"side_attention_dropout must be in [0, 1) or None, got {self.side_attention_dropout!r}"
+            )
+        if self.side_attention_heads is not None and (
+            isinstance(self.side_attention_heads, bool)
+            or not isinstance(self.side_attention_heads, int)
+            or self.side_attention_heads < 1
+        ):
+            raise ConfigError(
+                f"side_attention_heads must be a positive integer or None, got {self.side_attention_heads!r}"
             )
         if self.backbone_dtype is not None and self.backbone_dtype not in BACKBONE_DTYPES:
             raise ConfigError(

@@ -29,7 +29,15 @@ from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 
 from ..errors import ConfigError
-from .architectures import Family, StackSpec, get_path, layer_modules, reduced_config, set_attention_dropout
+from .architectures import (
+    Family,
+    StackSpec,
+    get_path,
+    layer_modules,
+    reduced_config,
+    set_attention_dropout,
+    set_attention_heads,
+)
 from .config import LadderConfig
 
 # Key of the embedding output (the input of backbone layer 0) among the taps.
@@ -107,6 +115,7 @@ class SideStack(nn.Module):
         ladders: bool = True,
         checkpointing: bool = False,
         attention_dropout: float | None = None,
+        attention_heads: int | None = None,
     ) -> None:
         super().__init__()
         source = get_path(backbone, spec.trunk)
@@ -126,6 +135,8 @@ class SideStack(nn.Module):
         config = reduced_config(family, spec, source_config, reduction_factor, len(kept))
         if attention_dropout is not None:
             set_attention_dropout(config, attention_dropout)
+        if attention_heads is not None:
+            set_attention_heads(family, config, attention_heads)
         if (
             attn_implementation == "sdpa"
             and isinstance(source, PreTrainedModel)
@@ -275,6 +286,7 @@ class SideNetwork(nn.Module):
             config.method == "lst",
             config.side_checkpointing,
             config.side_attention_dropout,
+            config.side_attention_heads,
         )
         self.stacks = nn.ModuleDict({s.name: SideStack(family, s, backbone, *args) for s in family.stacks})
         width = getattr(backbone.config, family.width)

@@ -141,6 +141,7 @@ def build_model(config: TrainConfig, spec, head: str, tokenizer, calibration=Non
         method=config.method,
         side_checkpointing=config.side_checkpointing,
         side_attention_dropout=config.side_attention_dropout,
+        side_attention_heads=config.side_attention_heads,
     )
     with device:  # the side network's parameters are created where the backbone is
         return get_ladder_model(backbone, ladder, calibration_data=calibration)

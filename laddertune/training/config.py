@@ -166,6 +166,8 @@ class TrainConfig:
     activation memory, about one more side forward per step)."""
     side_attention_dropout: float | None = None
     """LST: the side network's attention-probability dropout; None keeps the backbone config's."""
+    side_attention_heads: int | None = None
+    """LST: the side network's number of attention heads; None keeps the backbone's (head size d_head / r)."""
     optimizer: str = "adamw"
     """``adamw`` (torch, float32 moments: 8 bytes of state per trainable parameter) or ``adamw8bit``
     (bitsandbytes, 8-bit moments: about 2 bytes per parameter; optional dependency)."""
@@ -271,14 +273,13 @@ class TrainConfig:
             )
         if self.method not in LADDER_METHODS and (self.side_layers is not None or self.init != "random"):
             raise ConfigError(f"side_layers and init apply to LST only, not to method {self.method!r}")
-        if self.method not in LADDER_METHODS and self.side_attention_dropout is not None:
-            raise ConfigError(f"side_attention_dropout applies to LST only, not to method {self.method!r}")
         if self.method != "lst" and self.side_checkpointing:
             raise ConfigError(f"side_checkpointing applies to LST only, not to method {self.method!r}")
         if self.device_map not in (None, "auto"):
             raise ConfigError(f"device_map must be 'auto' or None, got {self.device_map!r}")
-        if self.device_map and self.method not in LADDER_METHODS:
-            raise ConfigError(f"device_map applies to LST only, not to method {self.method!r}")
+        for name in ("side_attention_dropout", "side_attention_heads", "device_map"):
+            if self.method not in LADDER_METHODS and getattr(self, name) is not None:
+                raise ConfigError(f"{name} applies to LST only, not to method {self.method!r}")
         if self.task.lower() == "custom" and (not self.train_file or not self.text_column):
             raise ConfigError("task 'custom' needs train_file (--train-file) and text_column (--text-column)")
 
