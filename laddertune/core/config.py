@@ -70,9 +70,9 @@ class LadderConfig:
         side_attention_heads: the side trunk's number of attention heads; ``None`` (default) keeps the backbone's,
             each d_head/r wide, as the authors do (MiniLM at r=8: 12 heads of size 4). Fewer, wider heads cut the
             side step's attention cost (``benchmarks/results/tap_cache_minilm_heads3*.md``); the weight shapes do
-            not change, so pruning initialisation works as before. Must divide the side width; families with a
-            per-head size field, grouped key/value heads or per-head weights outside the projections (T5's
-            relative bias, Llama's head_dim) refuse a value.
+            not change, so pruning initialisation works as before. Must divide the side width; families that fix
+            the head size in a config field (T5's ``d_kv``, Llama's ``head_dim``) or group key/value heads
+            refuse a value.
         backbone_name: filled in by ``save_pretrained``: the backbone's name or path.
         backbone_revision: filled in by ``save_pretrained``: the backbone's commit hash, when known.
         backbone_fingerprint: filled in by ``save_pretrained``: a dtype-free hash of the backbone's config and
