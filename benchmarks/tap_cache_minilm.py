@@ -17,7 +17,8 @@ in this one process, side by side, on the same batches:
 7. 4 side networks from one backbone pass vs 4 separate models (inference on the same batches, rows/s).
 
 Writes benchmarks/results/tap_cache_minilm.json and .md (with ``--side-attention-dropout P``: every LST model of the
-run, cached and uncached, gets that side attention dropout, and the files are ``tap_cache_minilm_attn_dropout<P>``; ``--side-attention-heads N`` likewise adds ``_heads<N>``).
+run, cached and uncached, gets that side attention dropout, and the files are ``tap_cache_minilm_attn_dropout<P>``;
+``--side-attention-heads N`` likewise adds ``_heads<N>``).
 """
 
 from __future__ import annotations

@@ -155,26 +155,14 @@ class LadderConfig:
             raise ConfigError(
                 f"side_attention_dropout must be in [0, 1) or None, got {self.side_attention_dropout!r}"
             )
-        if self.side_attention_heads is not None and (
-            isinstance(self.side_attention_heads, bool)
-            or not isinstance(self.side_attention_heads, int)
-            or self.side_attention_heads < 1
-        ):
-            raise ConfigError(
-                f"side_attention_heads must be a positive integer or None, got {self.side_attention_heads!r}"
-            )
         if self.backbone_dtype is not None and self.backbone_dtype not in BACKBONE_DTYPES:
             raise ConfigError(
                 f"backbone_dtype must be one of {', '.join(BACKBONE_DTYPES)} (or None); got {self.backbone_dtype!r}"
             )
-        if self.loss_chunk_size is not None and (
-            isinstance(self.loss_chunk_size, bool)
-            or not isinstance(self.loss_chunk_size, int)
-            or self.loss_chunk_size < 1
-        ):
-            raise ConfigError(
-                f"loss_chunk_size must be a positive integer or None, got {self.loss_chunk_size!r}"
-            )
+        for name in ("side_attention_heads", "loss_chunk_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be a positive integer or None, got {value!r}")
         if self.final_shortcut is not None and not isinstance(self.final_shortcut, bool):
             raise ConfigError(f"final_shortcut must be true, false or None, got {self.final_shortcut!r}")
         if self.method not in LADDER_METHODS:
