@@ -3,12 +3,12 @@
 One script for a machine with one GPU (budget: under 6 minutes on one H100/H200). For each setting it builds the
 model on the device from a config (random weights: no downloads), runs warm-up steps, then measures K training
 steps with :class:`laddertune.memory.PeakMemoryMeter` (``max_memory_allocated``, reset per phase) and times them
-with CUDA synchronisation; where the predictor models the setting (fp32 compute, float backbone), it puts
-``predict_memory``'s number next to the measurement. Settings (the issue's item 6):
+with CUDA synchronisation, and puts ``predict_memory``'s number for the same setting next to the measurement. Settings (the issue's item 6):
 
 - T5-base, Table 1 shape (batch 100, 128 -> 128 tokens... target 8): LST fp32; LST bf16 backbone + bf16 autocast;
 - Llama-7B (config only, random weights), 4 x 2048 tokens: LST with an nf4 backbone (bitsandbytes) and bf16
-  autocast, loss chunked over the sequence; the same with a bf16 backbone;
+  autocast, loss chunked over the sequence; the same with a bf16 backbone, and with side checkpointing (issue 10's
+  goal row);
 - every setting that cannot run (no bitsandbytes, out of memory) is recorded with its reason, not dropped.
 
 ``--tiny`` runs the same code paths on CPU with tiny configs (seconds; the test suite runs it): the int8/nf4
@@ -74,6 +74,9 @@ def settings(tiny: bool) -> list[dict]:
              head="causal_lm", **llama_shape, backbone_dtype="bfloat16", precision="bf16", loss_chunk=chunk),
         dict(name="llama-7b lst nf4 backbone + bf16 autocast, chunked loss", config="llama-7b",
              head="causal_lm", **llama_shape, backbone_dtype="nf4", precision="bf16", loss_chunk=chunk),
+        dict(name="llama-7b lst nf4 backbone + bf16 autocast, chunked loss, side checkpointing",
+             config="llama-7b", head="causal_lm", **llama_shape, backbone_dtype="nf4", precision="bf16",
+             loss_chunk=chunk, side_checkpointing=True),
     ]  # fmt: skip
 
 
@@ -91,7 +94,10 @@ def build(config, setting: dict, device: torch.device):
     finally:
         torch.set_default_dtype(default)
     ladder = LadderConfig(
-        reduction_factor=8, backbone_dtype=setting["backbone_dtype"], loss_chunk_size=setting["loss_chunk"]
+        reduction_factor=8,
+        backbone_dtype=setting["backbone_dtype"],
+        loss_chunk_size=setting["loss_chunk"],
+        side_checkpointing=setting.get("side_checkpointing", False),
     )
     with device:
         return get_ladder_model(backbone, ladder)
@@ -131,17 +137,20 @@ def measure(setting: dict, config, device: torch.device, steps: int) -> dict:
 
 
 def predicted(setting: dict, config, device: torch.device) -> dict | None:
-    """The predictor's peak where it models the setting: fp32 compute and a float backbone, unchunked loss."""
-    if setting["precision"] != "fp32" or setting["loss_chunk"] is not None:
+    """The predictor's peak for the same setting (backbone storage, precision, chunked loss, side checkpointing);
+    None for an nf4 backbone on CPU (the predictor models bitsandbytes' CUDA storage, the tiny CPU run torchao's)."""
+    if setting["backbone_dtype"] in ("int8", "nf4") and device.type != "cuda":
         return None
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[setting["backbone_dtype"]]
     p = predict_memory(
         config,
         "lst",
         batch_size=setting["batch"],
         source_length=setting["source"],
         target_length=max(1, setting["target"]),
-        dtype=dtype,
+        backbone_dtype=setting["backbone_dtype"],
+        precision=setting["precision"],
+        loss_chunk_size=setting["loss_chunk"],
+        side_checkpointing=setting.get("side_checkpointing", False),
         head=setting["head"],
         device_semantics="cuda" if device.type == "cuda" else "cpu",
     )

@@ -22,7 +22,7 @@ def test_gpu_check_tiny_runs_every_setting(tmp_path):
     result = gpu_check.main(["--tiny", "--steps", "1", "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     rows = {r["name"]: r for r in result["rows"]}
-    assert len(rows) == 4 and result["device"] == "cpu"
+    assert len(rows) == 5 and result["device"] == "cpu"
     has_torchao = importlib.util.find_spec("torchao") is not None
     for name, row in rows.items():
         if "nf4" in name and not has_torchao:
@@ -31,7 +31,11 @@ def test_gpu_check_tiny_runs_every_setting(tmp_path):
         assert row.get("skipped") is None, row
         assert row["measured"]["peak_train_bytes"] > 0 and row["measured"]["seconds_per_step"] > 0
     fp32 = rows["t5-base lst fp32"]
-    assert fp32["predicted"]["peak_bytes"] > 0  # the predictor's number sits next to the measurement
+    measured, predicted = fp32["measured"]["peak_train_bytes"], fp32["predicted"]["peak_bytes"]
+    assert abs(predicted - measured) / measured < 0.1, (predicted, measured)  # beside the measurement
+    for name, row in rows.items():  # a prediction beside every float-backbone row (nf4: CUDA only)
+        if row.get("skipped") is None:
+            assert (row["predicted"] is None) == ("nf4" in name), name
     # the bf16 backbone holds half the frozen bytes: a lower peak than fp32 at the same shape
     assert (
         rows["t5-base lst bf16 backbone + bf16 autocast"]["measured"]["peak_train_bytes"]

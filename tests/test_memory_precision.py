@@ -208,3 +208,24 @@ def test_lst_prediction_matches_a_real_cpu_run_within_2_percent(side_checkpointi
         training_step(model, batch, optimizer)
     real = meter.report().peak("train")
     assert abs(p.peak_bytes - real) / real < 0.02, (p.peak_bytes, real)
+
+
+def test_adamw8bit_state_is_bitsandbytes_storage():
+    """uint8 moments + a float32 absmax per 256 values each for tensors of >= 4,096 values, float32 below."""
+    import math
+
+    plain, q = predict(), predict(optimizer="adamw8bit")
+    assert q.settings["optimizer"] == "adamw8bit" and plain.settings["optimizer"] == "adamw"
+    from laddertune.memory.predict import build_training_model
+
+    model, _ = build_training_model(tiny_llama(), "lst", "causal_lm")
+    sizes = [p.numel() for p in model.parameters() if p.requires_grad]
+    expected = sum(2 * n + 8 * math.ceil(n / 256) if n >= 4096 else 8 * n for n in sizes)
+    assert q.breakdown["optimizer_state"] == expected
+    assert plain.breakdown["optimizer_state"] == 8 * sum(sizes) + 4 * len(sizes)  # torch keeps a float32 step each
+    assert q.peak_bytes < plain.peak_bytes
+
+
+def test_unknown_optimizer_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown optimizer 'sgd'"):
+        predict(optimizer="sgd")

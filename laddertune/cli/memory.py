@@ -99,6 +99,9 @@ def register(subparsers) -> None:
     p.add_argument(
         "--side-checkpointing", action="store_true", help="LST: recompute the side layers in the backward"
     )
+    p.add_argument(
+        "--optimizer", default="adamw", help="adamw or adamw8bit (bitsandbytes' 8-bit state, emulated)"
+    )
     p.add_argument("--lora-rank", type=int, default=None, help="lora/qlora rank (default 32, qlora 16)")
     p.add_argument(
         "--no-gradient-checkpointing",
@@ -156,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         loss_chunk_size=args.loss_chunk_size,
         gradient_checkpointing=args.gradient_checkpointing,
         side_checkpointing=args.side_checkpointing,
+        optimizer=args.optimizer,
         baseline_config=baseline_config,
         device_semantics=args.device_semantics,
         head=args.head,

@@ -164,6 +164,7 @@ def predict_memory(
     gradient_checkpointing: bool = True,
     side_checkpointing: bool = False,
     visual: VisualInput | None = None,
+    optimizer: str = "adamw",
 ) -> MemoryPrediction:
     """Predict the peak memory of a steady-state training iteration, without weights or a GPU.
 
@@ -188,6 +189,7 @@ def predict_memory(
         gradient_checkpointing: QLoRA's (PEFT's default: on).
         side_checkpointing: LST's activation checkpointing of the side layers.
         visual: the image part of a CLIP-T5 batch (:mod:`.vision_model`); implied by a ``clip-t5-*`` name.
+        optimizer: ``adamw`` (torch's, float32 moments) or ``adamw8bit`` (bitsandbytes' 8-bit state, emulated).
 
     Raises:
         ConfigError: unknown config, method, head, dtype, precision or device semantics, or settings that do not
@@ -207,7 +209,7 @@ def predict_memory(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     head = head or default_head(backbone_config)
-    check_options(method, head, backbone_dtype, attn, precision)
+    check_options(method, head, backbone_dtype, attn, precision, optimizer)
     if visual is not None:
         check_vl_options(method, head, backbone_dtype, loss_chunk_size)
     if loss_chunk_size is not None and method != "lst":
@@ -226,7 +228,7 @@ def predict_memory(
         reduction_factor=reduction_factor, side_layers=side_layers, dtype=dtype, baseline_config=baseline_config,
         backbone_dtype=backbone_dtype, attn=attn, loss_chunk_size=loss_chunk_size,
         gradient_checkpointing=gradient_checkpointing, precision=precision, side_checkpointing=side_checkpointing,
-        visual=visual,
+        visual=visual, optimizer=optimizer,
     )  # fmt: skip
     model, settings, trackers, flops = _trace_iterations(
         backbone_config, method, head, sizes, device_semantics, build
@@ -282,14 +284,15 @@ def _trace_iterations(config, method: str, head: str, sizes: dict, device_semant
         stack.enter_context(fake_friendly_modules())
         stack.enter_context(no_padding_masks())
         stack.enter_context(traceable_eos_pooling())
-        visual = build.pop("visual")
+        visual, optimizer_name = build.pop("visual"), build.pop("optimizer")
         if visual is None:
             model, settings = build_training_model(config, method, head, **build)
             batch = make_batch(config, head, **sizes)
         else:  # CLIP-T5 (the paper's Table 3)
             model, settings = build_vl_training_model(config, method, visual, **build)
             batch = make_vl_batch(config, visual, **sizes)
-        optimizer = make_optimizer(model, device_semantics)
+        settings["optimizer"] = optimizer_name
+        optimizer = make_optimizer(model, device_semantics, optimizer=optimizer_name)
         if device_semantics == "cuda":
             stack.enter_context(cuda_dropout())
             stack.enter_context(cuda_block_rounding())

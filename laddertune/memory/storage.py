@@ -149,3 +149,36 @@ def emulate_quantized_linears(
     for parent, name, linear in targets:
         setattr(parent, name, EmulatedQuantLinear(linear, scheme, compute_dtype))
     return len(targets)
+
+
+ADAM8_BLOCK = 256  # values per absmax of bitsandbytes' block-wise 8-bit optimizer state
+ADAM8_MIN_SIZE = 4096  # smaller tensors keep float32 state (bitsandbytes' min_8bit_size)
+
+
+class EmulatedAdamW8bit(torch.optim.Optimizer):
+    """bitsandbytes' ``AdamW8bit`` state on fake tensors (its fused CUDA kernel cannot run on them).
+
+    State per parameter of at least 4,096 values: both moments as uint8 (1 byte each) and one float32 absmax per
+    256 values for each; smaller parameters keep two float32 moments, as bitsandbytes does. The step updates in
+    place and allocates nothing (the fused kernel's behaviour); its arithmetic is not AdamW's, only its memory.
+    """
+
+    def __init__(self, params, lr: float = 1e-3):
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    if p.numel() >= ADAM8_MIN_SIZE:
+                        blocks = math.ceil(p.numel() / ADAM8_BLOCK)
+                        for i in (1, 2):
+                            state[f"state{i}"] = torch.zeros_like(p, dtype=torch.uint8)
+                            state[f"absmax{i}"] = torch.zeros(blocks, dtype=torch.float32, device=p.device)
+                    else:
+                        state["state1"], state["state2"] = torch.zeros_like(p), torch.zeros_like(p)
+                p.add_(p.grad, alpha=-group["lr"])

@@ -18,11 +18,12 @@ from torch import nn
 from ..baselines import FAMILIES, BaselineConfig, prepare_baseline, prepare_qlora
 from ..core import LadderConfig, get_ladder_model
 from ..errors import ConfigError
-from .storage import emulate_quantized_linears
+from .storage import EmulatedAdamW8bit, emulate_quantized_linears
 
 METHODS = ("full", "lora", "adapter", "bitfit", "prompt", "lst", "qlora")
 HEADS = ("seq2seq_lm", "causal_lm", "sequence_classification")
 ATTN = ("sdpa", "eager")
+OPTIMIZERS = ("adamw", "adamw8bit")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 FLOAT_STORAGE = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 BACKBONE_DTYPES = (*FLOAT_STORAGE, "int8", "nf4")
@@ -33,10 +34,13 @@ _SETTING_PREFIX.update(adapter="adapter_", prompt="prompt_")
 
 
 def make_optimizer(
-    model: nn.Module, device_semantics: str = "cuda", lr: float = 3e-4
+    model: nn.Module, device_semantics: str = "cuda", lr: float = 3e-4, optimizer: str = "adamw"
 ) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters, with the ``foreach`` choice of the given device (see predict.py)."""
+    """AdamW over the trainable parameters, with the ``foreach`` choice of the given device (see predict.py);
+    ``optimizer="adamw8bit"``: bitsandbytes' 8-bit AdamW state, emulated (:class:`.storage.EmulatedAdamW8bit`)."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer == "adamw8bit":
+        return EmulatedAdamW8bit(params, lr=lr)
     return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, foreach=device_semantics == "cuda")
 
 
@@ -85,13 +89,16 @@ def make_batch(config, head: str, batch_size: int, source_length: int, target_le
     return batch
 
 
-def check_options(method: str, head: str, backbone_dtype: str | None, attn: str, precision: str) -> None:
+def check_options(
+    method: str, head: str, backbone_dtype: str | None, attn: str, precision: str, optimizer: str = "adamw"
+) -> None:
     """One-line ConfigErrors for unknown or impossible choices."""
     for name, value, choices in (
         ("method", method, METHODS),
         ("head", head, HEADS),
         ("attn", attn, ATTN),
         ("precision", precision, tuple(PRECISIONS)),
+        ("optimizer", optimizer, OPTIMIZERS),
     ):
         if value not in choices:
             raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")

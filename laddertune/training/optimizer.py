@@ -2,7 +2,7 @@
 
 ``adamw`` is torch's AdamW: two float32 moments, 8 bytes of state per trainable parameter. ``adamw8bit`` is
 bitsandbytes' ``AdamW8bit`` (Dettmers et al., 2022): both moments block-wise quantized to 8 bits, about 2 bytes per
-parameter (plus one float32 absmax per 2,048 values); tensors under 4,096 values (biases, gates) keep float32 state,
+parameter (plus one float32 absmax per 256 values of each moment); tensors under 4,096 values (biases, gates) keep float32 state,
 as the library decides. For the 7B side network at r=8 (172.5M trainable parameters) that is 1.29 GiB of AdamW
 state down to about 0.32 GiB.
 
