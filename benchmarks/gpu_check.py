@@ -5,10 +5,12 @@ model on the device from a config (random weights: no downloads), runs warm-up s
 steps with :class:`laddertune.memory.PeakMemoryMeter` (``max_memory_allocated``, reset per phase) and times them
 with CUDA synchronisation, and puts ``predict_memory``'s number for the same setting next to the measurement. Settings (the issue's item 6):
 
-- T5-base, Table 1 shape (batch 100, 128 -> 128 tokens... target 8): LST fp32; LST bf16 backbone + bf16 autocast;
+- T5-base, Table 1 shape (batch 100, 128 -> 8 tokens): full fine-tuning, LoRA r=32 and LST (all side layers and
+  the paper's Table 1 layers) in fp32; LST with a bf16 backbone + bf16 autocast; LST on T5-large and T5-3B with
+  their Table 1 layers;
 - Llama-7B (config only, random weights), 4 x 2048 tokens: LST with an nf4 backbone (bitsandbytes) and bf16
   autocast, loss chunked over the sequence; the same with a bf16 backbone, and with side checkpointing (issue 10's
-  goal row);
+  goal row); QLoRA r=16 (all linears, bitsandbytes nf4, gradient checkpointing) at the same shape;
 - every setting that cannot run (no bitsandbytes, out of memory) is recorded with its reason, not dropped.
 
 ``--tiny`` runs the same code paths on CPU with tiny configs (seconds; the test suite runs it): the int8/nf4
@@ -32,12 +34,15 @@ import torch
 import transformers as T
 
 from laddertune import LadderConfig, get_ladder_model
+from laddertune.baselines import BaselineConfig, prepare_baseline, prepare_qlora
+from laddertune.core.quantization import convert_backbone
 from laddertune.errors import LadderTuneError
 from laddertune.memory import PeakMemoryMeter, predict_memory
-from laddertune.memory.model_configs import load_config
+from laddertune.memory.model_configs import PAPER_SIDE_LAYERS, load_config
 from laddertune.memory.predict import make_batch
 from laddertune.training.device import move_batch, resolve_device
 from laddertune.training.precision import Precision
+from laddertune.training.qlora import QLORA, require_qlora
 from laddertune.training.step import train_step
 
 RESULTS = Path(__file__).parent / "results"
@@ -57,32 +62,49 @@ def tiny_configs() -> dict:
         intermediate_size=128,
         pad_token_id=0,
     )
-    return {"t5-base": t5, "llama-7b": llama}
+    return {"t5-base": t5, "t5-large": t5, "t5-3b": t5, "llama-7b": llama}
 
 
 def settings(tiny: bool) -> list[dict]:
-    """(name, config name, head, batch, source, target, backbone dtype, precision, loss chunk)."""
+    """(name, config name, method, head, batch, source, target, backbone dtype, precision, loss chunk, side layers,
+    side checkpointing); tiny configs keep all their side layers."""
     t5_shape = dict(batch=4, source=16, target=4) if tiny else dict(batch=100, source=128, target=8)
     llama_shape = dict(batch=2, source=32, target=0) if tiny else dict(batch=4, source=2048, target=0)
     chunk = 8 if tiny else 512
+
+    def paper_layers(name: str) -> list[int] | None:
+        return None if tiny else PAPER_SIDE_LAYERS[name]
+
+    t5 = dict(config="t5-base", head="seq2seq_lm", **t5_shape, backbone_dtype="float32", precision="fp32",
+              loss_chunk=None)
+    llama = dict(config="llama-7b", head="causal_lm", **llama_shape, precision="bf16", loss_chunk=chunk)
     return [
-        dict(name="t5-base lst fp32", config="t5-base", head="seq2seq_lm", **t5_shape,
-             backbone_dtype="float32", precision="fp32", loss_chunk=None),
-        dict(name="t5-base lst bf16 backbone + bf16 autocast", config="t5-base", head="seq2seq_lm", **t5_shape,
-             backbone_dtype="bfloat16", precision="bf16", loss_chunk=None),
-        dict(name="llama-7b lst bf16 backbone + bf16 autocast, chunked loss", config="llama-7b",
-             head="causal_lm", **llama_shape, backbone_dtype="bfloat16", precision="bf16", loss_chunk=chunk),
-        dict(name="llama-7b lst nf4 backbone + bf16 autocast, chunked loss", config="llama-7b",
-             head="causal_lm", **llama_shape, backbone_dtype="nf4", precision="bf16", loss_chunk=chunk),
-        dict(name="llama-7b lst nf4 backbone + bf16 autocast, chunked loss, side checkpointing",
-             config="llama-7b", head="causal_lm", **llama_shape, backbone_dtype="nf4", precision="bf16",
-             loss_chunk=chunk, side_checkpointing=True),
+        dict(t5, name="t5-base full fp32", method="full"),
+        dict(t5, name="t5-base lora r=32 fp32", method="lora"),
+        dict(t5, name="t5-base lst fp32", method="lst"),
+        dict(t5, name="t5-base lst fp32, Table 1 side layers", method="lst", side_layers=paper_layers("t5-base")),
+        dict(t5, name="t5-base lst bf16 backbone + bf16 autocast", method="lst", backbone_dtype="bfloat16",
+             precision="bf16"),
+        dict(t5, name="t5-large lst fp32, Table 1 side layers", method="lst", config="t5-large",
+             side_layers=paper_layers("t5-large")),
+        dict(t5, name="t5-3b lst fp32, Table 1 side layers", method="lst", config="t5-3b",
+             side_layers=paper_layers("t5-3b")),
+        dict(llama, name="llama-7b lst bf16 backbone + bf16 autocast, chunked loss", method="lst",
+             backbone_dtype="bfloat16"),
+        dict(llama, name="llama-7b lst nf4 backbone + bf16 autocast, chunked loss", method="lst",
+             backbone_dtype="nf4"),
+        dict(llama, name="llama-7b lst nf4 backbone + bf16 autocast, chunked loss, side checkpointing",
+             method="lst", backbone_dtype="nf4", side_checkpointing=True),
+        dict(llama, name="llama-7b qlora r=16 nf4 + bf16 autocast, gradient checkpointing", method="qlora",
+             backbone_dtype="nf4", loss_chunk=None),
     ]  # fmt: skip
 
 
 def build(config, setting: dict, device: torch.device):
     """A random-weight backbone of ``config`` on ``device`` (in the backbone dtype when it is a float one, so a 7B
-    model never exists in float32), and LST around it."""
+    model never exists in float32), and the method around it: LST, a baseline, or QLoRA (bitsandbytes, CUDA)."""
+    if setting["method"] == "qlora":
+        require_qlora(device)  # one line on a CPU or without bitsandbytes, before anything is built
     cls = T.T5ForConditionalGeneration if setting["head"] == "seq2seq_lm" else T.LlamaForCausalLM
     float_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     init_dtype = float_dtype.get(setting["backbone_dtype"], torch.bfloat16)
@@ -93,8 +115,14 @@ def build(config, setting: dict, device: torch.device):
             backbone = cls(config)
     finally:
         torch.set_default_dtype(default)
+    if setting["method"] == "qlora":
+        convert_backbone(backbone, "nf4")
+        return prepare_qlora(backbone, QLORA, gradient_checkpointing=True)
+    if setting["method"] != "lst":
+        return prepare_baseline(backbone, setting["method"], BaselineConfig(lora_rank=32, lora_alpha=32))
     ladder = LadderConfig(
         reduction_factor=8,
+        side_layers=setting.get("side_layers"),
         backbone_dtype=setting["backbone_dtype"],
         loss_chunk_size=setting["loss_chunk"],
         side_checkpointing=setting.get("side_checkpointing", False),
@@ -132,25 +160,29 @@ def measure(setting: dict, config, device: torch.device, steps: int) -> dict:
         ),
         "method": report.method,
         "seconds_per_step": sorted(seconds)[len(seconds) // 2],
-        "trainable_params": sum(p.numel() for p in model.side.parameters()),
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }  # fmt: skip
 
 
 def predicted(setting: dict, config, device: torch.device) -> dict | None:
-    """The predictor's peak for the same setting (backbone storage, precision, chunked loss, side checkpointing);
-    None for an nf4 backbone on CPU (the predictor models bitsandbytes' CUDA storage, the tiny CPU run torchao's)."""
+    """The predictor's peak for the same setting (method, backbone storage, precision, chunked loss, side layers
+    and checkpointing); None for an nf4 backbone on CPU (the predictor models bitsandbytes' CUDA storage, the tiny
+    CPU run torchao's)."""
     if setting["backbone_dtype"] in ("int8", "nf4") and device.type != "cuda":
         return None
+    lst = setting["method"] == "lst"
     p = predict_memory(
         config,
-        "lst",
+        setting["method"],
         batch_size=setting["batch"],
         source_length=setting["source"],
         target_length=max(1, setting["target"]),
-        backbone_dtype=setting["backbone_dtype"],
+        side_layers=setting.get("side_layers"),
+        backbone_dtype=setting["backbone_dtype"] if setting["method"] != "qlora" else None,
         precision=setting["precision"],
-        loss_chunk_size=setting["loss_chunk"],
+        loss_chunk_size=setting["loss_chunk"] if lst else None,
         side_checkpointing=setting.get("side_checkpointing", False),
+        baseline_config=BaselineConfig(lora_rank=32, lora_alpha=32) if setting["method"] == "lora" else None,
         head=setting["head"],
         device_semantics="cuda" if device.type == "cuda" else "cpu",
     )

@@ -22,9 +22,12 @@ def test_gpu_check_tiny_runs_every_setting(tmp_path):
     result = gpu_check.main(["--tiny", "--steps", "1", "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     rows = {r["name"]: r for r in result["rows"]}
-    assert len(rows) == 5 and result["device"] == "cpu"
+    assert len(rows) == len(gpu_check.settings(True)) == 11 and result["device"] == "cpu"
     has_torchao = importlib.util.find_spec("torchao") is not None
     for name, row in rows.items():
+        if "qlora" in name:  # bitsandbytes' 4-bit kernels: CUDA only
+            assert "CUDA" in row["skipped"]
+            continue
         if "nf4" in name and not has_torchao:
             assert "torchao" in row["skipped"]
             continue
@@ -41,3 +44,5 @@ def test_gpu_check_tiny_runs_every_setting(tmp_path):
         rows["t5-base lst bf16 backbone + bf16 autocast"]["measured"]["peak_train_bytes"]
         < fp32["measured"]["peak_train_bytes"]
     )
+    full, lst = rows["t5-base full fp32"]["measured"], fp32["measured"]
+    assert full["trainable_params"] > lst["trainable_params"] and full["peak_train_bytes"] > lst["peak_train_bytes"]
