@@ -75,8 +75,14 @@ def settings(tiny: bool) -> list[dict]:
     def paper_layers(name: str) -> list[int] | None:
         return None if tiny else PAPER_SIDE_LAYERS[name]
 
-    t5 = dict(config="t5-base", head="seq2seq_lm", **t5_shape, backbone_dtype="float32", precision="fp32",
-              loss_chunk=None)
+    t5 = dict(
+        config="t5-base",
+        head="seq2seq_lm",
+        **t5_shape,
+        backbone_dtype="float32",
+        precision="fp32",
+        loss_chunk=None,
+    )
     llama = dict(config="llama-7b", head="causal_lm", **llama_shape, precision="bf16", loss_chunk=chunk)
     return [
         dict(t5, name="t5-base full fp32", method="full"),

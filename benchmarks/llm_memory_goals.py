@@ -42,11 +42,21 @@ ROWS = {
         LLAMA, method="lst", batch_size=1, backbone_dtype="nf4", loss_chunk_size=512, side_checkpointing=True
     ),
     "lst-b4-chunked-sidegc-8bit": dict(
-        LLAMA, method="lst", batch_size=4, backbone_dtype="nf4", loss_chunk_size=512, side_checkpointing=True,
+        LLAMA,
+        method="lst",
+        batch_size=4,
+        backbone_dtype="nf4",
+        loss_chunk_size=512,
+        side_checkpointing=True,
         optimizer="adamw8bit",
     ),
     "lst-b1-chunked-sidegc-8bit": dict(
-        LLAMA, method="lst", batch_size=1, backbone_dtype="nf4", loss_chunk_size=512, side_checkpointing=True,
+        LLAMA,
+        method="lst",
+        batch_size=1,
+        backbone_dtype="nf4",
+        loss_chunk_size=512,
+        side_checkpointing=True,
         optimizer="adamw8bit",
     ),
     "t5-lst-bf16": dict(

@@ -45,4 +45,7 @@ def test_gpu_check_tiny_runs_every_setting(tmp_path):
         < fp32["measured"]["peak_train_bytes"]
     )
     full, lst = rows["t5-base full fp32"]["measured"], fp32["measured"]
-    assert full["trainable_params"] > lst["trainable_params"] and full["peak_train_bytes"] > lst["peak_train_bytes"]
+    assert (
+        full["trainable_params"] > lst["trainable_params"]
+        and full["peak_train_bytes"] > lst["peak_train_bytes"]
+    )

@@ -222,7 +222,9 @@ def test_adamw8bit_state_is_bitsandbytes_storage():
     sizes = [p.numel() for p in model.parameters() if p.requires_grad]
     expected = sum(2 * n + 8 * math.ceil(n / 256) if n >= 4096 else 8 * n for n in sizes)
     assert q.breakdown["optimizer_state"] == expected
-    assert plain.breakdown["optimizer_state"] == 8 * sum(sizes) + 4 * len(sizes)  # torch keeps a float32 step each
+    assert plain.breakdown["optimizer_state"] == 8 * sum(sizes) + 4 * len(
+        sizes
+    )  # torch keeps a float32 step each
     assert q.peak_bytes < plain.peak_bytes
 
 
