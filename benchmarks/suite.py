@@ -45,6 +45,7 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -171,7 +172,7 @@ def train_argv(setting: Setting, task: str, seed: int, run_dir: Path, args: argp
         argv += ["--threads", str(args.threads)]
     if args.tap_cache and setting.method in TAP_METHODS:
         argv += ["--tap-cache", args.tap_cache]
-    return argv
+    return argv + shlex.split(args.train_args)
 
 
 def run_one(command: str, setting: Setting, task: str, seed: int, args: argparse.Namespace) -> dict | None:
@@ -268,6 +269,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-every", type=int, default=5, help="metrics.jsonl loss records (training curves)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per run (the machine is shared)")
+    p.add_argument(
+        "--train-args",
+        default="",
+        help="more laddertune train flags for every run, e.g. '--side-attention-heads 3'",
+    )
     p.add_argument("--backbone", default="minilm", help="alias (minilm, smollm2) or a local folder")
     p.add_argument("--format", default=None, help="classification, text2text or causal (SmolLM2's text form)")
     p.add_argument(
