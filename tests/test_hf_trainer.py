@@ -35,8 +35,9 @@ def _model():
     )
 
 
-def _trainer(out, model, **kw):
+def _trainer(out, model, training_args: dict | None = None, **kw):
     args = TrainingArguments(
+        **(training_args or {}),
         output_dir=str(out),
         max_steps=STEPS,
         save_steps=3,
@@ -105,3 +106,16 @@ def test_resume_from_checkpoint_continues_the_same_run(tmp_path, full_run):
         assert torch.allclose(tensor, model.side.state_dict()[name], atol=1e-6), name
     state = json.loads((tmp_path / f"checkpoint-{STEPS}" / "trainer_state.json").read_text())
     assert state["global_step"] == STEPS
+
+
+def test_trainer_activation_checkpointing_checkpoints_the_side_layers(tmp_path, full_run):
+    """``TrainingArguments(activation_checkpointing=True)`` switches LST's side checkpointing: the same run."""
+    _, full, _, _ = full_run
+    model = _model()
+    trainer = _trainer(tmp_path, model, training_args={"activation_checkpointing": True})
+    trainer.train()
+    assert model.is_activation_checkpointing
+    assert all(stack.checkpointing for stack in model.side.stacks.values())
+    assert _losses(trainer) == pytest.approx(_losses(full), rel=1e-5)
+    saved = json.loads((tmp_path / f"checkpoint-{STEPS}" / "ladder_config.json").read_text())
+    assert saved["side_checkpointing"] is True

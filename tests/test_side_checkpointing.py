@@ -108,3 +108,49 @@ def test_bf16_autocast_recomputes_in_bf16():
             p.grad is not None and p.grad.dtype == torch.float32 for p in model.side.stacks.parameters()
         )
     assert torch.equal(losses[0], losses[1])
+
+
+def test_activation_checkpointing_enable_switches_side_checkpointing():
+    """The PreTrainedModel switches (what Trainer and PEFT call) turn a plain model into the checkpointed one."""
+    batch = tiny_batch("llama", "causal_lm")
+    built, switched = _model("llama", "causal_lm", True), _model("llama", "causal_lm", False)
+    assert not switched.is_activation_checkpointing
+    _, saved_plain = _step(switched, batch)
+    switched.zero_grad(set_to_none=True)
+    switched.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    assert switched.is_activation_checkpointing and switched.ladder_config.side_checkpointing
+    loss_built, saved_built = _step(built, batch)
+    loss_switched, saved_switched = _step(switched, batch)
+    assert torch.equal(loss_built, loss_switched) and saved_switched == saved_built < 0.8 * saved_plain
+    grads = dict(built.side.named_parameters())
+    for name, p in switched.side.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, grads[name].grad, rtol=0, atol=0, msg=name)
+    switched.gradient_checkpointing_disable()
+    assert not switched.is_gradient_checkpointing and _step(switched, batch)[1] == saved_plain
+    switched.gradient_checkpointing_enable()  # the older name; wrapping twice would recompute twice
+    assert _step(switched, batch)[1] == saved_built
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(activation_checkpointing_kwargs={"use_reentrant": True}), "takes no options"),
+        (dict(every_n_layers=2), "takes no options"),
+        (dict(offload=True), "takes no options"),
+    ],
+)
+def test_activation_checkpointing_options_the_side_cannot_do_are_refused(kwargs, message):
+    model = _model("bert", "sequence_classification", False)
+    with pytest.raises(ConfigError, match=message):
+        model.activation_checkpointing_enable(**kwargs)
+    assert not model.is_activation_checkpointing
+
+
+def test_activation_checkpointing_is_lst_only():
+    torch.manual_seed(3)
+    backbone = tiny_backbone("bert", "sequence_classification", seed=0)
+    model = get_ladder_model(backbone, LadderConfig(reduction_factor=4, method="side-tuning"))
+    with pytest.raises(ConfigError, match="LST's side layers only"):
+        model.activation_checkpointing_enable()
+    model.activation_checkpointing_disable()  # switching off is always allowed

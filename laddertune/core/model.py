@@ -19,6 +19,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast, Seq2SeqLMOutpu
 from ..errors import ConfigError
 from ..pruning import initialize_from_backbone
 from .ablations import embedding_taps, make_pruned, strip_backbone
+from .activation_checkpointing import ActivationCheckpointing
 from .architectures import get_path, layer_modules
 from .cache import LadderCache
 from .chunked_loss import chunked_lm_loss
@@ -42,7 +43,7 @@ from .task_model import with_task_head
 logger = logging.getLogger(__name__)
 
 
-class LadderModel(nn.Module):
+class LadderModel(ActivationCheckpointing, nn.Module):
     """A frozen backbone and its ladder side network. Build it with :func:`get_ladder_model`.
 
     Calling it takes the backbone's own keyword arguments and returns the backbone's kind of output

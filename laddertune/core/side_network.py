@@ -172,14 +172,23 @@ class SideStack(nn.Module):
             nn.init.normal_(proj.weight, std=0.01)
             nn.init.zeros_(proj.bias)
         self._taps: dict[int, torch.Tensor] | None = None
-        self.checkpointing, self._checkpoint_on = checkpointing, False
+        self.checkpointing, self._checkpoint_on, self._wrapped = False, False, False
         if not ladders:  # side-tuning / the pruned side network: the side reads the embedding output only
             self.tap_layers = []
             return
         for j, layer in enumerate(self.layers):
             layer.register_forward_pre_hook(functools.partial(self._ladder, j), with_kwargs=True)
-            if checkpointing:  # torch's checkpoint has no hook form: the layer's own forward is wrapped
+        self.set_checkpointing(checkpointing)
+
+    def set_checkpointing(self, on: bool) -> None:
+        """Switch activation checkpointing of the side layers on or off (LST's ladders only)."""
+        if on and not self._wrapped:
+            # torch's checkpoint has no hook form: each layer's own forward is wrapped, once; while checkpointing
+            # is off the wrapper calls the forward straight through
+            for j, layer in enumerate(self.layers):
                 layer.forward = functools.partial(self._checkpointed, j, layer.forward)
+            self._wrapped = True
+        self.checkpointing = on
 
     @property
     def layers(self) -> nn.ModuleList:
