@@ -17,6 +17,7 @@ from pathlib import Path
 from ..core.config import ATTN_IMPLEMENTATIONS, BACKBONE_DTYPES, LADDER_METHODS
 from ..errors import ConfigError
 from ..io import load_json, save_json
+from .config_checks import check_choice, check_int, check_number, parse_int_list
 from .device import check_device_name
 from .optimizer import OPTIMIZERS
 from .precision import PRECISIONS
@@ -188,21 +189,21 @@ class TrainConfig:
         for name in (*PATHS, *COLUMNS):
             if not isinstance(getattr(self, name), str | None):
                 raise ConfigError(f"{name} must be a string or None, got {getattr(self, name)!r}")
-        _choice("method", self.method, METHODS)
-        _choice("init", self.init, INITS)
-        _choice("pruning_chain", self.pruning_chain, CHAINS)
-        _int("fisher_samples", self.fisher_samples, 1)
-        _choice("protocol", self.protocol, PROTOCOLS)
+        check_choice("method", self.method, METHODS)
+        check_choice("init", self.init, INITS)
+        check_choice("pruning_chain", self.pruning_chain, CHAINS)
+        check_int("fisher_samples", self.fisher_samples, 1)
+        check_choice("protocol", self.protocol, PROTOCOLS)
         check_device_name(self.device)
-        _choice("precision", self.precision, PRECISIONS)
-        _choice("backbone_dtype", self.backbone_dtype, BACKBONE_DTYPES)
-        _choice("attn", self.attn, ATTN_IMPLEMENTATIONS)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("backbone_dtype", self.backbone_dtype, BACKBONE_DTYPES)
+        check_choice("attn", self.attn, ATTN_IMPLEMENTATIONS)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if self.method not in (*LADDER_METHODS, "qlora") and self.backbone_dtype != "float32":
             raise ConfigError(
                 f"backbone_dtype applies to LST (a frozen backbone); method {self.method!r} trains its backbone"
             )
-        _choice("tap_dtype", self.tap_dtype, TAP_DTYPES)
+        check_choice("tap_dtype", self.tap_dtype, TAP_DTYPES)
         if self.tap_cache is not None and self.method == "pruned":
             raise ConfigError(
                 "tap_cache: the pruned side network runs no backbone, there are no taps to cache"
@@ -214,28 +215,28 @@ class TrainConfig:
                 "tap_cache needs backbone dropout off: with dropout the backbone's taps differ in every epoch"
             )
         if self.format is not None:
-            _choice("format", self.format, FORMATS)
+            check_choice("format", self.format, FORMATS)
         if self.problem_type is not None:
-            _choice("problem_type", self.problem_type, PROBLEM_TYPES)
+            check_choice("problem_type", self.problem_type, PROBLEM_TYPES)
             if self.task != "custom":
                 raise ConfigError(
                     "problem_type applies to custom data (--task custom); a GLUE task fixes its own"
                 )
-        _int("reduction_factor", self.reduction_factor, 1)
-        _int("freeze_layers", self.freeze_layers, 0)
-        _int("lora_rank", self.lora_rank, 1)
-        _int("adapter_reduction", self.adapter_reduction, 1)
-        _int("batch_size", self.batch_size, 1)
-        _int("eval_batch_size", self.eval_batch_size, 1)
-        _int("max_length", self.max_length, 8)
-        _int("memory_steps", self.memory_steps, 0)
-        _int("log_every", self.log_every, 1)
-        _int("seed", self.seed, 0)
+        check_int("reduction_factor", self.reduction_factor, 1)
+        check_int("freeze_layers", self.freeze_layers, 0)
+        check_int("lora_rank", self.lora_rank, 1)
+        check_int("adapter_reduction", self.adapter_reduction, 1)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("eval_batch_size", self.eval_batch_size, 1)
+        check_int("max_length", self.max_length, 8)
+        check_int("memory_steps", self.memory_steps, 0)
+        check_int("log_every", self.log_every, 1)
+        check_int("seed", self.seed, 0)
         for name in ("epochs", "max_train_samples", "max_eval_samples", "save_steps", "loss_chunk_size"):
             if getattr(self, name) is not None:
-                _int(name, getattr(self, name), 1)
+                check_int(name, getattr(self, name), 1)
         if self.warmup_steps is not None:
-            _int("warmup_steps", self.warmup_steps, 0)
+            check_int("warmup_steps", self.warmup_steps, 0)
         if self.side_layers is not None:
             if isinstance(self.side_layers, str):
                 self.side_layers = parse_int_list(self.side_layers, "side_layers")
@@ -248,9 +249,9 @@ class TrainConfig:
                 raise ConfigError(f"side_layers must be non-negative integers, got {self.side_layers!r}")
             self.side_layers = layers
         if self.lr is not None:
-            _number("lr", self.lr, positive=True)
-        _number("max_grad_norm", self.max_grad_norm)
-        _number("weight_decay", self.weight_decay)
+            check_number("lr", self.lr, positive=True)
+        check_number("max_grad_norm", self.max_grad_norm)
+        check_number("weight_decay", self.weight_decay)
         if self.final_shortcut is not None and not isinstance(self.final_shortcut, bool):
             raise ConfigError(f"final_shortcut must be true, false or None, got {self.final_shortcut!r}")
         for name in ("backbone_dropout", "side_checkpointing", "overwrite", "resume", "trust_remote_code"):
@@ -372,29 +373,3 @@ class TrainConfig:
             for k in a
             if k not in RESUME_FREE and not same_path(a[k], b[k]) and not (k == "backbone" and moved)
         ]
-
-
-def parse_int_list(text: str, what: str) -> list[int]:
-    """``"1,2,3"`` -> ``[1, 2, 3]``; raises ConfigError naming ``what`` otherwise."""
-    try:
-        return [int(x) for x in str(text).split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"{what} must be comma-separated integers such as 1,2,3; got {text!r}") from None
-
-
-def _choice(name: str, value, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-
-
-def _int(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _number(name: str, value, positive: bool = False) -> None:
-    ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
-    if not ok or value < 0 or (positive and value == 0):
-        raise ConfigError(
-            f"{name} must be a {'positive' if positive else 'non-negative'} number, got {value!r}"
-        )
