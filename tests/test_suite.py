@@ -131,3 +131,12 @@ def test_smoke_table_end_to_end_and_resumed(tmp_path):
     again = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0 and again.stdout.count("[skip]") == 2 and "[run" not in again.stdout
     assert json.loads(rows_file.read_text()) == rows
+
+
+def test_train_args_reach_every_run_shell_split(tmp_path):
+    args = suite.parse_args(["table1", "--train-args", "--side-attention-heads 3 --run-name 'a b'"])
+    for method in ("lst", "full"):
+        argv = suite.train_argv(suite.Setting(method), "sst2", 0, tmp_path / "run", args)
+        assert argv[-4:] == ["--side-attention-heads", "3", "--run-name", "a b"]
+    plain = suite.train_argv(suite.Setting("lst"), "sst2", 0, tmp_path / "run", suite.parse_args(["table1"]))
+    assert "--side-attention-heads" not in plain
