@@ -25,6 +25,17 @@ def _sweep_order(g: Group) -> tuple:
     return (*method_rank(method), sweep or "", value if value is not None else float("inf"))
 
 
+def _sweep_key(r: Row) -> tuple:
+    return (r.method, r.sweep, r.value)
+
+
+def _sweep_layout(title: str) -> Layout:
+    """Figures 5 and 6: a row per method and setting of its sweep."""
+    return Layout(
+        title, ("method", "sweep", "value"), ("Method", "Setting", "Value"), _sweep_key, _sweep_order
+    )
+
+
 LAYOUTS = {
     "table1": Layout(
         "Table 1: score per task and method (mean ± std over seeds), GLUE-style average, costs",
@@ -33,20 +44,8 @@ LAYOUTS = {
         lambda r: (r.method,),
         lambda g: method_rank(g.key[0]),
     ),
-    "figure5": Layout(
-        "Figure 5: LST reduction factor r against LoRA rank and adapter size",
-        ("method", "sweep", "value"),
-        ("Method", "Setting", "Value"),
-        lambda r: (r.method, r.sweep, r.value),
-        _sweep_order,
-    ),
-    "figure6": Layout(
-        "Figure 6: dropping side layers (LST) against freezing backbone layers",
-        ("method", "sweep", "value"),
-        ("Method", "Setting", "Value"),
-        lambda r: (r.method, r.sweep, r.value),
-        _sweep_order,
-    ),
+    "figure5": _sweep_layout("Figure 5: LST reduction factor r against LoRA rank and adapter size"),
+    "figure6": _sweep_layout("Figure 6: dropping side layers (LST) against freezing backbone layers"),
     "figure7": Layout(
         "Figure 7: side-network initialisation", ("variant",), ("Init",), lambda r: (r.label,), None
     ),
