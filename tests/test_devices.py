@@ -137,6 +137,12 @@ def test_fp16_scaler_skips_an_overflowing_step_instead_of_diverging():
     train_step(model, batch(), opt, sched, 1.0, precision)
     assert all(torch.equal(p, before[n]) for n, p in model.side.named_parameters())  # step skipped
     assert precision.scaler.get_scale() < 2.0**120  # and the scale lowered
+    assert sched.last_epoch == 0  # the schedule waits for a step that happens
+    precision.scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
+    train_step(model, batch(), opt, sched, 1.0, precision)
+    assert sched.last_epoch == 1 and not all(
+        torch.equal(p, before[n]) for n, p in model.side.named_parameters()
+    )
     assert precision.describe()["grad_scaler"] is True
 
 

@@ -26,7 +26,7 @@ def train_step(
     before the optimizer touches the weights.
 
     With ``precision`` the forward runs under its autocast; with fp16's gradient scaler an overflowing gradient is
-    the scaler's business (it skips the step and lowers the scale), not a divergence. ``forward(batch)``, when
+    the scaler's business (it skips the step, and with it the schedule's, and lowers the scale), not a divergence. ``forward(batch)``, when
     given, returns (loss to back-propagate, loss to report): data-parallel training's weighted local loss and the
     global batch's mean (:meth:`Distributed.forward_loss`).
     """
@@ -42,7 +42,9 @@ def train_step(
     if not torch.isfinite(norm) and precision.scaler is None:
         optimizer.zero_grad(set_to_none=True)
         raise TrainingDivergedError(f"the gradient norm is {norm.item()}")
-    precision.step(optimizer)
-    scheduler.step()
+    if precision.step(
+        optimizer
+    ):  # a step the fp16 scaler skipped does not advance the schedule (as accelerate)
+        scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return reported.item()
