@@ -1,8 +1,8 @@
 """The activation checkpointing switches of a ``PreTrainedModel``, on a :class:`~laddertune.core.LadderModel`.
 
-``transformers.Trainer`` with ``TrainingArguments(activation_checkpointing=True)`` (before transformers 5.18:
+``transformers.Trainer`` with ``TrainingArguments(activation_checkpointing=True)`` (older transformers:
 ``gradient_checkpointing=True``) calls ``model.activation_checkpointing_enable(...)`` (or
-``gradient_checkpointing_enable``); PEFT and accelerate read ``is_gradient_checkpointing``. On a LadderModel they
+``gradient_checkpointing_enable``), and ``is_activation_checkpointing`` says whether it is on. On a LadderModel they
 switch LST's side checkpointing (``LadderConfig.side_checkpointing``): the frozen backbone runs without a graph, so
 there is nothing of it to checkpoint, and the side layers are all that keep activations for the backward.
 """
@@ -41,7 +41,7 @@ class ActivationCheckpointing:
     def gradient_checkpointing_enable(
         self, gradient_checkpointing_kwargs: dict | None = None, **kwargs
     ) -> None:
-        """The older name of :meth:`activation_checkpointing_enable` (transformers before 5.18, PEFT)."""
+        """The older name of :meth:`activation_checkpointing_enable` (older transformers, PEFT)."""
         self.activation_checkpointing_enable(gradient_checkpointing_kwargs, **kwargs)
 
     def activation_checkpointing_disable(self) -> None:
@@ -63,6 +63,5 @@ class ActivationCheckpointing:
             )
         for stack in self.side.stacks.values():
             stack.set_checkpointing(on)
-        self.ladder_config.side_checkpointing = (
-            on  # saved with the side network, as if it had been configured
-        )
+        # recorded in ladder_config.json with the side network, as if it had been configured
+        self.ladder_config.side_checkpointing = on
