@@ -6,8 +6,9 @@
 Runs with the same seed share the training subsample, its order and the evaluation rows (the suite is
 deterministic per seed), so the seeds pair the variants: for every variant, the per-seed differences to the
 reference, their mean, and scipy's ``ttest_rel`` p-value (two-sided), per task and for the mean over the tasks.
-Reads a suite rows file (``benchmarks/suite.py``'s ``<command>_<backbone>.json``) and writes ``<rows>_paired.md``
-and ``<rows>_paired.json`` next to it.
+Reads a suite rows file (``benchmarks/suite.py``'s ``<command>_<backbone>.json``) with ``laddertune.report``'s
+``load_rows`` (the report's validation and one-line errors) and writes ``<rows>_paired.md`` and
+``<rows>_paired.json`` next to it.
 """
 
 from __future__ import annotations
@@ -15,17 +16,25 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 from scipy import stats
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the checkout's laddertune, also when it is not installed
 
-def scores(rows: list[dict]) -> dict[str, dict[int, dict[str, float]]]:
-    """{variant: {seed: {task: score}}}; a row's variant is its ``variant`` label, else its method."""
+from laddertune.errors import LadderTuneError  # noqa: E402
+from laddertune.report import load_rows  # noqa: E402
+from laddertune.report.rows import Row  # noqa: E402
+
+
+def scores(rows: list[Row]) -> dict[str, dict[int, dict[str, float]]]:
+    """{variant: {seed: {task: score}}}, by the report's label (the variant, else the method)."""
     out: dict = defaultdict(lambda: defaultdict(dict))
     for r in rows:
-        out[r.get("variant") or r["method"]][r["seed"]][r["task"]] = r["score"]
+        out[r.label][r.seed][r.task] = r.score
     return out
 
 
@@ -82,14 +91,9 @@ def main() -> None:
     parser.add_argument("--reference", required=True, help="the variant every other one is compared with")
     args = parser.parse_args()
     try:
-        results = paired(scores(json.loads(args.rows.read_text())), args.reference)
-    except (
-        OSError,
-        ValueError,
-        KeyError,
-        TypeError,
-    ) as err:  # a missing or malformed rows file: one line, exit 2
-        parser.exit(2, f"paired_seeds: {args.rows}: {err}\n")
+        results = paired(scores(load_rows([args.rows])), args.reference)
+    except (LadderTuneError, ValueError) as err:  # a missing or malformed rows file, an unknown reference
+        parser.exit(2, f"paired_seeds: {err}\n")
     stem = args.rows.with_suffix("")
     text = markdown(results, args.reference, args.rows.name)
     Path(f"{stem}_paired.md").write_text(text)

@@ -19,15 +19,26 @@ _spec.loader.exec_module(paired_seeds)
 def _rows() -> list[dict]:
     scores = {"random": [70.0, 72.0, 74.0], "fisher": [71.0, 73.0, 76.0]}
     return [
-        {"variant": v, "method": "lst", "seed": s, "task": task, "score": x + (10 if task == "mrpc" else 0)}
+        {
+            "variant": v,
+            "method": "lst",
+            "seed": s,
+            "task": task,
+            "score": x + (10 if task == "mrpc" else 0),
+            "peak_train_gib": 0.1,
+            "seconds_per_step": 0.1,
+            "figure": "figure7",
+        }  # fmt: skip
         for v, xs in scores.items()
         for s, x in enumerate(xs)
         for task in ("sst2", "mrpc")
     ]
 
 
-def test_golden_paired_t_per_task_and_average():
-    results = paired_seeds.paired(paired_seeds.scores(_rows()), "random")
+def test_golden_paired_t_per_task_and_average(tmp_path):
+    (tmp_path / "rows.json").write_text(json.dumps(_rows()))
+    rows = paired_seeds.load_rows([tmp_path / "rows.json"])
+    results = paired_seeds.paired(paired_seeds.scores(rows), "random")
     by_task = {r["task"]: r for r in results}
     assert set(by_task) == {"mrpc", "sst2", "avg"} and all(r["variant"] == "fisher" for r in results)
     # differences 1, 1, 2: mean 4/3, t = 4.0 with 2 degrees of freedom -> two-sided p = 0.0572
@@ -54,3 +65,13 @@ def test_command_writes_md_and_json_and_refuses_bad_input_in_one_line(tmp_path):
     missing = subprocess.run([sys.executable, script, str(tmp_path / "none.json"), "--reference", "random"],
                              capture_output=True, text=True)  # fmt: skip
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+    (tmp_path / "no_score.json").write_text(
+        json.dumps([{k: v for k, v in _rows()[0].items() if k != "score"}])
+    )
+    no_score = subprocess.run([sys.executable, script, str(tmp_path / "no_score.json"), "--reference", "random"],
+                              capture_output=True, text=True)  # fmt: skip
+    assert (
+        no_score.returncode == 2
+        and "score" in no_score.stderr
+        and len(no_score.stderr.strip().splitlines()) == 1
+    )

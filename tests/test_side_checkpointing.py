@@ -111,7 +111,7 @@ def test_bf16_autocast_recomputes_in_bf16():
 
 
 def test_activation_checkpointing_enable_switches_side_checkpointing():
-    """The PreTrainedModel switches (what Trainer and PEFT call) turn a plain model into the checkpointed one."""
+    """The PreTrainedModel switches (what Trainer calls) turn a plain model into the checkpointed one."""
     batch = tiny_batch("llama", "causal_lm")
     built, switched = _model("llama", "causal_lm", True), _model("llama", "causal_lm", False)
     assert not switched.is_activation_checkpointing

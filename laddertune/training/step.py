@@ -26,9 +26,9 @@ def train_step(
     before the optimizer touches the weights.
 
     With ``precision`` the forward runs under its autocast; with fp16's gradient scaler an overflowing gradient is
-    the scaler's business (it skips the step, and with it the schedule's, and lowers the scale), not a divergence. ``forward(batch)``, when
-    given, returns (loss to back-propagate, loss to report): data-parallel training's weighted local loss and the
-    global batch's mean (:meth:`Distributed.forward_loss`).
+    the scaler's business (it skips the step, and with it the schedule's, and lowers the scale), not a divergence.
+    ``forward(batch)``, when given, returns (loss to back-propagate, loss to report): data-parallel training's
+    weighted local loss and the global batch's mean (:meth:`Distributed.forward_loss`).
     """
     precision = precision or Precision("fp32", model_device(model))
     with precision.autocast():
@@ -42,9 +42,8 @@ def train_step(
     if not torch.isfinite(norm) and precision.scaler is None:
         optimizer.zero_grad(set_to_none=True)
         raise TrainingDivergedError(f"the gradient norm is {norm.item()}")
-    if precision.step(
-        optimizer
-    ):  # a step the fp16 scaler skipped does not advance the schedule (as accelerate)
+    # a step the fp16 scaler skipped does not advance the schedule (as accelerate)
+    if precision.step(optimizer):
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return reported.item()
