@@ -28,7 +28,6 @@ from transformers import get_linear_schedule_with_warmup
 
 from laddertune import LadderConfig, get_ladder_model
 from laddertune.core.backbones import load_backbone, load_tokenizer
-from laddertune.core.side_network import record_taps
 
 RESULTS = Path(__file__).parent / "results"
 TEXT = {"sst2": ("sentence", None), "mrpc": ("sentence1", "sentence2"), "rte": ("sentence1", "sentence2")}
@@ -119,12 +118,10 @@ def cache_taps(backbone, data):
     makes a variant cost only the side network's steps (the probe's budget on a shared 2-core machine).
     """
     model = get_ladder_model(backbone, LadderConfig())
-    stack = model.side.stacks["body"]
     cached = []
     for batch in data:
         kwargs = {k: v for k, v in batch.items() if k != "labels"}
-        with torch.no_grad(), record_taps(model._backbone_layers["body"], stack.kept) as taps:
-            backbone(**kwargs)
+        taps = model.backbone_taps(**kwargs)["body"]
         cached.append({k: v.to(torch.bfloat16) for k, v in taps.items()})  # half the memory (RTE is long)
     return cached
 

@@ -21,7 +21,7 @@ def test_training_leaves_backbone_untouched_and_trains_every_side_parameter(fami
     assert all(p.requires_grad for p in model.side.parameters())
     # The backbone must never build an autograd graph: its layers' outputs carry no grad_fn.
     graph_outputs = []
-    for layer in model._backbone_layers[next(iter(model._backbone_layers))]:
+    for layer in model.backbone_layers(next(iter(model.side.stacks))):
         layer.register_forward_hook(
             lambda m, a, o: graph_outputs.append((o[0] if isinstance(o, tuple) else o).requires_grad)
         )

@@ -1,9 +1,10 @@
 """The pruned side network alone (the paper's Figure 8 ablation): no ladders and no backbone at run time.
 
 After the pruned initialisation has read the backbone's weights, :func:`strip_backbone` replaces each backbone
-stack's layers by one :class:`_Stop` module: the backbone then keeps only what comes before its first layer (the
-token and position embeddings and their norm) and its heads. :func:`embedding_taps` runs that front up to the first
-layer, which raises with its input: the side network's only input, the embedding output it would read in LST.
+stack's layers by one :class:`_Stop` placeholder: the backbone then keeps only what comes before its first layer
+(the token and position embeddings and their norm) and its heads. The side network reads only the embedding output
+(its stacks have no tap layers), so :meth:`LadderModel.run_backbone` ends the backbone's forward as soon as that tap
+is recorded, before the placeholder would run.
 """
 
 from __future__ import annotations
@@ -13,20 +14,13 @@ from torch import nn
 
 from .architectures import get_path
 from .fingerprint import structure_fingerprint, value_signature
-from .side_network import EMBED
-
-
-class _StopAtFirstLayer(Exception):
-    def __init__(self, hidden: torch.Tensor) -> None:
-        super().__init__("the embedding output is ready")
-        self.hidden = hidden
 
 
 class _Stop(nn.Module):
-    """Where the backbone's layers were: ends the backbone's forward with the embedding output."""
+    """Where the backbone's layers were. Never runs: the embedding tap ends the backbone's forward before it."""
 
-    def forward(self, hidden_states=None, *args, **kwargs):
-        raise _StopAtFirstLayer(hidden_states if hidden_states is not None else args[0])
+    def forward(self, *args, **kwargs):
+        raise RuntimeError("this backbone was stripped to its embeddings: read its taps with backbone_taps")
 
 
 def make_pruned(model) -> None:
@@ -61,25 +55,7 @@ def strip_backbone(model) -> None:
         trunk = get_path(model.backbone, spec.trunk)
         owner, _, attr = spec.layers.rpartition(".")
         setattr(get_path(trunk, owner), attr, nn.ModuleList([_Stop()]))
-        model._backbone_layers[spec.name] = get_path(trunk, spec.layers)
 
 
 def _stripped(model) -> bool:
-    return all(isinstance(layers[0], _Stop) for layers in model._backbone_layers.values())
-
-
-def embedding_taps(model, input_ids, attention_mask=None, token_type_ids=None, position_ids=None) -> dict:
-    """``{"body": {EMBED: (B, T, d)}}``: the backbone's embedding output, from its front alone, without autograd."""
-    (spec,) = model.family.stacks
-    kwargs = {
-        "attention_mask": attention_mask,
-        "token_type_ids": token_type_ids,
-        "position_ids": position_ids,
-    }
-    call = get_path(model.backbone, spec.call)
-    try:
-        with torch.no_grad():
-            call(input_ids=input_ids, **{k: v for k, v in kwargs.items() if v is not None}, use_cache=False)
-    except _StopAtFirstLayer as stop:
-        return {spec.name: {EMBED: stop.hidden.to(model.device)}}
-    raise RuntimeError("the backbone ran to its end without reaching its first layer")
+    return all(isinstance(model.backbone_layers(name)[0], _Stop) for name in model.side.stacks)

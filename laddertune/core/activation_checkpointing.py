@@ -56,7 +56,7 @@ class ActivationCheckpointing:
     is_gradient_checkpointing = is_activation_checkpointing
 
     def _set_side_checkpointing(self, on: bool) -> None:
-        if on and self.ladder_config.method != "lst":
+        if on and not self.ladder_config.variant.ladders:
             raise ConfigError(
                 f"activation checkpointing applies to LST's side layers only, not to method "
                 f"{self.ladder_config.method!r}"

@@ -16,9 +16,36 @@ CHAINS = ("residual", "authors")
 BACKBONE_DTYPES = ("float32", "bfloat16", "float16", "int8", "nf4")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 # What final_shortcut=None means per task head (see docs/first_steps.md for the evidence).
-# The paper's Figure 8: LST (ladders), Side-Tuning (one late shortcut, no ladders), the pruned side network alone.
-LADDER_METHODS = ("lst", "side-tuning", "pruned")
 FINAL_SHORTCUT_DEFAULT = {"sequence_classification": True, "seq2seq_lm": False, "causal_lm": False}
+HEADS = ("seq2seq_lm", "causal_lm", "sequence_classification")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How one side-network method is wired: what the model asks instead of comparing method names."""
+
+    ladders: bool
+    """Side layers read the backbone's layer outputs through gated ladders (else only the embedding output)."""
+    runs_backbone: bool
+    """The backbone's layers run at all; False: after the pruned initialisation only its embeddings are kept."""
+    final_shortcut: bool | None
+    """The head's final shortcut, fixed by the method, or None: the head's default (FINAL_SHORTCUT_DEFAULT)."""
+    heads: tuple[str, ...]
+    """The task heads the method supports."""
+
+
+# LST and the paper's Figure 8 ablations: Side-Tuning (Zhang et al. 2020: no ladders, one late shortcut) and the
+# pruned side network alone (no ladders, no backbone layers at run time; needs a pruned init).
+VARIANTS = {
+    "lst": Variant(ladders=True, runs_backbone=True, final_shortcut=None, heads=HEADS),
+    "side-tuning": Variant(
+        ladders=False, runs_backbone=True, final_shortcut=True, heads=("sequence_classification",)
+    ),
+    "pruned": Variant(
+        ladders=False, runs_backbone=False, final_shortcut=False, heads=("sequence_classification",)
+    ),
+}
+LADDER_METHODS = tuple(VARIANTS)
 
 
 @dataclass
@@ -165,17 +192,19 @@ class LadderConfig:
                 raise ConfigError(f"{name} must be a positive integer or None, got {value!r}")
         if self.final_shortcut is not None and not isinstance(self.final_shortcut, bool):
             raise ConfigError(f"final_shortcut must be true, false or None, got {self.final_shortcut!r}")
-        if self.method not in LADDER_METHODS:
-            raise ConfigError(f"method must be one of {', '.join(LADDER_METHODS)}; got {self.method!r}")
-        if self.method == "side-tuning" and self.final_shortcut is False:
-            raise ConfigError(
-                "side-tuning IS the final shortcut (its one fusion point); leave final_shortcut on"
+        if self.method not in VARIANTS:
+            raise ConfigError(f"method must be one of {', '.join(VARIANTS)}; got {self.method!r}")
+        fixed = self.variant.final_shortcut
+        if fixed is not None and self.final_shortcut not in (None, fixed):
+            why = (
+                "the final shortcut is its one fusion point"
+                if fixed
+                else "it runs without the backbone's layers"
             )
-        if self.method == "pruned" and self.final_shortcut:
-            raise ConfigError("the pruned side network runs without the backbone: final_shortcut must be off")
-        if self.method == "pruned" and self.init == "random":
+            raise ConfigError(f"method {self.method!r} fixes final_shortcut={fixed}: {why}")
+        if not self.variant.runs_backbone and self.init == "random":
             raise ConfigError(
-                "method 'pruned' starts from the pruned backbone: init must be magnitude or fisher"
+                f"method {self.method!r} starts from the pruned backbone: init must be magnitude or fisher"
             )
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ConfigError(
@@ -207,12 +236,19 @@ class LadderConfig:
         take (a one-line :class:`ConfigError`)."""
         self.task_head = head
         if self.final_shortcut is None:
-            by_method = {"side-tuning": True, "pruned": False}
-            self.final_shortcut = by_method.get(self.method, FINAL_SHORTCUT_DEFAULT[head])
-        if self.method != "lst" and head != "sequence_classification":
-            raise ConfigError(f"method {self.method!r} supports classification heads only, not {head}")
+            fixed = self.variant.final_shortcut
+            self.final_shortcut = FINAL_SHORTCUT_DEFAULT[head] if fixed is None else fixed
+        if head not in self.variant.heads:
+            raise ConfigError(
+                f"method {self.method!r} supports {', '.join(self.variant.heads)} heads only, not {head}"
+            )
         if self.final_shortcut and head != "sequence_classification":
             raise ConfigError("final_shortcut applies to classification heads only")
+
+    @property
+    def variant(self) -> Variant:
+        """How this config's method wires the side network (:data:`VARIANTS`)."""
+        return VARIANTS[self.method]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -18,7 +18,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast, Seq2SeqLMOutpu
 
 from ..errors import ConfigError
 from ..pruning import initialize_from_backbone
-from .ablations import embedding_taps, make_pruned, strip_backbone
+from .ablations import make_pruned, strip_backbone
 from .activation_checkpointing import ActivationCheckpointing
 from .architectures import get_path, layer_modules
 from .cache import LadderCache
@@ -61,8 +61,6 @@ class LadderModel(ActivationCheckpointing, nn.Module):
         self.ladder_config = config
         self.backbone = backbone.requires_grad_(False)
         self.side = SideNetwork(backbone, self.family, config, head)
-        # each stack's backbone layers in run order (a shared ALBERT group once per application)
-        self._backbone_layers = {s.name: layer_modules(backbone, s) for s in self.family.stacks}
         self.train(True)
 
     # -- modes and bookkeeping ---------------------------------------------------------------------------------
@@ -108,30 +106,112 @@ class LadderModel(ActivationCheckpointing, nn.Module):
             f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
         )
 
-    # -- running one stack -----------------------------------------------------------------------------------------
-    def run_stack(self, name: str, input_ids, backbone_kwargs: dict, side_kwargs: dict, taps=None):
-        """Run backbone stack ``name`` without autograd, then its side stack on the recorded taps.
+    # -- the two halves of the forward: the backbone's taps, then the side network on them ------------------------
+    def backbone_layers(self, stack: str) -> nn.ModuleList:
+        """Backbone stack ``stack``'s layers in the order they run (a shared ALBERT group once per application)."""
+        return layer_modules(self.backbone, self.side.stacks[stack].spec)
 
-        With ``taps`` (this stack's, as :func:`laddertune.core.taps.collect_taps` returns them) the backbone stack
-        does not run: the side stack reads the given taps, and the backbone output is None.
+    def run_backbone(self, stack: str, input_ids, *, layers=None, keep_output: bool = True, **kwargs):
+        """The backbone half of one stack: run it without autograd and record the taps its side stack reads.
+
+        Args:
+            stack: ``"body"``, or ``"encoder"`` / ``"decoder"`` of an encoder-decoder.
+            input_ids: (B, T) the stack's token ids.
+            layers: backbone layer ids to record (default: what the side stack reads, ``tap_layers``).
+            keep_output: False when only the taps are needed: the backbone then stops after the last recorded
+                layer (at layer 0 when only the embedding output is wanted) and the output is None.
+            **kwargs: the stack's own keyword arguments (masks, positions, cache...); None values are dropped.
 
         Returns:
-            (backbone output, side output), both with ``last_hidden_state`` (and ``past_key_values``).
+            (the backbone stack's output or None, ``{EMBED: (B, T, d), i: (B, T, d)}`` on the side's device).
         """
-        stack = self.side.stacks[name]
-        if taps is not None:
-            return None, stack(taps, **_present(side_kwargs))
-        call = get_path(self.backbone, stack.spec.call)
-        with torch.no_grad(), record_taps(self._backbone_layers[name], stack.tap_layers) as taps:
-            backbone_out = call(input_ids=input_ids, **_present(backbone_kwargs))
-        # A backbone placed over several devices (laddertune.core.placement) leaves each tap where its layer ran:
-        # bring them, and the side's inputs, to the side network (no-ops on one device).
+        side_stack = self.side.stacks[stack]
+        layers = side_stack.tap_layers if layers is None else layers
+        call = get_path(self.backbone, side_stack.spec.call)
+        output = None
+        record = record_taps(self.backbone_layers(stack), layers, stop_when_complete=not keep_output)
+        with torch.no_grad(), record as taps:
+            output = call(input_ids=input_ids, **_present(kwargs))
+        # A backbone placed over several devices (laddertune.core.placement) leaves each tap where its layer ran.
         device = self.device
-        taps = {k: v.to(device) for k, v in taps.items()}
-        side_kwargs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in _present(side_kwargs).items()}
-        return backbone_out, stack(taps, **side_kwargs)
+        return output, {k: v.to(device) for k, v in taps.items()}
 
-    def _lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+    def run_side(self, stack: str, taps: dict, **kwargs):
+        """The side half of one stack: side stack ``stack`` on ``taps``; tensors in ``kwargs`` are moved to the
+        side network's device. Returns the trunk's output (``last_hidden_state``, ``past_key_values``)."""
+        device = self.device
+        kwargs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in _present(kwargs).items()}
+        return self.side.stacks[stack](taps, **kwargs)
+
+    @torch.no_grad()
+    def backbone_taps(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        *,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        decoder_input_ids: torch.Tensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        layers: dict[str, list[int]] | None = None,
+    ) -> dict[str, dict[int, torch.Tensor]]:
+        """The backbone half of the forward: every backbone stack's taps of this batch, without autograd.
+
+        ``model(**batch)`` equals ``model.side_forward(**batch, taps=model.backbone_taps(**batch))``. With backbone
+        dropout off the taps are a deterministic function of the batch: a tap cache stores them once, and several
+        side networks share one backbone pass (:class:`~laddertune.core.multi_side.MultiSideModel`).
+
+        Args:
+            input_ids ... decoder_attention_mask: the batch, as for :meth:`forward`.
+            layers: backbone layer ids to record per stack (default: what the side network reads); a superset
+                lets a tap cache serve runs that keep other layers.
+
+        Returns:
+            ``{stack name: {EMBED: (B, T, d), layer id: (B, T, d)}}``; an encoder-decoder's ``encoder`` and
+            ``decoder`` (the decoder's taps follow from the labels by teacher forcing).
+        """
+        layers = layers or {}
+        if "body" in self.side.stacks or self.head == "sequence_classification":
+            stack = next(iter(self.side.stacks))  # "body", or BART's encoder for its classifier
+            _, taps = self.run_backbone(
+                stack,
+                input_ids,
+                layers=layers.get(stack),
+                keep_output=False,
+                attention_mask=attention_mask,
+                token_type_ids=token_type_ids,
+                position_ids=position_ids,
+                use_cache=False,
+            )
+            return {stack: taps}
+        encoder, enc_taps = self.run_backbone(
+            "encoder", input_ids, layers=layers.get("encoder"), attention_mask=attention_mask
+        )
+        if decoder_input_ids is None:
+            decoder_input_ids = self.backbone.prepare_decoder_input_ids_from_labels(labels=labels)
+        _, dec_taps = self.run_backbone(
+            "decoder",
+            decoder_input_ids,
+            layers=layers.get("decoder"),
+            keep_output=False,
+            attention_mask=decoder_attention_mask,
+            encoder_hidden_states=encoder.last_hidden_state,  # (B, T, d)
+            encoder_attention_mask=attention_mask,
+            use_cache=False,
+        )
+        return {"encoder": enc_taps, "decoder": dec_taps}
+
+    def side_forward(
+        self, input_ids: torch.Tensor, attention_mask=None, labels=None, *, taps: dict, **kwargs
+    ):
+        """The side half of the forward: the side network on the backbone's ``taps`` (from :meth:`backbone_taps`
+        or a tap cache); the backbone does not run. Takes :meth:`forward`'s other arguments."""
+        return self(input_ids, attention_mask, labels, taps=taps, **kwargs)
+
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """LM heads: vocabulary logits (float32, on the side's device) of side hidden states ``hidden`` (B, T, d/r):
+        the up-projection, T5 v1.0's rescale where the backbone has it, then the backbone's frozen LM head."""
         hidden = self.side.up(hidden)  # (B, T, d)
         if getattr(self.backbone.config, "scale_decoder_outputs", False):  # T5 v1.0's tied-embedding rescale
             hidden = hidden * getattr(self.backbone.config, self.family.width) ** -0.5
@@ -192,8 +272,6 @@ class LadderModel(ActivationCheckpointing, nn.Module):
         Raises:
             ValueError: ``output_hidden_states`` or ``output_attentions`` asked for, or ``taps`` with ``use_cache``.
         """
-        if taps is None and self.ladder_config.method == "pruned":  # no backbone layers: its embeddings alone
-            taps = embedding_taps(self, input_ids, attention_mask, token_type_ids, position_ids)
         if taps is not None and use_cache:
             raise ValueError("taps replace the backbone's forward; incremental decoding needs the backbone")
         for name, value in (
@@ -204,67 +282,54 @@ class LadderModel(ActivationCheckpointing, nn.Module):
                 raise ValueError(
                     f"LadderModel.forward does not support {name}=True: run model.backbone for the backbone's"
                 )
-        out = self._forward(
-            input_ids,
-            attention_mask,
-            labels,
-            token_type_ids,
-            position_ids,
-            decoder_input_ids,
-            decoder_attention_mask,
-            encoder_outputs,
-            past_key_values or (LadderCache() if use_cache else None),
-            taps,
-        )
-        return out if return_dict is None or return_dict else out.to_tuple()
-
-    def _forward(
-        self,
-        input_ids,
-        attention_mask,
-        labels,
-        token_type_ids,
-        position_ids,
-        decoder_input_ids,
-        decoder_attention_mask,
-        encoder_outputs,
-        cache,
-        taps=None,
-    ):
+        cache = past_key_values or (LadderCache() if use_cache else None)
         if self.head == "seq2seq_lm":
-            return self._seq2seq(
-                input_ids,
+            if encoder_outputs is None:
+                encoder_outputs = self.encode(input_ids, attention_mask, taps and taps["encoder"])
+            out = self.decode(
+                encoder_outputs,
                 attention_mask,
                 labels,
-                decoder_input_ids,
-                decoder_attention_mask,
-                encoder_outputs,
-                cache,
-                taps,
+                decoder_input_ids=decoder_input_ids,
+                decoder_attention_mask=decoder_attention_mask,
+                cache=cache,
+                taps=taps and taps["decoder"],
             )
-        backbone_kwargs = {
-            "attention_mask": attention_mask,
-            "token_type_ids": token_type_ids,
-            "position_ids": position_ids,
-        }
+        else:
+            out = self._body(input_ids, attention_mask, labels, token_type_ids, position_ids, cache, taps)
+        return out if return_dict is None or return_dict else out.to_tuple()
+
+    def _body(self, input_ids, attention_mask, labels, token_type_ids, position_ids, cache, taps):
+        """One stack (decoder-only LMs, encoder classifiers, BART's encoder for its classifier): both halves, the
+        head and the loss."""
+        stack = next(
+            iter(self.side.stacks)
+        )  # "body", or "encoder" for an encoder-decoder's classifier (BART)
         side_kwargs = {"attention_mask": attention_mask, "position_ids": position_ids}
-        # "body", or "encoder" for an encoder-decoder's classifier (BART)
-        stack = next(iter(self.side.stacks))
+        backbone_kwargs = {**side_kwargs, "token_type_ids": token_type_ids}
         if stack == "body":
             _with_cache(cache, backbone_kwargs, side_kwargs)
-        backbone_out, side_out = self.run_stack(
-            stack, input_ids, backbone_kwargs, side_kwargs, taps and taps[stack]
-        )
+        backbone_out = None
+        if taps is None:
+            # The backbone's own output is needed for its cache and the final shortcut; otherwise it stops after
+            # the last layer the side network reads (the pruned side network: right after its embeddings).
+            keep = cache is not None or bool(self.ladder_config.final_shortcut)
+            backbone_out, stack_taps = self.run_backbone(
+                stack, input_ids, keep_output=keep, **backbone_kwargs
+            )
+        else:
+            stack_taps = taps[stack]
+        side_out = self.run_side(stack, stack_taps, **side_kwargs)
         if cache:
             cache.backbone, cache.side = backbone_out.past_key_values, side_out.past_key_values
         hidden = side_out.last_hidden_state  # (B, T, d/r)
         if self.head == "causal_lm":
             if self._chunked(labels):
                 loss = chunked_lm_loss(
-                    hidden, labels, self._lm_logits, self.ladder_config.loss_chunk_size, True
+                    hidden, labels, self.lm_logits, self.ladder_config.loss_chunk_size, True
                 )
                 return CausalLMOutputWithPast(loss=loss, logits=None, past_key_values=cache)
-            logits = self._lm_logits(hidden)
+            logits = self.lm_logits(hidden)
             loss = None
             if labels is not None:
                 loss = ForCausalLMLoss(logits, labels, vocab_size=logits.shape[-1])
@@ -274,12 +339,11 @@ class LadderModel(ActivationCheckpointing, nn.Module):
             pool, self.family.cls_pool, input_ids=input_ids, attention_mask=attention_mask,
             eos_token_id=self.backbone.config.eos_token_id,
         )  # fmt: skip
-        hidden = pooled(side_out.last_hidden_state)
-        hidden = self.side.up(hidden)  # (B, d), or (B, T, d) for heads that pool by themselves
+        hidden = self.side.up(pooled(hidden))  # (B, d), or (B, T, d) for heads that pool by themselves
         if (
             self.ladder_config.final_shortcut
         ):  # the backbone's own final state, the side's output added on top
-            final = backbone_final(self, stack, backbone_out, taps and taps[stack])
+            final = backbone_final(self, stack, backbone_out, stack_taps)
             hidden = hidden + pooled(final).to(hidden)
         logits = self.side.head(hidden)
         loss = None if labels is None else ForSequenceClassificationLoss(labels, logits, self.backbone.config)
@@ -288,33 +352,67 @@ class LadderModel(ActivationCheckpointing, nn.Module):
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, taps=None):
         """Encoder-decoders: run both encoders; returns (backbone states, side states), each (B, T, width). With
         the encoder's ``taps`` only the side encoder runs and the backbone states are None."""
-        mask = {"attention_mask": attention_mask}
-        backbone_out, side_out = self.run_stack("encoder", input_ids, mask, mask, taps)
+        backbone_out = None
+        if taps is None:
+            backbone_out, taps = self.run_backbone("encoder", input_ids, attention_mask=attention_mask)
+        side_out = self.run_side("encoder", taps, attention_mask=attention_mask)
         return None if backbone_out is None else backbone_out.last_hidden_state, side_out.last_hidden_state
 
-    def _seq2seq(
-        self, input_ids, attention_mask, labels, decoder_input_ids, decoder_attention_mask, enc, cache, taps
-    ):
-        if enc is None:
-            enc = self.encode(input_ids, attention_mask, taps and taps["encoder"])
+    def decode(
+        self,
+        encoder_outputs: tuple,
+        attention_mask: torch.Tensor | None,
+        labels: torch.Tensor | None = None,
+        *,
+        decoder_input_ids: torch.Tensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        cache: LadderCache | None = None,
+        taps: dict | None = None,
+        side_encoder_attention_mask: torch.Tensor | None = None,
+    ) -> Seq2SeqLMOutput:
+        """Encoder-decoders: both decoders on :meth:`encode`'s ``(backbone states, side states)``, the LM head and
+        the loss.
+
+        Args:
+            encoder_outputs: (backbone encoder states (B, S, d) or None with ``taps``, side states (B, S', d/r)).
+            attention_mask: (B, S) the source's padding mask (the backbone decoder's cross-attention mask).
+            labels: (B, T) target ids, -100 ignored; the decoder input is derived from them when not given.
+            side_encoder_attention_mask: the side decoder's cross-attention mask when its encoder states are longer
+                than the source (the vision-and-language side encoder adds image positions); default
+                ``attention_mask``.
+            cache: a :class:`LadderCache` for incremental decoding; taps: the decoder's taps (no backbone run).
+        """
         if decoder_input_ids is None:
             if labels is None:
                 raise ValueError("a seq2seq LadderModel needs labels or decoder_input_ids")
             decoder_input_ids = self.backbone.prepare_decoder_input_ids_from_labels(labels=labels)
-        shared = {"attention_mask": decoder_attention_mask, "encoder_attention_mask": attention_mask}
-        backbone_kwargs = {**shared, "encoder_hidden_states": enc[0]}
-        side_kwargs = {**shared, "encoder_hidden_states": enc[1]}
+        backbone_enc, side_enc = encoder_outputs[:2]
+        side_kwargs = {
+            "attention_mask": decoder_attention_mask,
+            "encoder_hidden_states": side_enc,
+            "encoder_attention_mask": attention_mask
+            if side_encoder_attention_mask is None
+            else side_encoder_attention_mask,
+        }
+        backbone_kwargs = {
+            "attention_mask": decoder_attention_mask,
+            "encoder_hidden_states": backbone_enc,
+            "encoder_attention_mask": attention_mask,
+        }
         _with_cache(cache, backbone_kwargs, side_kwargs)
-        backbone_out, side_out = self.run_stack(
-            "decoder", decoder_input_ids, backbone_kwargs, side_kwargs, taps and taps["decoder"]
-        )
+        backbone_out = None
+        if taps is None:
+            backbone_out, taps = self.run_backbone(
+                "decoder", decoder_input_ids, keep_output=cache is not None, **backbone_kwargs
+            )
+        side_out = self.run_side("decoder", taps, **side_kwargs)
         if cache:
             cache.backbone, cache.side = backbone_out.past_key_values, side_out.past_key_values
         if self._chunked(labels):
             hidden, size = side_out.last_hidden_state, self.ladder_config.loss_chunk_size
-            loss = chunked_lm_loss(hidden, labels, self._lm_logits, size, False)
+            loss = chunked_lm_loss(hidden, labels, self.lm_logits, size, False)
             return Seq2SeqLMOutput(loss=loss, logits=None, past_key_values=cache)
-        logits = self._lm_logits(side_out.last_hidden_state)  # (B, T_dec, vocab)
+        logits = self.lm_logits(side_out.last_hidden_state)  # (B, T_dec, vocab)
         loss = None
         if labels is not None:
             loss = nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
@@ -351,7 +449,7 @@ class LadderModel(ActivationCheckpointing, nn.Module):
         if config.backbone_dtype is not None:  # the dtype it trained in; any dtype passes the fingerprint
             convert_backbone(model.backbone, config.backbone_dtype)
         load_side_weights(model, directory, config)
-        if config.method == "pruned":
+        if not config.variant.runs_backbone:
             strip_backbone(model)
         restore_labels(backbone, config)
         return model
@@ -392,7 +490,7 @@ def get_ladder_model(
     model = LadderModel(backbone, config)
     if config.init != "random":
         initialize_from_backbone(model, calibration_data)
-    if config.method == "pruned":  # from here on the side network runs alone
+    if not config.variant.runs_backbone:  # from here on the side network runs alone
         make_pruned(model)
     if config.backbone_dtype is not None:  # after the pruned init, which reads full-precision weights
         convert_backbone(model.backbone, config.backbone_dtype)

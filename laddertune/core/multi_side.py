@@ -14,7 +14,6 @@ from torch import nn
 from ..errors import ConfigError
 from .config import LadderConfig
 from .model import LadderModel, get_ladder_model
-from .taps import collect_taps
 
 
 class MultiSideModel(nn.Module):
@@ -75,5 +74,5 @@ class MultiSideModel(nn.Module):
             stack: sorted({i for m in models for i in m.side.stacks[stack].tap_layers})
             for stack in models[0].side.stacks
         }
-        taps = collect_taps(models[0], **batch, layers=layers)
+        taps = models[0].backbone_taps(**batch, layers=layers)
         return {name: model(**batch, taps=taps) for name, model in self.sides.items()}

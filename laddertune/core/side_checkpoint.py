@@ -25,7 +25,9 @@ def save_side(model, directory: str | Path) -> None:
     config = model.ladder_config
     config.backbone_name = getattr(model.backbone.config, "_name_or_path", None) or None
     config.backbone_revision = getattr(model.backbone.config, "_commit_hash", None)
-    if config.method != "pruned":  # a pruned side network's backbone was stripped: its full one was recorded
+    if (
+        config.variant.runs_backbone
+    ):  # else the backbone was stripped to its embeddings: its full one was recorded
         config.backbone_fingerprint = structure_fingerprint(model)
         config.backbone_signature = value_signature(model)
     if config.task_head == "sequence_classification":  # the class names travel with the side network

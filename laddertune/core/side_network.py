@@ -44,13 +44,25 @@ from .config import LadderConfig
 EMBED = -1
 
 
+class _TapsComplete(Exception):
+    """Raised by a tap hook once every wanted tap is recorded, to end the backbone's forward there."""
+
+
 @contextlib.contextmanager
-def record_taps(layers: nn.ModuleList, kept: list[int]) -> Iterator[dict[int, torch.Tensor]]:
+def record_taps(
+    layers: nn.ModuleList, kept: list[int], *, stop_when_complete: bool = False
+) -> Iterator[dict[int, torch.Tensor]]:
     """Record what the side network reads while the backbone stack runs.
 
     Yields a dict filled during the forward: ``taps[EMBED]`` is the input of layer 0 (the embedding output, after
     the backbone's own embedding dropout/norm), ``taps[i]`` the output of layer ``i`` for ``i`` in ``kept``.
     Only these tensors are kept alive; the hooks are removed on exit, leaving the backbone untouched.
+
+    ``stop_when_complete``: end the backbone's forward as soon as the last wanted tap is recorded (right at layer 0
+    when only ``EMBED`` is wanted), for callers that need the taps and not the backbone's output: the layers
+    after the last kept one (and its head) do not run. A hook cannot return early from a Hugging Face model's
+    forward, so it raises a private exception that this context manager absorbs; the ``with`` body is left at
+    the backbone call, whose result is then never assigned.
 
     ``layers`` lists the layers in the order they run (:func:`~laddertune.core.architectures.layer_modules`). A
     block listed more than once is SHARED (ALBERT's one layer group): its hooks count the calls, so ``taps[i]`` is
@@ -58,13 +70,19 @@ def record_taps(layers: nn.ModuleList, kept: list[int]) -> Iterator[dict[int, to
     """
     taps: dict[int, torch.Tensor] = {}
     calls = [0]  # applications so far (shared blocks)
+    wanted = set(kept)
+    last = max(wanted, default=EMBED) if stop_when_complete else None
 
     def take_input(module, args, kwargs):
         if not calls[0]:
             taps[EMBED] = args[0] if args else kwargs["hidden_states"]
+            if last == EMBED:
+                raise _TapsComplete
 
     def take_output(i, module, args, output):
         taps[i] = output[0] if isinstance(output, tuple | list) else output
+        if i == last:
+            raise _TapsComplete
 
     def take_application(module, args, output):
         i, calls[0] = calls[0], calls[0] + 1
@@ -74,12 +92,13 @@ def record_taps(layers: nn.ModuleList, kept: list[int]) -> Iterator[dict[int, to
     handles = [layers[0].register_forward_pre_hook(take_input, with_kwargs=True)]
     blocks = list({id(m): m for m in layers}.values())
     if len(blocks) < len(layers):
-        wanted = set(kept)
         handles += [m.register_forward_hook(take_application) for m in blocks]
     else:
         handles += [layers[i].register_forward_hook(functools.partial(take_output, i)) for i in kept]
     try:
         yield taps
+    except _TapsComplete:
+        pass
     finally:
         for handle in handles:
             handle.remove()
@@ -107,10 +126,11 @@ class SideStack(nn.Module):
         family: Family,
         spec: StackSpec,
         backbone: nn.Module,
+        *,
         reduction_factor: int,
-        side_layers: list[int] | None,
-        gate_temperature: float,
-        gate_init: float,
+        side_layers: list[int] | None = None,
+        gate_temperature: float = 0.1,
+        gate_init: float = 0.0,
         attn_implementation: str = "sdpa",
         ladders: bool = True,
         checkpointing: bool = False,
@@ -286,18 +306,20 @@ class SideNetwork(nn.Module):
 
     def __init__(self, backbone: nn.Module, family: Family, config: LadderConfig, head: str) -> None:
         super().__init__()
-        args = (
-            config.reduction_factor,
-            config.side_layers,
-            config.gate_temperature,
-            config.gate_init,
-            config.attn_implementation,
-            config.method == "lst",
-            config.side_checkpointing,
-            config.side_attention_dropout,
-            config.side_attention_heads,
+        settings = dict(
+            reduction_factor=config.reduction_factor,
+            side_layers=config.side_layers,
+            gate_temperature=config.gate_temperature,
+            gate_init=config.gate_init,
+            attn_implementation=config.attn_implementation,
+            ladders=config.variant.ladders,
+            checkpointing=config.side_checkpointing,
+            attention_dropout=config.side_attention_dropout,
+            attention_heads=config.side_attention_heads,
         )
-        self.stacks = nn.ModuleDict({s.name: SideStack(family, s, backbone, *args) for s in family.stacks})
+        self.stacks = nn.ModuleDict(
+            {s.name: SideStack(family, s, backbone, **settings) for s in family.stacks}
+        )
         width = getattr(backbone.config, family.width)
         self.up = nn.Linear(width // config.reduction_factor, width)
         nn.init.normal_(self.up.weight, std=0.01)

@@ -19,13 +19,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers.modeling_outputs import Seq2SeqLMOutput
 
 from ..core import LadderCache, LadderConfig, get_ladder_model
-from ..core.architectures import get_path
 from ..core.generation import generate
 from ..core.side_checkpoint import load_side_weights, read_side_config
-from ..core.side_network import EMBED, record_taps
+from ..core.side_network import EMBED
 from ..errors import CheckpointError, ConfigError
 from ..io import load_json, save_json
 from .visual_embedding import VisualConfig, VisualEmbedding
@@ -95,20 +93,17 @@ class VisionLadderModel(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         ladder = self.ladder
-        stack = ladder.side.stacks["encoder"]
-        call = get_path(ladder.backbone, stack.spec.call)
-        layers = get_path(get_path(ladder.backbone, stack.spec.trunk), stack.spec.layers)
-        with torch.no_grad(), record_taps(layers, stack.kept) as taps:
-            backbone_out = call(input_ids=input_ids, attention_mask=attention_mask)
+        kept = ladder.side.stacks["encoder"].kept
+        backbone_out, taps = ladder.run_backbone("encoder", input_ids, attention_mask=attention_mask)
         visual = ladder.side.visual(vis_feats, vis_boxes)  # (B, M, d), M = V * N
         if vis_mask is None:
             vis_mask = torch.ones(visual.shape[:2], dtype=attention_mask.dtype, device=visual.device)
         side_taps = {EMBED: torch.cat([taps[EMBED].to(visual.dtype), visual], dim=1)}  # (B, T + M, d)
-        for i in stack.kept:  # zero ladder input at the visual positions
+        for i in kept:  # zero ladder input at the visual positions
             pad = taps[i].new_zeros(taps[i].shape[0], visual.shape[1], taps[i].shape[2])
             side_taps[i] = torch.cat([taps[i], pad], dim=1)
         side_mask = torch.cat([attention_mask, vis_mask.to(attention_mask.dtype)], dim=1)
-        side_out = stack(side_taps, attention_mask=side_mask)
+        side_out = ladder.run_side("encoder", side_taps, attention_mask=side_mask)
         return backbone_out.last_hidden_state, side_out.last_hidden_state, side_mask
 
     # -- forward ---------------------------------------------------------------------------------------------------
@@ -136,37 +131,17 @@ class VisionLadderModel(nn.Module):
                 raise ValueError("a VisionLadderModel needs vis_feats (zeros for a text-only control)")
             encoder_outputs = self.encode(input_ids, attention_mask, vis_feats, vis_boxes, vis_mask)
         backbone_enc, side_enc, side_mask = encoder_outputs
-        if decoder_input_ids is None:
-            if labels is None:
-                raise ValueError("a VisionLadderModel needs labels or decoder_input_ids")
-            decoder_input_ids = self.backbone.prepare_decoder_input_ids_from_labels(labels=labels)
-        cache = past_key_values or (LadderCache() if use_cache else None)
-        caching = {"use_cache": cache is not None}
-        backbone_kwargs = {
-            "attention_mask": decoder_attention_mask,
-            "encoder_hidden_states": backbone_enc,
-            "encoder_attention_mask": attention_mask,  # text only: the backbone has no visual positions
-            **caching,
-        }
-        side_kwargs = {
-            "attention_mask": decoder_attention_mask,
-            "encoder_hidden_states": side_enc,
-            "encoder_attention_mask": side_mask,  # text + visual
-            **caching,
-        }
-        if cache is not None:
-            backbone_kwargs["past_key_values"], side_kwargs["past_key_values"] = cache.backbone, cache.side
-        backbone_out, side_out = self.ladder.run_stack(
-            "decoder", decoder_input_ids, backbone_kwargs, side_kwargs
+        # The core's decoders, up-projection and frozen tied LM head, shared with text-only LST; the backbone
+        # decoder cross-attends to the text alone, the side decoder to text + visual.
+        return self.ladder.decode(
+            (backbone_enc, side_enc),
+            attention_mask,
+            labels,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask,
+            cache=past_key_values or (LadderCache() if use_cache else None),
+            side_encoder_attention_mask=side_mask,
         )
-        if cache is not None:
-            cache.backbone, cache.side = backbone_out.past_key_values, side_out.past_key_values
-        # The core's up-projection + frozen tied LM head (with T5 v1.0's rescale), shared with text-only LST.
-        logits = self.ladder._lm_logits(side_out.last_hidden_state)  # (B, T_dec, vocab)
-        loss = None
-        if labels is not None:
-            loss = nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
-        return Seq2SeqLMOutput(loss=loss, logits=logits, past_key_values=cache)
 
     # -- generation ------------------------------------------------------------------------------------------------
     def generate(
