@@ -6,7 +6,7 @@
 Offline MiniLM backbone (BERT, 6 layers, 384 wide, classification head), GLUE RTE and MRPC, protocol ``dev``
 (train on train, score on the official dev set). Per task, five configurations with the same budget:
 ``random``, and ``magnitude`` / ``fisher`` each with the ``residual`` and the ``authors`` pruning chain. Every run is
-one ``laddertune.training.train(TrainConfig(...))`` call, so all share the loop, the data order and the seed; only the
+one ``laddertune.training.train(TrainConfig.from_flat(...))`` call, so all share the loop, the data order and the seed; only the
 side network's starting weights differ. Writes benchmarks/results/figure7_init.json (after every run, so a cut-off
 sweep keeps what finished) and figure7_init.md.
 
@@ -67,7 +67,7 @@ def run_one(args, task: str, init: str, chain: str | None, r: int) -> dict:
         ladder["pruning_chain"] = chain
     _HOOK.clear()
     _HOOK["ladder"] = ladder
-    config = TrainConfig(
+    config = TrainConfig.from_flat(
         task=task,
         backbone="minilm",
         reduction_factor=r,
@@ -97,7 +97,7 @@ def run_one(args, task: str, init: str, chain: str | None, r: int) -> dict:
     t0 = time.perf_counter()
     results = train(config, on_record=on_record)
     wall = time.perf_counter() - t0
-    saved = json.loads((Path(config.output_dir) / "checkpoint-best" / "ladder_config.json").read_text())
+    saved = json.loads((Path(config.run.output_dir) / "checkpoint-best" / "ladder_config.json").read_text())
     validation = results["metrics"]["validation"]
     per_epoch = [
         sum(loss for e, loss in losses if e == epoch) / max(1, sum(1 for e, _ in losses if e == epoch))

@@ -34,15 +34,15 @@ import torch
 import transformers as T
 
 from laddertune import LadderConfig, get_ladder_model
-from laddertune.baselines import BaselineConfig, prepare_baseline, prepare_qlora
+from laddertune.baselines import QLoraOptions, prepare_baseline
 from laddertune.core.quantization import convert_backbone
 from laddertune.errors import LadderTuneError
 from laddertune.memory import PeakMemoryMeter, predict_memory
 from laddertune.memory.model_configs import PAPER_SIDE_LAYERS, load_config
 from laddertune.memory.predict import make_batch
+from laddertune.methods import get_method, prepare_qlora
 from laddertune.training.device import move_batch, resolve_device
 from laddertune.training.precision import Precision
-from laddertune.training.qlora import QLORA, require_qlora
 from laddertune.training.step import train_step
 
 RESULTS = Path(__file__).parent / "results"
@@ -110,7 +110,7 @@ def build(config, setting: dict, device: torch.device):
     """A random-weight backbone of ``config`` on ``device`` (in the backbone dtype when it is a float one, so a 7B
     model never exists in float32), and the method around it: LST, a baseline, or QLoRA (bitsandbytes, CUDA)."""
     if setting["method"] == "qlora":
-        require_qlora(device)  # one line on a CPU or without bitsandbytes, before anything is built
+        get_method("qlora").require(device)  # one line on a CPU or without bitsandbytes, before anything is built
     cls = T.T5ForConditionalGeneration if setting["head"] == "seq2seq_lm" else T.LlamaForCausalLM
     float_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     init_dtype = float_dtype.get(setting["backbone_dtype"], torch.bfloat16)
@@ -123,9 +123,9 @@ def build(config, setting: dict, device: torch.device):
         torch.set_default_dtype(default)
     if setting["method"] == "qlora":
         convert_backbone(backbone, "nf4")
-        return prepare_qlora(backbone, QLORA, gradient_checkpointing=True)
+        return prepare_qlora(backbone, QLoraOptions())  # r=16, alpha 32, dropout 0.05, gradient checkpointing
     if setting["method"] != "lst":
-        return prepare_baseline(backbone, setting["method"], BaselineConfig(lora_rank=32, lora_alpha=32))
+        return prepare_baseline(backbone, setting["method"])  # LoRA: the authors' r=32, alpha 32
     ladder = LadderConfig(
         reduction_factor=8,
         side_layers=setting.get("side_layers"),
@@ -183,13 +183,18 @@ def predicted(setting: dict, config, device: torch.device) -> dict | None:
         batch_size=setting["batch"],
         source_length=setting["source"],
         target_length=max(1, setting["target"]),
-        side_layers=setting.get("side_layers"),
         backbone_dtype=setting["backbone_dtype"] if setting["method"] != "qlora" else None,
         precision=setting["precision"],
-        loss_chunk_size=setting["loss_chunk"] if lst else None,
-        side_checkpointing=setting.get("side_checkpointing", False),
-        baseline_config=BaselineConfig(lora_rank=32, lora_alpha=32) if setting["method"] == "lora" else None,
         head=setting["head"],
+        **(
+            {
+                "side_layers": setting.get("side_layers"),
+                "loss_chunk_size": setting["loss_chunk"],
+                "side_checkpointing": setting.get("side_checkpointing", False),
+            }
+            if lst
+            else {}
+        ),
         device_semantics="cuda" if device.type == "cuda" else "cpu",
     )
     return {"peak_bytes": p.peak_bytes, "peak_gib": round(p.peak_bytes / GIB, 4)}

@@ -34,7 +34,7 @@ def main() -> None:
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, kw in RUNS.items():
-            config = TrainConfig(
+            config = TrainConfig.from_flat(
                 task="sst2",
                 max_train_samples=4800,
                 epochs=1,

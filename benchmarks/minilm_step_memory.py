@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from laddertune import LadderConfig, get_ladder_model
-from laddertune.baselines import BaselineConfig, count_trainable, prepare_baseline
+from laddertune.baselines import count_trainable, prepare_baseline
 from laddertune.core.backbones import load_backbone, load_tokenizer
 from laddertune.data import load_splits
 from laddertune.memory import GIB, PeakMemoryMeter
@@ -33,7 +33,7 @@ def build(method: str):
     if method == "lst":
         model = get_ladder_model(backbone, LadderConfig(reduction_factor=8))
         return model, model.trainable_parameters()
-    model = prepare_baseline(backbone, method, BaselineConfig())
+    model = prepare_baseline(backbone, method)
     return model, count_trainable(model)
 
 

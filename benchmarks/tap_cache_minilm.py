@@ -35,7 +35,7 @@ import torch
 from transformers import get_linear_schedule_with_warmup
 
 from laddertune import LadderConfig, MultiSideModel, get_ladder_model
-from laddertune.baselines import BaselineConfig, prepare_baseline
+from laddertune.baselines import prepare_baseline
 from laddertune.core.backbones import load_tokenizer
 from laddertune.core.taps import collect_taps
 from laddertune.data import load_splits, make_collator
@@ -52,7 +52,7 @@ def make(method: str, spec, tok, r: int = 8, seed: int = 0):
     backbone = load_task_backbone("minilm", spec, "sequence_classification", tok)
     if method == "lst":
         return get_ladder_model(backbone, LadderConfig(reduction_factor=r, **SIDE_OPTIONS))
-    return prepare_baseline(backbone, method, BaselineConfig())
+    return prepare_baseline(backbone, method)
 
 
 def epoch(model, batches: list[dict], lr: float) -> tuple[float, list[float]]:

@@ -5,19 +5,23 @@
 >>> model.print_trainable_parameters()
 """
 
-from .core import FAMILIES, LadderCache, LadderConfig, LadderModel, MultiSideModel, get_ladder_model
-from .errors import CheckpointError, ConfigError, DataError, LadderTuneError
+from __future__ import annotations
+
+from .lazy import lazy_exports
 
 __version__ = "0.1.0"
-__all__ = [
-    "FAMILIES",
-    "CheckpointError",
-    "ConfigError",
-    "DataError",
-    "LadderCache",
-    "LadderConfig",
-    "LadderModel",
-    "LadderTuneError",
-    "MultiSideModel",
-    "get_ladder_model",
-]
+
+_EXPORTS = {
+    "FAMILIES": ".core",
+    "LadderCache": ".core",
+    "LadderConfig": ".core",
+    "LadderModel": ".core",
+    "MultiSideModel": ".core",
+    "get_ladder_model": ".core",
+    "CheckpointError": ".errors",
+    "ConfigError": ".errors",
+    "DataError": ".errors",
+    "LadderTuneError": ".errors",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

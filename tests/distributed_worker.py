@@ -21,7 +21,7 @@ after_step = Run.after_step
 
 def after_step_then_die(self, *args, **kwargs):
     after_step(self, *args, **kwargs)
-    if self.state["step"] == int(step) and os.environ.get("RANK") in ranks.split(","):
+    if self.state.step == int(step) and os.environ.get("RANK") in ranks.split(","):
         os.kill(os.getpid(), signal.SIGKILL)
 
 

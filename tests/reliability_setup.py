@@ -57,7 +57,7 @@ def assets(tmp_path_factory) -> dict:
 
 
 def run_config(assets, out: Path, **kw) -> TrainConfig:
-    return TrainConfig(
+    return TrainConfig.from_flat(
         **{**RUN, "backbone": assets["bert"], "data_dir": assets["data"], "output_dir": str(out), **kw}
     )
 

@@ -110,11 +110,11 @@ def test_refusals_are_one_line():
         get_ladder_model(
             tiny_backbone("t5", "seq2seq_lm"), LadderConfig(reduction_factor=4, method="side-tuning")
         )
-    with pytest.raises(ConfigError, match="--init magnitude"):
-        TrainConfig(task="sst2", method="pruned")
-    with pytest.raises(ConfigError, match="no taps to cache"):
-        TrainConfig(task="sst2", method="pruned", init="magnitude", tap_cache="x")
-    assert TrainConfig(task="sst2", method="side-tuning").resolved_lr() == 3e-3
+    with pytest.raises(ConfigError, match="init must be magnitude or fisher"):
+        TrainConfig.from_flat(task="sst2", method="pruned")
+    with pytest.raises(ConfigError, match="reads no backbone taps to cache"):
+        TrainConfig.from_flat(task="sst2", method="pruned", init="magnitude", tap_cache="x")
+    assert TrainConfig.from_flat(task="sst2", method="side-tuning").resolved_lr() == 3e-3
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ of its own layer)::
     cli
     training | report
     memory | taps
-    vision
+    methods | vision
     core | data | baselines
     pruning
-    io
-    errors
+    io | fields
+    errors | lazy
 
 Every ``import`` counts, also one deferred inside a function; only imports under ``if TYPE_CHECKING:`` (never run)
 are left out.
@@ -29,11 +29,14 @@ ROOT = Path(laddertune.__file__).parent
 PACKAGE = "laddertune"
 LAYERS = {
     "errors": 0,
+    "lazy": 0,  # the packages' lazy exports: imports nothing of laddertune
     "io": 1,
+    "fields": 1,  # how configuration fields are declared and checked
     "pruning": 2,
     "core": 3,
     "data": 3,
     "baselines": 3,
+    "methods": 4,  # the training methods as objects, over core and baselines
     "vision": 4,
     "memory": 5,
     "taps": 5,
@@ -42,7 +45,8 @@ LAYERS = {
     "cli": 7,
 }
 TOP = 8  # laddertune/__init__.py and __main__.py: the public face, above everything
-MAX_LINES = 400
+# A smoke alarm, not a design rule: files are split by purpose; one past this has probably grown two.
+MAX_LINES = 600
 
 
 def _module_name(path: Path) -> str:

@@ -7,10 +7,29 @@ import pytest
 import torch
 import transformers as tf
 
-from laddertune.baselines import BASELINES, METHODS, BaselineConfig, count_trainable, prepare_baseline
+from laddertune.baselines import (
+    BASELINES,
+    AdapterOptions,
+    LoraOptions,
+    PromptOptions,
+    QLoraOptions,
+    count_trainable,
+    prepare_baseline,
+)
 from laddertune.errors import ConfigError
+from laddertune.methods import method_names
 
-TINY = BaselineConfig(lora_rank=2, adapter_reduction=4, prompt_length=4)  # d=16: adapter bottleneck 4
+# d=16: adapter bottleneck 4
+TINY_OPTIONS = {
+    "lora": LoraOptions(lora_rank=2),
+    "adapter": AdapterOptions(adapter_reduction=4),
+    "prompt": PromptOptions(prompt_length=4),
+}
+
+
+def tiny(method: str):
+    """The tiny settings of ``method`` (None: its defaults)."""
+    return TINY_OPTIONS.get(method)
 
 
 def t5():
@@ -90,7 +109,7 @@ EXPECTED = {  # which parameter names each method must train, from the names alo
 @pytest.mark.parametrize("kind", list(MODELS))
 @pytest.mark.parametrize("method", BASELINES)
 def test_one_training_step_touches_only_the_methods_parameters(method, kind):
-    model = prepare_baseline(make(kind), method, TINY)
+    model = prepare_baseline(make(kind), method, tiny(method))
     params = dict(model.named_parameters())
     trainable = {n for n, p in params.items() if p.requires_grad}
     assert trainable == {n for n in params if EXPECTED[method](n)}
@@ -118,7 +137,7 @@ def test_adapters_start_as_identity(kind):
     b = batch(kind)
     with torch.no_grad():
         ref = model(**b).logits
-        model = prepare_baseline(model, "adapter", TINY)
+        model = prepare_baseline(model, "adapter", tiny("adapter"))
         assert any(".adapter." in n for n, _ in model.named_parameters())
         assert torch.equal(model(**b).logits, ref)
 
@@ -129,7 +148,7 @@ def test_bitfit_adds_zero_biases_to_t5_and_keeps_its_output():
     with torch.no_grad():
         ref = model(**b).logits
     assert not any(n.endswith(".bias") for n, _ in model.named_parameters())
-    model = prepare_baseline(model, "bitfit", TINY)
+    model = prepare_baseline(model, "bitfit", tiny("bitfit"))
     biases = {n: p for n, p in model.named_parameters() if n.endswith(".bias")}
     # encoder layer: q k v o wi wo = 6; decoder layer: self q k v o, cross q k v o, wi wo = 10
     assert len(biases) == 2 * 6 + 2 * 10
@@ -165,20 +184,20 @@ GOLDEN = [
 
 @pytest.mark.parametrize("kind,method,expected", GOLDEN)
 def test_golden_trainable_counts(kind, method, expected):
-    assert count_trainable(prepare_baseline(make(kind), method, TINY))[0] == expected
+    assert count_trainable(prepare_baseline(make(kind), method, tiny(method)))[0] == expected
 
 
 def test_prompt_starts_from_the_first_vocabulary_embeddings():
     backbone = make("t5")
     first = backbone.get_input_embeddings().weight[:4].detach().clone()
-    model = prepare_baseline(backbone, "prompt", TINY)
+    model = prepare_baseline(backbone, "prompt", tiny("prompt"))
     prompt = model.prompt_encoder[model.active_adapter].embedding.weight
     assert prompt.shape == (4, 16) and torch.equal(prompt, first)
 
 
 @pytest.mark.parametrize("method", ["lora", "prompt", "adapter"])
 def test_generate_is_available_for_t5(method):
-    model = prepare_baseline(make("t5"), method, TINY).eval()
+    model = prepare_baseline(make("t5"), method, tiny(method)).eval()
     out = model.generate(input_ids=batch("t5")["input_ids"], max_new_tokens=2)
     assert out.shape[0] == 2
 
@@ -193,7 +212,7 @@ def global_layer(name):
 def test_freeze_layers_on_t5(method):
     counts = []
     for n in range(4):
-        model = prepare_baseline(make("t5"), method, TINY, freeze_layers=n)
+        model = prepare_baseline(make("t5"), method, tiny(method), freeze_layers=n)
         for name, p in model.named_parameters():
             if p.requires_grad:
                 layer = global_layer(name)
@@ -203,17 +222,17 @@ def test_freeze_layers_on_t5(method):
         counts.append(count_trainable(model)[0])
     assert counts == sorted(set(counts), reverse=True), counts  # strictly decreasing
     with pytest.raises(ConfigError, match="only 4 layers"):
-        prepare_baseline(make("t5"), method, TINY, freeze_layers=5)
+        prepare_baseline(make("t5"), method, tiny(method), freeze_layers=5)
     with pytest.raises(ConfigError):  # T5: nothing after the 4th layer is trainable (the LM head is tied)
-        prepare_baseline(make("t5"), method, TINY, freeze_layers=4)
+        prepare_baseline(make("t5"), method, tiny(method), freeze_layers=4)
 
 
 def test_freeze_layers_golden_counts():
     # LoRA r=2, T5: freezing 3 of 4 layers leaves decoder layer 1 only: 4 projections * 64
-    assert count_trainable(prepare_baseline(make("t5"), "lora", TINY, freeze_layers=3))[0] == 256
+    assert count_trainable(prepare_baseline(make("t5"), "lora", tiny("lora"), freeze_layers=3))[0] == 256
     # freezing the encoder (2) leaves both decoder layers: 2 * 4 * 64 (not the decoder's first layers, as
     # PEFT's per-stack layers_to_transform would)
-    assert count_trainable(prepare_baseline(make("t5"), "lora", TINY, freeze_layers=2))[0] == 512
+    assert count_trainable(prepare_baseline(make("t5"), "lora", tiny("lora"), freeze_layers=2))[0] == 512
     # full fine-tuning of BERT with all layers frozen: pooler 16*16+16 and classifier 34 remain
     assert count_trainable(prepare_baseline(make("bert_cls"), "full", freeze_layers=2))[0] == 272 + 34
 
@@ -223,25 +242,30 @@ def test_errors():
         prepare_baseline(make("bert_cls"), "lst")
     with pytest.raises(ConfigError, match="full, lora, adapter, bitfit, prompt"):
         prepare_baseline(make("bert_cls"), "ia3")
-    with pytest.raises(ConfigError, match="prompt tuning"):
-        prepare_baseline(make("t5"), "prompt", TINY, freeze_layers=1)
+    with pytest.raises(ConfigError, match="freeze_layers is an option of method full.*not of method prompt"):
+        prepare_baseline(make("t5"), "prompt", tiny("prompt"), freeze_layers=1)
     with pytest.raises(ConfigError, match="vocabulary"):
         prepare_baseline(make("t5"), "prompt")  # 100 prompt vectors > 64 tokens
     with pytest.raises(ConfigError, match="no module matches"):
         prepare_baseline(make("bert_cls"), "lora", lora_targets=("nonexistent",))
-    with pytest.raises(ConfigError, match="unknown baseline setting"):
+    with pytest.raises(ConfigError, match="rank is not an option of any method"):
         prepare_baseline(make("bert_cls"), "lora", rank=4)
-    for bad in ({"lora_rank": 0}, {"lora_dropout": 1.0}, {"freeze_layers": -1}, {"adapter_reduction": 2.5},
-                {"lora_targets": []}, {"prompt_length": True}, {"lora_alpha": 0}):  # fmt: skip
+    with pytest.raises(ConfigError, match="takes LoraOptions"):
+        prepare_baseline(make("bert_cls"), "lora", AdapterOptions())
+    for cls, bad in ((LoraOptions, {"lora_rank": 0}), (LoraOptions, {"lora_dropout": 1.0}),
+                     (LoraOptions, {"freeze_layers": -1}), (AdapterOptions, {"adapter_reduction": 2.5}),
+                     (LoraOptions, {"lora_targets": []}), (PromptOptions, {"prompt_length": True}),
+                     (LoraOptions, {"lora_alpha": 0})):  # fmt: skip
         with pytest.raises(ConfigError):
-            BaselineConfig(**bad)
+            cls(**bad)
 
 
-def test_config_round_trip_and_methods():
-    cfg = BaselineConfig(lora_targets="q, k,v", freeze_layers=6)
-    assert cfg.lora_targets == ("q", "k", "v")
-    assert BaselineConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-    assert METHODS[0] == "lst" and BASELINES == METHODS[1:]
+def test_options_round_trip_and_methods():
+    options = LoraOptions(lora_targets="q, k,v", freeze_layers=6)
+    assert options.lora_targets == ("q", "k", "v")
+    assert LoraOptions(**json.loads(json.dumps(options.to_dict()))) == options
+    assert QLoraOptions().lora_rank == 16 and LoraOptions().lora_rank == 32  # each method's own default
+    assert method_names()[0] == "lst" and set(BASELINES) < set(method_names())
 
 
 def test_full_and_explicit_lora_need_no_family_entry():
@@ -251,7 +275,7 @@ def test_full_and_explicit_lora_need_no_family_entry():
     assert count_trainable(prepare_baseline(tf.RobertaForSequenceClassification(cfg), "full"))[0] > 0
     # LoRA r=2 on query,value 256 + RoBERTa's head (dense 16*16+16, out 16*2+2) 306
     lora = prepare_baseline(
-        tf.RobertaForSequenceClassification(cfg), "lora", TINY, lora_targets="query,value"
+        tf.RobertaForSequenceClassification(cfg), "lora", tiny("lora"), lora_targets="query,value"
     )
     assert count_trainable(lora)[0] == 256 + 306
     with pytest.raises(ConfigError, match="not supported"):

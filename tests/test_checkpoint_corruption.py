@@ -23,7 +23,7 @@ from reliability_setup import (
 )
 from test_trainer import one_thread  # noqa: F401 (an autouse fixture)
 
-import laddertune.io.files as checkpoint_module
+import laddertune.io.tensors as checkpoint_module
 import laddertune.training.checkpoint as run_checkpoint
 from laddertune import CheckpointError
 from laddertune.cli import main

@@ -6,7 +6,7 @@ MiniLM on a few real GLUE examples for every method (skipped without the offline
 
 from __future__ import annotations
 
-import dataclasses
+import argparse
 import importlib.metadata
 import json
 import re
@@ -16,8 +16,11 @@ import pytest
 from test_trainer import one_thread, save_backbone, write_data  # noqa: F401 (one_thread: an autouse fixture)
 
 from laddertune.cli import build_parser, main
-from laddertune.cli.train import CLI_EPOCHS, config_from_args
-from laddertune.training.config import TrainConfig
+from laddertune.cli.train import config_from_args
+from laddertune.errors import ConfigError
+from laddertune.fields import option_name, options_of
+from laddertune.methods import method_names, method_spec
+from laddertune.training.config import SECTIONS, TrainConfig
 
 CLI_ONLY = {"no_progress", "threads", "command", "func", "verbose"}
 
@@ -58,16 +61,44 @@ def tiny_train(tiny, out: Path, *extra) -> list[str]:
 # -------------------------------------------------------------------------------------------------- flags
 
 
-def test_every_config_field_has_a_flag_and_defaults_match():
-    args = build_parser().parse_args(["train", "--task", "rte"])
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    assert fields <= set(vars(args)), fields - set(vars(args))
-    assert set(vars(args)) - fields <= CLI_ONLY
-    c = config_from_args(args)
-    library = TrainConfig(task="rte")
-    # the command line's only different default: 3 epochs, so that `laddertune train --task rte` takes minutes
-    assert c.epochs == CLI_EPOCHS == 3 and library.epochs is None
-    assert dataclasses.replace(c, epochs=None) == library
+def _train_actions() -> dict[str, argparse.Action]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {a.dest: a for a in sub.choices["train"]._actions if a.option_strings}
+
+
+def test_every_option_has_one_flag_and_defaults_match():
+    """Every option of every section and every method is a flag of its own name; the command line's defaults are
+    the library's but for the 3 epochs (so that `laddertune train --task rte` takes minutes)."""
+    actions = _train_actions()
+    options = {option_name(f) for cls in SECTIONS.values() for f in options_of(cls)}
+    for name in method_names():
+        options |= {
+            option_name(f) for f in options_of(method_spec(name).options) if f.metadata.get("kind") is None
+        }
+    assert options <= set(actions), options - set(actions)
+    assert set(actions) - options <= {"help", "config", "method", *CLI_ONLY}
+    c = config_from_args(build_parser().parse_args(["train", "--task", "rte"]))
+    library = TrainConfig.from_flat(task="rte")
+    assert c.optimization.epochs == 3 and library.optimization.epochs is None
+    assert {**c.to_dict(), "epochs": None} == library.to_dict()
+
+
+def test_every_flag_of_laddertune_0_1_keeps_its_name_and_choices():
+    """The flags of the hand-written 0.1 parser (tests/golden/cli_flags_0.1.json, recorded from it) are all still
+    there, each taking a value or not as before, with the same choices."""
+    golden = json.loads((Path(__file__).parent / "golden" / "cli_flags_0.1.json").read_text())
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for command, flags in golden.items():
+        actions = {o: a for a in sub.choices[command]._actions for o in a.option_strings}
+        for flag, was in flags.items():
+            assert flag in actions, f"{command} {flag}"
+            action = actions[flag]
+            takes_value = action.nargs != 0 and not isinstance(action, argparse.BooleanOptionalAction)
+            assert takes_value == was["takes_value"], f"{command} {flag}"
+            if was["choices"] is not None:
+                assert sorted(map(str, action.choices)) == was["choices"], f"{command} {flag}"
 
 
 def test_flags_parse_into_the_config():
@@ -91,17 +122,50 @@ def test_flags_parse_into_the_config():
         "magnitude",
     ]
     c = config_from_args(parse(argv))
-    assert (c.task, c.method, c.side_layers, c.epochs, c.lr, c.init) == (
+    assert (c.data.task, c.method_name, c.method.side_layers, c.optimization.epochs, c.optimization.lr) == (
         "mrpc",
         "lst",
         [1, 2, 3],
         None,
         1e-3,
-        "magnitude",
     )
-    assert (c.backbone_dropout, c.protocol, c.max_length) == (True, "paper", 64)
+    assert (c.method.init, c.method.backbone_dropout, c.data.protocol, c.data.max_length) == (
+        "magnitude",
+        True,
+        "paper",
+        64,
+    )
     c = config_from_args(parse(["train", "--task", "rte", "--method", "lora", "--freeze-layers", "2"]))
-    assert (c.method, c.freeze_layers, c.resolved_lr()) == ("lora", 2, 3e-4)
+    assert (c.method_name, c.method.freeze_layers, c.resolved_lr()) == ("lora", 2, 3e-4)
+
+
+def test_an_option_of_another_method_is_one_line(capsys):
+    assert main(["train", "--task", "rte", "--lora-rank", "8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --lora-rank is an option of method lora, qlora, not of lst"
+    assert main(["train", "--task", "rte", "--method", "prompt", "--freeze-layers", "1"]) == 2
+    assert "--freeze-layers is an option of method full, lora, adapter, bitfit" in capsys.readouterr().err
+
+
+def test_config_file_then_flags(tmp_path):
+    """--config reads the options from YAML or JSON (flat or in sections); flags override the file."""
+    (tmp_path / "run.yaml").write_text(
+        "task: mrpc\nmethod: lora\nlora_rank: 4\noptimization:\n  lr: 0.001\n  batch_size: 8\n"
+    )
+    parse = build_parser().parse_args
+    c = config_from_args(parse(["train", "--config", str(tmp_path / "run.yaml"), "--batch-size", "16"]))
+    assert (c.data.task, c.method_name, c.method.lora_rank) == ("mrpc", "lora", 4)
+    assert (c.optimization.lr, c.optimization.batch_size) == (0.001, 16)
+    # a saved train_config.json reproduces its run
+    c.save(tmp_path)
+    again = config_from_args(parse(["train", "--config", str(tmp_path / "train_config.json")]))
+    assert again.to_dict() == c.to_dict()
+    (tmp_path / "bad.yaml").write_text("task: rte\nlora_rank: 8\n")
+    with pytest.raises(ConfigError, match="lora_rank is an option of method lora"):
+        config_from_args(parse(["train", "--config", str(tmp_path / "bad.yaml")]))
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="mapping"):
+        config_from_args(parse(["train", "--config", str(tmp_path / "list.json")]))
 
 
 def test_help_states_the_cpu_defaults(capsys):
@@ -109,15 +173,26 @@ def test_help_states_the_cpu_defaults(capsys):
         main(["train", "--help"])
     assert e.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "finishes RTE in minutes on a CPU" in text and "'paper'" in text and "(default: 3)" in text
-    assert "(default: 32)" in text and "(default: 128)" in text
+    assert "finishes RTE in minutes on a CPU" in text and "paper" in text and "[default: 3]" in text
+    assert "[default: 32]" in text and "default: 128" in text
+    assert "default: 32 (lora), 16 (qlora)" in text  # one flag, each method's own default
 
 
-@pytest.mark.parametrize("bad", [["--side-layers", "1,x"], ["--epochs", "many"], ["--method", "dora"]])
-def test_malformed_flags_exit_2(bad, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["train", "--task", "rte", *bad])
-    assert e.value.code == 2
+@pytest.mark.parametrize(
+    ("bad", "hint"),
+    [
+        (["--side-layers", "1,x"], False),
+        (["--epochs", "many"], True),
+        (["--method", "dora"], True),
+        (None, True),
+    ],
+)
+def test_malformed_flags_are_one_line_and_exit_2(bad, hint, capsys):
+    """One line and exit code 2; argparse's own errors (and a missing --task) point to --help."""
+    argv = ["train", "--task", "rte", *bad] if bad else ["train"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and ("--help" in err) == hint
 
 
 # -------------------------------------------------------------------------------------------- tiny runs
@@ -243,7 +318,10 @@ def _bad_file(tmp_path: Path, kind: str) -> list:
         (["--task", "custom", "--text-column", "sentence", "FILE:binary"], "not valid UTF-8"),
         (["--task", "custom"], "needs train_file"),
         (["--task", "rte", "--backbone", "/nonexistent/model"], "cannot read the config of backbone"),
-        (["--task", "rte", "--method", "lst", "--freeze-layers", "2"], "for LST drop side layers"),
+        (
+            ["--task", "rte", "--method", "lst", "--freeze-layers", "2"],
+            "--freeze-layers is an option of method full",
+        ),
     ],
 )
 def test_user_errors_exit_2_with_one_line(tiny, tmp_path, capsys, argv, message):

@@ -535,4 +535,4 @@ def test_integer_scores_are_classes_unless_problem_type_says_regression(tmp_path
     with pytest.raises(DataError, match="regression needs numeric labels"):
         load_splits("custom", train_file=g, text_column="text", problem_type="regression")
     with pytest.raises(ConfigError, match="problem_type applies to custom data"):
-        TrainConfig(task="rte", problem_type="regression")
+        TrainConfig.from_flat(task="rte", problem_type="regression")

@@ -160,10 +160,13 @@ def test_train_bf16_on_cpu_records_compute(assets, tmp_path):  # noqa: F811
 
 
 def test_backbone_dtype_is_lst_only():
-    with pytest.raises(ConfigError, match="backbone_dtype applies to LST"):
-        TrainConfig(task="rte", method="lora", backbone_dtype="bfloat16")
+    with pytest.raises(
+        ConfigError,
+        match="backbone_dtype is an option of method lst, side-tuning, pruned, not of method lora",
+    ):
+        TrainConfig.from_flat(task="rte", method="lora", backbone_dtype="bfloat16")
     with pytest.raises(ConfigError, match="precision must be one of"):
-        TrainConfig(task="rte", precision="fp8")
+        TrainConfig.from_flat(task="rte", precision="fp8")
 
 
 # ------------------------------------------------------------------------------------------------- backbones

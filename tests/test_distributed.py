@@ -86,7 +86,11 @@ def one_process(assets) -> Path:
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train(TrainConfig(**RUN, backbone=assets["bert"], data_dir=assets["data"], output_dir=str(out)))
+        train(
+            TrainConfig.from_flat(
+                **RUN, backbone=assets["bert"], data_dir=assets["data"], output_dir=str(out)
+            )
+        )
     finally:
         torch.set_num_threads(n)
     return out
@@ -175,8 +179,10 @@ def test_a_rank_that_dies_ends_the_job_clearly_and_one_process_resumes(assets, o
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:  # --resume with another number of ranks: checkpoints count global steps
-        config = TrainConfig(**RUN, backbone=assets["bert"], data_dir=assets["data"], output_dir=str(out))
-        config.resume = True
+        config = TrainConfig.from_flat(
+            **RUN, backbone=assets["bert"], data_dir=assets["data"], output_dir=str(out)
+        )
+        config.run.resume = True
         train(config)
     finally:
         torch.set_num_threads(n)
@@ -191,7 +197,7 @@ def test_tap_cache_with_several_processes_is_refused_before_anything_is_written(
 
     monkeypatch.setattr(Distributed, "from_env", classmethod(lambda cls: Distributed(0, 2, 0, "gloo")))
     out = tmp_path / "run"
-    config = TrainConfig(
+    config = TrainConfig.from_flat(
         **RUN,
         backbone=assets["bert"],
         data_dir=assets["data"],

@@ -15,7 +15,7 @@ import torch
 import transformers as T
 
 from laddertune import LadderConfig, LadderModel, get_ladder_model
-from laddertune.baselines import BaselineConfig, prepare_baseline
+from laddertune.baselines import prepare_baseline
 from laddertune.core.discovery import discover_family
 from laddertune.core.side_network import EMBED
 from laddertune.core.taps import collect_taps
@@ -327,10 +327,10 @@ def test_undiscoverable_and_excepted_families_say_why():
     ],
 )
 def test_bart_lst_uses_the_papers_per_task_learning_rates(task, lr):
-    config = TrainConfig(task=task, backbone="facebook/bart-large")
+    config = TrainConfig.from_flat(task=task, backbone="facebook/bart-large")
     assert config.resolved_lr("bart") == lr
     assert config.resolved_lr("t5") == 3e-3  # other backbones keep LST's 3e-3
-    assert TrainConfig(task=task, lr=0.01).resolved_lr("bart") == 0.01  # a given rate wins
+    assert TrainConfig.from_flat(task=task, lr=0.01).resolved_lr("bart") == 0.01  # a given rate wins
 
 
 @pytest.mark.parametrize("head", [CLS, S2S])
@@ -352,7 +352,7 @@ def test_bart_fisher_initialisation_runs_and_copies_backbone_rows(head):
 @pytest.mark.parametrize("method", ["full", "lora", "adapter", "bitfit"])
 def test_bart_baselines_of_table2_train(method):
     """Table 2's comparison methods run on BartForSequenceClassification and train only what they should."""
-    model = prepare_baseline(tiny("bart", CLS), method, BaselineConfig())
+    model = prepare_baseline(tiny("bart", CLS), method)
     data = batch(CLS)
     model(**data).loss.backward()
     trained = [n for n, p in model.named_parameters() if p.requires_grad]

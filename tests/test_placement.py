@@ -68,12 +68,12 @@ def test_train_with_device_map_auto_equals_one_device(tmp_path):
     losses = []
     for name, device_map in (("plain", None), ("auto", "auto")):
         torch.manual_seed(0)
-        train(TrainConfig(**kw, device_map=device_map, output_dir=str(tmp_path / name)))
+        train(TrainConfig.from_flat(**kw, device_map=device_map, output_dir=str(tmp_path / name)))
         records = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
         losses.append([r["loss"] for r in records if r["type"] == "train"])
     assert losses[0] == pytest.approx(losses[1], rel=1e-6) and len(losses[0]) == 3
     assert json.loads((tmp_path / "auto" / "train_config.json").read_text())["device_map"] == "auto"
-    with pytest.raises(ConfigError, match="device_map must be 'auto'"):
-        TrainConfig(**kw, device_map="balanced")
-    with pytest.raises(ConfigError, match="LST only"):
-        TrainConfig(**kw, device_map="auto", method="lora")
+    with pytest.raises(ConfigError, match="device_map must be one of auto"):
+        TrainConfig.from_flat(**kw, device_map="balanced")
+    with pytest.raises(ConfigError, match="device_map places a frozen backbone next to a side network"):
+        TrainConfig.from_flat(**kw, device_map="auto", method="lora")

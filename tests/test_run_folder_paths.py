@@ -33,7 +33,7 @@ def test_moved_project_evaluates_predicts_and_resumes(tmp_path, monkeypatch):
         assert str(tmp_path) not in path.read_text(), path
 
     loaded = TrainConfig.load(run)
-    assert loaded.backbone == str(new / "bert") and loaded.data_dir == str(new / "data")
+    assert loaded.model.backbone == str(new / "bert") and loaded.data.data_dir == str(new / "data")
     scores = evaluate(run)["validation"]
     assert scores == first["metrics"]["validation"][-1]["metrics"]
     rows = new / "in.jsonl"
@@ -44,9 +44,9 @@ def test_moved_project_evaluates_predicts_and_resumes(tmp_path, monkeypatch):
     again = config({"bert": str(new / "bert"), "data": str(new / "data")}, run, epochs=1)
     assert again.differences(loaded) == []
     monkeypatch.chdir(new)
-    again.backbone = "bert"
+    again.model.backbone = "bert"
     assert again.differences(loaded) == []
-    again.backbone = str(new / "data")
+    again.model.backbone = str(new / "data")
     assert again.differences(loaded) == ["backbone"]
 
 

@@ -18,6 +18,7 @@ import laddertune
 import laddertune.training.loop as trainer
 from laddertune import CheckpointError, LadderModel, training
 from laddertune.cli import build_parser, main
+from laddertune.cli.train import config_from_args
 from laddertune.core.side_checkpoint import WEIGHTS_NAME
 from laddertune.errors import ConfigError
 from laddertune.io import CHECKSUMS_NAME
@@ -106,13 +107,13 @@ def test_trust_remote_code_is_off_unless_asked(assets, reference, tmp_path, monk
 
     for fn in (load_backbone, load_tokenizer, trainer.choose_format, training.evaluate):
         assert inspect.signature(fn).parameters["trust_remote_code"].default is False, fn
-    assert TrainConfig(task="rte").trust_remote_code is False
+    assert TrainConfig.from_flat(task="rte").model.trust_remote_code is False
     parse = build_parser().parse_args
-    assert parse(["train", "--task", "rte"]).trust_remote_code is False
-    assert parse(["train", "--task", "rte", "--trust-remote-code"]).trust_remote_code is True
-    assert parse(["evaluate", "--checkpoint", "x"]).trust_remote_code is False
+    assert config_from_args(parse(["train", "--task", "rte"])).model.trust_remote_code is False
+    assert config_from_args(parse(["train", "--task", "rte", "--trust-remote-code"])).model.trust_remote_code
+    assert not hasattr(parse(["evaluate", "--checkpoint", "x"]), "trust_remote_code")  # evaluate()'s False
     with pytest.raises(ConfigError, match="trust_remote_code must be true or false"):
-        TrainConfig(task="rte", trust_remote_code="yes")
+        TrainConfig.from_flat(task="rte", trust_remote_code="yes")
 
     seen = []
     for cls in (T.AutoConfig, T.AutoTokenizer, T.AutoModelForSequenceClassification):

@@ -122,7 +122,7 @@ def test_bad_head_counts_are_refused():
             LadderConfig(reduction_factor=4, side_attention_heads=3),
         )
     for bad in (0, -1, True, 2.0, "2"):
-        with pytest.raises(ConfigError, match="side_attention_heads must be a positive integer"):
+        with pytest.raises(ConfigError, match="side_attention_heads must be an integer"):
             LadderConfig(side_attention_heads=bad)
 
 

@@ -199,11 +199,11 @@ def test_tokenizer_key_ignores_the_last_calls_padding_and_truncation(assets):
 
 def test_dropout_refused_and_bad_settings(assets, tmp_path):
     with pytest.raises(ConfigError, match="dropout"):
-        TrainConfig(task="rte", tap_cache=str(tmp_path), backbone_dropout=True)
-    with pytest.raises(ConfigError, match="LST only"):
-        TrainConfig(task="rte", tap_cache=str(tmp_path), method="full")
+        TrainConfig.from_flat(task="rte", tap_cache=str(tmp_path), backbone_dropout=True)
+    with pytest.raises(ConfigError, match="method 'full' reads no backbone taps"):
+        TrainConfig.from_flat(task="rte", tap_cache=str(tmp_path), method="full")
     with pytest.raises(ConfigError, match="tap_dtype"):
-        TrainConfig(task="rte", tap_dtype="int8")
+        TrainConfig.from_flat(task="rte", tap_dtype="int8")
     spec = get_task("rte")
     tok = load_tokenizer(assets["bert"])
     model = get_ladder_model(

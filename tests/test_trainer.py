@@ -20,6 +20,8 @@ import pytest
 import torch
 import transformers as T
 
+import laddertune.methods.ladder as ladder_method
+from laddertune.core.config import LadderConfig
 from laddertune.core.side_checkpoint import WEIGHTS_NAME
 from laddertune.data import TASKS
 from laddertune.errors import ConfigError, LadderTuneError
@@ -176,7 +178,7 @@ def config(assets, out: Path, **kw) -> TrainConfig:
         memory_steps=0,
         log_every=1,
     )
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig.from_flat(**{**base, **kw})
 
 
 def records(out: Path) -> list[dict]:
@@ -187,8 +189,16 @@ def records(out: Path) -> list[dict]:
 
 
 def test_config_defaults_and_resolution():
-    c = TrainConfig(task="rte")
-    assert (c.backbone, c.method, c.batch_size, c.max_length, c.protocol, c.seed) == (
+    c = TrainConfig.from_flat(task="rte")
+    opt = c.optimization
+    assert (
+        c.model.backbone,
+        c.method_name,
+        opt.batch_size,
+        c.data.max_length,
+        c.data.protocol,
+        opt.seed,
+    ) == (
         "minilm",
         "lst",
         32,
@@ -196,16 +206,19 @@ def test_config_defaults_and_resolution():
         "dev",
         0,
     )
-    assert TrainConfig(task="rte").resolved_lr() == 3e-3
-    assert TrainConfig(task="rte", method="prompt").resolved_lr() == 0.3
+    assert TrainConfig.from_flat(task="rte").resolved_lr() == 3e-3
+    assert TrainConfig.from_flat(task="rte", method="prompt").resolved_lr() == 0.3
     assert all(
-        TrainConfig(task="rte", method=m).resolved_lr() == 3e-4 for m in ("full", "lora", "adapter", "bitfit")
+        TrainConfig.from_flat(task="rte", method=m).resolved_lr() == 3e-4
+        for m in ("full", "lora", "adapter", "bitfit")
     )
-    assert TrainConfig(task="rte", lr=1e-2).resolved_lr() == 1e-2
-    assert c.resolved_epochs(20) == 20 and TrainConfig(task="rte", epochs=3).resolved_epochs(20) == 3
+    assert TrainConfig.from_flat(task="rte", lr=1e-2).resolved_lr() == 1e-2
+    assert (
+        c.resolved_epochs(20) == 20 and TrainConfig.from_flat(task="rte", epochs=3).resolved_epochs(20) == 3
+    )
     assert c.resolved_warmup(234) == 23 and c.resolved_warmup(100_000) == 500
-    assert TrainConfig(task="rte", warmup_steps=0).resolved_warmup(1000) == 0
-    assert TrainConfig(task="rte", side_layers="3,1").side_layers == [3, 1]
+    assert TrainConfig.from_flat(task="rte", warmup_steps=0).resolved_warmup(1000) == 0
+    assert TrainConfig.from_flat(task="rte", side_layers="3,1").method.side_layers == [1, 3]
 
 
 @pytest.mark.parametrize(
@@ -226,6 +239,9 @@ def test_config_defaults_and_resolution():
         {"overwrite": True, "resume": True},
         {"method": "lst", "freeze_layers": 2},
         {"method": "full", "side_layers": [1]},
+        {"method": "prompt", "freeze_layers": 1},
+        {"method": "lora", "lora_rank": 0},
+        {"mystery_option": 1},
         {"task": "custom"},
         {"backbone_dropout": "yes"},
         {"memory_steps": -1},
@@ -235,14 +251,13 @@ def test_config_defaults_and_resolution():
 )
 def test_config_rejects_bad_values(kw):
     with pytest.raises(ConfigError):
-        TrainConfig(**{"task": "rte", **kw})
+        TrainConfig.from_flat(**{"task": "rte", **kw})
 
 
 def test_config_json_round_trip(tmp_path):
-    c = TrainConfig(
+    c = TrainConfig.from_flat(
         task="mrpc",
         method="lora",
-        side_layers=None,
         epochs=4,
         lr=1e-3,
         max_train_samples=10,
@@ -251,9 +266,10 @@ def test_config_json_round_trip(tmp_path):
     )
     c.save(tmp_path)
     assert json.loads((tmp_path / "train_config.json").read_text())["output_dir"].startswith("../")
-    assert TrainConfig.load(tmp_path) == dataclasses.replace(c, output_dir=os.path.abspath("x"))  # cwd's x
+    moved = dataclasses.replace(c, run=dataclasses.replace(c.run, output_dir=os.path.abspath("x")))  # cwd's x
+    assert TrainConfig.load(tmp_path) == moved
     assert TrainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
-    with pytest.raises(ConfigError, match="unknown train config field"):
+    with pytest.raises(ConfigError, match="unknown option 'lerning_rate'"):
         TrainConfig.from_dict({**c.to_dict(), "lerning_rate": 1})
     (tmp_path / "train_config.json").write_text("{oops")
     with pytest.raises(ConfigError, match="not a readable JSON"):
@@ -477,11 +493,12 @@ def test_pruning_options_reach_the_ladder_config(monkeypatch):
         ]
     )
     config = cli_train.config_from_args(args)
-    assert (config.pruning_chain, config.fisher_samples) == ("authors", 7)
+    assert isinstance(config.method, LadderConfig)  # the method's options are the side network's config
+    assert (config.method.pruning_chain, config.method.fisher_samples) == ("authors", 7)
     seen = {}
     monkeypatch.setattr(build, "load_backbone_for", lambda *a, **k: torch.nn.Identity())
     monkeypatch.setattr(
-        build, "get_ladder_model", lambda b, cfg, calibration_data=None: seen.setdefault("cfg", cfg)
+        ladder_method, "get_ladder_model", lambda b, cfg, calibration_data=None: seen.setdefault("cfg", cfg)
     )
     build.build_model(config, None, "sequence_classification", None)
     assert (seen["cfg"].init, seen["cfg"].pruning_chain, seen["cfg"].fisher_samples) == (
@@ -490,9 +507,9 @@ def test_pruning_options_reach_the_ladder_config(monkeypatch):
         7,
     )
     with pytest.raises(ConfigError, match="pruning_chain"):
-        TrainConfig(task="rte", pruning_chain="mine")
+        TrainConfig.from_flat(task="rte", pruning_chain="mine")
     with pytest.raises(ConfigError, match="fisher_samples"):
-        TrainConfig(task="rte", fisher_samples=0)
+        TrainConfig.from_flat(task="rte", fisher_samples=0)
 
 
 def test_a_model_predicting_one_class_is_flagged_in_its_metrics(tmp_path):

@@ -48,10 +48,10 @@ def test_side_checkpointing_trains_exactly_as_without(tiny, tmp_path):
 
 def test_options_are_validated():
     with pytest.raises(ConfigError, match="optimizer must be one of adamw, adamw8bit"):
-        TrainConfig(task="rte", optimizer="sgd")
-    with pytest.raises(ConfigError, match="side_checkpointing applies to LST only"):
-        TrainConfig(task="rte", method="lora", side_checkpointing=True)
-    assert TrainConfig(task="rte").optimizer == "adamw"
+        TrainConfig.from_flat(task="rte", optimizer="sgd")
+    with pytest.raises(ConfigError, match="side_checkpointing is an option of method lst"):
+        TrainConfig.from_flat(task="rte", method="lora", side_checkpointing=True)
+    assert TrainConfig.from_flat(task="rte").optimization.optimizer == "adamw"
 
 
 def test_adamw8bit_without_bitsandbytes_is_one_line_exit_2(tiny, tmp_path, monkeypatch, capsys):

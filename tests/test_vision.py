@@ -7,7 +7,7 @@ import torch
 from conftest import VOCAB, tiny_backbone
 from transformers import T5ForConditionalGeneration
 
-from laddertune.baselines import BaselineConfig
+from laddertune.baselines import PromptOptions
 from laddertune.vision import VisionLadderModel, VisualConfig, grid_boxes
 from laddertune.vision.baselines import VisualBackboneModel
 
@@ -131,7 +131,10 @@ def test_baselines_feed_the_image_to_the_backbone_encoder(method):
     """VL-Adapter's CLIP-T5: cat[text, visual] enters the T5 encoder; the visual embedding trains with the method."""
     torch.manual_seed(0)
     model = VisualBackboneModel(
-        tiny_backbone("t5", "seq2seq_lm"), VisualConfig(F, 2), method, BaselineConfig(prompt_length=4)
+        tiny_backbone("t5", "seq2seq_lm"),
+        VisualConfig(F, 2),
+        method,
+        PromptOptions(prompt_length=4) if method == "prompt" else None,
     )
     batch = _batch(images=2)
     lengths = []

@@ -27,18 +27,18 @@ PEFT model (which also changes it in place).
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
 from .adapters import add_adapters
+from .options import BASELINE_OPTIONS, AdapterOptions, BitFitOptions, LoraOptions, PromptOptions
+
+BASELINES = tuple(BASELINE_OPTIONS)
 
 logger = logging.getLogger(__name__)
-
-METHODS = ("lst", "full", "lora", "adapter", "bitfit", "prompt")
-BASELINES = tuple(m for m in METHODS if m != "lst")
 
 # Names of a freshly initialised sequence-classification head (BERT/RoBERTa, GPT-2/Llama, T5).
 HEAD_NAMES = ("classifier", "score", "classification_head")
@@ -63,138 +63,60 @@ FAMILIES: dict[str, Family] = {
 }
 
 
-@dataclass(frozen=True)
-class BaselineConfig:
-    """Settings of the baselines; the defaults are the authors' (lst-reference.md §4)."""
-
-    lora_rank: int = 32
-    """LoRA rank r."""
-    lora_alpha: float = 32
-    """LoRA scaling numerator: the update is scaled by alpha / r."""
-    lora_dropout: float = 0.1
-    """Dropout on the LoRA branch's input."""
-    lora_targets: tuple[str, ...] | None = None
-    """Module names LoRA adapts (name suffixes, PEFT's rule); None: the family's default (T5 ``q``, ``v``;
-    BERT ``query``, ``value``; Llama ``q_proj``, ``v_proj``; GPT-2 ``c_attn``). A string is split on commas."""
-    adapter_reduction: int = 16
-    """Adapter bottleneck width is hidden_size // adapter_reduction."""
-    prompt_length: int = 100
-    """Number of soft prompt vectors for prompt tuning."""
-    freeze_layers: int = 0
-    """Freeze the first N layers (T5: encoder layers first, then decoder) and insert nothing there."""
-
-    def __post_init__(self):
-        for name, minimum in (
-            ("lora_rank", 1),
-            ("adapter_reduction", 1),
-            ("prompt_length", 1),
-            ("freeze_layers", 0),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-        if (
-            isinstance(self.lora_alpha, bool)
-            or not isinstance(self.lora_alpha, int | float)
-            or self.lora_alpha <= 0
-        ):
-            raise ConfigError(f"lora_alpha must be a positive number, got {self.lora_alpha!r}")
-        if not isinstance(self.lora_dropout, int | float) or not 0 <= self.lora_dropout < 1:
-            raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
-        targets = self.lora_targets
-        if targets is not None:
-            if isinstance(targets, str):
-                targets = [t.strip() for t in targets.split(",")]
-            targets = tuple(targets)
-            if not targets or not all(isinstance(t, str) and t for t in targets):
-                raise ConfigError(
-                    f"lora_targets must be a non-empty list of module names, got {self.lora_targets!r}"
-                )
-            object.__setattr__(self, "lora_targets", targets)
-
-    def to_dict(self) -> dict:
-        """A JSON-ready dict (``lora_targets`` as a list)."""
-        d = asdict(self)
-        if d["lora_targets"] is not None:
-            d["lora_targets"] = list(d["lora_targets"])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> BaselineConfig:
-        """Inverse of :meth:`to_dict`. Raises ConfigError on unknown keys."""
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown baseline setting(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
-
-
 def count_trainable(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts; a tied parameter counts once."""
     params = list(model.parameters())
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
-def prepare_baseline(
-    backbone: nn.Module, method: str, config: BaselineConfig | None = None, **overrides
-) -> nn.Module:
+def prepare_baseline(backbone: nn.Module, method: str, options=None, **overrides) -> nn.Module:
     """Make a Hugging Face model trainable the way a baseline method trains it.
 
     Args:
         backbone: a ``*ForConditionalGeneration`` / ``*ForCausalLM`` / ``*ForSequenceClassification`` model.
             It is modified in place; pass a fresh one per call.
-        method: one of :data:`BASELINES`.
-        config: the settings; default :class:`BaselineConfig()`.
-        **overrides: fields of :class:`BaselineConfig` to change, e.g. ``freeze_layers=6``.
+        method: one of :data:`BASELINES` (``full``, ``lora``, ``adapter``, ``bitfit``, ``prompt``).
+        options: the method's options (:mod:`laddertune.baselines.options`, e.g. ``LoraOptions(lora_rank=8)``);
+            default: the method's defaults.
+        **overrides: options of the method to change, e.g. ``freeze_layers=6``.
 
     Returns:
         A module whose ``forward(**batch)`` returns the backbone's output and whose trainable parameters are the
         method's (plus a new classification head).
 
     Raises:
-        ConfigError: unknown method, ``lst``, a setting that does not fit the backbone, or nothing left to train.
+        ConfigError: unknown method, an option the method does not have, a setting that does not fit the backbone,
+            or nothing left to train.
     """
-    if method == "lst":
+    if method not in BASELINE_OPTIONS:
         raise ConfigError(
-            "LST is not a baseline: build it with laddertune.get_ladder_model(backbone, LadderConfig())"
+            f"unknown baseline {method!r}; choose one of {', '.join(BASELINES)} (LST and its ablations are built "
+            "with laddertune.get_ladder_model)"
         )
-    if method not in BASELINES:
-        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    config = config or BaselineConfig()
-    unknown = set(overrides) - {f.name for f in fields(BaselineConfig)}
+    cls = BASELINE_OPTIONS[method]
+    options = options or cls()
+    if not isinstance(options, cls):
+        raise ConfigError(f"method {method} takes {cls.__name__}, got {type(options).__name__}")
+    unknown = sorted(set(overrides) - {f.name for f in fields(cls)})
     if unknown:
-        raise ConfigError(f"unknown baseline setting(s): {', '.join(sorted(unknown))}")
-    config = replace(config, **overrides)
-    n = config.freeze_layers
-    if method == "prompt" and n:
-        raise ConfigError(
-            "freeze_layers does not apply to prompt tuning: it has no parameters inside the layers"
-        )
+        owners = [
+            name for name, other in BASELINE_OPTIONS.items() if unknown[0] in {f.name for f in fields(other)}
+        ]
+        whose = f"an option of method {', '.join(owners)}" if owners else "not an option of any method"
+        raise ConfigError(f"{unknown[0]} is {whose}, not of method {method}")
+    options = replace(options, **overrides)
+    n = getattr(options, "freeze_layers", 0)
     # The per-family table is needed only to find layers or default LoRA targets; `full` and `prompt` work on any
     # Hugging Face model.
-    needs_layout = n or method in ("bitfit", "adapter") or (method == "lora" and config.lora_targets is None)
-    layout = _Layout(backbone) if needs_layout else None
+    lora_default = isinstance(options, LoraOptions) and options.lora_targets is None
+    layout = (
+        _Layout(backbone)
+        if n or isinstance(options, (BitFitOptions, AdapterOptions)) or lora_default
+        else None
+    )
     if layout is not None and n > len(layout.layers):
         raise ConfigError(f"freeze_layers={n} but the backbone has only {len(layout.layers)} layers")
-
-    if method == "full":
-        _set_trainable(backbone, layout, n, lambda info: True)
-        model = backbone
-    elif method == "bitfit":
-        _add_zero_biases(layout.layers[n:])
-        _set_trainable(backbone, layout, n, lambda info: info.name.rsplit(".", 1)[-1] == "bias")
-        model = backbone
-    elif method == "adapter":
-        cfg = backbone.config
-        add_adapters(
-            [m for _, m in layout.layers[n:]], cfg.model_type, cfg.hidden_size, config.adapter_reduction
-        )
-        _set_trainable(backbone, layout, n, lambda info: ".adapter." in info.name or info.is_norm)
-        model = backbone
-    elif method == "lora":
-        model = _lora(backbone, config, layout)
-    else:
-        model = _prompt(backbone, config)
-
+    model = _BUILDERS[method](backbone, options, layout, n)
     trainable, total = count_trainable(model)
     if trainable == 0:
         raise ConfigError(f"freeze_layers={n} leaves nothing to train for {method}")
@@ -202,6 +124,26 @@ def prepare_baseline(
         "%s: %d of %d parameters trainable (%.3f%%)", method, trainable, total, 100 * trainable / total
     )
     return model
+
+
+def _full(backbone, options, layout, n):
+    _set_trainable(backbone, layout, n, lambda info: True)
+    return backbone
+
+
+def _bitfit(backbone, options, layout, n):
+    _add_zero_biases(layout.layers[n:])
+    _set_trainable(backbone, layout, n, lambda info: info.name.rsplit(".", 1)[-1] == "bias")
+    return backbone
+
+
+def _adapter(backbone, options, layout, n):
+    cfg = backbone.config
+    add_adapters(
+        [m for _, m in layout.layers[n:]], cfg.model_type, cfg.hidden_size, options.adapter_reduction
+    )
+    _set_trainable(backbone, layout, n, lambda info: ".adapter." in info.name or info.is_norm)
+    return backbone
 
 
 class _Layout:
@@ -296,7 +238,7 @@ def _add_zero_biases(layers: list[tuple[str, nn.Module]]) -> None:
                 module.bias = nn.Parameter(module.weight.new_zeros(module.out_features))
 
 
-def _task_type(backbone: nn.Module) -> str:
+def peft_task_type(backbone: nn.Module) -> str:
     if type(backbone).__name__.endswith("ForSequenceClassification"):
         return "SEQ_CLS"
     if getattr(backbone.config, "is_encoder_decoder", False):
@@ -308,11 +250,10 @@ def _task_type(backbone: nn.Module) -> str:
     )
 
 
-def _lora(backbone: nn.Module, config: BaselineConfig, layout: _Layout | None) -> nn.Module:
+def _lora(backbone: nn.Module, config: LoraOptions, layout: _Layout | None, n: int) -> nn.Module:
     from peft import LoraConfig, get_peft_model
 
     targets = config.lora_targets or layout.family.lora_targets
-    n = config.freeze_layers
     # Explicit module names rather than PEFT's layers_to_transform: T5 has two stacks that both count from 0,
     # while freezing counts the encoder's layers and then the decoder's.
     names = [
@@ -325,7 +266,7 @@ def _lora(backbone: nn.Module, config: BaselineConfig, layout: _Layout | None) -
         why = f" outside the first {n} layers" if n else ""
         raise ConfigError(f"no module matches lora_targets {', '.join(targets)}{why}")
     lora_config = LoraConfig(
-        task_type=_task_type(backbone),
+        task_type=peft_task_type(backbone),
         r=config.lora_rank,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
@@ -339,7 +280,7 @@ def _lora(backbone: nn.Module, config: BaselineConfig, layout: _Layout | None) -
         raise ConfigError(f"LoRA does not fit this backbone: {e}") from None
 
 
-def _prompt(backbone: nn.Module, config: BaselineConfig) -> nn.Module:
+def _prompt(backbone: nn.Module, config: PromptOptions, layout=None, n: int = 0) -> nn.Module:
     from peft import PromptTuningConfig, PromptTuningInit, get_peft_model
 
     n = config.prompt_length
@@ -347,7 +288,7 @@ def _prompt(backbone: nn.Module, config: BaselineConfig) -> nn.Module:
     if n > embeddings.shape[0]:
         raise ConfigError(f"prompt_length={n} exceeds the vocabulary size {embeddings.shape[0]}")
     prompt_config = PromptTuningConfig(
-        task_type=_task_type(backbone),
+        task_type=peft_task_type(backbone),
         num_virtual_tokens=n,
         # One set of prompts, prepended to the encoder input only (PEFT's seq2seq default of 2 would create a
         # second, unused set for the decoder).
@@ -361,3 +302,6 @@ def _prompt(backbone: nn.Module, config: BaselineConfig) -> nn.Module:
     with torch.no_grad():
         prompt.copy_(embeddings[:n])
     return model
+
+
+_BUILDERS = {"full": _full, "bitfit": _bitfit, "adapter": _adapter, "lora": _lora, "prompt": _prompt}

@@ -11,9 +11,8 @@ The file holds one group per image id (the file stem) with ``features`` (N, F), 
 
 from __future__ import annotations
 
-from tqdm import tqdm
-
-from ..vision.features import DEFAULT_ENCODER, extract_features, image_files
+# The encoder's name only: the feature extractor (torch, transformers, h5py) loads when the command runs.
+DEFAULT_ENCODER = "openai/clip-vit-base-patch32"
 
 
 def register(subparsers) -> None:
@@ -41,6 +40,10 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from tqdm import tqdm
+
+    from ..vision.features import extract_features, image_files
+
     total = len(image_files(args.images))
     with tqdm(total=total, unit="img", desc="features") as bar:
         count = extract_features(

@@ -17,10 +17,19 @@ from . import features, memory, predict, report, train
 SUBCOMMAND_MODULES = (train, predict, memory, features, report)
 
 
+class UsageError(LadderTuneError):
+    """A command line argparse cannot parse: one line with a hint, instead of argparse's usage dump."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line naming the command's ``--help`` (exit code 2, like every error)."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="laddertune", description="Ladder Side-Tuning for Hugging Face models."
-    )
+    parser = Parser(prog="laddertune", description="Ladder Side-Tuning for Hugging Face models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in SUBCOMMAND_MODULES:
@@ -30,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)  # argparse itself exits 2 on bad arguments
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -32,10 +32,12 @@ import json
 from dataclasses import replace
 
 from ..errors import ConfigError
-from ..memory import PAPER_SIDE_LAYERS, format_gib, load_config, predict_memory
-from ..memory.vision_model import PAPER_VL_BATCHES, PAPER_VL_REDUCTION, VL_BACKBONES
+from ..memory.vision_settings import PAPER_VL_BATCHES, VL_BACKBONES, VisualInput
+from ..methods.registry import method_names, method_spec
+from .flags import Flag, add_flags, add_signature_flags, finish_help, given_options
 
-DTYPES = ("float32", "bfloat16", "float16", "int8", "nf4")
+# what a trace runs with a random init: the pruned initialisation's options have no flag here
+NOT_TRACED = ("attn_implementation", "backbone_dtype", "init", "pruning_chain", "fisher_samples")
 
 
 def register(subparsers) -> None:
@@ -53,159 +55,78 @@ def register(subparsers) -> None:
         help="t5-base, t5-large, t5-3b, bart-large, llama-7b, clip-t5-base, or a local model folder",
     )
     p.add_argument(
-        "--method", default="lst", help="lst, full, lora, adapter, bitfit, prompt or qlora (default lst)"
+        "--method", choices=method_names(), default="lst", help="the training method [default: lst]"
     )
+    flags: dict[str, Flag] = {}
+    skip = ("backbone_config", "method", "dtype", "visual", "options")
+    add_signature_flags(p, "laddertune.memory.predict", "predict_memory", flags, skip=skip)
     p.add_argument(
-        "--head",
-        default=None,
-        help="seq2seq_lm, causal_lm or sequence_classification (default: from the config)",
-    )
-    p.add_argument("--batch-size", type=int, default=None, help="default 100 (CLIP-T5: the task's)")
-    p.add_argument("--source-length", type=int, default=None, help="input tokens per example (default 128)")
-    p.add_argument(
-        "--target-length", type=int, default=None, help="label tokens per example, seq2seq only (default 3)"
-    )
-    p.add_argument("--reduction-factor", type=int, default=None, help="LST's r (default 8; CLIP-T5 4)")
-    p.add_argument(
+        "--dtype", dest="backbone_dtype", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )  # old name
+    methods = p.add_argument_group("method options (each names the methods that take it)")
+    for name in method_names():
+        add_flags(methods, method_spec(name).options, flags, owner=name, skip=NOT_TRACED)
+    vl = p.add_argument_group("CLIP-T5 (the paper's Table 3)")
+    vl.add_argument(
         "--vl-task",
         default=None,
         help="CLIP-T5: vqa, gqa, nlvr, caption or all (default all for clip-t5-base; makes any T5 a CLIP-T5)",
     )
-    p.add_argument("--regions", type=int, default=36, help="CLIP-T5: grid features per image (default 36)")
-    p.add_argument(
-        "--feature-dim", type=int, default=2048, help="CLIP-T5: feature size (default 2048, RN101)"
-    )
-    p.add_argument(
-        "--side-layers",
-        default=None,
-        help="LST's kept layers: a comma list of 0-based ids, or 'paper' for the paper's list of t5-base/large/3b "
-        "(default: all layers)",
-    )
-    p.add_argument(
-        "--dtype",
-        "--backbone-dtype",
-        dest="dtype",
-        default=None,
-        help=f"backbone storage: {', '.join(DTYPES)} (int8/nf4: bitsandbytes' layout; LST and qlora only; "
-        "default float32, qlora nf4)",
-    )
-    p.add_argument(
-        "--precision", default="fp32", help="fp32, or autocast in bf16 / fp16 (fp32 master weights)"
-    )
-    p.add_argument("--attn", default="sdpa", help="sdpa (CUDA flash / memory-efficient kernels) or eager")
-    p.add_argument(
-        "--loss-chunk-size", type=int, default=None, help="LST: LM loss this many positions at a time"
-    )
-    p.add_argument(
-        "--side-checkpointing", action="store_true", help="LST: recompute the side layers in the backward"
-    )
-    p.add_argument(
-        "--optimizer", default="adamw", help="adamw or adamw8bit (bitsandbytes' 8-bit state, emulated)"
-    )
-    p.add_argument("--lora-rank", type=int, default=None, help="lora/qlora rank (default 32, qlora 16)")
-    p.add_argument(
-        "--no-gradient-checkpointing",
-        dest="gradient_checkpointing",
-        action="store_false",
-        help="qlora without gradient checkpointing (prepare_model_for_kbit_training's default is on)",
-    )
-    p.add_argument(
-        "--device-semantics",
-        default="cuda",
-        help="cuda: predict a GPU's max_memory_allocated (bool dropout masks, 512-byte blocks, foreach AdamW); "
-        "cpu: predict a CPU run",
-    )
+    add_flags(vl, VisualInput, flags, skip=("images",))
     p.add_argument("--json", action="store_true", help="print the prediction as JSON")
-    p.set_defaults(func=run)
-
-
-def parse_side_layers(value: str | None, backbone: str) -> list[int] | None:
-    """``None``, ``"paper"`` or ``"1,2,3"`` -> a list of layer ids (or None for all)."""
-    if value is None:
-        return None
-    if value.strip().lower() == "paper":
-        if backbone not in PAPER_SIDE_LAYERS:
-            raise ConfigError(
-                f"--side-layers paper: the paper has a list for {', '.join(PAPER_SIDE_LAYERS)} only"
-            )
-        return list(PAPER_SIDE_LAYERS[backbone])
-    try:
-        return [int(x) for x in value.split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(
-            f"--side-layers must be 'paper' or comma-separated integers, got {value!r}"
-        ) from None
+    finish_help(p, flags)
+    p.set_defaults(func=run, flags=flags)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..baselines import BaselineConfig
-
-    if args.dtype is not None and args.dtype not in DTYPES:
-        raise ConfigError(f"--backbone-dtype must be one of {', '.join(DTYPES)}, got {args.dtype!r}")
-    side_layers = parse_side_layers(args.side_layers, args.backbone)
-    if side_layers is not None and args.method != "lst":
-        raise ConfigError("--side-layers applies to --method lst only")
-    baseline_config = None
-    if args.lora_rank is not None:
-        if args.method not in ("lora", "qlora"):
-            raise ConfigError("--lora-rank applies to --method lora and qlora only")
-        qlora = {"lora_alpha": 32, "lora_dropout": 0.05} if args.method == "qlora" else {}
-        baseline_config = BaselineConfig(lora_rank=args.lora_rank, **qlora)
-    options = dict(
-        side_layers=side_layers,
-        backbone_dtype=args.dtype,
-        precision=args.precision,
-        attn=args.attn,
-        loss_chunk_size=args.loss_chunk_size,
-        gradient_checkpointing=args.gradient_checkpointing,
-        side_checkpointing=args.side_checkpointing,
-        optimizer=args.optimizer,
-        baseline_config=baseline_config,
-        device_semantics=args.device_semantics,
-        head=args.head,
-    )
+    given = given_options(args, args.flags)
+    own = method_spec(args.method).option_names()
+    for name in given:
+        owners = args.flags[name].owners
+        if owners and name not in own:
+            raise ConfigError(
+                f"--{name.replace('_', '-')} applies to method {', '.join(owners)}, not to {args.method}"
+            )
+    if isinstance(given.get("side_layers"), str) and given["side_layers"].strip().lower() == "paper":
+        given["side_layers"] = paper_side_layers(args.backbone)
+    visual = {k: given.pop(k) for k in ("regions", "feature_dim") if k in given}
     if args.vl_task is not None or args.backbone in VL_BACKBONES:
-        return run_vision(args, options)
-    prediction = predict_memory(
-        args.backbone,
-        args.method,
-        batch_size=100 if args.batch_size is None else args.batch_size,
-        source_length=128 if args.source_length is None else args.source_length,
-        target_length=3 if args.target_length is None else args.target_length,
-        reduction_factor=8 if args.reduction_factor is None else args.reduction_factor,
-        **options,
-    )
-    if args.json:
-        print(json.dumps(prediction.to_dict(), indent=2))
-    else:
-        print(format_prediction(prediction))
+        return run_vision(args, given, visual)
+    from ..memory import predict_memory
+
+    prediction = predict_memory(args.backbone, args.method, **given)
+    print(json.dumps(prediction.to_dict(), indent=2) if args.json else format_prediction(prediction))
     return 0
 
 
-def run_vision(args: argparse.Namespace, options: dict) -> int:
+def paper_side_layers(backbone: str) -> list[int]:
+    """``--side-layers paper``: the paper's list of kept layers for t5-base/large/3b."""
+    from ..memory import PAPER_SIDE_LAYERS
+
+    if backbone not in PAPER_SIDE_LAYERS:
+        raise ConfigError(
+            f"--side-layers paper: the paper has a list for {', '.join(PAPER_SIDE_LAYERS)} only"
+        )
+    return list(PAPER_SIDE_LAYERS[backbone])
+
+
+def run_vision(args: argparse.Namespace, given: dict, visual_options: dict) -> int:
     """CLIP-T5: one prediction per task batch of the authors' setting; the largest is the run's peak."""
+    from ..memory import format_gib, load_config, predict_memory
+
     task = args.vl_task or "all"
     if task != "all" and task not in PAPER_VL_BATCHES:
         raise ConfigError(f"--vl-task must be one of {', '.join(PAPER_VL_BATCHES)} or all, got {task!r}")
-    backbone = args.backbone
-    if backbone in VL_BACKBONES:
-        backbone = VL_BACKBONES[backbone]
-    config = load_config(backbone)
+    config = load_config(VL_BACKBONES.get(args.backbone, args.backbone))
     config._name_or_path = args.backbone
     predictions = {}
     for name, paper in PAPER_VL_BATCHES.items():
         if task not in ("all", name):
             continue
-        visual = replace(paper.visual, regions=args.regions, feature_dim=args.feature_dim)
+        sizes = {k: getattr(paper, k) for k in ("batch_size", "source_length", "target_length")}
+        visual = replace(paper.visual, **visual_options)
         predictions[name] = predict_memory(
-            copy.deepcopy(config),
-            args.method,
-            batch_size=paper.batch_size if args.batch_size is None else args.batch_size,
-            source_length=paper.source_length if args.source_length is None else args.source_length,
-            target_length=paper.target_length if args.target_length is None else args.target_length,
-            reduction_factor=PAPER_VL_REDUCTION if args.reduction_factor is None else args.reduction_factor,
-            visual=visual,
-            **options,
+            copy.deepcopy(config), args.method, **{**sizes, **given}, visual=visual
         )
     peak_task = max(predictions, key=lambda t: predictions[t].peak_bytes)
     peak = predictions[peak_task].peak_bytes
@@ -223,6 +144,8 @@ def run_vision(args: argparse.Namespace, options: dict) -> int:
 
 def format_prediction(p) -> str:
     """A short human-readable table of a :class:`MemoryPrediction`."""
+    from ..memory import format_gib
+
     settings = ", ".join(f"{k}={_short(v)}" for k, v in p.settings.items())
     shape = f"batch {p.batch_size} x {p.source_length} tokens" + (
         f" -> {p.target_length}" if p.head == "seq2seq_lm" else ""

@@ -7,7 +7,6 @@ import json
 import sys
 
 from ..errors import ConfigError
-from ..training import predict_file
 from .train import quiet
 
 
@@ -48,6 +47,8 @@ def register(subparsers) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    from ..training import predict_file
+
     quiet(args)
     answers = predict_file(
         args.checkpoint if len(args.checkpoint) > 1 else args.checkpoint[0],

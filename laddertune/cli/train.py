@@ -1,7 +1,14 @@
-"""``laddertune train`` and ``laddertune evaluate``: flags map one to one onto :class:`TrainConfig` fields.
+"""``laddertune train`` and ``laddertune evaluate``: their flags are generated from the declarations they set.
+
+``train``'s flags are the options of :class:`~laddertune.training.config.TrainConfig`'s sections and of every
+method's options class (:mod:`laddertune.methods`), grouped as the sections are; ``--config run.yaml`` reads the
+same options from a file (a saved ``train_config.json`` reproduces its run), and flags override it. An option of a
+method other than ``--method`` is a one-line error. ``evaluate``'s flags are the keyword arguments of
+:func:`laddertune.training.evaluation.evaluate`.
 
 The defaults are chosen so that ``laddertune train --task rte`` finishes in minutes on two CPU cores with MiniLM:
-3 epochs (``--epochs paper`` for the paper's 20 or 10), batch 32 and inputs of at most 128 tokens.
+3 epochs (``--epochs paper`` for the paper's 20 or 10), batch 32 and inputs of at most 128 tokens. Nothing here
+imports torch until a command runs.
 """
 
 from __future__ import annotations
@@ -10,28 +17,27 @@ import argparse
 import json
 import sys
 
-from tqdm.auto import tqdm
-
-from ..core.config import ATTN_IMPLEMENTATIONS, BACKBONE_DTYPES
 from ..errors import ConfigError
-from ..training import evaluate, format_metrics, train
-from ..training.config import (
-    CHAINS,
-    FORMATS,
-    INITS,
-    METHODS,
-    PROBLEM_TYPES,
-    PROTOCOLS,
-    TAP_DTYPES,
-    TrainConfig,
-    parse_int_list,
+from ..methods.registry import method_names, method_spec
+from ..training.config import SECTIONS, TrainConfig, flatten_sections
+from .flags import (
+    Flag,
+    add_flags,
+    add_signature_flags,
+    cli_defaults,
+    finish_help,
+    given_options,
+    read_config_file,
 )
-from ..training.distributed import is_main_process
-from ..training.evaluation import MAJORITY, ONE_CLASS
-from ..training.optimizer import OPTIMIZERS
-from ..training.precision import PRECISIONS
 
-CLI_EPOCHS = 3  # the command line's default; the library's is the task's (paper) count
+GROUPS = {
+    "data": "data",
+    "model": "model",
+    "method": "method (each option names the methods that take it)",
+    "optimization": "optimisation",
+    "run": "run",
+    "devices": "devices",
+}
 
 
 def register(subparsers) -> None:
@@ -41,258 +47,78 @@ def register(subparsers) -> None:
         help="train LST or a baseline on a GLUE task or your own data",
         description="Train LST (or a baseline) and evaluate each epoch; writes checkpoints, metrics.jsonl "
         "and results.json into --output-dir.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    g = p.add_argument_group("task and model")
-    g.add_argument(
-        "--task", required=True, help="GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte) or custom"
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a YAML or JSON file of options (flat, or in the sections below; a run's train_config.json "
+        "reproduces it); flags override it",
     )
-    g.add_argument("--backbone", default="minilm", help="alias (minilm, smollm2), local folder or hub id")
-    g.add_argument(
-        "--method",
-        default="lst",
-        choices=METHODS,
-        help="LST, its Figure 8 ablations (side-tuning: no ladders, one late shortcut; pruned: the pruned side "
-        "network alone, needs --init magnitude/fisher), or a baseline",
-    )
-    g.add_argument(
-        "--format",
-        default=None,
-        choices=FORMATS,
-        help="data format; default: text2text for T5, classification otherwise",
-    )
-    g.add_argument(
-        "--reduction-factor", type=int, default=8, help="LST: side network width is 1/r of the backbone"
-    )
-    g.add_argument(
-        "--side-layers",
-        type=_int_list,
-        default=None,
-        help="LST: backbone layers (0-based) with a side layer, e.g. 1,2,3; default all",
-    )
-    g.add_argument("--init", default="random", choices=INITS, help="LST: side weights start random or pruned")
-    g.add_argument(
-        "--pruning-chain",
-        default="residual",
-        choices=CHAINS,
-        help="LST, pruned init: one set of residual dims (residual) or each matrix's own (authors)",
-    )
-    g.add_argument(
-        "--fisher-samples",
-        type=int,
-        default=1024,
-        help="LST, --init fisher: examples for the Fisher information",
-    )
-    g.add_argument(
-        "--final-shortcut",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="LST, classification: the head reads the backbone's final state + the side's (default on); "
-        "--no-final-shortcut: the side's alone (the authors' head)",
-    )
-    g.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="let transformers run the backbone repository's own Python code (off: only built-in models load)",
-    )
-    g.add_argument(
-        "--backbone-dropout",
-        action="store_true",
-        help="LST: keep the frozen backbone's dropout on while training (the authors' setting)",
-    )
-    g.add_argument(
-        "--device-map",
-        default=None,
-        choices=("auto",),
-        help="LST: spread the frozen backbone over the visible devices (accelerate), side network on one",
-    )
-    g.add_argument("--freeze-layers", type=int, default=0, help="baselines: freeze the first N layers")
-    g.add_argument("--lora-rank", type=int, default=32, help="lora: the rank of the update")
-    g.add_argument(
-        "--adapter-reduction", type=int, default=16, help="adapter: bottleneck width is hidden size / N"
-    )
-    g = p.add_argument_group("device and precision")
-    _device_flag(g)
-    g.add_argument(
-        "--precision",
-        default="fp32",
-        choices=PRECISIONS,
-        help="forward under autocast in bf16/fp16 (fp16 with a gradient scaler); weights and optimizer stay fp32",
-    )
-    g.add_argument(
-        "--backbone-dtype",
-        default="float32",
-        choices=BACKBONE_DTYPES,
-        help="LST: dtype of the frozen backbone; int8/nf4 quantize it (bitsandbytes on CUDA, torchao on CPU)",
-    )
-    g.add_argument("--attn", default="sdpa", choices=ATTN_IMPLEMENTATIONS, help="LST: side attention kernel")
-    g.add_argument(
-        "--loss-chunk-size",
-        type=int,
-        default=None,
-        help="LST, LM formats: the loss N positions at a time (no full fp32 logits + gradient at once)",
-    )
-    g.add_argument(
-        "--side-checkpointing",
-        action="store_true",
-        help="LST: recompute the side layers in the backward (activation checkpointing; same gradients)",
-    )
-    g.add_argument(
-        "--side-attention-dropout",
-        type=float,
-        default=None,
-        metavar="P",
-        help="LST: dropout on the side network's attention probabilities (default: the backbone config's)",
-    )
-    g.add_argument(
-        "--side-attention-heads",
-        type=int,
-        default=None,
-        metavar="N",
-        help="LST: the side network's attention heads (default: the backbone's, each d_head/r wide)",
-    )
-    g = p.add_argument_group("optimisation")
-    g.add_argument(
-        "--optimizer",
-        default="adamw",
-        choices=OPTIMIZERS,
-        help="adamw (float32 moments, 8 bytes/param) or adamw8bit (bitsandbytes, ~2 bytes/param)",
-    )
-    g.add_argument(
-        "--epochs",
-        type=_epochs,
-        default=CLI_EPOCHS,
-        help="training epochs; 3 finishes RTE in minutes on a CPU; 'paper' uses the task's count "
-        "(20 for RTE, MRPC, CoLA, STS-B; 10 for the others)",
-    )
-    g.add_argument(
-        "--batch-size", type=int, default=32, help="training batch (the paper's 100 is slow on a CPU)"
-    )
-    g.add_argument("--eval-batch-size", type=int, default=64, help="evaluation batch")
-    g.add_argument(
-        "--lr", type=float, default=None, help="learning rate; default 3e-3 LST, 0.3 prompt, 3e-4 others"
-    )
-    g.add_argument(
-        "--warmup-steps",
-        type=int,
-        default=None,
-        help="default min(500, 10%% of all steps): the paper's 500 would swallow a short run",
-    )
-    g.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping (0 disables)")
-    g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
-    g.add_argument("--seed", type=int, default=0, help="seed of initialisation, dropout and data order")
-    g = p.add_argument_group("data")
-    g.add_argument(
-        "--data-dir",
-        default=None,
-        help="folder with <task>/train.jsonl and validation.jsonl; default $LADDERTUNE_DATA_DIR, else the hub",
-    )
-    g.add_argument(
-        "--protocol",
-        default="dev",
-        choices=PROTOCOLS,
-        help="dev: validate on the dev set; paper: the paper's validation/test splits",
-    )
-    g.add_argument("--max-train-samples", type=int, default=None, help="train on a seeded subsample")
-    g.add_argument("--max-eval-samples", type=int, default=None, help="evaluate on a seeded subsample")
-    g.add_argument("--max-length", type=int, default=128, help="longest input in tokens (the paper's 128)")
-    g.add_argument("--train-file", default=None, help="your training data (.jsonl, .csv, .tsv)")
-    g.add_argument("--validation-file", default=None, help="your validation data; default 10%% of train")
-    g.add_argument("--text-column", default=None, help="column of the (first) text")
-    g.add_argument("--text-pair-column", default=None, help="column of the second text")
-    g.add_argument("--label-column", default=None, help="column of the label (default: label)")
-    g.add_argument(
-        "--problem-type",
-        choices=PROBLEM_TYPES,
-        default=None,
-        help="custom data: regression or classification; default inferred from the labels (and printed)",
-    )
-    g.add_argument(
-        "--tap-cache",
-        default=None,
-        help="LST: folder of the tap cache; the backbone runs once per training example, later epochs and runs "
-        "read its taps from there",
-    )
-    g.add_argument(
-        "--tap-dtype",
-        default="float32",
-        choices=TAP_DTYPES,
-        help="dtype of cached taps (float32 trains exactly as uncached; the others take half the disk)",
-    )
-    g = p.add_argument_group("output")
-    g.add_argument("--output-dir", default=None, help="default runs/<task>-<method>-<timestamp>")
-    g.add_argument(
-        "--memory-steps", type=int, default=3, help="training steps measured for peak memory (0: off)"
-    )
-    g.add_argument(
-        "--save-steps", type=int, default=None, help="also checkpoint every N steps (always each epoch)"
-    )
-    g.add_argument("--log-every", type=int, default=10, help="log the training loss every N steps")
-    g.add_argument("--overwrite", action="store_true", help="replace a run already in --output-dir")
-    g.add_argument("--resume", action="store_true", help="continue the unfinished run in --output-dir")
-    g.add_argument("--no-progress", action="store_true", help="no progress bars")
-    g.add_argument(
-        "--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)"
-    )
-    p.set_defaults(func=run_train)
+    flags: dict[str, Flag] = {}
+    groups = {name: p.add_argument_group(title) for name, title in GROUPS.items()}
+    for name, cls in SECTIONS.items():
+        add_flags(groups[name], cls, flags)
+        if name == "model":
+            _method_flags(groups["method"], flags)
+    groups["run"].add_argument("--no-progress", action="store_true", help="no progress bars")
+    groups["run"].add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    finish_help(p, flags)
+    p.set_defaults(func=run_train, flags=flags)
 
     e = subparsers.add_parser(
         "evaluate",
         help="score a saved checkpoint on the validation (and test) split",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Score a saved checkpoint on its task's validation (and test) split.",
     )
-    e.add_argument(
-        "--checkpoint", required=True, help="a run folder or its checkpoint-best / checkpoint-last"
-    )
-    e.add_argument("--data-dir", default=None, help="data folder, if not the one used for training")
-    e.add_argument("--backbone", default=None, help="load this backbone instead of the recorded one")
-    e.add_argument("--max-eval-samples", type=int, default=None, help="evaluate on a seeded subsample")
-    e.add_argument("--batch-size", type=int, default=None, help="evaluation batch (default: the run's)")
+    eval_flags: dict[str, Flag] = {}
+    add_signature_flags(e, "laddertune.training.evaluation", "evaluate", eval_flags, skip=("show_progress",))
     e.add_argument("--json", action="store_true", help="print the result as JSON")
-    e.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="let transformers run the backbone repository's own Python code (never taken from the run folder)",
-    )
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
-    e.add_argument(
-        "--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)"
-    )
-    _device_flag(e)
-    e.set_defaults(func=run_evaluate)
+    e.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    finish_help(e, eval_flags)
+    e.set_defaults(func=run_evaluate, flags=eval_flags)
 
 
-def _device_flag(group) -> None:
+def _method_flags(group, flags: dict[str, Flag]) -> None:
+    names = method_names()
+    summaries = "; ".join(f"{n}: {method_spec(n).summary}" for n in names)
     group.add_argument(
-        "--device", default="auto", help="auto (a GPU when CUDA is available, else CPU), cpu, cuda or cuda:N"
+        "--method", choices=names, default=argparse.SUPPRESS, help=f"the training method ({summaries})"
     )
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return parse_int_list(text, "--side-layers")
-    except ConfigError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def _epochs(text: str) -> int | None:
-    if text == "paper":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number or 'paper', got {text!r}") from None
+    flags["method"] = Flag("method", "method", [], ["lst"])
+    for name in names:
+        add_flags(group, method_spec(name).options, flags, owner=name)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The :class:`TrainConfig` a ``train`` command line asks for (every flag is a field of the same name)."""
-    import dataclasses
+    """The :class:`TrainConfig` a ``train`` command line asks for: the ``--config`` file's options, then the flags.
 
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
-    return TrainConfig(**values)
+    Raises:
+        ConfigError: a missing task, an option of another method than ``--method``, or a bad value (one line).
+    """
+    options = {
+        **cli_defaults(args.flags),
+        **(flatten_sections(read_config_file(args.config)) if args.config else {}),
+    }
+    given = given_options(args, args.flags)
+    method = given.get("method", options.get("method", "lst"))
+    own = method_spec(method).option_names() if method in method_names() else {}
+    for name, value in given.items():  # a flag of another method is an error even where the file is silent
+        flag = args.flags[name]
+        if flag.owners and name not in own:
+            raise ConfigError(
+                f"--{name.replace('_', '-')} is an option of method {', '.join(flag.owners)}, not of {method}"
+            )
+        options[name] = value
+    if "task" not in options:
+        raise ConfigError("--task is required (or a config file's task); see laddertune train --help")
+    return TrainConfig.from_flat(options)
 
 
 def _print_record(record: dict) -> None:
+    from tqdm.auto import tqdm
+
+    from ..training import format_metrics
 
     kind = record.get("type")
     if kind == "eval":
@@ -319,6 +145,9 @@ def quiet(args: argparse.Namespace) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from ..training import train
+    from ..training.distributed import is_main_process
+    from ..training.evaluation import MAJORITY, ONE_CLASS
 
     config = config_from_args(args)
     quiet(args)
@@ -343,23 +172,16 @@ def run_train(args: argparse.Namespace) -> int:
             f"; predicts one class for {best[MAJORITY]:.0f}% of validation rows (no better than a constant)"
         )
     print(line)
-    print(f"results: {config.output_dir}/results.json")
+    print(f"results: {config.run.output_dir}/results.json")
     return 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from ..training import evaluate, format_metrics
 
     quiet(args)
-    result = evaluate(
-        args.checkpoint,
-        data_dir=args.data_dir,
-        max_eval_samples=args.max_eval_samples,
-        batch_size=args.batch_size,
-        show_progress=not args.no_progress and sys.stderr.isatty(),
-        trust_remote_code=args.trust_remote_code,
-        device=args.device,
-        backbone=args.backbone,
-    )
+    kwargs = given_options(args, args.flags)
+    result = evaluate(show_progress=not args.no_progress and sys.stderr.isatty(), **kwargs)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

@@ -6,10 +6,17 @@ frozen backbone next to the side network), the backbone half of its forward (:mo
 networks on one backbone (:class:`MultiSideModel`), generation with both caches, and side-only checkpoints.
 """
 
-from .architectures import FAMILIES
-from .cache import LadderCache
-from .config import LadderConfig
-from .model import LadderModel, get_ladder_model
-from .multi_side import MultiSideModel
+from __future__ import annotations
 
-__all__ = ["FAMILIES", "LadderCache", "LadderConfig", "LadderModel", "MultiSideModel", "get_ladder_model"]
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    "FAMILIES": ".architectures",
+    "LadderCache": ".cache",
+    "LadderConfig": ".config",
+    "LadderModel": ".model",
+    "get_ladder_model": ".model",
+    "MultiSideModel": ".multi_side",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..fields import RECORD, SETTING, check_fields, opt, record
 from ..io import load_json, save_json
 
 CONFIG_NAME = "ladder_config.json"
@@ -50,186 +51,130 @@ LADDER_METHODS = tuple(VARIANTS)
 
 @dataclass
 class LadderConfig:
-    """Configuration of a ladder side network (Sung et al., 2022, Section 3).
+    """Configuration of a ladder side network (Sung et al., 2022, Section 3), and the options of the methods that
+    train one (``lst`` and the paper's Figure 8 ablations ``side-tuning`` and ``pruned``).
 
-    Attributes:
-        reduction_factor: r. The side network is 1/r as wide as the backbone: hidden size d/r, feed-forward size
-            d_ff/r, per-head size d_head/r, with the same number of heads. Must divide the backbone's head size.
-        side_layers: backbone layer ids (0-based) that get a side layer; ``None`` keeps all. The same list applies to
-            every stack (encoder and decoder of T5). A dropped layer's backbone output is unused (Section 3.4).
-        gate_temperature: T in the gate mu_i = sigmoid(alpha_i / T).
-        gate_init: initial alpha_i (0 gives mu = 0.5).
-        init: how side weights start: ``"random"``, or pruned from the backbone by ``"magnitude"`` or
-            ``"fisher"`` importance (Section 3.3; Fisher needs calibration data).
-        pruning_chain: ``"residual"`` keeps one set of hidden dims for the whole residual stream; ``"authors"``
-            chooses each matrix's outputs independently, as the authors' code did.
-        fisher_samples: number of training examples for the empirical Fisher information.
-        backbone_dropout: False runs the frozen backbone in eval mode (deterministic ladder inputs, cheaper); True
-            runs it in train mode whenever the side network trains, reproducing the authors' noisy ladder inputs.
-        backbone_dtype: ``None`` leaves the backbone as given; ``float32``, ``bfloat16``, ``float16`` cast the frozen
-            backbone (after any pruned init has read it), ``int8`` / ``nf4`` quantize its linear layers
-            (:mod:`laddertune.core.quantization`). The side network stays float32 (master weights); the taps are
-            cast to the side's compute dtype before the down-projections.
-        attn_implementation: the side trunk's attention kernel, ``sdpa`` (default: no (B, H, T, T) probabilities
-            kept for the backward where the kernel allows) or ``eager``. T5 has only an eager kernel.
-        loss_chunk_size: LM heads: compute the training loss this many positions at a time
-            (:mod:`laddertune.core.chunked_loss`), so the full float32 logits and their gradient never exist at
-            once; the output then has ``logits=None``. ``None``: the plain loss (and logits). Only when gradients
-            are on: evaluation and generation always get logits.
-        final_shortcut: classification heads: the head reads the backbone's own final hidden state plus the
-            up-projected side output (the up-projection starts at zero), instead of the side output alone (the
-            authors' LST). ``None`` (default) resolves to the head's default when the model is built
-            (:data:`FINAL_SHORTCUT_DEFAULT`); saved resolved. Checkpoints written before the field existed load as
-            ``False``, the setting they trained with.
-        method: ``"lst"`` (ladders from every kept layer); ``"side-tuning"`` (Zhang et al. 2020, the paper's
-            Figure 8 ablation: no ladders, the side network reads only the down-projected embedding output, and the
-            final shortcut fuses the backbone's final state with the side's before the head; classification heads);
-            ``"pruned"`` (the side network alone, pruned from the backbone by ``init`` magnitude or fisher: no
-            ladders, no shortcut, and after initialisation the backbone's layers are removed: only its embeddings
-            run, :mod:`laddertune.core.ablations`).
-        side_checkpointing: activation checkpointing of the side layers (``torch.utils.checkpoint``): each side
-            layer keeps only its input and its tap for the backward and recomputes the rest, trading about one
-            more side forward per step for the side's activation memory. Same losses and gradients.
-        side_attention_dropout: the side trunk's dropout on attention probabilities; ``None`` (default) keeps the
-            backbone config's (MiniLM and BERT 0.1, Llama 0.0). 0 halves a tap-cached MiniLM step on CPU
-            (``benchmarks/results/side_step_profile.md``). Families whose config has no attention-only dropout
-            (T5's ``dropout_rate`` covers every dropout) refuse a value.
-        side_attention_heads: the side trunk's number of attention heads; ``None`` (default) keeps the backbone's,
-            each d_head/r wide, as the authors do (MiniLM at r=8: 12 heads of size 4). Fewer, wider heads cut the
-            side step's attention cost (``benchmarks/results/tap_cache_minilm_heads3*.md``); the weight shapes do
-            not change, so pruning initialisation works as before. Must divide the side width; families that fix
-            the head size in a config field (T5's ``d_kv``, Llama's ``head_dim``) or group key/value heads
-            refuse a value.
-        backbone_name: filled in by ``save_pretrained``: the backbone's name or path.
-        backbone_revision: filled in by ``save_pretrained``: the backbone's commit hash, when known.
-        backbone_fingerprint: filled in by ``save_pretrained``: a dtype-free hash of the backbone's config and
-            parameter names (:mod:`laddertune.core.fingerprint`).
-        backbone_signature: filled in by ``save_pretrained``: a few values of each unquantized backbone parameter,
-            compared within a tolerance on loading (the same backbone in any dtype passes, another one fails).
-        task_head: filled in by ``get_ladder_model``: ``seq2seq_lm``, ``causal_lm`` or ``sequence_classification``.
-            Set it to ``sequence_classification`` to give a bare base model (``BartModel``, ``BertModel``) a new
-            classification head (:mod:`laddertune.core.task_model`).
-        label_names: filled in by ``save_pretrained`` for classification heads: the backbone's ``id2label`` in id
-            order; ``from_pretrained`` restores it, so a checkpoint names its classes without ``results.json``.
-        problem_type: filled in by ``save_pretrained`` for classification heads: the backbone config's
-            ``problem_type`` (``single_label_classification``, ``regression``), restored by ``from_pretrained``.
+    Each field is documented below; :mod:`laddertune.fields` checks it against its declaration.
     """
 
-    reduction_factor: int = 8
-    side_layers: list[int] | None = None
-    gate_temperature: float = 0.1
-    gate_init: float = 0.0
-    init: str = "random"
-    pruning_chain: str = "residual"
-    fisher_samples: int = 1024
+    reduction_factor: int = opt(8, minimum=1, metavar="R")
+    """The side network is 1/r as wide as the backbone (hidden size d/r, feed-forward size d_ff/r, per-head size
+    d_head/r, the same number of heads); r must divide the backbone's head size."""
+    side_layers: list[int] | None = opt(None, metavar="IDS")
+    """Backbone layer ids (0-based, e.g. 1,2,3) that get a side layer; None keeps all. The same list applies to
+    every stack (encoder and decoder of T5). A dropped layer's backbone output is unused (Section 3.4)."""
+    gate_temperature: float = opt(0.1, positive=True, kind=SETTING)
+    """T in the gate mu_i = sigmoid(alpha_i / T)."""
+    gate_init: float = opt(0.0, kind=SETTING)
+    """Initial alpha_i (0 gives mu = 0.5)."""
+    init: str = opt("random", choices=INITS)
+    """How the side weights start: random, or pruned from the backbone by magnitude or fisher importance
+    (Section 3.3; Fisher needs calibration data)."""
+    pruning_chain: str = opt("residual", choices=CHAINS)
+    """With a pruned init: residual keeps one set of hidden dims for the whole residual stream; authors chooses
+    each matrix's outputs independently, as the authors' code did."""
+    fisher_samples: int = opt(1024, minimum=1, metavar="N")
+    """With init fisher: training examples for the empirical Fisher information (the paper's 1024)."""
     backbone_dropout: bool = False
-    backbone_dtype: str | None = None
-    attn_implementation: str = "sdpa"
-    loss_chunk_size: int | None = None
+    """Run the frozen backbone with dropout on while the side network trains (the authors' noisy ladder inputs;
+    slower). Off: the backbone runs in eval mode, its taps deterministic."""
+    backbone_dtype: str | None = opt(None, choices=BACKBONE_DTYPES)
+    """The frozen backbone's dtype: float32, bfloat16, float16, or its linear layers quantized to int8 / nf4
+    (bitsandbytes on CUDA, torchao on CPU; :mod:`laddertune.core.quantization`), applied after any pruned init
+    read the full-precision weights; None leaves it as loaded (float32). The side network stays float32 (master
+    weights); the taps are cast to its compute dtype."""
+    attn_implementation: str = opt("sdpa", choices=ATTN_IMPLEMENTATIONS, flag="attn")
+    """The side network's attention kernel: sdpa (no (B, H, T, T) probabilities kept for the backward where the
+    kernel allows) or eager. T5 has only an eager kernel."""
+    loss_chunk_size: int | None = opt(None, minimum=1, metavar="N")
+    """LM heads: compute the training loss N positions at a time (:mod:`laddertune.core.chunked_loss`), so the
+    full float32 logits and their gradient never exist at once (the output then has ``logits=None``); only while
+    gradients are on: evaluation and generation always get logits. None: the plain loss."""
     final_shortcut: bool | None = None
-    method: str = "lst"
+    """Classification heads: the head reads the backbone's own final hidden state plus the up-projected side
+    output (the up-projection starts at zero, so step 0 is the backbone's own head; docs/first_steps.md);
+    off: the side output alone, the authors' head. None resolves to the head's default when the model is built
+    (:data:`FINAL_SHORTCUT_DEFAULT`) and is saved resolved; checkpoints written before the field existed load as
+    off, the setting they trained with."""
+    method: str = opt("lst", choices=tuple(VARIANTS), kind=RECORD)
+    """``lst`` (ladders from every kept layer); ``side-tuning`` (Zhang et al. 2020, the paper's Figure 8
+    ablation: no ladders, the side network reads only the down-projected embedding output, and the final shortcut
+    fuses the backbone's final state with the side's before the head; classification heads); ``pruned`` (the side
+    network alone, pruned from the backbone by ``init`` magnitude or fisher: no ladders, no shortcut, and after
+    initialisation the backbone's layers are removed, only its embeddings run: :mod:`laddertune.core.ablations`).
+    Given by the training method, not an option of its own."""
     side_checkpointing: bool = False
-    side_attention_dropout: float | None = None
-    side_attention_heads: int | None = None
-    backbone_name: str | None = None
-    backbone_revision: str | None = None
-    backbone_fingerprint: str | None = None
-    backbone_signature: dict[str, list[float]] | None = None
-    task_head: str | None = field(default=None)
-    label_names: list[str] | None = None
-    problem_type: str | None = None
+    """Activation checkpointing of the side layers (``torch.utils.checkpoint``): each side layer keeps only its
+    input and its tap for the backward and recomputes the rest, about one more side forward per step for the side's
+    activation memory; the same losses and gradients."""
+    side_attention_dropout: float | None = opt(None, fraction=True, metavar="P")
+    """The side network's dropout on attention probabilities; None keeps the backbone config's (MiniLM and BERT
+    0.1, Llama 0.0). 0 halves a tap-cached MiniLM step on CPU (``benchmarks/results/side_step_profile.md``).
+    Families whose config has no attention-only dropout (T5's ``dropout_rate`` covers every dropout) refuse a
+    value."""
+    side_attention_heads: int | None = opt(None, minimum=1, metavar="N")
+    """The side network's number of attention heads; None keeps the backbone's, each d_head/r wide, as the authors
+    do (MiniLM at r=8: 12 heads of size 4). Fewer, wider heads cut the side step's attention cost
+    (``benchmarks/results/tap_cache_minilm_heads3*.md``); the weight shapes do not change, so pruning
+    initialisation works as before. Must divide the side width; families that fix the head size in a config field
+    (T5's ``d_kv``, Llama's ``head_dim``) or group key/value heads refuse a value."""
+    backbone_name: str | None = record()
+    """Filled in by ``save_pretrained``: the backbone's name or path."""
+    backbone_revision: str | None = record()
+    """Filled in by ``save_pretrained``: the backbone's commit hash, when known."""
+    backbone_fingerprint: str | None = record()
+    """Filled in by ``save_pretrained``: a dtype-free hash of the backbone's config and parameter names
+    (:mod:`laddertune.core.fingerprint`)."""
+    backbone_signature: dict[str, list[float]] | None = record()
+    """Filled in by ``save_pretrained``: a few values of each unquantized backbone parameter, compared within a
+    tolerance on loading (the same backbone in any dtype passes, another one fails)."""
+    task_head: str | None = opt(None, choices=HEADS, kind=RECORD)
+    """Filled in by ``get_ladder_model``: ``seq2seq_lm``, ``causal_lm`` or ``sequence_classification``. Set it to
+    ``sequence_classification`` to give a bare base model (``BartModel``, ``BertModel``) a new classification head
+    (:mod:`laddertune.core.task_model`)."""
+    label_names: list[str] | None = record()
+    """Filled in by ``save_pretrained`` for classification heads: the backbone's ``id2label`` in id order;
+    ``from_pretrained`` restores it, so a checkpoint names its classes without ``results.json``."""
+    problem_type: str | None = record()
+    """Filled in by ``save_pretrained`` for classification heads: the backbone config's ``problem_type``
+    (``single_label_classification``, ``regression``), restored by ``from_pretrained``."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.reduction_factor, bool) or not isinstance(self.reduction_factor, int):
-            raise ConfigError(f"reduction_factor must be an integer, got {self.reduction_factor!r}")
-        if self.reduction_factor < 1:
-            raise ConfigError(f"reduction_factor must be >= 1, got {self.reduction_factor}")
+        check_fields(self)
         if self.side_layers is not None:
-            if isinstance(self.side_layers, str | bytes | dict) or not isinstance(self.side_layers, Iterable):
-                raise ConfigError(
-                    f"side_layers must be a list of layer ids or None, got {self.side_layers!r}"
-                )
-            layers = list(self.side_layers)
+            layers = self.side_layers
             if not layers:
                 raise ConfigError("side_layers must name at least one layer (or be None for all layers)")
-            if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in layers):
+            if any(i < 0 for i in layers):
                 raise ConfigError(f"side_layers must be non-negative integers, got {self.side_layers!r}")
             if len(set(layers)) != len(layers):
                 raise ConfigError(f"side_layers has duplicates: {self.side_layers!r}")
             self.side_layers = sorted(layers)
-        if not isinstance(self.gate_temperature, int | float) or not self.gate_temperature > 0:
-            raise ConfigError(f"gate_temperature must be > 0, got {self.gate_temperature!r}")
-        if not isinstance(self.gate_init, int | float) or self.gate_init != self.gate_init:
+        if not math.isfinite(self.gate_init):
             raise ConfigError(f"gate_init must be a number, got {self.gate_init!r}")
-        if self.init not in INITS:
-            raise ConfigError(f"init must be one of {', '.join(INITS)}; got {self.init!r}")
-        if self.pruning_chain not in CHAINS:
-            raise ConfigError(f"pruning_chain must be one of {', '.join(CHAINS)}; got {self.pruning_chain!r}")
-        if (
-            isinstance(self.fisher_samples, bool)
-            or not isinstance(self.fisher_samples, int)
-            or self.fisher_samples < 1
-        ):
-            raise ConfigError(f"fisher_samples must be a positive integer, got {self.fisher_samples!r}")
-        for name in ("backbone_dropout", "side_checkpointing"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.side_attention_dropout is not None and (
-            isinstance(self.side_attention_dropout, bool)
-            or not isinstance(self.side_attention_dropout, int | float)
-            or not 0 <= self.side_attention_dropout < 1
-        ):
-            raise ConfigError(
-                f"side_attention_dropout must be in [0, 1) or None, got {self.side_attention_dropout!r}"
-            )
-        if self.backbone_dtype is not None and self.backbone_dtype not in BACKBONE_DTYPES:
-            raise ConfigError(
-                f"backbone_dtype must be one of {', '.join(BACKBONE_DTYPES)} (or None); got {self.backbone_dtype!r}"
-            )
-        for name in ("side_attention_heads", "loss_chunk_size"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{name} must be a positive integer or None, got {value!r}")
-        if self.final_shortcut is not None and not isinstance(self.final_shortcut, bool):
-            raise ConfigError(f"final_shortcut must be true, false or None, got {self.final_shortcut!r}")
-        if self.method not in VARIANTS:
-            raise ConfigError(f"method must be one of {', '.join(VARIANTS)}; got {self.method!r}")
-        fixed = self.variant.final_shortcut
-        if fixed is not None and self.final_shortcut not in (None, fixed):
+        variant = self.variant
+        if variant.final_shortcut is not None and self.final_shortcut not in (None, variant.final_shortcut):
             why = (
                 "the final shortcut is its one fusion point"
-                if fixed
+                if variant.final_shortcut
                 else "it runs without the backbone's layers"
             )
-            raise ConfigError(f"method {self.method!r} fixes final_shortcut={fixed}: {why}")
-        if not self.variant.runs_backbone and self.init == "random":
+            raise ConfigError(f"method {self.method!r} fixes final_shortcut={variant.final_shortcut}: {why}")
+        if not variant.runs_backbone and self.init == "random":
             raise ConfigError(
                 f"method {self.method!r} starts from the pruned backbone: init must be magnitude or fisher"
             )
-        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+        if self.side_checkpointing and not variant.ladders:
             raise ConfigError(
-                f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)}; "
-                f"got {self.attn_implementation!r}"
+                f"side_checkpointing applies to LST's side layers, not to method {self.method!r}"
             )
         if self.backbone_signature is not None and not _is_signature(self.backbone_signature):
             raise ConfigError("backbone_signature must map parameter names to lists of numbers")
-        if self.label_names is not None and (
-            isinstance(self.label_names, str | bytes | dict)
-            or not isinstance(self.label_names, Iterable)
-            or not all(isinstance(n, str) for n in self.label_names)
-        ):
-            raise ConfigError(f"label_names must be a list of strings or None, got {self.label_names!r}")
-        if self.label_names is not None:
-            self.label_names = list(self.label_names)
-        for name in (
-            "backbone_name",
-            "backbone_revision",
-            "backbone_fingerprint",
-            "task_head",
-            "problem_type",
-        ):
-            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
-                raise ConfigError(f"{name} must be a string or None, got {getattr(self, name)!r}")
+
+    @property
+    def name(self) -> str:
+        """The training method these options are of (the method registry's name)."""
+        return self.method
 
     def resolve_for_head(self, head: str) -> None:
         """Fill in ``task_head`` and the head-dependent defaults (``final_shortcut``); refuse what the head cannot

@@ -5,37 +5,29 @@ a folder or the hub under the ``dev`` or ``paper`` protocol (:mod:`.loading`), t
 for the three formats (:mod:`.collate`), and each task's metric (:mod:`.metrics`).
 """
 
-from .collate import Collator, eval_batches, make_collator, restore_order, sort_for_eval
-from .loading import PROTOCOLS, Splits, load_splits
-from .metrics import compute_metrics, glue_average
-from .rows import read_rows
-from .tasks import (
-    TASKS,
-    TaskSpec,
-    get_task,
-    make_custom_spec,
-    parse_prediction,
-    spec_from_dict,
-    spec_to_dict,
-)
+from __future__ import annotations
 
-__all__ = [
-    "PROTOCOLS",
-    "TASKS",
-    "Collator",
-    "Splits",
-    "TaskSpec",
-    "compute_metrics",
-    "eval_batches",
-    "get_task",
-    "glue_average",
-    "load_splits",
-    "make_collator",
-    "make_custom_spec",
-    "parse_prediction",
-    "read_rows",
-    "restore_order",
-    "sort_for_eval",
-    "spec_from_dict",
-    "spec_to_dict",
-]
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    "Collator": ".collate",
+    "eval_batches": ".collate",
+    "make_collator": ".collate",
+    "restore_order": ".collate",
+    "sort_for_eval": ".collate",
+    "PROTOCOLS": ".loading",
+    "Splits": ".loading",
+    "load_splits": ".loading",
+    "compute_metrics": ".metrics",
+    "glue_average": ".metrics",
+    "read_rows": ".rows",
+    "TASKS": ".tasks",
+    "TaskSpec": ".tasks",
+    "get_task": ".tasks",
+    "make_custom_spec": ".tasks",
+    "parse_prediction": ".tasks",
+    "spec_from_dict": ".tasks",
+    "spec_to_dict": ".tasks",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

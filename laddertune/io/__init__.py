@@ -5,27 +5,22 @@ Atomic writes (temporary file, fsync, rename), JSON and safetensors reading and 
 :mod:`laddertune.errors`.
 """
 
-from .checksums import CHECKSUMS_NAME, verify_checksums, write_checksums
-from .files import (
-    atomic_save_tensors,
-    atomic_write_bytes,
-    atomic_write_text,
-    load_json,
-    load_tensors,
-    save_json,
-)
-from .paths import portable_path, resolve_portable
+from __future__ import annotations
 
-__all__ = [
-    "CHECKSUMS_NAME",
-    "atomic_save_tensors",
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "load_json",
-    "load_tensors",
-    "portable_path",
-    "resolve_portable",
-    "save_json",
-    "verify_checksums",
-    "write_checksums",
-]
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    "CHECKSUMS_NAME": ".checksums",
+    "verify_checksums": ".checksums",
+    "write_checksums": ".checksums",
+    "atomic_save_tensors": ".tensors",
+    "atomic_write_bytes": ".files",
+    "atomic_write_text": ".files",
+    "load_json": ".files",
+    "load_tensors": ".tensors",
+    "save_json": ".files",
+    "portable_path": ".paths",
+    "resolve_portable": ".paths",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -1,4 +1,4 @@
-"""Files that survive a crash: atomic writes, JSON, and safetensors (no pickle).
+"""Files that survive a crash: atomic writes and JSON (tensors: :mod:`.tensors`).
 
 Every file is written to a temporary name in the same folder, flushed to disk and renamed, so a crash leaves the
 old file or the new one, never half of one. Readers turn any damage into a one-line :class:`ConfigError` or
@@ -12,11 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -59,34 +55,3 @@ def load_json(path: str | Path):
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: 5000-digit ints
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(f"{path} is not a readable JSON file: {first}") from None
-
-
-def atomic_save_tensors(
-    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None
-) -> None:
-    """``safetensors.torch.save_file``, atomically (the tensors are written to a temporary file, then renamed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a safetensors file; a missing, truncated or corrupt file raises :class:`CheckpointError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"missing checkpoint file {path}")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(
-            f"{path} is corrupt or truncated ({str(e).splitlines()[0] if str(e) else e})"
-        ) from None

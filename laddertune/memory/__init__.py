@@ -5,17 +5,19 @@
 :mod:`.model_configs` holds the built-in configs of the paper's backbones (T5, BART, Llama-7B) for it.
 """
 
-from .meter import GIB, MemoryReport, PeakMemoryMeter, format_gib
-from .model_configs import PAPER_SIDE_LAYERS, load_config
-from .predict import MemoryPrediction, predict_memory
+from __future__ import annotations
 
-__all__ = [
-    "GIB",
-    "PAPER_SIDE_LAYERS",
-    "MemoryPrediction",
-    "MemoryReport",
-    "PeakMemoryMeter",
-    "format_gib",
-    "load_config",
-    "predict_memory",
-]
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    "GIB": ".meter",
+    "MemoryReport": ".meter",
+    "PeakMemoryMeter": ".meter",
+    "format_gib": ".meter",
+    "PAPER_SIDE_LAYERS": ".model_configs",
+    "load_config": ".model_configs",
+    "MemoryPrediction": ".predict",
+    "predict_memory": ".predict",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -32,7 +32,7 @@ lower-precision list holds the same matmul/linear/SDPA ops as CUDA's; CUDA's flo
 is not applied, and the models here upcast their norms and softmax themselves). ``backbone_dtype`` stores LST's
 frozen backbone in a float dtype, or as bitsandbytes' int8/nf4 linears (:mod:`.storage`: storage exact, the
 dequantized weight a transient of each matmul). ``method="qlora"``: PEFT LoRA on an nf4 backbone prepared by
-``prepare_model_for_kbit_training`` (:mod:`laddertune.baselines.qlora`). The chunked LM loss is LST's own
+``prepare_model_for_kbit_training`` (:mod:`laddertune.methods.qlora`). The chunked LM loss is LST's own
 (``loss_chunk_size``).
 
 Step FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` over a third iteration, traced apart from the memory
@@ -58,7 +58,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from ..core.config import BACKBONE_DTYPES
 from ..errors import ConfigError
+from ..methods import method_spec
 from .attention import cuda_sdpa
 from .meter import mem_tracker_class
 from .model_configs import load_config
@@ -75,7 +77,6 @@ from .trace_emulation import (
 from .training_model import (  # noqa: F401  (re-exported: tests and benchmarks import them from here)
     FLOAT_STORAGE,
     HEADS,
-    METHODS,
     PRECISIONS,
     build_training_model,
     check_options,
@@ -84,7 +85,15 @@ from .training_model import (  # noqa: F401  (re-exported: tests and benchmarks 
     make_optimizer,
     training_step,
 )
-from .vision_model import VL_BACKBONES, VisualInput, build_vl_training_model, check_vl_options, make_vl_batch
+from .training_model import method_options as resolve_options
+from .vision_model import (
+    PAPER_VL_OPTIONS,
+    VL_BACKBONES,
+    VisualInput,
+    build_vl_training_model,
+    check_vl_options,
+    make_vl_batch,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -146,54 +155,49 @@ def _category(snap: dict, name: str) -> int:
 # -- the prediction ---------------------------------------------------------------------------------------------------
 def predict_memory(
     backbone_config,
-    method: str,
+    method: str = "lst",
     *,
-    batch_size: int,
-    source_length: int,
-    target_length: int,
-    reduction_factor: int = 8,
-    side_layers: list[int] | None = None,
-    dtype: torch.dtype = torch.float32,
-    device_semantics: str = "cuda",
+    batch_size: int = 100,
+    source_length: int = 128,
+    target_length: int = 3,
     head: str | None = None,
-    baseline_config=None,
+    dtype: torch.dtype = torch.float32,
     backbone_dtype: str | None = None,
     precision: str = "fp32",
     attn: str = "sdpa",
-    loss_chunk_size: int | None = None,
-    gradient_checkpointing: bool = True,
-    side_checkpointing: bool = False,
-    visual: VisualInput | None = None,
     optimizer: str = "adamw",
+    device_semantics: str = "cuda",
+    visual: VisualInput | None = None,
+    options=None,
+    **method_options,
 ) -> MemoryPrediction:
     """Predict the peak memory of a steady-state training iteration, without weights or a GPU.
 
     Args:
         backbone_config: a transformers config, or a name for :func:`laddertune.memory.model_configs.load_config`.
-        method: one of :data:`METHODS`.
-        batch_size: examples per step.
-        source_length: input tokens per example (no padding).
-        target_length: label tokens per example (seq2seq heads; ignored otherwise).
-        reduction_factor: LST's r.
-        side_layers: LST's kept layers (None: all).
-        dtype: the backbone's parameter dtype (kept for old callers; ``backbone_dtype`` names it too).
-        device_semantics: ``"cuda"`` predicts a GPU's ``max_memory_allocated``; ``"cpu"`` a CPU run.
+        method: a method's name (:func:`laddertune.methods.method_names`).
+        batch_size: examples per step (the paper's Table 1: 100; CLIP-T5: each task's batch).
+        source_length: input tokens per example, no padding (the paper's 128).
+        target_length: label tokens per example, seq2seq heads only (the paper's 3).
         head: ``seq2seq_lm``, ``causal_lm`` or ``sequence_classification``; default from the config.
-        baseline_config: :class:`laddertune.baselines.BaselineConfig` (default: the authors' settings,
-            LoRA r=32, alpha 32, dropout 0.1 on q and v; for qlora r=16, alpha 32, dropout 0.05, all linears).
-        backbone_dtype: ``float32|bfloat16|float16|int8|nf4``: LST's frozen backbone storage (int8/nf4 as
-            bitsandbytes stores them); for a baseline a float dtype is the dtype it trains its backbone in.
+        dtype: the backbone's parameter dtype (kept for old callers; ``backbone_dtype`` names it too).
+        backbone_dtype: ``float32|bfloat16|float16|int8|nf4``: the frozen backbone's storage for methods that
+            have one (LST: int8/nf4 as bitsandbytes stores them; QLoRA is nf4); for a baseline a float dtype is the
+            dtype it trains its backbone in.
         precision: ``fp32``, ``bf16`` or ``fp16`` (autocast; float32 master weights and optimizer state).
-        attn: ``sdpa`` (CUDA's flash/memory-efficient kernels under CUDA semantics) or ``eager``.
-        loss_chunk_size: LST's chunked LM loss (positions per chunk).
-        gradient_checkpointing: QLoRA's (PEFT's default: on).
-        side_checkpointing: LST's activation checkpointing of the side layers.
-        visual: the image part of a CLIP-T5 batch (:mod:`.vision_model`); implied by a ``clip-t5-*`` name.
+        attn: ``sdpa`` (CUDA's flash/memory-efficient kernels under CUDA semantics) or ``eager``: the backbone's
+            kernel, and the side network's unless the options name another.
         optimizer: ``adamw`` (torch's, float32 moments) or ``adamw8bit`` (bitsandbytes' 8-bit state, emulated).
+        device_semantics: ``"cuda"`` predicts a GPU's ``max_memory_allocated``; ``"cpu"`` a CPU run.
+        visual: the image part of a CLIP-T5 batch (:mod:`.vision_model`); implied by a ``clip-t5-*`` name.
+        options: the method's options object (e.g. ``LoraOptions(lora_rank=8)``); or give them as keywords:
+        **method_options: options of the method by name (``reduction_factor=4``, ``side_layers=[...]``,
+            ``lora_rank=16``, ``gradient_checkpointing=False``...); default: the authors' settings (CLIP-T5: the
+            paper's VL ones).
 
     Raises:
-        ConfigError: unknown config, method, head, dtype, precision or device semantics, or settings that do not
-            fit the backbone.
+        ConfigError: unknown config, method, option, head, dtype, precision or device semantics, or settings that
+            do not fit the backbone.
     """
     if isinstance(backbone_config, str) and backbone_config in VL_BACKBONES:
         name, backbone_config = backbone_config, load_config(VL_BACKBONES[backbone_config])
@@ -209,29 +213,40 @@ def predict_memory(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     head = head or default_head(backbone_config)
-    check_options(method, head, backbone_dtype, attn, precision, optimizer)
-    if visual is not None:
-        check_vl_options(method, head, backbone_dtype, loss_chunk_size)
-    if loss_chunk_size is not None and method != "lst":
-        raise ConfigError(f"loss_chunk_size is LST's chunked LM loss; method {method!r} has none")
-    if side_checkpointing and method != "lst":
-        raise ConfigError(f"side_checkpointing is LST's; method {method!r} has no side network")
+    check_options(head, attn, precision, optimizer)
+    if backbone_dtype is not None and backbone_dtype not in BACKBONE_DTYPES:
+        raise ConfigError(
+            f"unknown backbone_dtype {backbone_dtype!r}; choose one of {', '.join(BACKBONE_DTYPES)}"
+        )
+    spec = method_spec(method)
     storage = backbone_dtype or str(dtype).removeprefix("torch.")
-    if method not in ("lst", "qlora"):  # a baseline trains its backbone in this float dtype
-        dtype, backbone_dtype = FLOAT_STORAGE[storage], None
-    elif method == "lst":
-        dtype, backbone_dtype = torch.float32, (None if storage == "float32" else storage)
-    else:
-        storage = "nf4"
+    names = spec.option_names()
+    if options is None and "backbone_dtype" in names:  # the frozen backbone's storage is one of its options
+        method_options.setdefault("backbone_dtype", None if storage == "float32" else storage)
+    base = PAPER_VL_OPTIONS.get(method) if visual is not None else None
+    options = resolve_options(method, attn=attn, options=options, base=base, **method_options)
+    if "backbone_dtype" in names:  # a frozen backbone: stored as its options say, the rest float32
+        storage, dtype = options.backbone_dtype or "float32", torch.float32
+    elif spec.backbone_storage is not None:  # the method fixes its backbone's storage (QLoRA: nf4)
+        if backbone_dtype not in (None, spec.backbone_storage):
+            raise ConfigError(
+                f"{method} trains on an {spec.backbone_storage} backbone; backbone_dtype {backbone_dtype!r} does not apply"
+            )
+        storage = spec.backbone_storage
+        dtype = torch.float16 if precision == "fp16" else torch.bfloat16  # loaded in 16 bits, then quantized
+    elif storage not in FLOAT_STORAGE:
+        raise ConfigError(
+            f"backbone_dtype {storage} applies to a frozen backbone (LST, qlora); method {method!r} trains its "
+            f"backbone"
+        )
+    else:  # a baseline trains its backbone in this float dtype
+        dtype = FLOAT_STORAGE[storage]
+    if visual is not None:
+        check_vl_options(options, head)
     t0 = time.perf_counter()
-    build = dict(
-        reduction_factor=reduction_factor, side_layers=side_layers, dtype=dtype, baseline_config=baseline_config,
-        backbone_dtype=backbone_dtype, attn=attn, loss_chunk_size=loss_chunk_size,
-        gradient_checkpointing=gradient_checkpointing, precision=precision, side_checkpointing=side_checkpointing,
-        visual=visual, optimizer=optimizer,
-    )  # fmt: skip
+    build = dict(dtype=dtype, attn=attn, precision=precision, visual=visual, optimizer=optimizer)
     model, settings, trackers, flops = _trace_iterations(
-        backbone_config, method, head, sizes, device_semantics, build
+        backbone_config, options, head, sizes, device_semantics, build
     )
     first, tracker = trackers
     breakdown, floor = _account(model, tracker, cuda=device_semantics == "cuda")
@@ -265,7 +280,7 @@ def predict_memory(
 _CPU = torch.device("cpu")  # fake tensors live on "cpu"; CUDA is emulated (see the module docstring)
 
 
-def _trace_iterations(config, method: str, head: str, sizes: dict, device_semantics: str, build: dict):
+def _trace_iterations(config, options, head: str, sizes: dict, device_semantics: str, build: dict):
     """Build the model under FakeTensorMode and trace two training iterations, one tracker each; then count the
     FLOPs of a third."""
     from torch._subclasses.fake_tensor import (
@@ -286,10 +301,10 @@ def _trace_iterations(config, method: str, head: str, sizes: dict, device_semant
         stack.enter_context(traceable_eos_pooling())
         visual, optimizer_name = build.pop("visual"), build.pop("optimizer")
         if visual is None:
-            model, settings = build_training_model(config, method, head, **build)
+            model, settings = build_training_model(config, options, head, **build)
             batch = make_batch(config, head, **sizes)
         else:  # CLIP-T5 (the paper's Table 3)
-            model, settings = build_vl_training_model(config, method, visual, **build)
+            model, settings = build_vl_training_model(config, options, visual, **build)
             batch = make_vl_batch(config, visual, **sizes)
         settings["optimizer"] = optimizer_name
         optimizer = make_optimizer(model, device_semantics, optimizer=optimizer_name)

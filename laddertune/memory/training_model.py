@@ -10,27 +10,22 @@ real CPU runs use float backbones only.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import replace
 
 import torch
 from torch import nn
 
-from ..baselines import FAMILIES, BaselineConfig, prepare_baseline, prepare_qlora
-from ..core import LadderConfig, get_ladder_model
+from ..core.compute import OPTIMIZERS
+from ..core.compute import PRECISIONS as PRECISION_NAMES
+from ..core.config import ATTN_IMPLEMENTATIONS, HEADS
 from ..errors import ConfigError
+from ..methods import get_method, method_spec
 from .storage import EmulatedAdamW8bit, emulate_quantized_linears
 
-METHODS = ("full", "lora", "adapter", "bitfit", "prompt", "lst", "qlora")
-HEADS = ("seq2seq_lm", "causal_lm", "sequence_classification")
-ATTN = ("sdpa", "eager")
-OPTIMIZERS = ("adamw", "adamw8bit")
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = dict(
+    zip(PRECISION_NAMES, (None, torch.bfloat16, torch.float16), strict=True)
+)  # the autocast dtypes
 FLOAT_STORAGE = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-BACKBONE_DTYPES = (*FLOAT_STORAGE, "int8", "nf4")
 ENCODER_ONLY = set("bert roberta distilbert albert electra deberta deberta-v2 xlm-roberta mpnet".split())
-# which BaselineConfig fields each method reports as its settings
-_SETTING_PREFIX = {"full": "freeze", "bitfit": "freeze", "lora": "lora_", "qlora": "lora_"}
-_SETTING_PREFIX.update(adapter="adapter_", prompt="prompt_")
 
 
 def make_optimizer(
@@ -89,128 +84,80 @@ def make_batch(config, head: str, batch_size: int, source_length: int, target_le
     return batch
 
 
-def check_options(
-    method: str, head: str, backbone_dtype: str | None, attn: str, precision: str, optimizer: str = "adamw"
-) -> None:
-    """One-line ConfigErrors for unknown or impossible choices."""
+def check_options(head: str, attn: str, precision: str, optimizer: str = "adamw") -> None:
+    """One-line ConfigErrors for unknown choices of what the trace runs (the method's options check themselves)."""
     for name, value, choices in (
-        ("method", method, METHODS),
         ("head", head, HEADS),
-        ("attn", attn, ATTN),
+        ("attn", attn, ATTN_IMPLEMENTATIONS),
         ("precision", precision, tuple(PRECISIONS)),
         ("optimizer", optimizer, OPTIMIZERS),
     ):
         if value not in choices:
             raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
-    if backbone_dtype is not None and backbone_dtype not in BACKBONE_DTYPES:
-        raise ConfigError(
-            f"unknown backbone_dtype {backbone_dtype!r}; choose one of {', '.join(BACKBONE_DTYPES)}"
-        )
-    if method == "qlora" and backbone_dtype not in (None, "nf4"):
-        raise ConfigError(
-            f"qlora trains on an nf4 backbone; backbone_dtype {backbone_dtype!r} does not apply"
-        )
-    if method not in ("lst", "qlora") and backbone_dtype in ("int8", "nf4"):
-        raise ConfigError(
-            f"backbone_dtype {backbone_dtype} applies to LST and qlora (a frozen backbone); method {method!r} "
-            f"trains its backbone"
-        )
+
+
+def method_options(method: str, *, attn: str = "sdpa", options=None, base=None, **values):
+    """The options of ``method`` that a prediction traces: ``options`` as given, else the method's defaults (or
+    ``base``) with ``values`` (option names) applied; the side network's attention kernel follows ``attn`` unless
+    given."""
+    spec = method_spec(method)
+    if options is not None:
+        if values:
+            raise ConfigError("give the method's options as an object (options=) or as keywords, not both")
+        if options.name != method:
+            raise ConfigError(f"options of method {options.name} given for method {method}")
+        return options
+    if "attn" in spec.option_names():
+        values.setdefault("attn", attn)
+    return spec.make_options(values, base=base)
 
 
 def build_training_model(
     config,
-    method: str,
+    method,
     head: str,
     *,
-    reduction_factor: int = 8,
-    side_layers: list[int] | None = None,
     dtype: torch.dtype = torch.float32,
-    baseline_config=None,
-    backbone_dtype: str | None = None,
     attn: str = "sdpa",
-    loss_chunk_size: int | None = None,
-    gradient_checkpointing: bool = True,
     precision: str = "fp32",
-    side_checkpointing: bool = False,
+    **method_values,
 ) -> tuple[nn.Module, dict]:
-    """The model a method trains, built from a config (random weights; works under FakeTensorMode).
+    """The model a method trains, built from a backbone config (random weights; works under FakeTensorMode).
 
     Args:
-        dtype: the dtype the backbone is built in (baselines train it in this dtype; LST then stores it in
-            ``backbone_dtype``).
-        backbone_dtype: LST's frozen backbone storage (``float32``... ``nf4``); QLoRA is always nf4.
-        attn: attention kernel of the backbone and of LST's side trunk (``sdpa`` as transformers loads models).
-        loss_chunk_size: LST's chunked LM loss.
-        gradient_checkpointing: QLoRA only (``prepare_model_for_kbit_training``'s default: on).
-        precision: the autocast dtype QLoRA's 4-bit layers compute in (bf16 unless fp16).
-        side_checkpointing: LST's activation checkpointing of the side layers (the real recomputing wrapper runs
-            in the trace, so what it saves for the backward is what the trace sees).
+        method: a method's name, with its options as keywords (``side_layers=[...]``, ``lora_rank=8``), or the
+            method's options object. The method builds its model
+            (:meth:`~laddertune.methods.base.TrainingMethod.build_for_trace`), with int8/nf4 backbone storage
+            emulated here (:mod:`.storage`: the predictor cannot run bitsandbytes' kernels).
+        dtype: the dtype the backbone is built in (a baseline trains it in this dtype; LST stores it as its
+            options' ``backbone_dtype`` says; QLoRA loads it in the compute dtype before quantizing).
+        attn: the backbone's attention kernel (``sdpa`` as transformers loads models), and the side network's.
+        precision: the autocast dtype the 4-bit layers compute in (bf16 unless fp16).
 
     Returns:
         (model in train mode, the method's settings as a dict).
     """
+    options = method_options(method, attn=attn, **method_values) if isinstance(method, str) else method
     import transformers
 
-    check_options(method, head, backbone_dtype, attn, precision)
+    check_options(head, attn, precision)
     auto = {
         "seq2seq_lm": transformers.AutoModelForSeq2SeqLM,
         "causal_lm": transformers.AutoModelForCausalLM,
         "sequence_classification": transformers.AutoModelForSequenceClassification,
     }[head]
+    method = get_method(options.name)
     compute = torch.float16 if precision == "fp16" else torch.bfloat16  # bitsandbytes' compute dtype
-    build_dtype = compute if method == "qlora" else dtype  # QLoRA loads its backbone in 16 bits
     try:
-        backbone = auto.from_config(config, attn_implementation=attn, dtype=build_dtype)
+        backbone = auto.from_config(config, attn_implementation=attn, dtype=dtype)
     except ValueError as e:  # transformers: this config has no such head
         raise ConfigError(f"{config.model_type} has no {head} head: {str(e).splitlines()[0]}") from None
     skip = {id(backbone.get_output_embeddings())}  # the LM head stays unquantized (convert_backbone's rule)
-    if method == "lst":
-        storage = backbone_dtype if backbone_dtype in FLOAT_STORAGE else None
-        ladder = LadderConfig(
-            reduction_factor=reduction_factor,
-            side_layers=side_layers,
-            init="random",
-            backbone_dtype=storage,
-            attn_implementation=attn,
-            loss_chunk_size=loss_chunk_size,
-            side_checkpointing=side_checkpointing,
-        )
-        model = get_ladder_model(backbone, ladder)
-        if backbone_dtype in ("int8", "nf4"):  # the rest in the compute dtype, as convert_backbone on CUDA
-            emulate_quantized_linears(model.backbone.to(compute), backbone_dtype, skip, compute)
-        settings = {
-            "reduction_factor": reduction_factor,
-            "side_layers": model.side.stacks[next(iter(model.side.stacks))].kept,
-            "backbone_dropout": ladder.backbone_dropout,
-            "loss_chunk_size": loss_chunk_size,
-            "side_checkpointing": side_checkpointing,
-        }
-    elif method == "qlora":
-        emulate_quantized_linears(backbone, "nf4", skip, compute)
-        baseline_config = baseline_config or BaselineConfig(lora_rank=16, lora_alpha=32, lora_dropout=0.05)
-        model = prepare_qlora(backbone, baseline_config, gradient_checkpointing=gradient_checkpointing)
-        settings = dict(
-            _baseline_settings(method, baseline_config), gradient_checkpointing=gradient_checkpointing
-        )
-    else:
-        baseline_config = baseline_config or BaselineConfig()
-        if method == "lora" and baseline_config.lora_targets is None and config.model_type not in FAMILIES:
-            from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as LORA_TARGETS
 
-            if config.model_type in LORA_TARGETS:
-                targets = tuple(LORA_TARGETS[config.model_type])
-                baseline_config = replace(baseline_config, lora_targets=targets)
-        model = prepare_baseline(backbone, method, baseline_config)
-        settings = _baseline_settings(method, baseline_config)
-        if method == "lora" and settings["lora_targets"] is None:
-            settings["lora_targets"] = list(FAMILIES[config.model_type].lora_targets)
-    settings["attn"] = attn
+    def quantize(module: nn.Module, storage: str) -> None:  # the rest in the compute dtype, as on CUDA
+        emulate_quantized_linears(module.to(compute), storage, skip, compute)
+
+    model = method.build_for_trace(backbone, options, quantize)
+    settings = {**method.trace_settings(options, model), "attn": attn}
     model.train()
     return model, settings
-
-
-def _baseline_settings(method: str, config: BaselineConfig) -> dict:
-    settings = {k: v for k, v in config.to_dict().items() if k.startswith(_SETTING_PREFIX[method])}
-    if method == "qlora" and settings["lora_targets"] is None:
-        settings["lora_targets"] = "all-linear"
-    return settings

@@ -20,115 +20,73 @@ reparametrisation, ``--mid_dim 800``, is not modelled: PEFT's prompt embedding i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from ..baselines import BaselineConfig
+from ..baselines import BASELINE_OPTIONS
 from ..core import LadderConfig
 from ..errors import ConfigError
 from ..vision import VisionLadderModel, VisualConfig
 from ..vision.baselines import VisualBackboneModel
-
-VL_BACKBONES = {"clip-t5-base": "t5-base"}  # name -> the built-in text config of its T5
-VL_METHODS = ("lst", "full", "lora", "adapter", "bitfit", "prompt")
-PAPER_VL_REDUCTION = 4  # lst-reference §7: r = 4, all layers
-PAPER_VL_BASELINES = BaselineConfig(lora_rank=150, adapter_reduction=4, prompt_length=40)
-
-
-@dataclass(frozen=True)
-class VisualInput:
-    """The image part of a CLIP-T5 training batch.
-
-    Args:
-        images: images per example (2 for NLVR2).
-        regions: grid features per image (36: CLIP RN101's 7x7 pooled to 6x6).
-        feature_dim: size of one feature (2048 for RN101).
-    """
-
-    images: int = 1
-    regions: int = 36
-    feature_dim: int = 2048
-
-    def __post_init__(self) -> None:
-        if min(self.images, self.regions, self.feature_dim) < 1:
-            raise ConfigError("VisualInput: images, regions and feature_dim must be positive")
+from .training_model import method_options
+from .vision_settings import (  # noqa: F401  (re-exported)
+    PAPER_VL_BATCHES,
+    PAPER_VL_OPTIONS,
+    PAPER_VL_REDUCTION,
+    VL_BACKBONES,
+    VisualInput,
+    VLTaskBatch,
+)
 
 
-@dataclass(frozen=True)
-class VLTaskBatch:
-    """One task's training batch in the authors' multi-task run (see the module docstring)."""
-
-    task: str
-    batch_size: int
-    source_length: int
-    target_length: int
-    visual: VisualInput = VisualInput()
-
-
-PAPER_VL_BATCHES = {
-    "vqa": VLTaskBatch("vqa", 300, 20, 10),
-    "gqa": VLTaskBatch("gqa", 500, 20, 10),
-    "nlvr": VLTaskBatch("nlvr", 100, 20, 2, VisualInput(images=2)),
-    "caption": VLTaskBatch("caption", 250, 3, 40),
-}
-
-
-def check_vl_options(method: str, head: str, backbone_dtype: str | None, loss_chunk_size) -> None:
+def check_vl_options(options, head: str) -> None:
     """One-line ConfigErrors for what the CLIP-T5 trace does not cover."""
-    if method not in VL_METHODS:
-        raise ConfigError(f"CLIP-T5 memory: method must be one of {', '.join(VL_METHODS)}, got {method!r}")
+    ladders = isinstance(options, LadderConfig) and options.variant.ladders
+    if not (ladders or type(options) in BASELINE_OPTIONS.values()):
+        raise ConfigError(f"CLIP-T5 memory: method {options.name} is not traced; LST or a baseline")
+    if getattr(options, "backbone_dtype", None) in ("int8", "nf4"):
+        raise ConfigError("CLIP-T5 memory: a quantized backbone is not traced; use a float dtype")
     if head != "seq2seq_lm":
         raise ConfigError(f"CLIP-T5 generates its answers: head must be seq2seq_lm, got {head!r}")
-    if backbone_dtype in ("int8", "nf4"):
-        raise ConfigError(f"CLIP-T5 memory: a {backbone_dtype} backbone is not traced; use a float dtype")
-    if loss_chunk_size is not None:
+    if getattr(options, "loss_chunk_size", None) is not None:
         raise ConfigError("CLIP-T5 memory: the chunked LM loss is not part of VisionLadderModel")
 
 
 def build_vl_training_model(
     config,
-    method: str,
+    method,
     visual: VisualInput,
     *,
-    reduction_factor: int = PAPER_VL_REDUCTION,
-    side_layers: list[int] | None = None,
     dtype: torch.dtype = torch.float32,
-    baseline_config: BaselineConfig | None = None,
-    backbone_dtype: str | None = None,
     attn: str = "sdpa",
-    side_checkpointing: bool = False,
-    **_,
+    precision=None,
+    **method_values,
 ) -> tuple[nn.Module, dict]:
     """CLIP-T5 as ``method`` trains it, from a T5 config (random weights; works under FakeTensorMode).
+
+    Args:
+        method: a method's name, with its options as keywords over the paper's VL settings
+            (:data:`PAPER_VL_OPTIONS`), or the method's options object.
 
     Returns:
         (model in train mode, the method's settings as a dict).
     """
     import transformers
 
+    if isinstance(method, str):
+        method = method_options(method, attn=attn, base=PAPER_VL_OPTIONS.get(method), **method_values)
+    options = method
+
     shape = VisualConfig(feature_dim=visual.feature_dim, max_images=max(2, visual.images))
     backbone = transformers.AutoModelForSeq2SeqLM.from_config(config, attn_implementation=attn, dtype=dtype)
     settings = {"images": visual.images, "regions": visual.regions, "feature_dim": visual.feature_dim}
-    if method == "lst":
-        ladder = LadderConfig(
-            reduction_factor=reduction_factor,
-            side_layers=side_layers,
-            init="random",
-            backbone_dtype=backbone_dtype if backbone_dtype not in (None, "float32") else None,
-            attn_implementation=attn,
-            side_checkpointing=side_checkpointing,
-        )
-        model = VisionLadderModel(backbone, shape, ladder)
+    if isinstance(options, LadderConfig):
+        model = VisionLadderModel(backbone, shape, options)
         kept = model.side.stacks["encoder"].kept
-        settings |= {"reduction_factor": reduction_factor, "side_layers": kept}
+        settings |= {"reduction_factor": options.reduction_factor, "side_layers": kept}
     else:
-        baseline_config = baseline_config or PAPER_VL_BASELINES
-        model = VisualBackboneModel(backbone, shape, method, baseline_config)
-        prefix = {"lora": "lora_", "adapter": "adapter_", "prompt": "prompt_"}.get(method)
-        if prefix:
-            settings |= {k: v for k, v in baseline_config.to_dict().items() if k.startswith(prefix)}
+        model = VisualBackboneModel(backbone, shape, options.name, options)
+        settings |= {k: v for k, v in options.to_dict().items() if k != "freeze_layers"}
     settings["attn"] = attn
     model.train()
     return model, settings

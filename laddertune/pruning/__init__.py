@@ -5,17 +5,19 @@ copies from its backbone matrix, and the lists of backbone layers that get a sid
 given; it knows nothing of how the side network is built.
 """
 
-from .importance import fisher_importance, magnitude_importance
-from .side_layers import PAPER_SIDE_LAYERS, interleaved_drop, paper_side_layers
-from .structure import CHAINS, initialize_from_backbone, initialize_side
+from __future__ import annotations
 
-__all__ = [
-    "CHAINS",
-    "PAPER_SIDE_LAYERS",
-    "fisher_importance",
-    "initialize_from_backbone",
-    "initialize_side",
-    "interleaved_drop",
-    "magnitude_importance",
-    "paper_side_layers",
-]
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    "fisher_importance": ".importance",
+    "magnitude_importance": ".importance",
+    "PAPER_SIDE_LAYERS": ".side_layers",
+    "interleaved_drop": ".side_layers",
+    "paper_side_layers": ".side_layers",
+    "CHAINS": ".structure",
+    "initialize_from_backbone": ".structure",
+    "initialize_side": ".structure",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

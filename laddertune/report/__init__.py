@@ -4,21 +4,22 @@ Reads only what ``laddertune train`` and ``benchmarks/suite.py`` wrote (JSON); i
 layers, so a report can be drawn anywhere the results files are.
 """
 
-from .rows import REQUIRED, Row, load_rows, read_curve
-from .summary import Group, Stat, stat, summarize
-from .tables import LAYOUTS, markdown
-from .write import write_report
+from __future__ import annotations
 
-__all__ = [
-    "LAYOUTS",
-    "REQUIRED",
-    "Group",
-    "Row",
-    "Stat",
-    "load_rows",
-    "markdown",
-    "read_curve",
-    "stat",
-    "summarize",
-    "write_report",
-]
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    "REQUIRED": ".rows",
+    "Row": ".rows",
+    "load_rows": ".rows",
+    "read_curve": ".rows",
+    "Group": ".summary",
+    "Stat": ".summary",
+    "stat": ".summary",
+    "summarize": ".summary",
+    "LAYOUTS": ".tables",
+    "markdown": ".tables",
+    "write_report": ".write",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

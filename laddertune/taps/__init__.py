@@ -16,7 +16,17 @@ too (:mod:`laddertune.training.tap_run`); generation (T5's and causal evaluation
 decoder inputs are the model's own outputs, unknown before decoding.
 """
 
-from .key import TAP_DTYPES, cache_key, example_key
-from .store import TapCache, estimate_bytes, open_tap_cache
+from __future__ import annotations
 
-__all__ = ["TAP_DTYPES", "TapCache", "cache_key", "estimate_bytes", "example_key", "open_tap_cache"]
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    "TAP_DTYPES": ".key",
+    "cache_key": ".key",
+    "example_key": ".key",
+    "TapCache": ".store",
+    "estimate_bytes": ".store",
+    "open_tap_cache": ".store",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

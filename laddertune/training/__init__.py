@@ -6,26 +6,24 @@
 optimizer, scheduler, RNG and data-order state (:mod:`.checkpoint`), and ``results.json`` (:mod:`.results`).
 """
 
-from .build import epoch_batches
-from .checkpoint import BASELINE_WEIGHTS, STATE_JSON, STATE_TENSORS, checkpoint_candidates
-from .config import TrainConfig
-from .evaluation import evaluate, format_metrics
-from .loop import train
-from .prediction import Predictor, load_predictor, predict_file
-from .step import TrainingDivergedError
+from __future__ import annotations
 
-__all__ = [
-    "BASELINE_WEIGHTS",
-    "STATE_JSON",
-    "STATE_TENSORS",
-    "Predictor",
-    "TrainConfig",
-    "TrainingDivergedError",
-    "checkpoint_candidates",
-    "epoch_batches",
-    "evaluate",
-    "format_metrics",
-    "load_predictor",
-    "predict_file",
-    "train",
-]
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    "epoch_batches": ".build",
+    "BASELINE_WEIGHTS": ".checkpoint",
+    "STATE_JSON": ".checkpoint",
+    "STATE_TENSORS": ".checkpoint",
+    "checkpoint_candidates": ".checkpoint",
+    "TrainConfig": ".config",
+    "evaluate": ".evaluation",
+    "format_metrics": ".evaluation",
+    "train": ".loop",
+    "Predictor": ".prediction",
+    "load_predictor": ".prediction",
+    "predict_file": ".prediction",
+    "TrainingDivergedError": ".step",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -9,12 +9,10 @@ import numpy as np
 import torch
 import transformers
 
-from ..baselines import BaselineConfig, prepare_baseline
-from ..core import LadderConfig, get_ladder_model
 from ..core.backbones import load_backbone, resolve_backbone
 from ..errors import ConfigError
-from .config import LADDER_METHODS, TrainConfig
-from .qlora import build_qlora
+from ..methods import get_method
+from .config import TrainConfig
 
 ENCODER_ONLY = ("bert", "roberta", "xlm-roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2")
 logger = logging.getLogger(__name__)
@@ -71,23 +69,23 @@ def position_limit(backbone: str, trust_remote_code: bool = False) -> int | None
 
 
 def clamp_max_length(config: TrainConfig) -> None:
-    """Lower ``config.max_length`` to the backbone's position limit, with a notice (issue 15, item 5).
+    """Lower ``config.data.max_length`` to the backbone's position limit, with a notice (issue 15, item 5).
 
     Longer inputs would index past the position embeddings and crash inside the model mid-run; clamping happens
     while the data is prepared, before anything is written to the run folder.
     """
-    limit = position_limit(config.backbone, config.trust_remote_code)
-    if limit is not None and config.max_length > limit:
+    limit = position_limit(config.model.backbone, config.model.trust_remote_code)
+    if limit is not None and config.data.max_length > limit:
         logger.warning(
-            "max_length %d is beyond %s's %d positions: clamped to %d", config.max_length, config.backbone,
-            limit, limit,
+            "max_length %d is beyond %s's %d positions: clamped to %d", config.data.max_length,
+            config.model.backbone, limit, limit,
         )  # fmt: skip
-        config.max_length = limit
+        config.data.max_length = limit
 
 
 def load_backbone_for(config: TrainConfig, spec, head: str, tokenizer):
     """The backbone of ``config`` with ``head`` (see :func:`load_task_backbone`)."""
-    return load_task_backbone(config.backbone, spec, head, tokenizer, config.trust_remote_code)
+    return load_task_backbone(config.model.backbone, spec, head, tokenizer, config.model.trust_remote_code)
 
 
 def load_task_backbone(name: str, spec, head: str, tokenizer, trust_remote_code: bool = False):
@@ -113,38 +111,13 @@ def load_task_backbone(name: str, spec, head: str, tokenizer, trust_remote_code:
 def build_model(config: TrainConfig, spec, head: str, tokenizer, calibration=None, device=None):
     """Load the backbone and build the method's model around it on ``device`` (default CPU).
 
-    ``calibration``: batches for Fisher init, already on ``device``.
+    ``calibration``: batches for a Fisher init, already on ``device``.
     """
     device = torch.device(device or "cpu")
-    if config.method == "qlora":  # loaded on the CPU, cast to bf16, then moved and quantized
-        return build_qlora(load_backbone_for(config, spec, head, tokenizer), device)
-    backbone = load_backbone_for(config, spec, head, tokenizer).to(device)
-    if config.method not in LADDER_METHODS:
-        settings = BaselineConfig(
-            freeze_layers=config.freeze_layers,
-            lora_rank=config.lora_rank,
-            adapter_reduction=config.adapter_reduction,
-        )
-        model = prepare_baseline(backbone, config.method, settings)
-        return model.to(device)
-    ladder = LadderConfig(
-        reduction_factor=config.reduction_factor,
-        side_layers=config.side_layers,
-        init=config.init,
-        pruning_chain=config.pruning_chain,
-        fisher_samples=config.fisher_samples,
-        backbone_dropout=config.backbone_dropout,
-        backbone_dtype=config.backbone_dtype,
-        attn_implementation=config.attn,
-        loss_chunk_size=config.loss_chunk_size,
-        final_shortcut=config.final_shortcut,
-        method=config.method,
-        side_checkpointing=config.side_checkpointing,
-        side_attention_dropout=config.side_attention_dropout,
-        side_attention_heads=config.side_attention_heads,
+    backbone = load_backbone_for(config, spec, head, tokenizer)  # float32, on the CPU
+    return get_method(config.method_name).build(
+        backbone, config.method, device=device, calibration=calibration
     )
-    with device:  # the side network's parameters are created where the backbone is
-        return get_ladder_model(backbone, ladder, calibration_data=calibration)
 
 
 def parameter_counts(model) -> dict:

@@ -3,7 +3,8 @@
 A checkpoint folder is written under a temporary name with a ``SHA256SUMS`` list, then swapped in whole;
 ``checkpoint-last`` keeps its predecessor (``checkpoint-last.old``) until the run finishes, and resuming verifies the
 list and falls back to the predecessor when the newest is corrupt. Everything is checked before anything is restored.
-No pickle: tensors go to safetensors, the rest to JSON. LST saves only its side network; a baseline only its
+No pickle: tensors go to safetensors, the rest to JSON. What the weights are is the method's business
+(:meth:`~laddertune.methods.base.TrainingMethod.save_weights`): LST saves only its side network, a baseline only its
 trainable parameters.
 """
 
@@ -19,8 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.config import LADDER_METHODS
-from ..core.side_checkpoint import WEIGHTS_NAME, backbone_mismatch, read_side_config
 from ..errors import CheckpointError
 from ..io import (
     atomic_save_tensors,
@@ -30,63 +29,31 @@ from ..io import (
     verify_checksums,
     write_checksums,
 )
+from ..methods.base import TRAINABLE_WEIGHTS
 
 logger = logging.getLogger(__name__)
 
-BASELINE_WEIGHTS = "trainable.safetensors"
+BASELINE_WEIGHTS = TRAINABLE_WEIGHTS  # what a method without a side network saves
 STATE_TENSORS, STATE_JSON = "trainer_state.safetensors", "trainer_state.json"
 TASK_NAME = "task.json"  # what prediction needs: task spec, data format, max length, backbone, method
 
 
-def trainable_parameters(model) -> dict[str, torch.nn.Parameter]:
-    """Name -> parameter for every parameter that trains, in a fixed order (the optimizer's order)."""
-    return {name: p for name, p in model.named_parameters() if p.requires_grad}
-
-
-def save_weights(model, directory: Path, method: str, task: dict | None = None) -> None:
-    """LST: the side network and ladder_config.json; a baseline: its trainable parameters alone. With ``task``,
-    also ``task.json`` (see :func:`laddertune.training.prediction.task_record`)."""
+def save_weights(model, directory: Path, method, task: dict | None = None) -> None:
+    """What ``method`` (a :class:`~laddertune.methods.base.TrainingMethod`) trains: LST its side network and
+    ladder_config.json, a baseline its trainable parameters. With ``task``, also ``task.json`` (see
+    :func:`laddertune.training.prediction.task_record`)."""
     if task is not None:  # a backbone folder relative to the checkpoint: the pair can be moved together
         task = {**task, "backbone": portable_path(task["backbone"], directory)}
         atomic_write_text(directory / TASK_NAME, json.dumps(task, indent=2) + "\n")
-    if method in LADDER_METHODS:
-        model.save_pretrained(directory)
-    else:
-        atomic_save_tensors(
-            directory / BASELINE_WEIGHTS, trainable_parameters(model), metadata={"format": "pt"}
-        )
+    method.save_weights(model, directory)
 
 
-def load_weights(model, directory: Path, method: str) -> None:
+def load_weights(model, directory: Path, method) -> None:
     """Copy weights written by :func:`save_weights` into an already built ``model`` (names and shapes must match)."""
     verify_checksums(directory)
     with torch.no_grad():
-        for target, tensor in _read_weights(model, directory, method):
+        for target, tensor in method.read_weights(model, directory):
             target.copy_(tensor)
-
-
-def _read_weights(model, directory: Path, method: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(model tensor, saved tensor) pairs, every name and shape checked before anything is copied."""
-    if method in LADDER_METHODS:
-        saved = read_side_config(directory)
-        why = backbone_mismatch(model, saved)
-        if (
-            why
-        ):  # resuming onto another backbone (a moved run's recorded folder cannot tell: the fingerprint does)
-            raise CheckpointError(f"{directory} was trained on another backbone than this one ({why})")
-        state, target = load_tensors(directory / WEIGHTS_NAME), model.side.state_dict()
-    else:
-        state, target = load_tensors(directory / BASELINE_WEIGHTS), trainable_parameters(model)
-    if set(state) != set(target):
-        extra, missing = sorted(set(state) - set(target)), sorted(set(target) - set(state))
-        raise CheckpointError(
-            f"{directory} does not fit this model: unexpected {extra[:3]}, missing {missing[:3]}"
-        )
-    for name, tensor in state.items():
-        if target[name].shape != tensor.shape:
-            shapes = f"{tuple(tensor.shape)}, expected {tuple(target[name].shape)}"
-            raise CheckpointError(f"{directory}: {name} has shape {shapes}")
-    return [(target[name], tensor) for name, tensor in state.items()]
 
 
 def _swap_in(tmp: Path, directory: Path, keep_previous: bool = False) -> None:
@@ -116,13 +83,13 @@ def _write_folder(directory: Path, write: Callable[[Path], None], keep_previous:
     _swap_in(tmp, directory, keep_previous)
 
 
-def save_best(directory: Path, model, method: str, task: dict | None = None) -> None:
+def save_best(directory: Path, model, method, task: dict | None = None) -> None:
     """Write the weights alone (no optimizer) into ``directory``, swapped in as a whole."""
     _write_folder(directory, lambda tmp: save_weights(model, tmp, method, task))
 
 
 def save_checkpoint(
-    directory: Path, model, method: str, optimizer, scheduler, state: dict, task: dict | None = None
+    directory: Path, model, method, optimizer, scheduler, state: dict, task: dict | None = None
 ) -> None:
     """Write a resumable checkpoint into a temporary folder, then swap it in for ``directory`` (keeping the one it
     replaces as ``<name>.old``).
@@ -135,7 +102,7 @@ def save_checkpoint(
     )
 
 
-def _write_state(tmp: Path, model, method: str, optimizer, scheduler, state: dict, task: dict | None) -> None:
+def _write_state(tmp: Path, model, method, optimizer, scheduler, state: dict, task: dict | None) -> None:
     save_weights(model, tmp, method, task)
     opt = optimizer.state_dict()
     tensors, scalars = {"rng.torch": torch.get_rng_state()}, {}
@@ -148,7 +115,7 @@ def _write_state(tmp: Path, model, method: str, optimizer, scheduler, state: dic
     np_state = np.random.get_state()
     full = {
         **state,
-        "param_names": list(trainable_parameters(model)),
+        "param_names": list(method.trainable(model)),
         "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
         "scheduler": scheduler.state_dict(),
         "rng": {"python": random.getstate(), "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]},
@@ -168,7 +135,7 @@ def find_checkpoint(output_dir: Path, name: str = "checkpoint-last") -> Path | N
     return found[0] if found else None
 
 
-def resume_checkpoint(output_dir: Path, model, method: str, optimizer, scheduler) -> tuple[Path, dict] | None:
+def resume_checkpoint(output_dir: Path, model, method, optimizer, scheduler) -> tuple[Path, dict] | None:
     """Restore the newest intact checkpoint of ``output_dir``: ``checkpoint-last``, else the previous one.
 
     When the newest is corrupt and the previous one loads, the corrupt folder is removed and the previous one takes
@@ -198,7 +165,7 @@ def resume_checkpoint(output_dir: Path, model, method: str, optimizer, scheduler
     return None
 
 
-def load_checkpoint(directory: Path, model, method: str, optimizer, scheduler) -> dict:
+def load_checkpoint(directory: Path, model, method, optimizer, scheduler) -> dict:
     """Restore what :func:`save_checkpoint` wrote; returns the JSON state (step, epoch, next batch, best...).
 
     Every file is checked (checksums, names, shapes, structure) before anything is restored, so a corrupt
@@ -209,9 +176,9 @@ def load_checkpoint(directory: Path, model, method: str, optimizer, scheduler) -
         state = json.loads((directory / STATE_JSON).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{directory / STATE_JSON} is unreadable ({type(e).__name__})") from None
-    if not isinstance(state, dict) or state.get("param_names") != list(trainable_parameters(model)):
+    if not isinstance(state, dict) or state.get("param_names") != list(method.trainable(model)):
         raise CheckpointError(f"{directory} was written for other trainable parameters than this model's")
-    weights = _read_weights(model, directory, method)
+    weights = method.read_weights(model, directory)
     tensors = load_tensors(directory / STATE_TENSORS)
     try:
         slots: dict[int, dict] = {}

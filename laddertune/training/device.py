@@ -7,19 +7,10 @@ torch's error at the first ``.to()``, which comes after the data and the model w
 
 from __future__ import annotations
 
-import re
-
 import torch
 
+from ..core.compute import check_device_name
 from ..errors import ConfigError
-
-DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
-
-
-def check_device_name(name) -> None:
-    """Validate the spelling of a device setting (not whether the device exists: see :func:`resolve_device`)."""
-    if not isinstance(name, str) or not DEVICE_PATTERN.fullmatch(name):
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N; got {name!r}")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -143,7 +143,7 @@ class DataParallelHooks:
 
     def resume_on_every_rank(self):
         """``resume_checkpoint`` on rank 0 first (it may repair a corrupt checkpoint-last), then on the others."""
-        args = (self.out, self.model, self.config.method, self.optimizer, self.scheduler)
+        args = (self.out, self.model, self.method, self.optimizer, self.scheduler)
         resumed = resume_checkpoint(*args) if self.is_main else None
         if self.dist is not None:
             self.dist.barrier()

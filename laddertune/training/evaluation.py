@@ -15,9 +15,9 @@ from ..core.backbones import load_tokenizer
 from ..data import compute_metrics, eval_batches, load_splits, make_collator, parse_prediction
 from ..errors import CheckpointError
 from ..io import verify_checksums
-from .build import build_model, choose_format, load_backbone_for, seed_everything
-from .checkpoint import load_weights
-from .config import CONFIG_NAME, LADDER_METHODS, TrainConfig
+from ..methods import get_method
+from .build import choose_format, load_backbone_for, seed_everything
+from .config import CONFIG_NAME, TrainConfig
 from .device import model_device, move_batch, resolve_device
 from .run_paths import require_backbone
 
@@ -183,27 +183,25 @@ def evaluate(
     verify_checksums(path)
     where = resolve_device(device)
     config = TrainConfig.load(path.parent)
-    config.trust_remote_code = trust_remote_code
-    config.backbone = backbone or require_backbone(config.backbone, path.parent)
-    config.data_dir = data_dir or config.data_dir
-    config.max_eval_samples = max_eval_samples if max_eval_samples is not None else config.max_eval_samples
-    splits = load_splits(config.task, **{**config.data_kwargs(), "max_train_samples": None})
-    fmt, head = choose_format(config.backbone, config.format, config.trust_remote_code)
-    tokenizer = load_tokenizer(config.backbone, trust_remote_code=config.trust_remote_code)
-    seed_everything(config.seed)
-    if config.method in LADDER_METHODS:
-        backbone = load_backbone_for(config, splits.spec, head, tokenizer).to(where)
-        with where:
-            model = LadderModel.from_pretrained(backbone, path)
-    else:
-        model = build_model(config, splits.spec, head, tokenizer, device=where)
-        load_weights(model, path, config.method)
+    config.model.trust_remote_code = trust_remote_code
+    config.model.backbone = backbone or require_backbone(config.model.backbone, path.parent)
+    config.data.data_dir = data_dir or config.data.data_dir
+    if max_eval_samples is not None:
+        config.data.max_eval_samples = max_eval_samples
+    splits = load_splits(config.data.task, **{**config.data.load_kwargs(), "max_train_samples": None})
+    fmt, head = choose_format(config.model.backbone, config.data.format, config.model.trust_remote_code)
+    tokenizer = load_tokenizer(config.model.backbone, trust_remote_code=config.model.trust_remote_code)
+    seed_everything(config.optimization.seed)
+    method = get_method(config.method_name)
+    model = method.load_trained(
+        load_backbone_for(config, splits.spec, head, tokenizer), config.method, path, device=where
+    )
     kw = {
         "spec": splits.spec,
         "fmt": fmt,
         "tokenizer": tokenizer,
-        "max_length": config.max_length,
-        "batch_size": batch_size or config.eval_batch_size,
+        "max_length": config.data.max_length,
+        "batch_size": batch_size or config.optimization.eval_batch_size,
         "show_progress": show_progress,
     }
     validation = evaluate_examples(model, splits.validation, desc="validation", **kw)
@@ -211,7 +209,7 @@ def evaluate(
     return {
         "checkpoint": str(path),
         "task": splits.spec.name,
-        "method": config.method,
+        "method": config.method_name,
         "validation": validation,
         "test": test,
     }

@@ -29,7 +29,9 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
@@ -37,6 +39,7 @@ from ..core.backbones import load_tokenizer
 from ..data import load_splits, make_collator
 from ..errors import ConfigError
 from ..memory import PeakMemoryMeter
+from ..methods import get_method
 from .build import (
     build_model,
     choose_format,
@@ -45,14 +48,8 @@ from .build import (
     parameter_counts,
     seed_everything,
 )
-from .checkpoint import (
-    find_checkpoint,
-    load_weights,
-    save_best,
-    save_checkpoint,
-    trainable_parameters,
-)
-from .config import LADDER_METHODS, TrainConfig
+from .checkpoint import find_checkpoint, load_weights, save_best, save_checkpoint
+from .config import TrainConfig
 from .device import move_batch, resolve_device
 from .distributed import DataParallelHooks, Distributed
 from .evaluation import evaluate_examples, format_metrics
@@ -60,10 +57,10 @@ from .optimizer import adamw8bit_class, make_optimizer
 from .placement import PlacementHooks
 from .precision import Precision
 from .prediction import task_record
-from .qlora import require_qlora
 from .results import write_results
 from .run_data import RunData, Schedule
 from .run_dir import MetricsLog, check_output, claim_output, truncate_metrics
+from .run_state import RunState, Timing
 from .step import TrainingDivergedError, train_step
 from .tap_run import use_tap_cache
 
@@ -79,7 +76,7 @@ def train(
     """Train and evaluate one run; returns what it writes to ``results.json``.
 
     Args:
-        config: the run. ``config.output_dir`` is filled in when it is None.
+        config: the run. ``config.run.output_dir`` is filled in when it is None.
         show_progress: draw tqdm progress bars (the CLI turns them on; the library only logs).
         on_record: called with every record appended to ``metrics.jsonl`` (training logs, evaluations).
 
@@ -96,10 +93,10 @@ def train(
     run.open_tap_cache()
 
     run.model.train()
-    train_set, state = run.data.splits.train, run.state
-    for epoch in range(state["epoch"], run.schedule.epochs):
-        batches = epoch_batches(len(train_set), config.batch_size, config.seed, epoch)
-        start = state["next_batch"] if epoch == state["epoch"] else 0
+    train_set, state, optim = run.data.splits.train, run.state, config.optimization
+    for epoch in range(state.epoch, run.schedule.epochs):
+        batches = epoch_batches(len(train_set), optim.batch_size, optim.seed, epoch)
+        start = state.next_batch if epoch == state.epoch else 0
         with run.progress(len(batches), start, epoch) as bar:
             for b in range(start, len(batches)):
                 loss = run.step(run.data.collate([train_set[i] for i in run.shard(batches[b])]), epoch)
@@ -117,45 +114,61 @@ class Run(DataParallelHooks, PlacementHooks):
     """One run's state, built phase by phase; :func:`train` calls the phases and holds the loop."""
 
     def __init__(self, config: TrainConfig, show_progress: bool, on_record: Callable[[dict], None] | None):
+        # what the run is configured with
         self.config, self.show_progress, self.on_record = config, show_progress, on_record
-        self.t_start = time.perf_counter()
-        self.timing = {"process_steps": 0, "timed_steps": 0, "timed_seconds": 0.0}
-        self.losses: list[float] = []  # since the last logged step
-        self.init_meter = self.meter = None
-        self.eval_taps: dict = {}  # split -> batcher wrapper, for a tap-cached classification run
+        self.method = get_method(config.method_name)  # builds, saves and loads what the method trains
         self.dist = Distributed.from_env()  # None in a single process; see laddertune.training.distributed
+        # where it writes (prepare_output, start_or_resume)
+        self.out: Path | None = None
+        self.log: MetricsLog | None = None
+        self.task: dict | None = None  # task.json of every checkpoint (for predict)
+        # what it is made of (prepare_data ... make_optimizer)
+        self.device: torch.device | None = None
+        self.data: RunData | None = None
+        self.eval_kw: dict = {}
+        self.eval_taps: dict = {}  # split -> batcher wrapper, for a tap-cached classification run
+        self.model = None
+        self.counts: dict | None = None
+        self.schedule: Schedule | None = None
+        self.optimizer = self.scheduler = None
+        self.precision: Precision | None = None
+        # what it has done and measured
+        self.state = RunState()
+        self.timing = Timing()
+        self.losses: list[float] = []  # since the last logged step
+        self.init_meter: PeakMemoryMeter | None = None
+        self.meter: PeakMemoryMeter | None = None
 
     def prepare_output(self) -> None:
         """Check ``output_dir`` (filled in when None) without changing it, and seed everything."""
         config = self.config
-        if config.output_dir is None:
-            if config.resume:
+        if config.run.output_dir is None:
+            if config.run.resume:
                 raise ConfigError("resume needs output_dir (--output-dir): the folder of the run to continue")
-            config.output_dir = config.default_output_dir()
+            config.run.output_dir = config.default_output_dir()
         if (
-            self.dist is not None and config.tap_cache
+            self.dist is not None and config.data.tap_cache
         ):  # ranks would build the same entry at once: not yet shared
             raise ConfigError(
                 "--tap-cache is not supported with several processes yet: run it in one process"
             )
         self.out = check_output(config)
-        self.device = resolve_device(config.device)  # a missing GPU fails here, before anything loads
-        if config.method == "qlora":
-            require_qlora(self.device)
+        self.device = resolve_device(config.devices.device)  # a missing GPU fails here, before anything loads
+        self.method.require(self.device)
         if self.dist is not None:  # one device per rank (the local rank's GPU on NCCL)
             self.device = self.dist.device
-        if config.optimizer == "adamw8bit":  # a missing or unusable bitsandbytes fails before anything loads
+        if config.optimization.optimizer == "adamw8bit":  # a missing bitsandbytes fails before anything loads
             adamw8bit_class(self.device)
-        seed_everything(config.seed)
+        seed_everything(config.optimization.seed)
 
     def prepare_data(self) -> None:
         """Load the splits, choose the format and head for the backbone, build the tokenizer and batcher."""
         config = self.config
-        splits = load_splits(config.task, **config.data_kwargs())
-        fmt, head = choose_format(config.backbone, config.format, config.trust_remote_code)
+        splits = load_splits(config.data.task, **config.data.load_kwargs())
+        fmt, head = choose_format(config.model.backbone, config.data.format, config.model.trust_remote_code)
         clamp_max_length(config)
-        tokenizer = load_tokenizer(config.backbone, trust_remote_code=config.trust_remote_code)
-        collate = make_collator(tokenizer, fmt=fmt, spec=splits.spec, max_length=config.max_length)
+        tokenizer = load_tokenizer(config.model.backbone, trust_remote_code=config.model.trust_remote_code)
+        collate = make_collator(tokenizer, fmt=fmt, spec=splits.spec, max_length=config.data.max_length)
         self.data = RunData(splits, fmt, head, tokenizer, collate)
         self.eval_kw = {**self.data.eval_kwargs(config, self.show_progress), "distributed": self.dist}
         self.task = task_record(config, splits.spec, fmt)  # task.json of every checkpoint (for predict)
@@ -168,29 +181,30 @@ class Run(DataParallelHooks, PlacementHooks):
         """
         config, data = self.config, self.data
         calibration = None
-        if (
-            config.method in LADDER_METHODS and config.init == "fisher"
-        ):  # training batches in an order of their own
-            order = epoch_batches(len(data.splits.train), config.batch_size, config.seed, epoch=-1)
+        fisher = self.method.needs_calibration(config.method)
+        if fisher:  # training batches in an order of their own
+            order = epoch_batches(
+                len(data.splits.train), config.optimization.batch_size, config.optimization.seed, -1
+            )
             calibration = (
                 move_batch(data.collate([data.splits.train[i] for i in b]), self.device) for b in order
             )
-        if config.memory_steps and (config.init != "fisher" or self.device.type == "cuda"):
+        if config.run.memory_steps and (not fisher or self.device.type == "cuda"):
             self.init_meter = PeakMemoryMeter(device=self.device)
         with self.init_meter.phase("init") if self.init_meter else nullcontext():
             self.model = build_model(
                 config, data.spec, data.head, data.tokenizer, calibration, device=self.device
             )
-        if config.device_map:
+        if config.devices.device_map:
             self.place_backbone()
         self.counts = parameter_counts(self.model)
-        logger.info("%s: %d of %d parameters train (%.3f%%)", config.method, *self.counts.values())
+        logger.info("%s: %d of %d parameters train (%.3f%%)", self.method.name, *self.counts.values())
 
     def make_optimizer(self) -> None:
         """AdamW (or 8-bit AdamW, --optimizer) over the trainable parameters only, linear warm-up and decay; the meter of the steps."""
         config, data = self.config, self.data
         epochs = config.resolved_epochs(data.spec.epochs)
-        steps_per_epoch = math.ceil(len(data.splits.train) / config.batch_size)
+        steps_per_epoch = math.ceil(len(data.splits.train) / config.optimization.batch_size)
         total = epochs * steps_per_epoch
         self.schedule = Schedule(
             epochs,
@@ -199,21 +213,21 @@ class Run(DataParallelHooks, PlacementHooks):
             config.resolved_warmup(total),
             config.resolved_lr(_model_type(self.model)),
         )
-        params = list(trainable_parameters(self.model).values())
+        params = list(self.method.trainable(self.model).values())
         self.optimizer = make_optimizer(
             params,
-            config.optimizer,
+            config.optimization.optimizer,
             lr=self.schedule.lr,
-            weight_decay=config.weight_decay,
+            weight_decay=config.optimization.weight_decay,
             device=self.device,
         )
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, self.schedule.warmup, total)
         if self.dist is not None:
             self.dist.wrap(self.model)
         # "train" and "eval" count what a GPU would hold: the weights and gradients and the optimizer state.
-        if config.memory_steps:
+        if config.run.memory_steps:
             self.meter = PeakMemoryMeter(self.model, self.optimizer, device=self.device)
-        self.precision = Precision(config.precision, self.device)
+        self.precision = Precision(config.devices.precision, self.device)
 
     def start_or_resume(self) -> None:
         """Claim the output folder and start fresh, or restore ``checkpoint-last``."""
@@ -221,36 +235,29 @@ class Run(DataParallelHooks, PlacementHooks):
         if self.is_main:
             claim_output(config, out)
         self.log = MetricsLog(out / "metrics.jsonl", self.on_record if self.is_main else None, self.is_main)
-        self.state = {
-            "step": 0,
-            "epoch": 0,
-            "next_batch": 0,
-            "best": None,
-            "history": [],
-            "train_seconds": 0.0,
-        }
-        resumed = self.resume_on_every_rank() if config.resume else None
+        resumed = self.resume_on_every_rank() if config.run.resume else None
         if resumed is not None:
-            resume_from, self.state = resumed
-            self.precision.load_state_dict(self.state.get("grad_scaler", {}))
+            resume_from, saved = resumed
+            self.state = RunState.from_dict(saved, str(resume_from))
+            self.precision.load_state_dict(self.state.grad_scaler or {})
             if self.is_main:
-                truncate_metrics(self.log.path, self.state["step"])
-            logger.info("resumed from %s at step %d", resume_from, self.state["step"])
+                truncate_metrics(self.log.path, self.state.step)
+            logger.info("resumed from %s at step %d", resume_from, self.state.step)
         else:
-            if config.resume:
+            if config.run.resume:
                 logger.warning("nothing to resume in %s; starting a new run", out)
             if self.is_main:
                 self.log.path.unlink(missing_ok=True)
         if self.is_main:
             config.save(out)
-        self.timing["resumed"] = resumed is not None
+        self.timing.resumed = resumed is not None
         if resumed is not None:
-            self.log({"type": "resume", "step": self.state["step"], "epoch": self.state["epoch"] + 1})
+            self.log({"type": "resume", "step": self.state.step, "epoch": self.state.epoch + 1})
 
     def open_tap_cache(self) -> None:
         """With ``tap_cache``: find or build the taps of the training examples (and, for classification, of the
         evaluation splits); training and evaluation batches then carry them."""
-        if self.config.tap_cache:
+        if self.config.data.tap_cache:
             self.eval_taps = use_tap_cache(self.config, self.model, self.data, self.log)
 
     def progress(self, total: int, initial: int, epoch: int):
@@ -260,7 +267,7 @@ class Run(DataParallelHooks, PlacementHooks):
     def step(self, batch: dict, epoch: int) -> float:
         """One training step, timed, and measured for the first ``memory_steps`` after this process's first."""
         timing, config = self.timing, self.config
-        measured = self.meter is not None and 1 <= timing["process_steps"] <= config.memory_steps
+        measured = self.meter is not None and 1 <= timing.process_steps <= config.run.memory_steps
         batch = self.to_model_device(batch)
         t0 = time.perf_counter()
         try:
@@ -271,36 +278,36 @@ class Run(DataParallelHooks, PlacementHooks):
                     batch,
                     self.optimizer,
                     self.scheduler,
-                    config.max_grad_norm,
+                    config.optimization.max_grad_norm,
                     self.precision,
                     forward,
                 )
         except TrainingDivergedError as e:
             self._stop_diverged(e, epoch)
         seconds = time.perf_counter() - t0
-        self.state["step"] += 1
-        self.state["train_seconds"] += seconds
-        timing["process_steps"] += 1
-        timing["last_seconds"] = seconds
-        if timing["process_steps"] > 1 and not measured:  # leave out the warm-up and the profiled steps
-            timing["timed_steps"] += 1
-            timing["timed_seconds"] += seconds
+        self.state.step += 1
+        self.state.train_seconds += seconds
+        timing.process_steps += 1
+        timing.last_seconds = seconds
+        if timing.process_steps > 1 and not measured:  # leave out the warm-up and the profiled steps
+            timing.timed_steps += 1
+            timing.timed_seconds += seconds
         self.losses.append(loss)
         return loss
 
     def after_step(self, epoch: int, next_batch: int, epoch_done: bool) -> None:
         """Log the mean loss every ``log_every`` steps and at the epoch's end; checkpoint every ``save_steps``."""
-        config, step = self.config, self.state["step"]
-        if step % config.log_every == 0 or epoch_done:
+        config, step = self.config, self.state.step
+        if step % config.run.log_every == 0 or epoch_done:
             record = {"type": "train", "step": step, "epoch": epoch + 1}
             record["loss"] = sum(self.losses) / len(self.losses)
             record["lr"] = self.scheduler.get_last_lr()[0]
-            record["seconds_per_step"] = self.timing["last_seconds"]
-            record["train_seconds"] = self.state["train_seconds"]  # cumulative, over resumes too
+            record["seconds_per_step"] = self.timing.last_seconds
+            record["train_seconds"] = self.state.train_seconds  # cumulative, over resumes too
             self.log(record)
             self.losses = []
-        if config.save_steps and step % config.save_steps == 0 and not epoch_done:
-            self.state.update(epoch=epoch, next_batch=next_batch)
+        if config.run.save_steps and step % config.run.save_steps == 0 and not epoch_done:
+            self.state.epoch, self.state.next_batch = epoch, next_batch
             self._save_last()
 
     def end_epoch(self, epoch: int) -> None:
@@ -308,7 +315,7 @@ class Run(DataParallelHooks, PlacementHooks):
         config, state = self.config, self.state
         t0 = time.perf_counter()
         memory_kw = (
-            {"meter": self.meter, "memory_batches": config.memory_steps} if not state["history"] else {}
+            {"meter": self.meter, "memory_batches": config.run.memory_steps} if not state.history else {}
         )
         metrics = evaluate_examples(
             self.model,
@@ -318,30 +325,30 @@ class Run(DataParallelHooks, PlacementHooks):
             **memory_kw,
             **self.eval_kw,
         )  # eval_kw carries distributed=: every rank predicts its share, all score the gathered predictions
-        record = {"type": "eval", "split": "validation", "epoch": epoch + 1, "step": state["step"]}
+        record = {"type": "eval", "split": "validation", "epoch": epoch + 1, "step": state.step}
         record.update(metrics=metrics, eval_seconds=time.perf_counter() - t0)
-        state["history"].append(record)
+        state.history.append(record)
         self.log(record)
         logger.info("epoch %d/%d: validation %s", epoch + 1, self.schedule.epochs, format_metrics(metrics))
-        if state["best"] is None or metrics["score"] > state["best"]["score"]:
-            state["best"] = {
+        if state.best is None or metrics["score"] > state.best["score"]:
+            state.best = {
                 "epoch": epoch + 1,
-                "step": state["step"],
+                "step": state.step,
                 "score": metrics["score"],
                 "metrics": metrics,
             }
             if self.is_main:
-                save_best(self.out / "checkpoint-best", self.model, config.method, self.task)
-        state.update(epoch=epoch + 1, next_batch=0)
+                save_best(self.out / "checkpoint-best", self.model, self.method, self.task)
+        state.epoch, state.next_batch = epoch + 1, 0
         self._save_last()
         if self.dist is not None:
             self.dist.barrier()  # checkpoint-best is complete before any rank may read it (finish)
 
     def finish(self) -> dict:
         """The best epoch's weights on the test set (when the protocol has one), then ``results.json``."""
-        test, best = None, self.state["best"]
+        test, best = None, self.state.best
         if self.data.splits.test is not None and best is not None:
-            load_weights(self.model, self.out / "checkpoint-best", self.config.method)
+            load_weights(self.model, self.out / "checkpoint-best", self.method)
             test = evaluate_examples(
                 self.model,
                 self.data.splits.test,
@@ -367,19 +374,19 @@ class Run(DataParallelHooks, PlacementHooks):
         if not self.is_main:
             return
         if self.precision.scaler is not None:  # fp16: the loss scale resumes where it was
-            self.state["grad_scaler"] = self.precision.state_dict()
+            self.state.grad_scaler = self.precision.state_dict()
         save_checkpoint(
             self.out / "checkpoint-last",
             self.model,
-            self.config.method,
+            self.method,
             self.optimizer,
             self.scheduler,
-            self.state,
+            self.state.to_dict(),
             self.task,
         )
 
     def _stop_diverged(self, error: TrainingDivergedError, epoch: int):
-        step = self.state["step"] + 1
+        step = self.state.step + 1
         self.log({"type": "diverged", "step": step, "epoch": epoch + 1, "reason": str(error)})
         last = find_checkpoint(self.out)
         kept = f"kept the last good checkpoint, {last}" if last else "no checkpoint had been written yet"

@@ -24,9 +24,9 @@ import logging
 
 import torch
 
+from ..core.compute import OPTIMIZERS
 from ..errors import ConfigError
 
-OPTIMIZERS = ("adamw", "adamw8bit")
 logger = logging.getLogger(__name__)
 
 

@@ -18,7 +18,7 @@ class PlacementHooks:
             raise ConfigError(
                 "--device-map with torchrun/accelerate is not supported: one of the two per run"
             )
-        place_backbone(self.model, self.config.device_map)
+        place_backbone(self.model, self.config.devices.device_map)
 
     def to_model_device(self, batch: dict) -> dict:
         """The batch on the side network's device (where the loss is computed); unchanged on the CPU."""

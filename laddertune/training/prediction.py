@@ -23,9 +23,10 @@ from ..core.backbones import load_tokenizer
 from ..data import eval_batches, make_collator, parse_prediction, read_rows, spec_from_dict, spec_to_dict
 from ..errors import CheckpointError, ConfigError, DataError
 from ..io import atomic_write_text, load_json, resolve_portable, verify_checksums
-from .build import HEADS, build_model, load_task_backbone
-from .checkpoint import TASK_NAME, load_weights
-from .config import CONFIG_NAME, LADDER_METHODS, TrainConfig
+from ..methods import get_method, method_spec
+from .build import HEADS, load_task_backbone
+from .checkpoint import TASK_NAME
+from .config import CONFIG_NAME, TrainConfig
 from .evaluation import GEN_TOKENS
 from .run_paths import require_backbone
 
@@ -39,9 +40,9 @@ def task_record(config: TrainConfig, spec, fmt: str) -> dict:
         "task": spec.name,
         "spec": spec_to_dict(spec),
         "format": fmt,
-        "max_length": config.max_length,
-        "backbone": config.backbone,
-        "method": config.method,
+        "max_length": config.data.max_length,
+        "backbone": config.model.backbone,
+        "method": config.method_name,
     }
 
 
@@ -205,17 +206,12 @@ def load_predictor(
     name, fmt = backbone or require_backbone(task["backbone"], path), task["format"]
     head = HEADS[fmt]
     tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code)
-    if task.get("method", "lst") in LADDER_METHODS:
-        model = LadderModel.from_pretrained(
-            load_task_backbone(name, spec, head, tokenizer, trust_remote_code), path
-        )
-    else:  # a baseline's method settings (freeze_layers) are in the run's train_config.json
-        if not (path.parent / CONFIG_NAME).is_file():
-            raise CheckpointError(f"a {task.get('method')} checkpoint needs {CONFIG_NAME} in {path.parent}")
-        config = TrainConfig.load(path.parent)
-        config.backbone, config.trust_remote_code = name, trust_remote_code
-        model = build_model(config, spec, head, tokenizer)
-        load_weights(model, path, config.method)
+    method = get_method(task.get("method", "lst"))
+    # a baseline's options (freeze_layers...) are in the run's train_config.json; a side network has its own
+    needs_config = not method.spec.side_network and (path.parent / CONFIG_NAME).is_file()
+    config = TrainConfig.load(path.parent) if needs_config else None
+    backbone_model = load_task_backbone(name, spec, head, tokenizer, trust_remote_code)
+    model = method.load_trained(backbone_model, config and config.method, path, device=torch.device("cpu"))
     model.eval()  # no dropout in the side network (a freshly built LadderModel is in train mode)
     return Predictor(model, tokenizer, spec, fmt, int(task.get("max_length", 128)), path)
 
@@ -246,7 +242,7 @@ def load_multi_predictor(
         name = path.parent.name if (path.parent / CONFIG_NAME).is_file() else path.name
         if name in sides:
             name = f"{name}-{len(sides)}"
-        if task.get("method", "lst") != "lst" or task["format"] != "classification":
+        if not method_spec(task.get("method", "lst")).reads_taps or task["format"] != "classification":
             raise ConfigError(f"{path}: only LST classification checkpoints can share a backbone pass")
         if (
             spec.text_columns != first.spec.text_columns

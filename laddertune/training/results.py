@@ -12,7 +12,6 @@ import peft
 import torch
 import transformers
 
-from ..core.config import LADDER_METHODS
 from ..io import atomic_write_text
 from .optimizer import state_bytes
 
@@ -21,18 +20,18 @@ def write_results(run, test: dict | None, write: bool = True) -> dict:
     """Assemble a finished :class:`~laddertune.training.loop.Run`'s results, write ``results.json`` last, and drop
     the resume fallback (``write=False``: a data-parallel rank other than 0 only assembles). Returns them."""
     config, data, state, timing, schedule = run.config, run.data, run.state, run.timing, run.schedule
-    best, init_meter, meter = state["best"], run.init_meter, run.meter
+    best, init_meter, meter = state.best, run.init_meter, run.meter
     memory = meter.report().to_dict() if meter is not None else None
     if memory is not None and init_meter is not None:  # no init phase when Fisher ran unprofiled (CPU)
         memory["phases"] = {**init_meter.report().to_dict()["phases"], **memory["phases"]}
     train_peak = memory["phases"].get("train", {}).get("peak_bytes") if memory else None
-    run_config = config.to_run_dict(config.output_dir)  # local paths relative to the run folder
+    run_config = config.to_run_dict(config.run.output_dir)  # local paths relative to the run folder
     results = {
         "task": data.spec.name,
-        "method": config.method,
+        "method": config.method_name,
         "backbone": run_config["backbone"],
         "metrics": {
-            "validation": [{k: v for k, v in r.items() if k != "type"} for r in state["history"]],
+            "validation": [{k: v for k, v in r.items() if k != "type"} for r in state.history],
             "best_epoch": best["epoch"] if best else None,
             "best_validation": best["metrics"] if best else None,
             "test": test,
@@ -41,19 +40,17 @@ def write_results(run, test: dict | None, write: bool = True) -> dict:
         "memory": {
             "peak_train_bytes": train_peak,
             "peak_train_gib": None if train_peak is None else round(train_peak / 1024**3, 4),
-            "measured_steps": config.memory_steps,
+            "measured_steps": config.run.memory_steps,
             "measurement": measurement(memory, timing),
             "phases": memory,
         },
         "timing": {
-            "wall_seconds": time.perf_counter() - run.t_start,
-            "train_seconds": state["train_seconds"],
-            "steps": state["step"],
-            "seconds_per_step": timing["timed_seconds"] / timing["timed_steps"]
-            if timing["timed_steps"]
-            else None,
-            "timed_steps": timing["timed_steps"],
-            "resumed": timing["resumed"],
+            "wall_seconds": time.perf_counter() - timing.started,
+            "train_seconds": state.train_seconds,
+            "steps": state.step,
+            "seconds_per_step": timing.seconds_per_step,
+            "timed_steps": timing.timed_steps,
+            "resumed": timing.resumed,
         },
         "effective": {
             "epochs": schedule.epochs,
@@ -68,19 +65,11 @@ def write_results(run, test: dict | None, write: bool = True) -> dict:
             "device": str(run.device),
             "gpu": torch.cuda.get_device_name(run.device) if run.device.type == "cuda" else None,
             **run.precision.describe(),
-            "backbone_dtype": (
-                config.backbone_dtype
-                if config.method in LADDER_METHODS
-                else "nf4"
-                if config.method == "qlora"
-                else "float32"
-            ),
-            "attn": config.attn if config.method in LADDER_METHODS else None,
-            "side_checkpointing": config.side_checkpointing,
-            "optimizer": config.optimizer,
+            **run.method.compute_settings(config.method),
+            "optimizer": config.optimization.optimizer,
             "optimizer_state_bytes": state_bytes(run.optimizer),
         },
-        "data": data.splits.summary(relative_to=config.output_dir),
+        "data": data.splits.summary(relative_to=config.run.output_dir),
         "distributed": {
             "world_size": run.dist.world_size if run.dist else 1,
             "backend": run.dist.backend if run.dist else None,
@@ -90,7 +79,7 @@ def write_results(run, test: dict | None, write: bool = True) -> dict:
     }
     if not write:
         return results
-    out = Path(config.output_dir)
+    out = Path(config.run.output_dir)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     shutil.rmtree(out / "checkpoint-last.old", ignore_errors=True)  # a finished run resumes from nothing
     return results
@@ -110,14 +99,14 @@ def versions() -> dict:
     }
 
 
-def measurement(memory: dict | None, timing: dict) -> dict | None:
+def measurement(memory: dict | None, timing) -> dict | None:
     """How the peak was measured and what it cost: the meter's method, and the mean seconds of a measured
     training step next to an unmeasured one (on CPU the profiler records every op of a measured step)."""
     if memory is None:
         return None
     train = memory["phases"].get("train")
     measured = train["seconds"] / train["entries"] if train and train["entries"] else None
-    plain = timing["timed_seconds"] / timing["timed_steps"] if timing["timed_steps"] else None
+    plain = timing.seconds_per_step
     return {
         "method": memory["method"],
         "device": memory["device"],

@@ -27,8 +27,8 @@ class RunData:
             "spec": self.spec,
             "fmt": self.fmt,
             "tokenizer": self.tokenizer,
-            "batch_size": config.eval_batch_size,
-            "max_length": config.max_length,
+            "batch_size": config.optimization.eval_batch_size,
+            "max_length": config.data.max_length,
             "show_progress": show_progress,
         }
 

@@ -38,16 +38,16 @@ class MetricsLog:
 def check_output(config: TrainConfig) -> Path:
     """Check ``output_dir`` without changing it: a finished or unfinished run is replaced only with ``overwrite``
     (or resumed), and resumed only with the same settings."""
-    out = Path(config.output_dir)
+    out = Path(config.run.output_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output_dir {out} is a file, not a folder")
     finished, started = (out / "results.json").exists(), find_checkpoint(out) is not None
-    if finished and not config.overwrite:
-        hint = "nothing to resume" if config.resume else "pass --overwrite to replace it"
+    if finished and not config.run.overwrite:
+        hint = "nothing to resume" if config.run.resume else "pass --overwrite to replace it"
         raise ConfigError(f"{out} already holds a finished run (results.json); {hint}")
-    if started and not (config.overwrite or config.resume):
+    if started and not (config.run.overwrite or config.run.resume):
         raise ConfigError(f"{out} holds an unfinished run: --resume continues it, --overwrite starts over")
-    if config.resume and (out / CONFIG_NAME).is_file():
+    if config.run.resume and (out / CONFIG_NAME).is_file():
         diff = config.differences(TrainConfig.load(out))
         if diff:
             raise ConfigError(f"cannot resume {out} with other settings: {', '.join(diff)} differ")
@@ -56,7 +56,7 @@ def check_output(config: TrainConfig) -> Path:
 
 def claim_output(config: TrainConfig, out: Path) -> None:
     """Create ``out``; with ``overwrite``, first remove the previous run's files (only those)."""
-    if config.overwrite:  # remove the run's own files only, never anything else in the folder
+    if config.run.overwrite:  # remove the run's own files only, never anything else in the folder
         for name in RUN_FILES + tuple(
             f"checkpoint-{k}.{s}" for k in ("last", "best") for s in ("old", "tmp")
         ):

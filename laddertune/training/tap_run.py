@@ -13,7 +13,7 @@ CACHED_EVAL_FORMATS = ("classification",)
 
 
 def use_tap_cache(config: TrainConfig, model, data, log: Callable[[dict], None]) -> dict[str, Callable]:
-    """Open the cache entries of ``config.tap_cache`` and wrap the batchers so that batches carry their taps.
+    """Open the cache entries of ``config.data.tap_cache`` and wrap the batchers so that batches carry their taps.
 
     The training split's entry always; for classification runs also one entry per evaluation split (validation,
     test), so that a cached run's evaluation never runs the backbone either. Each split is its own entry (its
@@ -40,15 +40,15 @@ def _open(config: TrainConfig, model, data, split: str, examples: list[dict], lo
         log({"type": "tap_cache", "split": split, "message": message})
 
     cache = open_tap_cache(
-        config.tap_cache,
+        config.data.tap_cache,
         model,
         data.tokenizer,
         examples,
         data.collate,
-        max_length=config.max_length,
+        max_length=config.data.max_length,
         fmt=data.fmt,
-        dtype=config.tap_dtype,
-        batch_size=config.eval_batch_size,
+        dtype=config.data.tap_dtype,
+        batch_size=config.optimization.eval_batch_size,
         notify=notify,
     )
     log(

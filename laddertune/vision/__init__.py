@@ -7,7 +7,16 @@ ids alone) with trainable visual embeddings (:mod:`.visual_embedding`) concatena
 metrics. It sits above core and data, below memory and training.
 """
 
-from .model import PAPER_LADDER, VisionLadderModel
-from .visual_embedding import VisualConfig, VisualEmbedding, grid_boxes
+from __future__ import annotations
 
-__all__ = ["PAPER_LADDER", "VisionLadderModel", "VisualConfig", "VisualEmbedding", "grid_boxes"]
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    "PAPER_LADDER": ".model",
+    "VisionLadderModel": ".model",
+    "VisualConfig": ".visual_embedding",
+    "VisualEmbedding": ".visual_embedding",
+    "grid_boxes": ".visual_embedding",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

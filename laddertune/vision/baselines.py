@@ -12,7 +12,7 @@ import torch
 from peft import PeftModel
 from torch import nn
 
-from ..baselines import BaselineConfig, prepare_baseline
+from ..baselines import prepare_baseline
 from ..errors import ConfigError
 from .visual_embedding import VisualConfig, VisualEmbedding
 
@@ -24,19 +24,17 @@ class VisualBackboneModel(nn.Module):
         backbone: a ``T5ForConditionalGeneration`` (modified in place by the method).
         visual: shape of the image features.
         method: ``full``, ``lora``, ``adapter``, ``bitfit`` or ``prompt``.
-        config: the baseline settings (defaults: the authors').
+        options: the method's options (:mod:`laddertune.baselines.options`; default: the authors').
     """
 
-    def __init__(
-        self, backbone: nn.Module, visual: VisualConfig, method: str, config: BaselineConfig | None = None
-    ) -> None:
+    def __init__(self, backbone: nn.Module, visual: VisualConfig, method: str, options=None) -> None:
         super().__init__()
         if not getattr(backbone.config, "is_encoder_decoder", False):
             raise ConfigError(
                 "CLIP-T5 baselines need an encoder-decoder backbone (T5ForConditionalGeneration)"
             )
         self.embed_tokens = backbone.get_input_embeddings()  # read before a PEFT wrapper hides it
-        self.model = prepare_baseline(backbone, method, config)
+        self.model = prepare_baseline(backbone, method, options)
         self.visual = VisualEmbedding(visual, backbone.config.d_model)  # trainable under every method
         self.method, self.visual_config = method, visual
 
@@ -70,7 +68,10 @@ class VisualBackboneModel(nn.Module):
         """
         inputs = self._inputs(input_ids, attention_mask, vis_feats, vis_boxes, vis_mask)
         model = self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
-        if self.method == "prompt":
+        if (
+            isinstance(self.model, PeftModel)
+            and self.model.peft_config[self.model.active_adapter].is_prompt_learning
+        ):
             prompts = self.model.get_prompt(batch_size=input_ids.shape[0]).to(inputs["inputs_embeds"].dtype)
             inputs["inputs_embeds"] = torch.cat([prompts, inputs["inputs_embeds"]], dim=1)
             ones = inputs["attention_mask"].new_ones(prompts.shape[:2])
