@@ -110,7 +110,9 @@ def build(config, setting: dict, device: torch.device):
     """A random-weight backbone of ``config`` on ``device`` (in the backbone dtype when it is a float one, so a 7B
     model never exists in float32), and the method around it: LST, a baseline, or QLoRA (bitsandbytes, CUDA)."""
     if setting["method"] == "qlora":
-        get_method("qlora").require(device)  # one line on a CPU or without bitsandbytes, before anything is built
+        get_method("qlora").require(
+            device
+        )  # one line on a CPU or without bitsandbytes, before anything is built
     cls = T.T5ForConditionalGeneration if setting["head"] == "seq2seq_lm" else T.LlamaForCausalLM
     float_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     init_dtype = float_dtype.get(setting["backbone_dtype"], torch.bfloat16)
