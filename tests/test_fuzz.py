@@ -154,6 +154,7 @@ VALID_TRAIN = {
     "fisher_samples": st.integers(1, 2048),
     "lr": st.one_of(st.none(), st.floats(1e-5, 1.0)),
     "warmup_steps": st.one_of(st.none(), st.integers(0, 9)),
+    "warmup_ratio": st.none(),  # with warmup_steps it is refused; "anything" replacements reach both
     "max_grad_norm": st.floats(0, 5),
     "weight_decay": st.floats(0, 1),
     "seed": st.integers(0, 9),

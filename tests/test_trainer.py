@@ -218,6 +218,7 @@ def test_config_defaults_and_resolution():
     )
     assert c.resolved_warmup(234) == 23 and c.resolved_warmup(100_000) == 500
     assert TrainConfig.from_flat(task="rte", warmup_steps=0).resolved_warmup(1000) == 0
+    assert TrainConfig.from_flat(task="rte", warmup_ratio=0.05).resolved_warmup(1001) == 51  # rounded up
     assert TrainConfig.from_flat(task="rte", side_layers="3,1").method.side_layers == [1, 3]
 
 
@@ -237,6 +238,8 @@ def test_config_defaults_and_resolution():
         {"side_layers": [-1]},
         {"side_layers": "1,x"},
         {"overwrite": True, "resume": True},
+        {"warmup_ratio": 1.5},
+        {"warmup_ratio": 0.1, "warmup_steps": 10},
         {"method": "lst", "freeze_layers": 2},
         {"method": "full", "side_layers": [1]},
         {"method": "prompt", "freeze_layers": 1},

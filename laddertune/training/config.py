@@ -153,7 +153,11 @@ class OptimizationConfig:
     lr: float | None = opt(None, positive=True)
     """The peak learning rate; None: the paper's for the method (3e-3 LST, 0.3 prompt tuning, 3e-4 others)."""
     warmup_steps: int | None = opt(None, minimum=0, metavar="N")
-    """Linear warm-up steps; None: min(500, 10% of all steps) (the paper's 500 would swallow a short run)."""
+    """Linear warm-up steps; None: warmup_ratio's, else min(500, 10% of all steps) (the paper's 500 would swallow
+    a short run)."""
+    warmup_ratio: float | None = opt(None, fraction=True, metavar="F")
+    """Linear warm-up over this fraction of all steps, rounded up (transformers' warmup_ratio); not with
+    warmup_steps."""
     max_grad_norm: float = opt(1.0, minimum=0)
     """Clip the gradient norm to this (0 disables clipping)."""
     weight_decay: float = opt(0.0, minimum=0)
@@ -166,6 +170,8 @@ class OptimizationConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.warmup_steps is not None and self.warmup_ratio is not None:
+            raise ConfigError("warmup_steps and warmup_ratio exclude each other: give one")
 
 
 @dataclass
@@ -290,9 +296,13 @@ class TrainConfig:
         return epochs if epochs is not None else task_epochs
 
     def resolved_warmup(self, total_steps: int) -> int:
-        """Warm-up steps: the given number, else min(500, 10% of ``total_steps``)."""
-        if self.optimization.warmup_steps is not None:
-            return self.optimization.warmup_steps
+        """Warm-up steps: the given number, else the given ratio of ``total_steps`` (rounded up), else min(500,
+        10% of ``total_steps``)."""
+        optim = self.optimization
+        if optim.warmup_steps is not None:
+            return optim.warmup_steps
+        if optim.warmup_ratio is not None:
+            return math.ceil(optim.warmup_ratio * total_steps)
         return min(PAPER_WARMUP, math.floor(0.1 * total_steps))
 
     def default_output_dir(self) -> str:
