@@ -225,22 +225,7 @@ def predict_memory(
         method_options.setdefault("backbone_dtype", None if storage == "float32" else storage)
     base = PAPER_VL_OPTIONS.get(method) if visual is not None else None
     options = resolve_options(method, attn=attn, options=options, base=base, **method_options)
-    if "backbone_dtype" in names:  # a frozen backbone: stored as its options say, the rest float32
-        storage, dtype = options.backbone_dtype or "float32", torch.float32
-    elif spec.backbone_storage is not None:  # the method fixes its backbone's storage (QLoRA: nf4)
-        if backbone_dtype not in (None, spec.backbone_storage):
-            raise ConfigError(
-                f"{method} trains on an {spec.backbone_storage} backbone; backbone_dtype {backbone_dtype!r} does not apply"
-            )
-        storage = spec.backbone_storage
-        dtype = torch.float16 if precision == "fp16" else torch.bfloat16  # loaded in 16 bits, then quantized
-    elif storage not in FLOAT_STORAGE:
-        raise ConfigError(
-            f"backbone_dtype {storage} applies to a frozen backbone (LST, qlora); method {method!r} trains its "
-            f"backbone"
-        )
-    else:  # a baseline trains its backbone in this float dtype
-        dtype = FLOAT_STORAGE[storage]
+    storage, dtype = _backbone_storage(spec, options, backbone_dtype, storage, precision)
     if visual is not None:
         check_vl_options(options, head)
     t0 = time.perf_counter()
@@ -275,6 +260,29 @@ def predict_memory(
         "predicted %s %s: peak %.3f GiB", prediction.backbone, method, prediction.peak_bytes / 1024**3
     )
     return prediction
+
+
+def _backbone_storage(
+    spec, options, asked: str | None, storage: str, precision: str
+) -> tuple[str, torch.dtype]:
+    """(the backbone's storage as reported, the dtype it is built in) for the method of ``options``."""
+    if "backbone_dtype" in spec.option_names():  # a frozen backbone: stored as its options say, built float32
+        return options.backbone_dtype or "float32", torch.float32
+    if spec.backbone_storage is not None:  # the method fixes its backbone's storage (QLoRA: nf4)
+        if asked not in (None, spec.backbone_storage):
+            raise ConfigError(
+                f"{spec.name} trains on an {spec.backbone_storage} backbone; backbone_dtype {asked!r} does not apply"
+            )
+        return (
+            spec.backbone_storage,
+            torch.float16 if precision == "fp16" else torch.bfloat16,
+        )  # then quantized
+    if storage not in FLOAT_STORAGE:
+        raise ConfigError(
+            f"backbone_dtype {storage} applies to a frozen backbone (LST, qlora); method {spec.name!r} trains its "
+            f"backbone"
+        )
+    return storage, FLOAT_STORAGE[storage]  # a baseline trains its backbone in this float dtype
 
 
 _CPU = torch.device("cpu")  # fake tensors live on "cpu"; CUDA is emulated (see the module docstring)
