@@ -264,3 +264,24 @@ def test_missing_answer_is_empty_for_prediction():
     ]
     user_only = [("f:3", {"messages": CHAT[:1]})]
     assert normalize_rows(user_only, require_answer=False)[1][0]["messages"] == CHAT[:1]
+
+
+def test_instruction_sample_is_the_scripts_output():
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(
+        "make_instruction_data", root / "benchmarks/make_instruction_data.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    train, validation = script.split(0)
+    folder = root / "laddertune/data/sample/instructions"
+    for name, rows in (("train", train), ("validation", validation)):
+        shipped = read_rows(folder / f"{name}.jsonl")
+        assert [r for _, r in shipped] == rows
+        layout, examples = normalize_rows(shipped)
+        assert layout == "prompt_completion" and all(1 <= len(e["completion"].split()) <= 3 for e in examples)
+    assert (len(train), len(validation)) == (398, 99)
+    assert not {r["prompt"] for r in train} & {r["prompt"] for r in validation}
