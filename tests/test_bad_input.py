@@ -57,6 +57,7 @@ def bad(assets) -> dict:
         "extra.csv": "text,label\na cat,pos\nb dog,neg\nc red,pos,oops\n",
         "quote.csv": 'text,label\na cat,pos\n"b dog,neg\n',
         "unseen.csv": "text,label\na cat,pos\nb dog,maybe\n",
+        "data.xlsx": "PK",
         "data.parquet": "PAR1",
     }
     for name, text in files.items():
@@ -98,7 +99,8 @@ TRAIN_CASES = [
     ),
     ("empty dataset", lambda b: ["--data-dir", b["empty"]], "train.jsonl: no examples in the file"),
     ("non-UTF-8 text", lambda b: _custom(b, "latin1.csv"), "latin1.csv:3: not valid UTF-8"),
-    ("unknown file type", lambda b: _custom(b, "data.parquet"), "unknown file type '.parquet'"),
+    ("unknown file type", lambda b: _custom(b, "data.xlsx"), "unknown file type '.xlsx'"),
+    ("corrupt Parquet file", lambda b: _custom(b, "data.parquet"), "data.parquet: not a valid Parquet file"),
     ("unknown task", lambda b: ["--task", "qnlii"], "unknown task 'qnlii'; choose one of cola"),
     (
         "unknown backbone",

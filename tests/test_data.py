@@ -335,7 +335,9 @@ def test_missing_and_unreadable_files(tmp_path, monkeypatch):
         load_splits("rte", data_dir=tmp_path)
     with pytest.raises(DataError, match=r"nope.csv: no such file"):
         load_splits("custom", train_file=tmp_path / "nope.csv", text_column="t")
-    with pytest.raises(DataError, match=r"data.parquet: unknown file type '.parquet'"):
+    with pytest.raises(DataError, match=r"data.xlsx: unknown file type '.xlsx'"):
+        load_splits("custom", train_file=tmp_path / "data.xlsx", text_column="t")
+    with pytest.raises(DataError, match=r"data.parquet: no such file"):
         load_splits("custom", train_file=tmp_path / "data.parquet", text_column="t")
     f = tmp_path / "locked.jsonl"
     f.write_text('{"t": "a", "label": 0}\n')
