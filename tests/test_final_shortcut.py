@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from conftest import tiny_backbone, tiny_batch
+from test_families import CASES, LM, S2S, batch, tiny
 
 from laddertune import ConfigError, LadderConfig, LadderModel, get_ladder_model
 from laddertune.core.taps import collect_taps
@@ -80,11 +81,11 @@ def test_default_and_refusals():
     )
     assert bert.ladder_config.final_shortcut is True  # the default for classification heads
     t5 = get_ladder_model(tiny_backbone("t5", "seq2seq_lm"), LadderConfig(reduction_factor=4))
-    assert t5.ladder_config.final_shortcut is False  # LM heads keep the authors' head
-    with pytest.raises(ConfigError, match="classification heads only"):
-        get_ladder_model(
-            tiny_backbone("t5", "seq2seq_lm"), LadderConfig(reduction_factor=4, final_shortcut=True)
-        )
+    assert t5.ladder_config.final_shortcut is True  # and for LM heads: the model starts as the pretrained LM
+    authors = get_ladder_model(
+        tiny_backbone("t5", "seq2seq_lm"), LadderConfig(reduction_factor=4, final_shortcut=False)
+    )
+    assert authors.ladder_config.final_shortcut is False and authors.side.up.weight.any()
     with pytest.raises(ConfigError, match="final_shortcut"):
         LadderConfig(final_shortcut="yes")
 
@@ -105,3 +106,69 @@ def test_checkpoints_round_trip_and_old_ones_load_without_the_shortcut(tmp_path)
     del saved["final_shortcut"]
     (tmp_path / "new" / "ladder_config.json").write_text(json.dumps(saved))
     assert LadderModel.from_pretrained(backbone, tmp_path / "new").ladder_config.final_shortcut is False
+
+
+# -- LM heads: the LadderModel starts as the pretrained LM ------------------------------------------------------------
+LM_CASES = [c for c in CASES if c.values[1] in (LM, S2S)]
+
+
+@pytest.mark.parametrize(("name", "head"), LM_CASES)
+def test_lm_step0_logits_equal_the_backbones_bit_for_bit(name, head):
+    """With the final shortcut (the LM default) the up-projection starts at zero, so the side network adds nothing
+    and the logits are the backbone's own (its final logits bias, soft cap or scale applied as its forward does)."""
+    backbone = tiny(name, head)
+    data = batch(head)
+    with torch.no_grad():
+        expected = backbone(**data)
+    model = get_ladder_model(backbone, LadderConfig(reduction_factor=4)).eval()
+    assert model.ladder_config.final_shortcut is True
+    with torch.no_grad():
+        out = model(**data)
+    torch.testing.assert_close(out.logits, expected.logits.float(), rtol=0, atol=0)
+    torch.testing.assert_close(out.loss, expected.loss.float(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("family", "head"), [("llama", "causal_lm"), ("t5", "seq2seq_lm")])
+def test_lm_shortcut_on_taps_chunked_and_in_generation(family, head):
+    """The same model on a tap cache's taps and with the chunked loss gives the same loss and gradients; at step 0
+    greedy generation is the backbone's own."""
+    backbone = tiny_backbone(family, head).eval()
+    data = tiny_batch(family, head)
+    model = get_ladder_model(backbone, LadderConfig(reduction_factor=4)).eval()
+    with torch.no_grad():
+        model.side.up.weight.normal_(std=0.05)  # a trained up-projection: the side's output counts too
+    plain = model(**data)
+    plain.loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.side.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    taps = model.backbone_taps(**data)
+    on_taps = model.side_forward(**data, taps=taps)
+    torch.testing.assert_close(on_taps.loss, plain.loss)
+    model.ladder_config.loss_chunk_size = 2
+    chunked = model(**data)
+    chunked.loss.backward()
+    torch.testing.assert_close(chunked.loss, plain.loss)
+    for n, p in model.side.named_parameters():
+        if n in grads:
+            torch.testing.assert_close(p.grad, grads[n], rtol=1e-5, atol=1e-6, msg=n)
+    fresh = get_ladder_model(backbone, LadderConfig(reduction_factor=4)).eval()
+    full = (
+        data["attention_mask"].bool().all(1)
+    )  # unpadded prompts: transformers' generate does not move padding
+    prompt = {k: v[full] for k, v in data.items() if k in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        ours = fresh.generate(**prompt, max_new_tokens=5, do_sample=False)
+        theirs = backbone.generate(**prompt, max_new_tokens=5, do_sample=False)
+    n = theirs.shape[1] if head == "seq2seq_lm" else prompt["input_ids"].shape[1] + 5
+    assert torch.equal(ours[:, :n], theirs[:, :n])
+
+
+def test_the_authors_lm_head_starts_from_nothing():
+    """--no-final-shortcut: the authors' LM head reads the side output alone (a near-uniform start)."""
+    backbone = tiny_backbone("llama", "causal_lm").eval()
+    model = get_ladder_model(backbone, LadderConfig(reduction_factor=4, final_shortcut=False)).eval()
+    data = tiny_batch("llama", "causal_lm")
+    with torch.no_grad():
+        loss = model(**data).loss
+    vocab = backbone.config.vocab_size
+    assert abs(float(loss) - torch.log(torch.tensor(float(vocab)))) < 0.05  # ln V: the side output is ~0

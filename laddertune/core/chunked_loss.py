@@ -27,18 +27,22 @@ IGNORE = -100
 def chunked_lm_loss(
     hidden: torch.Tensor,
     labels: torch.Tensor,
-    project: Callable[[torch.Tensor], torch.Tensor],
+    project: Callable[..., torch.Tensor],
     chunk: int,
     shift: bool,
+    final: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of ``project(hidden)`` against ``labels``, computed ``chunk`` positions at a time.
 
     Args:
         hidden: (B, T, d) the side network's last hidden states.
         labels: (B, T) target ids, -100 ignored.
-        project: hidden (B, t, d) -> float logits (B, t, V); its inputs are recomputed, not stored.
+        project: hidden (B, t, d) [, final (B, t, D)] -> float logits (B, t, V); its inputs are recomputed, not
+            stored.
         chunk: positions per chunk.
         shift: causal LM (position t predicts label t+1, as ``ForCausalLMLoss``); False for seq2seq (T5).
+        final: (B, T, D) the backbone's final hidden states (the LM head's final shortcut), chunked with
+            ``hidden`` and passed to ``project``; no gradient flows into them.
     """
     if shift:  # (B, T): the label of position t is the token at t+1; the last position predicts nothing
         labels = F.pad(labels, (0, 1), value=IGNORE)[:, 1:]
@@ -49,12 +53,13 @@ def chunked_lm_loss(
         part = labels[:, start : start + chunk]
         if not is_fake(part) and (part == IGNORE).all():  # a trace without data runs every chunk
             continue
+        extra = () if final is None else (final[:, start : start + chunk],)
         total = total + checkpoint(
-            _chunk_loss, hidden[:, start : start + chunk], part, project, use_reentrant=False
+            _chunk_loss, hidden[:, start : start + chunk], part, project, *extra, use_reentrant=False
         )
     return total / count  # NaN when nothing is labelled, as the plain mean is
 
 
-def _chunk_loss(hidden: torch.Tensor, labels: torch.Tensor, project) -> torch.Tensor:
-    logits = project(hidden).float()  # (B, chunk, V)
+def _chunk_loss(hidden: torch.Tensor, labels: torch.Tensor, project, *final: torch.Tensor) -> torch.Tensor:
+    logits = project(hidden, *final).float()  # (B, chunk, V)
     return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum")

@@ -17,7 +17,7 @@ CHAINS = ("residual", "authors")
 BACKBONE_DTYPES = ("float32", "bfloat16", "float16", "int8", "nf4")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 # What final_shortcut=None means per task head (see docs/first_steps.md for the evidence).
-FINAL_SHORTCUT_DEFAULT = {"sequence_classification": True, "seq2seq_lm": False, "causal_lm": False}
+FINAL_SHORTCUT_DEFAULT = {"sequence_classification": True, "seq2seq_lm": True, "causal_lm": True}
 HEADS = ("seq2seq_lm", "causal_lm", "sequence_classification")
 
 
@@ -91,11 +91,11 @@ class LadderConfig:
     full float32 logits and their gradient never exist at once (the output then has ``logits=None``); only while
     gradients are on: evaluation and generation always get logits. None: the plain loss."""
     final_shortcut: bool | None = None
-    """Classification heads: the head reads the backbone's own final hidden state plus the up-projected side
-    output (the up-projection starts at zero, so step 0 is the backbone's own head; docs/first_steps.md);
-    off: the side output alone, the authors' head. None resolves to the head's default when the model is built
-    (:data:`FINAL_SHORTCUT_DEFAULT`) and is saved resolved; checkpoints written before the field existed load as
-    off, the setting they trained with."""
+    """The head reads the backbone's own final hidden state plus the up-projected side output (the up-projection
+    starts at zero, so step 0 is the backbone's own head: a classifier's linear probe, an LM's pretrained
+    predictions; docs/first_steps.md); off: the side output alone, the authors' head. None resolves to the head's
+    default when the model is built (:data:`FINAL_SHORTCUT_DEFAULT`: on for every head) and is saved resolved;
+    checkpoints written before the field existed load as off, the setting they trained with."""
     method: str = opt("lst", choices=tuple(VARIANTS), kind=RECORD)
     """``lst`` (ladders from every kept layer); ``side-tuning`` (Zhang et al. 2020, the paper's Figure 8
     ablation: no ladders, the side network reads only the down-projected embedding output, and the final shortcut
@@ -187,8 +187,6 @@ class LadderConfig:
             raise ConfigError(
                 f"method {self.method!r} supports {', '.join(self.variant.heads)} heads only, not {head}"
             )
-        if self.final_shortcut and head != "sequence_classification":
-            raise ConfigError("final_shortcut applies to classification heads only")
 
     @property
     def variant(self) -> Variant:

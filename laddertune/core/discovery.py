@@ -24,6 +24,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import replace
 
+import torch
 from torch import nn
 
 from ..errors import ConfigError
@@ -216,3 +217,20 @@ def task_head(backbone: nn.Module) -> str:
         f"{name} has no supported task head: pass a *ForConditionalGeneration (T5), *ForCausalLM or "
         f"*ForSequenceClassification model"
     )
+
+
+def apply_lm_head_extras(backbone: nn.Module, logits):
+    """What a backbone's LM forward does to its head's output, found on the model itself: a ``final_logits_bias``
+    buffer (BART, mBART, Pegasus, Marian), a ``logit_scale`` (Cohere) or a ``final_logit_softcapping`` (Gemma 2
+    and 3) in its config. LST's LM logits then equal the backbone's for the same final hidden state."""
+    bias = getattr(backbone, "final_logits_bias", None)
+    if isinstance(bias, torch.Tensor):
+        logits = logits + bias.to(logits)
+    config = backbone.config
+    scale = getattr(config, "logit_scale", None)
+    if isinstance(scale, int | float) and not isinstance(scale, bool):
+        logits = logits * scale
+    cap = getattr(config, "final_logit_softcapping", None)
+    if isinstance(cap, int | float) and not isinstance(cap, bool) and cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits

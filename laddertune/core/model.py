@@ -25,7 +25,7 @@ from .cache import LadderCache
 from .chunked_loss import chunked_lm_loss
 from .config import LadderConfig
 from .config_view import BackboneConfigView
-from .discovery import discover_family, task_head
+from .discovery import apply_lm_head_extras, discover_family, task_head
 from .generation import generate
 from .pooling import backbone_final, pool
 from .quantization import convert_backbone
@@ -209,10 +209,18 @@ class LadderModel(ActivationCheckpointing, nn.Module):
         or a tap cache); the backbone does not run. Takes :meth:`forward`'s other arguments."""
         return self(input_ids, attention_mask, labels, taps=taps, **kwargs)
 
-    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """LM heads: vocabulary logits (float32, on the side's device) of side hidden states ``hidden`` (B, T, d/r):
-        the up-projection, T5 v1.0's rescale where the backbone has it, then the backbone's frozen LM head."""
+    def lm_logits(self, hidden: torch.Tensor, final: torch.Tensor | None = None) -> torch.Tensor:
+        """LM heads: vocabulary logits (float32, on the side's device) of side hidden states ``hidden`` (B, T, d/r).
+
+        The up-projection, plus the backbone's own final hidden states ``final`` (B, T, d) with the final shortcut
+        (the up-projection starts at zero, so at step 0 these are the backbone's logits exactly), then the
+        backbone's frozen LM head as its model applies it: T5 v1.0's rescale before it, and after it what
+        :func:`~laddertune.core.discovery.apply_lm_head_extras` finds (BART's ``final_logits_bias``, Gemma's soft
+        cap, Cohere's logit scale).
+        """
         hidden = self.side.up(hidden)  # (B, T, d)
+        if final is not None:
+            hidden = hidden + final.to(hidden)
         if getattr(self.backbone.config, "scale_decoder_outputs", False):  # T5 v1.0's tied-embedding rescale
             hidden = hidden * getattr(self.backbone.config, self.family.width) ** -0.5
         lm_head = self.backbone.get_output_embeddings()
@@ -222,7 +230,13 @@ class LadderModel(ActivationCheckpointing, nn.Module):
             if weight.device.type == "meta"
             else hidden.to(weight.device, weight.dtype)
         )
-        return lm_head(hidden).float().to(self.device)
+        return apply_lm_head_extras(self.backbone, lm_head(hidden)).float().to(self.device)
+
+    def _final(self, stack: str, backbone_out, taps) -> torch.Tensor | None:
+        """With the final shortcut, backbone stack ``stack``'s final hidden states (B, T, d), else None."""
+        if not self.ladder_config.final_shortcut:
+            return None
+        return backbone_final(self, stack, backbone_out, taps).to(self.device)
 
     def _chunked(self, labels) -> bool:
         """The chunked LM loss applies: labels given, gradients wanted, a chunk size set (then no logits)."""
@@ -324,12 +338,12 @@ class LadderModel(ActivationCheckpointing, nn.Module):
             cache.backbone, cache.side = backbone_out.past_key_values, side_out.past_key_values
         hidden = side_out.last_hidden_state  # (B, T, d/r)
         if self.head == "causal_lm":
+            final = self._final(stack, backbone_out, stack_taps)
             if self._chunked(labels):
-                loss = chunked_lm_loss(
-                    hidden, labels, self.lm_logits, self.ladder_config.loss_chunk_size, True
-                )
+                size = self.ladder_config.loss_chunk_size
+                loss = chunked_lm_loss(hidden, labels, self.lm_logits, size, True, final)
                 return CausalLMOutputWithPast(loss=loss, logits=None, past_key_values=cache)
-            logits = self.lm_logits(hidden)
+            logits = self.lm_logits(hidden, final)
             loss = None
             if labels is not None:
                 loss = ForCausalLMLoss(logits, labels, vocab_size=logits.shape[-1])
@@ -340,10 +354,8 @@ class LadderModel(ActivationCheckpointing, nn.Module):
             eos_token_id=self.backbone.config.eos_token_id,
         )  # fmt: skip
         hidden = self.side.up(pooled(hidden))  # (B, d), or (B, T, d) for heads that pool by themselves
-        if (
-            self.ladder_config.final_shortcut
-        ):  # the backbone's own final state, the side's output added on top
-            final = backbone_final(self, stack, backbone_out, stack_taps)
+        final = self._final(stack, backbone_out, stack_taps)
+        if final is not None:  # the backbone's own final state, the side's output added on top
             hidden = hidden + pooled(final).to(hidden)
         logits = self.side.head(hidden)
         loss = None if labels is None else ForSequenceClassificationLoss(labels, logits, self.backbone.config)
@@ -402,17 +414,19 @@ class LadderModel(ActivationCheckpointing, nn.Module):
         _with_cache(cache, backbone_kwargs, side_kwargs)
         backbone_out = None
         if taps is None:
+            keep = cache is not None or bool(self.ladder_config.final_shortcut)
             backbone_out, taps = self.run_backbone(
-                "decoder", decoder_input_ids, keep_output=cache is not None, **backbone_kwargs
+                "decoder", decoder_input_ids, keep_output=keep, **backbone_kwargs
             )
         side_out = self.run_side("decoder", taps, **side_kwargs)
         if cache:
             cache.backbone, cache.side = backbone_out.past_key_values, side_out.past_key_values
+        final = self._final("decoder", backbone_out, taps)
         if self._chunked(labels):
             hidden, size = side_out.last_hidden_state, self.ladder_config.loss_chunk_size
-            loss = chunked_lm_loss(hidden, labels, self.lm_logits, size, False)
+            loss = chunked_lm_loss(hidden, labels, self.lm_logits, size, False, final)
             return Seq2SeqLMOutput(loss=loss, logits=None, past_key_values=cache)
-        logits = self.lm_logits(side_out.last_hidden_state)  # (B, T_dec, vocab)
+        logits = self.lm_logits(side_out.last_hidden_state, final)  # (B, T_dec, vocab)
         loss = None
         if labels is not None:
             loss = nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)

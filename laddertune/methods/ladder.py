@@ -54,6 +54,16 @@ class LadderMethod(TrainingMethod):
 
     def read_weights(self, model: LadderModel, directory: Path) -> list[tuple[torch.Tensor, torch.Tensor]]:
         saved = read_side_config(directory)
+        built = model.ladder_config
+        for name in (
+            "method",
+            "final_shortcut",
+        ):  # the same weights mean another network under another wiring
+            if getattr(saved, name) != getattr(built, name):
+                raise CheckpointError(
+                    f"{directory} was trained with {name}={getattr(saved, name)!r}, this run builds "
+                    f"{getattr(built, name)!r}: pass the same setting (--{name.replace('_', '-')})"
+                )
         why = backbone_mismatch(model, saved)
         if (
             why
