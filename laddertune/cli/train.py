@@ -37,6 +37,7 @@ GROUPS = {
     "optimization": "optimisation",
     "run": "run",
     "devices": "devices",
+    "generation": "generation (evaluation, and prediction from the checkpoints)",
 }
 
 
@@ -110,8 +111,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                 f"--{name.replace('_', '-')} is an option of method {', '.join(flag.owners)}, not of {method}"
             )
         options[name] = value
-    if "task" not in options:
-        raise ConfigError("--task is required (or a config file's task); see laddertune train --help")
+    if "task" not in options and "train_file" not in options:
+        raise ConfigError(
+            "--task or --train-file is required (or a config file's); see laddertune train --help"
+        )
     return TrainConfig.from_flat(options)
 
 

@@ -10,6 +10,7 @@ import torch
 import transformers
 
 from ..core.backbones import load_backbone, resolve_backbone
+from ..data.layouts import LAYOUTS
 from ..errors import ConfigError
 from ..methods import get_method
 from .config import TrainConfig
@@ -38,7 +39,9 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[i
 
 
 def choose_format(backbone: str, fmt: str | None, trust_remote_code: bool = False) -> tuple[str, str]:
-    """(data format, backbone head): text2text for encoder-decoders (T5), classification otherwise."""
+    """(data format, backbone head): text2text for encoder-decoders (T5), classification otherwise; a generative
+    layout (prompt_completion, alpaca, chat, text) takes the backbone's LM head (seq2seq for an encoder-decoder,
+    causal for a decoder-only model)."""
     src = resolve_backbone(backbone)
     try:
         kwargs = {"gguf_file": src.gguf_file} if src.gguf_file else {}
@@ -47,6 +50,13 @@ def choose_format(backbone: str, fmt: str | None, trust_remote_code: bool = Fals
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ConfigError(f"cannot read the config of backbone {backbone!r}: {first}") from None
     seq2seq = bool(getattr(cfg, "is_encoder_decoder", False))
+    if fmt in LAYOUTS:
+        if cfg.model_type in ENCODER_ONLY:
+            raise ConfigError(
+                f"{fmt} rows are learned by an LM head: {backbone!r} is {cfg.model_type}, an encoder without one; "
+                "use a decoder-only or an encoder-decoder backbone"
+            )
+        return fmt, "seq2seq_lm" if seq2seq else "causal_lm"
     fmt = fmt or ("text2text" if seq2seq else "classification")
     if fmt == "text2text" and not seq2seq:
         raise ConfigError(

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from ..core.compute import OPTIMIZERS, PRECISIONS, check_device_name
 from ..core.config import LadderConfig
+from ..data.generative import PROMPT_FORMATS
+from ..data.layouts import LAYOUTS
 from ..errors import ConfigError
 from ..fields import check_fields, opt, option_name, options_of
 from ..io import load_json, save_json
@@ -33,7 +35,10 @@ from .run_paths import moved_folder, relative_paths, resolved_paths, same_path
 
 CONFIG_NAME = "train_config.json"
 PROTOCOLS = ("dev", "paper")
-FORMATS = ("classification", "text2text", "causal")
+# A labelled task's formats (its label as a class, or as text for a T5 / a decoder LM), then the layouts of
+# generative data (laddertune.data.layouts), whose head is the backbone's LM head.
+LABEL_FORMATS = ("classification", "text2text", "causal")
+FORMATS = (*LABEL_FORMATS, *LAYOUTS)
 PROBLEM_TYPES = ("regression", "single_label_classification")
 TAP_DTYPES = ("float32", "bfloat16", "float16")
 PAPER_WARMUP = 500
@@ -70,11 +75,14 @@ def _epochs(text: str) -> int | None:
 class DataConfig:
     """What to train on."""
 
-    task: str
-    """A GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte) or custom (then train_file and text_column)."""
+    task: str | None = None
+    """A GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte) or custom: your train_file (None: custom when
+    there is a train_file)."""
     format: str | None = opt(None, choices=FORMATS)
-    """The data format: classification, text2text or causal; None: text2text for encoder-decoders (T5),
-    classification otherwise (a sequence-classification head, also for decoder-only backbones)."""
+    """How the data is read and learned. A labelled task: classification (a classification head), text2text (the
+    label as text, T5) or causal (the label as text after the input, decoder LMs). Generative rows, learned by the
+    backbone's LM head: prompt_completion, alpaca, chat or text. None: the file's columns decide (generative rows
+    by their layout), else text2text for encoder-decoders and classification for the rest."""
     data_dir: str | None = opt(None, metavar="DIR")
     """A folder with <task>/train.jsonl and validation.jsonl; None: $LADDERTUNE_DATA_DIR, else the hub."""
     protocol: str = opt("dev", choices=PROTOCOLS)
@@ -103,17 +111,36 @@ class DataConfig:
     tap_dtype: str = opt("float32", choices=TAP_DTYPES)
     """The cached taps' dtype; float32 trains exactly as without a cache, the others take half the disk."""
 
+    chat_template: str | None = opt(None, metavar="FILE")
+    """Generative rows: a Jinja chat template file for a backbone without its own (a checkpoint keeps its text)."""
+    prompt_format: str = opt("auto", choices=PROMPT_FORMATS)
+    """Prompt/completion and alpaca rows: chat (a one-turn conversation in the chat template), plain (prompt, a
+    newline, completion) or auto (chat when a template is at hand)."""
+    train_on_prompt: bool = False
+    """Generative rows: learn every token, not only the answers (assistant turns, completions)."""
+    packing: bool = False
+    """Generative rows: pack several short training rows into each sequence of max_length tokens, each row
+    attending only to itself with its own positions (the backbone and the side network alike)."""
+
     def __post_init__(self) -> None:
+        if self.task is None and self.train_file is not None:
+            self.task = "custom"
         if not isinstance(self.task, str) or not self.task:
-            raise ConfigError("task must be a GLUE task name or 'custom'")
+            raise ConfigError("task must be a GLUE task name, or custom with a train_file")
         check_fields(self)
         custom = self.task.lower() == "custom"
         if self.problem_type is not None and not custom:
             raise ConfigError(
                 "problem_type applies to custom data (--task custom); a GLUE task fixes its own"
             )
-        if custom and (not self.train_file or not self.text_column):
-            raise ConfigError("task 'custom' needs train_file (--train-file) and text_column (--text-column)")
+        if custom and not self.train_file:
+            raise ConfigError("task 'custom' needs train_file (--train-file)")
+        if self.format in LAYOUTS and not custom:
+            raise ConfigError(f"format {self.format} reads generative rows from a train_file (task custom)")
+        if self.format in LABEL_FORMATS and custom and not self.text_column:
+            raise ConfigError(
+                f"format {self.format} reads a labelled file: give its text_column (--text-column)"
+            )
 
     def load_kwargs(self) -> dict:
         """Keyword arguments of :func:`laddertune.data.load_splits`. The split seed is always 42, the paper's
@@ -215,12 +242,44 @@ class DeviceConfig:
         check_device_name(self.device)
 
 
+@dataclass
+class GenerationSettings:
+    """How the model generates: in evaluation, and, recorded in the checkpoint, in prediction (transformers' names)."""
+
+    eval_generate: bool = False
+    """Evaluation also generates an answer for each validation prompt and scores it: exact match, token F1,
+    ROUGE-L (the validation loss and perplexity are always given)."""
+    max_new_tokens: int = opt(32, minimum=1, metavar="N")
+    """Generative rows: the longest generated answer, in tokens."""
+    num_beams: int = opt(1, minimum=1, metavar="N")
+    """Beam search with N beams (1: greedy or sampling)."""
+    do_sample: bool = False
+    """Sample the next token instead of taking the most likely one."""
+    temperature: float = opt(1.0, positive=True)
+    """Sampling: the softmax temperature."""
+    top_p: float = opt(1.0, positive=True)
+    """Sampling: nucleus sampling's probability mass (1: off)."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.top_p > 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    def kwargs(self) -> dict:
+        """``generate()``'s keyword arguments."""
+        kw = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams, "do_sample": self.do_sample}
+        if self.do_sample:
+            kw.update(temperature=self.temperature, top_p=self.top_p)
+        return kw
+
+
 SECTIONS = {
     "data": DataConfig,
     "model": ModelConfig,
     "optimization": OptimizationConfig,
     "run": RunConfig,
     "devices": DeviceConfig,
+    "generation": GenerationSettings,
 }
 
 
@@ -245,6 +304,8 @@ class TrainConfig:
     """What the run writes."""
     devices: DeviceConfig = field(default_factory=DeviceConfig)
     """Where it computes."""
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    """How it generates (evaluation, and prediction from its checkpoints)."""
 
     def __post_init__(self) -> None:
         for name, cls in SECTIONS.items():
@@ -319,7 +380,7 @@ class TrainConfig:
             flat.update(_section_dict(getattr(self, name)))
         flat["method"] = self.method_name
         flat.update(_section_dict(self.method))
-        for name in ("optimization", "run", "devices"):
+        for name in ("optimization", "run", "devices", "generation"):
             flat.update(_section_dict(getattr(self, name)))
         return flat
 
@@ -347,8 +408,8 @@ class TrainConfig:
                 raise ConfigError(f"{key} is an option of method {owners}, not of method {method}")
             else:
                 raise ConfigError(f"unknown option {key!r}")
-        if "task" not in sections["data"]:
-            raise ConfigError("a train config needs a task")
+        if "task" not in sections["data"] and "train_file" not in sections["data"]:
+            raise ConfigError("a train config needs a task (or a train_file)")
         return cls(
             data=DataConfig(**sections["data"]),
             model=ModelConfig(**sections["model"]),
@@ -356,6 +417,7 @@ class TrainConfig:
             optimization=OptimizationConfig(**sections["optimization"]),
             run=RunConfig(**sections["run"]),
             devices=DeviceConfig(**sections["devices"]),
+            generation=GenerationSettings(**sections["generation"]),
         )
 
     @classmethod

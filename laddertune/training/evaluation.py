@@ -11,14 +11,15 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core import LadderModel
-from ..core.backbones import load_tokenizer
-from ..data import compute_metrics, eval_batches, load_splits, make_collator, parse_prediction
+from ..data import compute_metrics, eval_batches, make_collator, parse_prediction
 from ..errors import CheckpointError
 from ..io import verify_checksums
 from ..methods import get_method
-from .build import choose_format, load_backbone_for, seed_everything
+from .build import load_backbone_for, seed_everything
 from .config import CONFIG_NAME, TrainConfig
 from .device import model_device, move_batch, resolve_device
+from .generative import evaluate_generative
+from .run_data import load_run_data
 from .run_paths import require_backbone
 
 GEN_TOKENS = 8  # text-to-text answers are a class id or a score such as "3.2": a few tokens
@@ -150,8 +151,11 @@ def evaluate(
     checkpoint: str | Path,
     *,
     data_dir: str | None = None,
+    validation_file: str | None = None,
     max_eval_samples: int | None = None,
     batch_size: int | None = None,
+    max_new_tokens: int | None = None,
+    generate: bool | None = None,
     show_progress: bool = False,
     trust_remote_code: bool = False,
     device: str = "auto",
@@ -163,7 +167,11 @@ def evaluate(
         checkpoint: a checkpoint folder (``<run>/checkpoint-best`` or ``checkpoint-last``) or a run folder (its
             ``checkpoint-best`` is used). ``train_config.json`` is read from the run folder.
         data_dir: where the data is, when not where the training run found it.
+        validation_file: score this file's rows instead of the run's validation split (the run's columns and
+            format; for a labelled task, its labels).
         max_eval_samples: evaluate on this many examples (default: the training run's setting).
+        max_new_tokens: generated answers' longest length, in tokens (default: the run's).
+        generate: generative rows: also generate answers and score them (default: as the run evaluated).
         batch_size: evaluation batch size (default: the training run's).
         trust_remote_code: let transformers run the backbone's own code. Asked of the caller, never taken from
             the run folder: a copied run folder must not be able to switch it on.
@@ -188,27 +196,34 @@ def evaluate(
     config.data.data_dir = data_dir or config.data.data_dir
     if max_eval_samples is not None:
         config.data.max_eval_samples = max_eval_samples
-    splits = load_splits(config.data.task, **{**config.data.load_kwargs(), "max_train_samples": None})
-    fmt, head = choose_format(config.model.backbone, config.data.format, config.model.trust_remote_code)
-    tokenizer = load_tokenizer(config.model.backbone, trust_remote_code=config.model.trust_remote_code)
+    if validation_file is not None:
+        config.data.validation_file = validation_file
+    if max_new_tokens is not None:
+        config.generation.max_new_tokens = max_new_tokens
+    if generate is not None:
+        config.generation.eval_generate = generate
+    data = load_run_data(config, training=False)
     seed_everything(config.optimization.seed)
     method = get_method(config.method_name)
     model = method.load_trained(
-        load_backbone_for(config, splits.spec, head, tokenizer), config.method, path, device=where
+        load_backbone_for(config, data.spec, data.head, data.tokenizer), config.method, path, device=where
     )
     kw = {
-        "spec": splits.spec,
-        "fmt": fmt,
-        "tokenizer": tokenizer,
-        "max_length": config.data.max_length,
+        **data.eval_kwargs(config, show_progress),
         "batch_size": batch_size or config.optimization.eval_batch_size,
-        "show_progress": show_progress,
     }
-    validation = evaluate_examples(model, splits.validation, desc="validation", **kw)
-    test = evaluate_examples(model, splits.test, desc="test", **kw) if splits.test is not None else None
+    if data.generative is not None:
+        validation, test = evaluate_generative(model, **kw), None
+    else:
+        validation = evaluate_examples(model, data.splits.validation, desc="validation", **kw)
+        test = (
+            None
+            if data.splits.test is None
+            else evaluate_examples(model, data.splits.test, desc="test", **kw)
+        )
     return {
         "checkpoint": str(path),
-        "task": splits.spec.name,
+        "task": data.spec.name,
         "method": config.method_name,
         "validation": validation,
         "test": test,

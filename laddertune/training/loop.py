@@ -35,15 +35,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from ..core.backbones import load_tokenizer
-from ..data import load_splits, make_collator
 from ..errors import ConfigError
 from ..memory import PeakMemoryMeter
 from ..methods import get_method
 from .build import (
     build_model,
-    choose_format,
-    clamp_max_length,
     epoch_batches,
     parameter_counts,
     seed_everything,
@@ -53,12 +49,13 @@ from .config import TrainConfig
 from .device import move_batch, resolve_device
 from .distributed import DataParallelHooks, Distributed
 from .evaluation import evaluate_examples, format_metrics
+from .generative import SAMPLES_NAME, evaluate_generative
 from .optimizer import adamw8bit_class, make_optimizer
 from .placement import PlacementHooks
 from .precision import Precision
 from .prediction import task_record
 from .results import write_results
-from .run_data import RunData, Schedule
+from .run_data import RunData, Schedule, load_run_data
 from .run_dir import MetricsLog, check_output, claim_output, truncate_metrics
 from .run_state import RunState, Timing
 from .step import TrainingDivergedError, train_step
@@ -71,7 +68,11 @@ logger = logging.getLogger(__name__)
 
 
 def train(
-    config: TrainConfig, *, show_progress: bool = False, on_record: Callable[[dict], None] | None = None
+    config: TrainConfig,
+    *,
+    show_progress: bool = False,
+    on_record: Callable[[dict], None] | None = None,
+    metric: Callable[[list[str], list], dict[str, float]] | None = None,
 ) -> dict:
     """Train and evaluate one run; returns what it writes to ``results.json``.
 
@@ -79,12 +80,14 @@ def train(
         config: the run. ``config.run.output_dir`` is filled in when it is None.
         show_progress: draw tqdm progress bars (the CLI turns them on; the library only logs).
         on_record: called with every record appended to ``metrics.jsonl`` (training logs, evaluations).
+        metric: generative rows with ``eval_generate``: a custom metric ``(generated answers, references) ->
+            {name: value}``, reported with exact match, token F1 and ROUGE-L.
 
     Raises:
         ConfigError, DataError, CheckpointError: a problem with the settings, the data or the output folder.
         TrainingDivergedError: the loss or gradient became NaN or infinite (the message names the step).
     """
-    run = Run(config, show_progress, on_record)
+    run = Run(config, show_progress, on_record, metric)
     run.prepare_output()  # nothing in the folder changes before the data and the model are known good
     run.prepare_data()
     run.build_model()
@@ -113,9 +116,20 @@ def train(
 class Run(DataParallelHooks, PlacementHooks):
     """One run's state, built phase by phase; :func:`train` calls the phases and holds the loop."""
 
-    def __init__(self, config: TrainConfig, show_progress: bool, on_record: Callable[[dict], None] | None):
+    def __init__(
+        self,
+        config: TrainConfig,
+        show_progress: bool,
+        on_record: Callable[[dict], None] | None,
+        metric: Callable | None = None,
+    ):
         # what the run is configured with
-        self.config, self.show_progress, self.on_record = config, show_progress, on_record
+        self.config, self.show_progress, self.on_record, self.metric = (
+            config,
+            show_progress,
+            on_record,
+            metric,
+        )
         self.method = get_method(config.method_name)  # builds, saves and loads what the method trains
         self.dist = Distributed.from_env()  # None in a single process; see laddertune.training.distributed
         # where it writes (prepare_output, start_or_resume)
@@ -162,16 +176,11 @@ class Run(DataParallelHooks, PlacementHooks):
         seed_everything(config.optimization.seed)
 
     def prepare_data(self) -> None:
-        """Load the splits, choose the format and head for the backbone, build the tokenizer and batcher."""
-        config = self.config
-        splits = load_splits(config.data.task, **config.data.load_kwargs())
-        fmt, head = choose_format(config.model.backbone, config.data.format, config.model.trust_remote_code)
-        clamp_max_length(config)
-        tokenizer = load_tokenizer(config.model.backbone, trust_remote_code=config.model.trust_remote_code)
-        collate = make_collator(tokenizer, fmt=fmt, spec=splits.spec, max_length=config.data.max_length)
-        self.data = RunData(splits, fmt, head, tokenizer, collate)
-        self.eval_kw = {**self.data.eval_kwargs(config, self.show_progress), "distributed": self.dist}
-        self.task = task_record(config, splits.spec, fmt)  # task.json of every checkpoint (for predict)
+        """Load the data (a labelled task, or generative rows), choose the format and head for the backbone,
+        build the tokenizer and batcher."""
+        self.data = load_run_data(self.config)
+        self.eval_kw = {**self.data.eval_kwargs(self.config, self.show_progress), "distributed": self.dist}
+        self.task = task_record(self.config, self.data)  # task.json of every checkpoint (for predict)
 
     def build_model(self) -> None:
         """The method's model. Its build is measured as the phase "init" (loading, pruning, Fisher).
@@ -317,14 +326,7 @@ class Run(DataParallelHooks, PlacementHooks):
         memory_kw = (
             {"meter": self.meter, "memory_batches": config.run.memory_steps} if not state.history else {}
         )
-        metrics = evaluate_examples(
-            self.model,
-            self.data.splits.validation,
-            desc="validation",
-            add_taps=self.eval_taps.get("validation"),
-            **memory_kw,
-            **self.eval_kw,
-        )  # eval_kw carries distributed=: every rank predicts its share, all score the gathered predictions
+        metrics = self.evaluate("validation", **memory_kw)
         record = {"type": "eval", "split": "validation", "epoch": epoch + 1, "step": state.step}
         record.update(metrics=metrics, eval_seconds=time.perf_counter() - t0)
         state.history.append(record)
@@ -349,13 +351,7 @@ class Run(DataParallelHooks, PlacementHooks):
         test, best = None, self.state.best
         if self.data.splits.test is not None and best is not None:
             load_weights(self.model, self.out / "checkpoint-best", self.method)
-            test = evaluate_examples(
-                self.model,
-                self.data.splits.test,
-                desc="test",
-                add_taps=self.eval_taps.get("test"),
-                **self.eval_kw,
-            )
+            test = self.evaluate("test")
             self.log(
                 {
                     "type": "eval",
@@ -369,6 +365,26 @@ class Run(DataParallelHooks, PlacementHooks):
         if self.dist is not None:
             self.dist.close()
         return results
+
+    def evaluate(self, split: str, **memory_kw) -> dict:
+        """Score ``split`` (``validation`` or ``test``): a labelled task by its metric, generative rows by their
+        loss (and generated answers). ``eval_kw`` carries ``distributed=``: every rank predicts its share and all
+        score the gathered predictions."""
+        if self.data.generative is not None:
+            samples = self.out / SAMPLES_NAME if self.is_main else None
+            return evaluate_generative(
+                self.model,
+                desc=split,
+                samples_path=samples,
+                custom_metric=self.metric,
+                **memory_kw,
+                **self.eval_kw,
+            )
+        examples = getattr(self.data.splits, split)
+        add_taps = self.eval_taps.get(split)
+        return evaluate_examples(
+            self.model, examples, desc=split, add_taps=add_taps, **memory_kw, **self.eval_kw
+        )
 
     def _save_last(self) -> None:
         if not self.is_main:

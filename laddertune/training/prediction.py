@@ -10,6 +10,7 @@ folder above it (to rebuild the method).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -33,17 +34,24 @@ from .run_paths import require_backbone
 TASK_VERSION = 1
 
 
-def task_record(config: TrainConfig, spec, fmt: str) -> dict:
-    """What ``task.json`` holds: how to turn rows into batches and outputs into answers."""
-    return {
+def task_record(config: TrainConfig, data) -> dict:
+    """What ``task.json`` holds: how to turn rows into batches and outputs into answers (for generative rows: how
+    they are rendered, and the generation settings, which prediction may override)."""
+    record = {
         "version": TASK_VERSION,
-        "task": spec.name,
-        "spec": spec_to_dict(spec),
-        "format": fmt,
+        "task": data.spec.name,
+        "format": data.fmt,
         "max_length": config.data.max_length,
         "backbone": config.model.backbone,
         "method": config.method_name,
     }
+    if data.generative is not None:
+        record["head"] = data.head
+        record["generative"] = data.generative.task.to_dict()
+        record["generation"] = dataclasses.asdict(config.generation)
+    else:
+        record["spec"] = spec_to_dict(data.spec)
+    return record
 
 
 @dataclass

@@ -1,11 +1,28 @@
-"""What a run is fed and how long it lasts: its data (splits, format, tokenizer, batcher) and its schedule."""
+"""What a run is fed and how long it lasts: its data (splits, format, tokenizer, batcher) and its schedule.
+
+:func:`load_run_data` reads a run's data as its config says, for training and for ``evaluate``: a labelled task
+(GLUE or the user's labelled file: :func:`laddertune.data.load_splits`, batched by :mod:`laddertune.data.collate`)
+or generative rows (instructions, chat, completions, text: :mod:`laddertune.data.generative_task`, tokenised and
+batched by :mod:`.generative`), whose head is the backbone's LM head.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..core.backbones import load_tokenizer
+from ..data import load_splits, make_collator
+from ..data.generative_task import (
+    GenerativeTask,
+    generative_layout,
+    load_generative_splits,
+    read_chat_template,
+)
+from .build import choose_format, clamp_max_length
 from .config import TrainConfig
+from .generative import GenerativeData, prepare_generative
 
 
 @dataclass
@@ -17,12 +34,23 @@ class RunData:
     head: str
     tokenizer: object
     collate: Callable[[list[dict]], dict]
+    generative: GenerativeData | None = None
+    """Generative rows: their encoded splits, batchers and counts (``splits`` then holds the encoded rows)."""
 
     @property
     def spec(self):
         return self.splits.spec
 
     def eval_kwargs(self, config: TrainConfig, show_progress: bool) -> dict:
+        if self.generative is not None:
+            return {
+                "data": self.generative,
+                "tokenizer": self.tokenizer,
+                "batch_size": config.optimization.eval_batch_size,
+                "settings": config.generation,
+                "generate": config.generation.eval_generate,
+                "show_progress": show_progress,
+            }
         return {
             "spec": self.spec,
             "fmt": self.fmt,
@@ -31,6 +59,51 @@ class RunData:
             "max_length": config.data.max_length,
             "show_progress": show_progress,
         }
+
+
+def load_run_data(config: TrainConfig, *, training: bool = True) -> RunData:
+    """The run's data as ``config`` says (``training=False``: for ``evaluate``, no training subsample).
+
+    The format and head: a generative layout when the data is generative rows (given by ``format`` or found in
+    the training file's columns; the head is then the backbone's LM head), else the labelled task's format.
+    ``config.data.max_length`` is clamped to the backbone's positions first.
+    """
+    data = config.data
+    model = config.model
+    custom = data.task.lower() == "custom"
+    layout = generative_layout(data.train_file, data.format) if custom else None
+    fmt, head = choose_format(model.backbone, layout or data.format, model.trust_remote_code)
+    clamp_max_length(config)
+    tokenizer = load_tokenizer(model.backbone, trust_remote_code=model.trust_remote_code)
+    if layout is None:
+        kwargs = data.load_kwargs() if training else {**data.load_kwargs(), "max_train_samples": None}
+        splits = load_splits(data.task, **kwargs)
+        collate = make_collator(tokenizer, fmt=fmt, spec=splits.spec, max_length=data.max_length)
+        return RunData(splits, fmt, head, tokenizer, collate)
+    task = GenerativeTask(
+        layout,
+        prompt_format=data.prompt_format,
+        chat_template=read_chat_template(data.chat_template),
+        train_on_prompt=data.train_on_prompt,
+    )
+    splits = load_generative_splits(
+        task,
+        train_file=data.train_file,
+        validation_file=data.validation_file,
+        max_train_samples=data.max_train_samples if training else None,
+        max_eval_samples=data.max_eval_samples,
+    )
+    generative = prepare_generative(
+        task,
+        splits,
+        tokenizer,
+        head,
+        max_length=data.max_length,
+        max_new_tokens=config.generation.max_new_tokens,
+        packing=data.packing,
+    )
+    encoded = dataclasses.replace(splits, train=generative.train, validation=generative.validation)
+    return RunData(encoded, layout, head, tokenizer, generative.collate, generative)
 
 
 @dataclass
