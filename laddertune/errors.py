@@ -1,5 +1,8 @@
 """User-facing errors: one clear line each, exit code 2 at the command line."""
 
+import importlib
+from types import ModuleType
+
 
 class LadderTuneError(Exception):
     """An error caused by the user's input (config, data, checkpoint, arguments).
@@ -18,3 +21,28 @@ class DataError(LadderTuneError, ValueError):
 
 class CheckpointError(LadderTuneError):
     """A checkpoint is missing, corrupt, or was made for another backbone."""
+
+
+_DISTRIBUTIONS = {"PIL": "pillow"}  # import name -> the name pip installs it by, where they differ
+
+
+def import_optional(module: str, extra: str, feature: str) -> ModuleType:
+    """Import an optional dependency where a feature first needs it.
+
+    Args:
+        module: the module to import (``"h5py"``, ``"matplotlib.figure"``...).
+        extra: the ``laddertune`` extra that installs it (``"vision"``, ``"report"``...).
+        feature: what needs it, for the message (``"laddertune features"``).
+
+    Raises:
+        ConfigError: ``module`` is not installed; one line naming the feature and the extra to install.
+    """
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name is None or not (module == e.name or module.startswith(e.name + ".")):
+            raise  # the package is there but something it imports is missing: not ours to explain
+        package = _DISTRIBUTIONS.get(e.name.split(".")[0], e.name.split(".")[0])
+        raise ConfigError(
+            f"{feature} needs {package}, which is not installed: pip install 'laddertune[{extra}]'"
+        ) from None

@@ -16,6 +16,14 @@ from laddertune.io import load_tensors
 from laddertune.training.hf_trainer import LadderTrainer
 
 STEPS = 6
+# TrainingArguments' switch: transformers 5.23 added activation_checkpointing (Trainer then calls
+# model.activation_checkpointing_enable); before it, gradient_checkpointing (model.gradient_checkpointing_enable,
+# which LadderModel aliases)
+CHECKPOINTING = (
+    "activation_checkpointing"
+    if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+    else "gradient_checkpointing"
+)
 
 
 def _dataset(n: int = 24, length: int = 6):
@@ -109,10 +117,11 @@ def test_resume_from_checkpoint_continues_the_same_run(tmp_path, full_run):
 
 
 def test_trainer_activation_checkpointing_checkpoints_the_side_layers(tmp_path, full_run):
-    """``TrainingArguments(activation_checkpointing=True)`` switches LST's side checkpointing: the same run."""
+    """``TrainingArguments(activation_checkpointing=True)`` (``gradient_checkpointing`` before transformers 5.23)
+    switches LST's side checkpointing: the same run."""
     _, full, _, _ = full_run
     model = _model()
-    trainer = _trainer(tmp_path, model, training_args={"activation_checkpointing": True})
+    trainer = _trainer(tmp_path, model, training_args={CHECKPOINTING: True})
     trainer.train()
     assert model.is_activation_checkpointing
     assert all(stack.checkpointing for stack in model.side.stacks.values())

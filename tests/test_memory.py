@@ -242,29 +242,46 @@ def test_predict_rejects_bad_sizes():
 
 # -- torch's private MemTracker API ----------------------------------------------------------------------------------
 def test_memtracker_private_api_is_what_the_predictor_relies_on():
-    """Fails loudly when a new torch changes torch.distributed._tools.mem_tracker (pinned: torch 2.13)."""
-    import inspect
+    """Fails loudly when a torch changes torch.distributed._tools.mem_tracker (memory/mem_tracker_compat.py)."""
+    from laddertune.memory.mem_tracker_compat import api_problem, mem_tracker_api
 
+    assert api_problem() is None
+    assert mem_tracker_api().TOTAL_KEY == "Total"
+
+
+def test_a_changed_memtracker_refuses_the_predictor_with_one_line(monkeypatch):
+    """Another MemTracker (here: one without _update_peak_stats) -> ConfigError naming the feature and the torch
+    releases it was tested with; the refusal comes before any tracing."""
     from torch.distributed._tools import mem_tracker as mt
 
-    assert {m.name for m in mt._MemRefType} == {"PARAM", "BUFFER", "GRAD", "ACT", "TEMP", "OPT", "OTH"}
-    assert mt._TOTAL_KEY == "Total"
-    sig = inspect.signature(mt.MemTracker._track_module_params_and_buffers)
-    assert list(sig.parameters) == ["self", "module", "install_grad_hooks"]
-    assert list(inspect.signature(mt.MemTracker._update_peak_stats).parameters) == ["self", "peak_state"]
-    for name in ("_update_and_maybe_create_winfos", "track_external", "get_tracker_snapshot"):
-        assert callable(getattr(mt.MemTracker, name)), name
-    assert callable(mt._WeakRefInfo._calculate_mem_consumed)
-    tracker = mt.MemTracker()
-    for name in ("_WINFO", "_curr_mem_snap", "_peak_mem", "_peak_mem_snap", "_param_to_grad_hook_handles"):
-        assert hasattr(tracker, name), name
+    from laddertune.memory import mem_tracker_compat
+
+    mem_tracker_compat.mem_tracker_api.cache_clear()
+    monkeypatch.delattr(mt.MemTracker, "_update_peak_stats")
+    try:
+        with pytest.raises(ConfigError) as info:
+            predict_memory(tiny_t5_config(), "lst", batch_size=2, source_length=8, target_length=2)
+    finally:
+        mem_tracker_compat.mem_tracker_api.cache_clear()
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("the memory predictor needs torch's private MemTracker as in torch 2.")
+    assert f"torch {torch.__version__} has another MemTracker._update_peak_stats" in message
+
+
+def test_torch_minor_reads_local_and_pre_release_versions():
+    from laddertune.memory.mem_tracker_compat import torch_minor
+
+    assert torch_minor("2.13.0+cpu") == (2, 13)
+    assert torch_minor("2.6.0+cu124") == (2, 6)
+    assert torch_minor("2.16.0a0+git1234") == (2, 16)
 
 
 def test_memtracker_golden_trace_of_a_frozen_and_a_trainable_layer():
     """A fixed trace with a golden total: any change in what MemTracker counts shows up here."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from laddertune.memory.meter import mem_tracker_class
+    from laddertune.memory.mem_tracker_compat import mem_tracker_class
 
     with FakeTensorMode():
         model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))

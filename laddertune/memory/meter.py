@@ -32,8 +32,8 @@ the tensors a Python dispatch mode happens to see; it is public API; and it span
 can trace only one iteration. The FakeTensor predictor (``memory/predict.py``) uses MemTracker because there is no
 allocator under fake tensors; the test suite checks that the two agree within 2%.
 
-Also here: :func:`mem_tracker_class`, the MemTracker subclass with which :mod:`laddertune.memory.predict` counts
-the memory of a FakeTensor trace.
+The MemTracker subclass with which :mod:`laddertune.memory.predict` counts the memory of a FakeTensor trace is in
+:mod:`.mem_tracker_compat`, with the check of torch's private API it relies on.
 
 CPU baseline: the allocator cannot tell what was live before the window, so the meter adds it up itself, once per
 phase: every live CPU tensor found by the garbage collector (plus ``.grad`` of each), each storage counted once;
@@ -168,6 +168,13 @@ def _flatten(roots: Iterable) -> Iterator:
             )
 
 
+def _grad_of(t: torch.Tensor) -> torch.Tensor | None:
+    try:
+        return t.grad
+    except RuntimeError:  # an undefined tensor (torch 2.6 keeps some in the heap) has no autograd metadata
+        return None
+
+
 def live_cpu_storages(roots: Iterable | None = None) -> dict:
     """Live CPU storages, each once: ``{(data_ptr, nbytes): UntypedStorage}``.
 
@@ -180,7 +187,7 @@ def live_cpu_storages(roots: Iterable | None = None) -> dict:
         with warnings.catch_warnings():  # isinstance() on some modules' deprecated attributes warns
             warnings.simplefilter("ignore")
             found = [o for o in gc.get_objects() if isinstance(o, torch.Tensor)]
-        found += [t.grad for t in found if t.grad is not None]
+        found += [g for g in map(_grad_of, found) if g is not None]
     else:
         found = list(_tensors_of(roots))
     storages = {}
@@ -317,76 +324,3 @@ def _max_running_sum(prof, pre_window_sizes: list[int]) -> int:
         running += delta
         peak = max(peak, running)
     return peak
-
-
-def mem_tracker_class():
-    """A MemTracker (torch's private ``torch.distributed._tools.mem_tracker``) fit for frozen backbones.
-
-    - grad hooks on trainable parameters only: the stock tracker hooks every parameter and fails on frozen ones;
-    - only the global peak is kept up to date (the stock tracker also updates every module's peak after every op,
-      which dominates the trace of a 3B model);
-    - ``add_taps(tensors)`` marks storages (LST's ladder inputs) whose bytes are then reported at the peak
-      (``taps_at_peak``) and in total (``all_taps_bytes``).
-
-    Used by :mod:`laddertune.memory.predict` on fake tensors; it also works on real ones (one iteration per
-    tracker). The class is built on first use so that importing this module does not import torch.distributed.
-    """
-    from torch.distributed._tools.mem_tracker import _TOTAL_KEY, MemTracker, _MemRefType
-    from torch.utils.weak import WeakIdKeyDictionary
-
-    class Tracker(MemTracker):
-        def __init__(self):
-            super().__init__()
-            self.taps = WeakIdKeyDictionary()  # storages of the ladder taps (inputs of the down-projections)
-            self.taps_at_peak = 0  # bytes of the taps alive at the peak
-            self.all_taps_bytes = 0  # bytes of every tap seen in this iteration
-            self.final_optimizer_bytes = 0
-
-        def add_taps(self, tensors) -> None:
-            for t in tensors:
-                if not isinstance(t, torch.Tensor):
-                    continue
-                st = t.untyped_storage()
-                if st not in self.taps and st in self._WINFO:
-                    self.taps[st] = True
-                    self.all_taps_bytes += self._WINFO[st][0].mem_consumed
-
-        def tap_bytes(self) -> int:
-            return sum(self._WINFO[st][0].mem_consumed for st in list(self.taps.keys()) if st in self._WINFO)
-
-        def _track_module_params_and_buffers(self, module, install_grad_hooks=True):
-            # The stock version hooks every parameter and fails on frozen ones ("cannot register a hook on a
-            # tensor that doesn't require gradient").
-            def grad_hook(grad):
-                self._update_and_maybe_create_winfos(grad, _MemRefType.GRAD)
-
-            param_memory = buffer_memory = 0
-            for param in module.parameters():
-                winfos = self._update_and_maybe_create_winfos(param, _MemRefType.PARAM)
-                param_memory += sum(w.mem_consumed for w in winfos)
-                if param.grad is not None:
-                    self._update_and_maybe_create_winfos(param.grad, _MemRefType.GRAD)
-                if (
-                    install_grad_hooks
-                    and param.requires_grad
-                    and param not in self._param_to_grad_hook_handles
-                ):
-                    self._param_to_grad_hook_handles[param] = (
-                        param.register_hook(grad_hook),
-                        param.register_post_accumulate_grad_hook(lambda p: grad_hook(p.grad)),
-                    )
-            for buffer in module.buffers():
-                winfos = self._update_and_maybe_create_winfos(buffer, _MemRefType.BUFFER)
-                buffer_memory += sum(w.mem_consumed for w in winfos)
-            return param_memory, buffer_memory
-
-        def _update_peak_stats(self, peak_state):
-            # Called after every op. The stock version also updates every module's own peak (a loop over all
-            # modules per op, which dominates the trace of a 3B model); we need the global peak only.
-            for dev, snap in self._curr_mem_snap.items():
-                if self._peak_mem.get(dev, 0) < snap[_TOTAL_KEY]:
-                    self._peak_mem[dev] = snap[_TOTAL_KEY]
-                    self._peak_mem_snap[dev] = dict(snap)
-                    self.taps_at_peak = self.tap_bytes()
-
-    return Tracker

@@ -2,8 +2,8 @@
 
 The model is built under ``FakeTensorMode`` (tensors with shapes and dtypes but no data), then two training
 iterations run (forward, backward, gradient clipping, AdamW step, ``zero_grad(set_to_none=True)``) under a
-MemTracker (``torch.distributed._tools.mem_tracker``, private API of torch 2.13) that counts every tensor storage
-alive. The first iteration creates the optimizer state; the second is the steady state and is what we report,
+MemTracker (``torch.distributed._tools.mem_tracker``, torch's private API, checked by :mod:`.mem_tracker_compat`)
+that counts every tensor storage alive. The first iteration creates the optimizer state; the second is the steady state and is what we report,
 as a GPU's ``max_memory_allocated`` read over training steps after a warm-up step would. Each iteration has its
 own tracker (one MemTracker traces one iteration).
 
@@ -62,7 +62,7 @@ from ..core.config import BACKBONE_DTYPES
 from ..errors import ConfigError
 from ..methods import method_spec
 from .attention import cuda_sdpa
-from .meter import mem_tracker_class
+from .mem_tracker_compat import mem_tracker_class
 from .model_configs import load_config
 from .storage import EmulatedQuantLinear
 from .trace_emulation import (
@@ -70,6 +70,7 @@ from .trace_emulation import (
     cuda_block_rounding,
     cuda_dropout,
     fake_friendly_modules,
+    no_layerdrop_draws,
     no_padding_masks,
     tap_hooks,
     traceable_eos_pooling,
@@ -315,6 +316,7 @@ def _trace_iterations(config, options, head: str, sizes: dict, device_semantics:
             model, settings = build_vl_training_model(config, options, visual, **build)
             batch = make_vl_batch(config, visual, **sizes)
         settings["optimizer"] = optimizer_name
+        stack.enter_context(no_layerdrop_draws(model))
         optimizer = make_optimizer(model, device_semantics, optimizer=optimizer_name)
         if device_semantics == "cuda":
             stack.enter_context(cuda_dropout())

@@ -13,8 +13,11 @@ import torch
 from torch import nn
 
 from ..core.architectures import layer_modules
+from ..errors import ConfigError
+from .mem_tracker_compat import mem_tracker_api
 
 CUDA_BLOCK = 512  # bytes: the CUDA caching allocator's rounding
+TESTED_TRANSFORMERS = "5.17 to 5.25"  # benchmarks/results/dependency_ranges.md
 
 
 @contextlib.contextmanager
@@ -73,6 +76,35 @@ def fake_friendly_modules() -> contextlib.ExitStack:
     return stack
 
 
+class _NeverDrops:
+    """A LayerDrop probability of 0 that compares without reading a tensor's value: ``draw < p`` is False.
+
+    Not a float: ``Tensor.__lt__`` takes a float and makes a fake bool; it declines any other object, so Python
+    asks ``p > draw``, answered here.
+    """
+
+    def __gt__(self, other) -> bool:
+        return False
+
+    def __float__(self) -> float:
+        return 0.0
+
+
+def no_layerdrop_draws(model: nn.Module) -> contextlib.ExitStack:
+    """Let a trace pass LayerDrop's skip test in layers whose LayerDrop probability is 0.
+
+    transformers before 5.23 draws ``torch.rand([]) < self.layerdrop`` in every training forward of BART-style
+    encoders and decoders, even when the probability is 0 (5.23 first tests ``self.layerdrop > 0.0``); under fake
+    tensors the comparison has no value to branch on. During the trace a probability of 0 is an object that
+    answers False to both tests, so the layer always runs, as it does on real data; the draw itself still happens.
+    """
+    stack = contextlib.ExitStack()
+    for module in model.modules():
+        if type(getattr(module, "layerdrop", None)) is float and module.layerdrop == 0.0:
+            stack.enter_context(patched(module, "layerdrop", _NeverDrops()))
+    return stack
+
+
 def cuda_dropout():
     """Dropout as CUDA runs it: ``native_dropout``, which keeps a bool mask (1 byte/element) for backward."""
     original = nn.functional.dropout
@@ -88,12 +120,11 @@ def cuda_dropout():
 
 def cuda_block_rounding():
     """Count every storage as the CUDA caching allocator does: rounded up to 512 bytes."""
-    from torch.distributed._tools.mem_tracker import _WeakRefInfo
 
     def rounded(self) -> int:
         return math.ceil(self.size * self.element_size / CUDA_BLOCK) * CUDA_BLOCK
 
-    return patched(_WeakRefInfo, "_calculate_mem_consumed", rounded)
+    return patched(mem_tracker_api().WeakRefInfo, "_calculate_mem_consumed", rounded)
 
 
 def tap_hooks(model: nn.Module, add_taps) -> list:
@@ -140,12 +171,19 @@ def no_padding_masks() -> contextlib.ExitStack:
     layer's SDPA then keeps. The predictor's batches are never padded (:func:`make_batch`), so a fake padding mask
     is all ones: it is passed to transformers' skip tests as ``None``.
     """
+    import transformers
     from torch._subclasses.fake_tensor import is_fake
     from transformers import masking_utils
 
     stack = contextlib.ExitStack()
     for name in ("_ignore_causal_mask_sdpa", "_ignore_bidirectional_mask_sdpa"):
-        original = getattr(masking_utils, name)
+        original = getattr(masking_utils, name, None)  # private: present in every tested transformers
+        if original is None:
+            stack.close()
+            raise ConfigError(
+                f"the memory predictor needs transformers' masking_utils.{name} (tested: transformers "
+                f"{TESTED_TRANSFORMERS}); transformers {transformers.__version__} has none (training is not affected)"
+            )
 
         def skip_test(padding_mask, *args, _original=original, **kwargs):
             if padding_mask is not None and is_fake(padding_mask):

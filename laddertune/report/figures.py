@@ -10,15 +10,30 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
+from ..errors import import_optional
 from .rows import Row, read_curve, read_scores
 from .summary import TASK_NAMES, Group, ordered_tasks
 from .tables import LAYOUTS, groups_of, rows_of
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 DPI = 120
+
+
+def new_figure(figsize: tuple[float, float]) -> Figure:
+    """A matplotlib ``Figure`` on the Agg canvas: PNG rendering without any GUI backend or pyplot state.
+
+    Raises:
+        ConfigError: matplotlib is not installed (it comes with ``laddertune[report]``).
+    """
+    figure = import_optional("matplotlib.figure", "report", "drawing figures")
+    agg = import_optional("matplotlib.backends.backend_agg", "report", "drawing figures")
+    fig = figure.Figure(figsize=figsize)
+    agg.FigureCanvasAgg(fig)
+    return fig
 
 
 def write_figures(rows: list[Row], out: Path) -> list[Path]:
@@ -51,7 +66,7 @@ def figure1(rows: list[Row], path: Path) -> Path | None:
     groups = [g for g in groups_of(rows, "table1") if g.peak_train_gib is not None]
     if not groups:
         return None
-    fig = Figure(figsize=(6, 4.5))
+    fig = new_figure((6, 4.5))
     ax = fig.add_subplot()
     for g in groups:
         score, err = score_of(g)
@@ -77,7 +92,7 @@ def tradeoff(rows: list[Row], name: str, path: Path) -> Path | None:
     axes = [(f, label) for f, label in axes if any(getattr(g, f) is not None for g in groups)]
     if not axes:  # neither a share nor a peak: plot against the swept value
         axes = [("value", "swept value")]
-    fig = Figure(figsize=(5.5 * len(axes), 4.5))
+    fig = new_figure((5.5 * len(axes), 4.5))
     series: dict[tuple, list[Group]] = {}
     for g in groups:
         series.setdefault(g.key[:2], []).append(g)
@@ -108,7 +123,7 @@ def bars(rows: list[Row], name: str, path: Path) -> Path | None:
     tasks = ordered_tasks(rows_of(rows, name))
     clusters = tasks + (["avg"] if len(tasks) > 1 else [])
     width = 0.8 / len(groups)
-    fig = Figure(figsize=(max(5.0, 1.2 * len(clusters) * len(groups) ** 0.5 + 2), 4.5))
+    fig = new_figure((max(5.0, 1.2 * len(clusters) * len(groups) ** 0.5 + 2), 4.5))
     ax = fig.add_subplot()
     for i, g in enumerate(groups):
         xs, ys, errs = [], [], []
@@ -144,7 +159,7 @@ def curves(rows: list[Row], out: Path) -> list[Path]:
     for (figure, task), runs in sorted(by_plot.items()):
         timed = [(row, read_scores(row.metrics_path)) for row, _ in runs if row.seconds_per_step is not None]
         timed = [(row, scores) for row, scores in timed if scores]
-        fig = Figure(figsize=(6.5 * (1 + bool(timed)), 4.5))
+        fig = new_figure((6.5 * (1 + bool(timed)), 4.5))
         ax = fig.add_subplot(1, 1 + bool(timed), 1)
         for row, points in runs:
             steps, losses = zip(*points, strict=True)
@@ -185,7 +200,6 @@ def _short(v) -> str:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    FigureCanvasAgg(fig)  # attach the Agg canvas: PNG rendering without any GUI backend
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     return path

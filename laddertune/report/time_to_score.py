@@ -11,9 +11,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
+from .figures import new_figure
 from .rows import Row
 from .summary import TASK_NAMES, method_rank, ordered_tasks
 
@@ -89,7 +87,7 @@ def figures(rows: list[Row], out: Path) -> list[Path]:
     goal, timed, written = targets(rows), _timed(rows), []
     for task in ordered_tasks(timed):
         runs = sorted((r for r in timed if r.task == task), key=lambda r: (method_rank(r.method), r.seed))
-        fig = Figure(figsize=(6.5, 4.5))
+        fig = new_figure((6.5, 4.5))
         ax = fig.add_subplot()
         colours: dict[str, str] = {}
         for r in runs:
@@ -104,7 +102,6 @@ def figures(rows: list[Row], out: Path) -> list[Path]:
         ax.set_title(f"Score against wall time: {TASK_NAMES.get(task, task)}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        FigureCanvasAgg(fig)
         fig.tight_layout()
         path = out / f"time_to_score_{task}.png"
         fig.savefig(path, dpi=DPI)

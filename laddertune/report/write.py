@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, import_optional
 from ..io import atomic_write_text
 from .figures import write_figures
 from .rows import Row
@@ -22,7 +22,8 @@ def write_report(rows: list[Row], output: str | Path) -> list[Path]:
 
     Only the tables and figures whose rows are present are written: ``<name>.md`` per table (``table1``,
     ``figure5`` ... ``figure8``), ``time_to_score.md`` and its PNGs (:mod:`.time_to_score`), the PNGs of :func:`~laddertune.report.figures.write_figures`, ``report.md``
-    (every table, then every figure) and ``summary.json`` (each table's groups: per-task mean, std and n, the
+    (every table, then every figure; without matplotlib, which comes with ``laddertune[report]``, the figures are
+    skipped with one warning) and ``summary.json`` (each table's groups: per-task mean, std and n, the
     average, costs; and the rows read).
     """
     out = Path(output)
@@ -44,8 +45,15 @@ def write_report(rows: list[Row], output: str | Path) -> list[Path]:
         atomic_write_text(out / "time_to_score.md", text)
         written.append(out / "time_to_score.md")
         sections += ["", text]
-    pngs = write_figures(rows, out) + time_figures(rows, out)
-    sections += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in pngs]
+    sections += ["", "## Figures", ""]
+    try:
+        import_optional("matplotlib", "report", "drawing the report's figures")
+    except ConfigError as e:  # the tables need no matplotlib: write them, skip the figures with one line
+        log.warning("%s; figures skipped", e)
+        pngs, sections = [], [*sections, f"Not drawn: {e}."]
+    else:
+        pngs = write_figures(rows, out) + time_figures(rows, out)
+        sections += [f"![{p.stem}]({p.name})" for p in pngs]
     atomic_write_text(out / "report.md", "\n".join(sections) + "\n")
     data = {"tables": summary(rows), "rows": [r.to_dict() for r in rows]}
     atomic_write_text(out / "summary.json", json.dumps(data, indent=2) + "\n")

@@ -21,19 +21,22 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import h5py
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from transformers import AutoImageProcessor, AutoModel
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, import_optional
 from .visual_embedding import grid_boxes
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_ENCODER = "openai/clip-vit-base-patch32"
+EXTRA = "vision"  # h5py and pillow come with laddertune[vision]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
@@ -105,6 +108,8 @@ def extract_features(
     files = image_files(images)
     if pool is not None and pool < 1:
         raise ConfigError(f"pool must be positive, got {pool}")
+    h5py = import_optional("h5py", EXTRA, "writing image features")
+    import_optional("PIL.Image", EXTRA, "reading images")  # before the encoder: a missing pillow fails fast
     model, processor = load_encoder(encoder, device)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -133,10 +138,11 @@ def extract_features(
 
 
 def _open(path: Path) -> Image.Image:
+    pil = import_optional("PIL.Image", EXTRA, "reading images")
     try:
-        with Image.open(path) as img:
+        with pil.open(path) as img:
             return img.convert("RGB")
-    except (OSError, UnidentifiedImageError) as e:
+    except (OSError, pil.UnidentifiedImageError) as e:
         raise DataError(f"cannot read image {path}: {e}") from None
 
 
@@ -148,6 +154,7 @@ class FeatureStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        h5py = import_optional("h5py", EXTRA, "reading image features")
         try:
             self._file = h5py.File(self.path, "r")
         except (OSError, ValueError) as e:

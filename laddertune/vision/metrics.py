@@ -16,7 +16,8 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
-from pycocoevalcap.cider.cider import Cider
+
+from ..errors import import_optional
 
 _PUNCTUATION = re.compile(r"[^\w\s]")
 
@@ -41,7 +42,9 @@ def cider(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> fl
     """Corpus CIDEr-D (pycocoevalcap) of one caption per image against that image's references; not x100."""
     gts = {i: [caption_tokens(r) for r in refs] for i, refs in enumerate(references)}
     res = {i: [caption_tokens(p)] for i, p in enumerate(predictions)}
-    score, _ = Cider().compute_score(gts, res)
+    # pycocoevalcap comes with laddertune[vision]; imported here, the only place that needs it
+    cider_module = import_optional("pycocoevalcap.cider.cider", "vision", "the CIDEr metric")
+    score, _ = cider_module.Cider().compute_score(gts, res)
     return float(score)
 
 

@@ -17,13 +17,17 @@ from __future__ import annotations
 import random
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from PIL import Image, ImageDraw
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
+from ..errors import import_optional
 from .metrics import vl_metrics
 from .tasks import VLExample, get_vl_task, make_example
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 30), "blue": (30, 60, 220), "yellow": (230, 210, 20)}
 SHAPES = ("circle", "square", "triangle")
@@ -44,8 +48,10 @@ def make_scene(rng: random.Random) -> list[tuple[str, str, str, int, int]]:
 
 
 def draw(scene) -> Image.Image:
-    img = Image.new("RGB", (SIZE, SIZE), (255, 255, 255))
-    pen = ImageDraw.Draw(img)
+    pil = import_optional("PIL.Image", "vision", "drawing the synthetic images")  # laddertune[vision]
+    draw_module = import_optional("PIL.ImageDraw", "vision", "drawing the synthetic images")
+    img = pil.new("RGB", (SIZE, SIZE), (255, 255, 255))
+    pen = draw_module.Draw(img)
     for colour, shape, _, x, y in scene:
         box, fill = (x, y, x + 15, y + 15), COLOURS[colour]
         if shape == "circle":

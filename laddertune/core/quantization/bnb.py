@@ -22,7 +22,7 @@ def _bitsandbytes():
         import bitsandbytes
     except ImportError:
         raise ConfigError(
-            "backbone_dtype int8/nf4 on CUDA needs bitsandbytes: pip install bitsandbytes"
+            "backbone_dtype int8/nf4 on CUDA needs bitsandbytes: pip install 'laddertune[cuda]'"
         ) from None
     return bitsandbytes
 
