@@ -7,6 +7,8 @@ import json
 import sys
 
 from ..errors import ConfigError
+from ..training.config import GenerationSettings
+from .flags import Flag, add_flags, given_options
 from .train import quiet
 
 
@@ -17,7 +19,6 @@ def register(subparsers) -> None:
         help="run a trained checkpoint on a JSONL/CSV file of new text",
         description="Predict each row of --input with a checkpoint: label and probabilities (classification), "
         "value (regression) or generated text (text2text, causal). One JSON line per row, in input order.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
         "--checkpoint",
@@ -41,7 +42,10 @@ def register(subparsers) -> None:
     p.add_argument(
         "--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)"
     )
-    p.set_defaults(func=run_predict)
+    generation: dict[str, Flag] = {}
+    group = p.add_argument_group("generation (a generative checkpoint; default: its recorded settings)")
+    add_flags(group, GenerationSettings, generation, skip=("eval_generate",))
+    p.set_defaults(func=run_predict, generation_flags=generation)
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -58,6 +62,7 @@ def run_predict(args: argparse.Namespace) -> int:
         backbone=args.backbone,
         trust_remote_code=args.trust_remote_code,
         show_progress=not args.no_progress and sys.stderr.isatty(),
+        generation=given_options(args, args.generation_flags),
     )
     if args.output is None:
         for answer in answers:

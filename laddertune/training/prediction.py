@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ..core import LadderModel, MultiSideModel
 from ..core.backbones import load_tokenizer
 from ..data import eval_batches, make_collator, parse_prediction, read_rows, spec_from_dict, spec_to_dict
+from ..data.generative_task import GenerativeTask
 from ..errors import CheckpointError, ConfigError, DataError
 from ..io import atomic_write_text, load_json, resolve_portable, verify_checksums
 from ..methods import get_method, method_spec
@@ -29,6 +30,7 @@ from .build import HEADS, load_task_backbone
 from .checkpoint import TASK_NAME
 from .config import CONFIG_NAME, TrainConfig
 from .evaluation import GEN_TOKENS
+from .generative_prediction import GenerativePredictor, generation_settings, generative_task
 from .run_paths import require_backbone
 
 TASK_VERSION = 1
@@ -187,23 +189,35 @@ def read_task(path: Path) -> tuple[dict, object]:
     """``task.json`` of checkpoint ``path`` and the task spec it holds; a malformed file is a CheckpointError."""
     try:
         task = load_json(path / TASK_NAME)
-        if not isinstance(task, dict) or task.get("format") not in HEADS or "backbone" not in task:
-            raise ConfigError("it lacks format or backbone")
+        if not isinstance(task, dict) or "backbone" not in task:
+            raise ConfigError("it lacks the backbone")
         task["backbone"] = resolve_portable(task["backbone"], path)
+        if "generative" in task:  # generative rows: rendered as GenerativeTask says, no label spec
+            if task.get("head") not in ("causal_lm", "seq2seq_lm"):
+                raise ConfigError("a generative checkpoint's head must be causal_lm or seq2seq_lm")
+            return task, generative_task(task, path)
+        if task.get("format") not in HEADS:
+            raise ConfigError("it lacks a known format")
         return task, spec_from_dict(task.get("spec"))
     except ConfigError as e:
         raise CheckpointError(f"{path / TASK_NAME} is malformed: {e}") from None
 
 
 def load_predictor(
-    checkpoint: str | Path, *, backbone: str | None = None, trust_remote_code: bool = False
-) -> Predictor:
+    checkpoint: str | Path,
+    *,
+    backbone: str | None = None,
+    trust_remote_code: bool = False,
+    generation: dict | None = None,
+) -> Predictor | GenerativePredictor:
     """Rebuild the model of a checkpoint (a run folder: its ``checkpoint-best``) for prediction.
 
     Args:
         checkpoint: a checkpoint folder, or a run folder.
         backbone: load this backbone instead of the recorded one (same weights, another place).
         trust_remote_code: let transformers run the backbone's own code; never read from the checkpoint.
+        generation: a generative checkpoint: generation settings over its recorded ones (``max_new_tokens``,
+            ``num_beams``, ``do_sample``, ``temperature``, ``top_p``; None values keep the recorded one).
 
     Raises:
         CheckpointError: no checkpoint there, a corrupt one, or one made for another backbone.
@@ -212,7 +226,7 @@ def load_predictor(
     verify_checksums(path)
     task, spec = read_task(path)
     name, fmt = backbone or require_backbone(task["backbone"], path), task["format"]
-    head = HEADS[fmt]
+    head = task.get("head") or HEADS[fmt]
     tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code)
     method = get_method(task.get("method", "lst"))
     # a baseline's options (freeze_layers...) are in the run's train_config.json; a side network has its own
@@ -221,7 +235,13 @@ def load_predictor(
     backbone_model = load_task_backbone(name, spec, head, tokenizer, trust_remote_code)
     model = method.load_trained(backbone_model, config and config.method, path, device=torch.device("cpu"))
     model.eval()  # no dropout in the side network (a freshly built LadderModel is in train mode)
-    return Predictor(model, tokenizer, spec, fmt, int(task.get("max_length", 128)), path)
+    max_length = int(task.get("max_length", 128))
+    if "generative" in task:
+        settings = generation_settings(task, generation or {})
+        return GenerativePredictor(
+            model, tokenizer, generative_task(task, path), head, max_length, settings, path
+        )
+    return Predictor(model, tokenizer, spec, fmt, max_length, path)
 
 
 def load_multi_predictor(
@@ -274,6 +294,7 @@ def predict_file(
     backbone: str | None = None,
     trust_remote_code: bool = False,
     show_progress: bool = False,
+    generation: dict | None = None,
 ) -> list[dict]:
     """Predict every row of a JSONL/CSV/TSV file; with ``output_path``, write one JSON line per row (atomically).
 
@@ -285,9 +306,18 @@ def predict_file(
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     many = checkpoint if isinstance(checkpoint, list | tuple) else [checkpoint]
     path = resolve_checkpoint(many[0])
-    examples = rows_to_examples(read_rows(input_path), read_task(path)[1])
+    rows, task = read_rows(input_path), read_task(path)[1]
     kw = {"backbone": backbone, "trust_remote_code": trust_remote_code}
-    predictor = load_predictor(path, **kw) if len(many) == 1 else load_multi_predictor(list(many), **kw)
+    if isinstance(task, GenerativeTask):  # prompts in, generated text out
+        if len(many) > 1:
+            raise ConfigError(
+                "several checkpoints share one backbone pass for LST classification checkpoints only"
+            )
+        predictor = load_predictor(path, **kw, generation=generation)
+        examples = predictor.examples(rows)
+    else:
+        examples = rows_to_examples(rows, task)
+        predictor = load_predictor(path, **kw) if len(many) == 1 else load_multi_predictor(list(many), **kw)
     answers = predictor.predict(examples, batch_size=batch_size, show_progress=show_progress)
     if output_path is not None:
         atomic_write_text(Path(output_path), "".join(json.dumps(a) + "\n" for a in answers))
