@@ -183,6 +183,13 @@ VALID_TRAIN = {
     "problem_type": st.one_of(st.none(), st.sampled_from(["regression", "single_label_classification"])),
     "gate_temperature": st.floats(0.01, 10),
     "gate_init": st.floats(-5, 5),
+    "chat_template": st.none(),
+    "prompt_format": st.sampled_from(["auto", "chat", "plain"]),
+    **{n: st.booleans() for n in ("train_on_prompt", "packing", "eval_generate", "do_sample")},
+    "max_new_tokens": st.integers(1, 64),
+    "num_beams": st.integers(1, 4),
+    "temperature": st.floats(0.1, 2),
+    "top_p": st.floats(0.1, 1),
 }
 VALID_LADDER = {
     "reduction_factor": st.integers(1, 64),
