@@ -71,7 +71,10 @@ def register(subparsers) -> None:
         description="Score a saved checkpoint on its task's validation (and test) split.",
     )
     eval_flags: dict[str, Flag] = {}
-    add_signature_flags(e, "laddertune.training.evaluation", "evaluate", eval_flags, skip=("show_progress",))
+    add_signature_flags(
+        e, "laddertune.training.evaluation", "evaluate", eval_flags, skip=("show_progress",),
+        aliases={"max_eval_samples": ("eval_max_samples",)},
+    )  # fmt: skip
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")

@@ -20,6 +20,7 @@ def write_results(run, test: dict | None, write: bool = True) -> dict:
     """Assemble a finished :class:`~laddertune.training.loop.Run`'s results, write ``results.json`` last, and drop
     the resume fallback (``write=False``: a data-parallel rank other than 0 only assembles). Returns them."""
     config, data, state, timing, schedule = run.config, run.data, run.state, run.timing, run.schedule
+    optim = config.optimization
     best, init_meter, meter = state.best, run.init_meter, run.meter
     memory = meter.report().to_dict() if meter is not None else None
     if memory is not None and init_meter is not None:  # no init phase when Fisher ran unprofiled (CPU)
@@ -58,6 +59,10 @@ def write_results(run, test: dict | None, write: bool = True) -> dict:
             "warmup_steps": schedule.warmup,
             "total_steps": schedule.total_steps,
             "steps_per_epoch": schedule.steps_per_epoch,
+            "max_steps": optim.max_steps,
+            "gradient_accumulation_steps": optim.gradient_accumulation_steps,
+            "examples_per_step": optim.batch_size * optim.gradient_accumulation_steps,
+            "eval_steps": config.run.eval_steps,
             "format": data.fmt,
             "head": data.head,
         },
