@@ -39,7 +39,7 @@ ALIASES = {
 
 
 def resolve_backbone(name: str) -> BackboneSource:
-    """Turn a backbone name (alias, local path or hub id) into a :class:`BackboneSource`."""
+    """Turn a backbone name (alias, local folder, local ``.gguf`` file or hub id) into a :class:`BackboneSource`."""
     if name in ALIASES:
         dist_name, rel = ALIASES[name]
         try:
@@ -55,6 +55,8 @@ def resolve_backbone(name: str) -> BackboneSource:
         if target.suffix == ".gguf":
             return BackboneSource(str(target.parent), target.name)
         return BackboneSource(str(target))
+    if name.endswith(".gguf") and Path(name).is_file():  # transformers reads a GGUF file from its folder
+        return BackboneSource(str(Path(name).parent), Path(name).name)
     return BackboneSource(name)
 
 
@@ -72,7 +74,7 @@ def load_backbone(name: str, head: str, *, trust_remote_code: bool = False, **kw
     """Load a pretrained backbone with a task head.
 
     Args:
-        name: an alias (``minilm``, ``smollm2``), a local folder or a Hugging Face hub id.
+        name: an alias (``minilm``, ``smollm2``), a local folder, a local ``.gguf`` file or a Hugging Face hub id.
         head: one of ``seq2seq_lm``, ``causal_lm``, ``sequence_classification``.
         trust_remote_code: passed to transformers; off unless the user asks for it.
         **kwargs: passed to ``from_pretrained`` (for example ``num_labels``).
@@ -95,7 +97,8 @@ def load_backbone(name: str, head: str, *, trust_remote_code: bool = False, **kw
 
 
 def load_tokenizer(name: str, *, trust_remote_code: bool = False):
-    """Load the tokenizer that belongs to a backbone name (alias, path or hub id)."""
+    """Load the tokenizer that belongs to a backbone name (alias, folder, ``.gguf`` file or hub id); a tokenizer
+    without a pad token pads with its end-of-sequence token."""
     import transformers
 
     src = resolve_backbone(name)
