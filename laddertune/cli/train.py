@@ -136,13 +136,20 @@ def _print_record(record: dict) -> None:
 
 
 def quiet(args: argparse.Namespace) -> None:
-    """Without -v, hide transformers' load reports and its weight-loading bars; honour --threads."""
+    """Without -v, hide transformers' load reports; honour --threads. Our dependencies' progress bars are drawn
+    only with -v and never with --no-progress: transformers' (weight loading, hub downloads, and through
+    :func:`laddertune.core.backbones.load_backbone` its GGUF de-quantisation) and datasets' (hub datasets,
+    ``save_to_disk`` folders), each through its library's own switch."""
+    import datasets
     import torch
     import transformers
 
-    if not getattr(args, "verbose", False):
+    verbose = getattr(args, "verbose", False)
+    if not verbose:
         transformers.logging.set_verbosity_error()
+    if not verbose or getattr(args, "no_progress", False):
         transformers.utils.logging.disable_progress_bar()
+        datasets.disable_progress_bars()
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -11,6 +11,8 @@ sentence-transformers or llama.cpp, and we only need their weight files.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.metadata
 import logging
 from dataclasses import dataclass
@@ -88,12 +90,39 @@ def load_backbone(name: str, head: str, *, trust_remote_code: bool = False, **kw
     if src.gguf_file:
         kwargs["gguf_file"] = src.gguf_file
     try:
-        model = _auto_class(head).from_pretrained(src.path, trust_remote_code=trust_remote_code, **kwargs)
+        with _gguf_bar_follows_transformers() if src.gguf_file else contextlib.nullcontext():
+            model = _auto_class(head).from_pretrained(src.path, trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"cannot load backbone {name!r} as {head}: {first}") from None
     model.config._name_or_path = name
     return model
+
+
+@contextlib.contextmanager
+def _gguf_bar_follows_transformers():
+    """Hold transformers' GGUF de-quantisation bar to transformers' own progress-bar switch.
+
+    transformers 5.23 draws "Converting and de-quantizing GGUF tensors" with ``tqdm.auto`` directly
+    (``modeling_gguf_pytorch_utils.load_gguf_checkpoint``), so ``transformers.utils.logging.disable_progress_bar()``,
+    which silences its other loading bars, misses it. While that switch is off, the module's ``tqdm`` is a disabled
+    one for the duration of the load.
+    """
+    from transformers.utils import logging as hf_logging
+
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf
+    except ImportError:  # no gguf package: transformers will say so when it loads the file
+        gguf = None
+    if gguf is None or hf_logging.is_progress_bar_enabled() or not hasattr(gguf, "tqdm"):
+        yield
+        return
+    bar = gguf.tqdm
+    gguf.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf.tqdm = bar
 
 
 def load_tokenizer(name: str, *, trust_remote_code: bool = False):
