@@ -18,3 +18,12 @@ class DataError(LadderTuneError, ValueError):
 
 class CheckpointError(LadderTuneError):
     """A checkpoint is missing, corrupt, or was made for another backbone."""
+
+
+def listing(items, limit: int = 20) -> str:
+    """``a, b, c`` for an error message, cut after ``limit`` items with a count (``..., t and 280 more``), so that
+    a label error on 300 classes stays one readable line."""
+    items = [str(i) for i in items]
+    if len(items) <= limit:
+        return ", ".join(items)
+    return f"{', '.join(items[:limit])} \u2026 and {len(items) - limit} more"

@@ -131,8 +131,27 @@ def _print_record(record: dict) -> None:
         tqdm.write(f"{where} step {record['step']}: {record['split']} {format_metrics(record['metrics'])}")
     elif kind == "tap_cache":
         tqdm.write(record["message"])
-    elif kind == "resume":
-        tqdm.write(f"resumed at step {record['step']} (epoch {record['epoch']})")
+    elif kind in ("start", "resume"):
+        tqdm.write(start_line(record))
+
+
+def start_line(record: dict) -> str:
+    """The first line of a run: what trains, in which format and head, on how much, for how many steps."""
+    line = f"train {record['method']} on {record['task']}: "
+    line += f"format {record['format']}, head {record['head']}; "
+    n = record["examples"]
+    line += f"{n['train']:,} train / {n['validation']:,} validation examples; "
+    per_step, k = record["examples_per_step"], record["gradient_accumulation_steps"]
+    line += f"{_count(record['epochs'], 'epoch')} of {_count(record['steps_per_epoch'], 'step')}, "
+    line += f"{_count(record['total_steps'], 'step')} of {per_step:,} examples"
+    line += f" ({k} micro-batches of {per_step // k})" if k > 1 else ""
+    if record["type"] == "resume":
+        line += f"; resumed at step {record['step']} (epoch {record['epoch']})"
+    return line
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def quiet(args: argparse.Namespace) -> None:

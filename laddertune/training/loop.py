@@ -14,7 +14,7 @@ steps.
 What a run writes into ``output_dir``::
 
     train_config.json     the TrainConfig as given
-    metrics.jsonl         one JSON object per logged training step and per evaluation
+    metrics.jsonl         one JSON object per logged training step and per evaluation, after a "start" record
     checkpoint-last/      weights + optimizer, scheduler, RNG and data-order state (for resume)
     checkpoint-last.old/  the checkpoint before it, kept until the run finishes (resume falls back to it)
     checkpoint-best/      weights of the best validation
@@ -60,7 +60,7 @@ from .optimizer import adamw8bit_class, make_optimizer
 from .placement import PlacementHooks
 from .precision import Precision
 from .prediction import task_record
-from .results import write_results
+from .results import run_summary, write_results
 from .run_data import RunData, Schedule
 from .run_dir import MetricsLog, check_output, claim_output, truncate_metrics
 from .run_state import RunState, Timing
@@ -177,7 +177,9 @@ class Run(DataParallelHooks, PlacementHooks):
         """Load the splits, choose the format and head for the backbone, build the tokenizer and batcher."""
         config = self.config
         splits = load_splits(config.data.task, **config.data.load_kwargs())
-        fmt, head = choose_format(config.model.backbone, config.data.format, config.model.trust_remote_code)
+        fmt, head = choose_format(
+            config.model.backbone, config.data.format, config.model.trust_remote_code, spec=splits.spec
+        )
         clamp_max_length(config)
         tokenizer = load_tokenizer(config.model.backbone, trust_remote_code=config.model.trust_remote_code)
         collate = make_collator(tokenizer, fmt=fmt, spec=splits.spec, max_length=config.data.max_length)
@@ -262,7 +264,16 @@ class Run(DataParallelHooks, PlacementHooks):
             config.save(out)
         self.timing.resumed = resumed is not None
         if resumed is not None:
-            self.log({"type": "resume", "step": self.state.step, "epoch": self.state.epoch + 1})
+            self.log(
+                {
+                    "type": "resume",
+                    "step": self.state.step,
+                    "epoch": self.state.epoch + 1,
+                    **run_summary(self),
+                }
+            )
+        else:
+            self.log({"type": "start", "step": 0, **run_summary(self)})
 
     def open_tap_cache(self) -> None:
         """With ``tap_cache``: find or build the taps of the training examples (and, for classification, of the

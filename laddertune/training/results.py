@@ -90,6 +90,26 @@ def write_results(run, test: dict | None, write: bool = True) -> dict:
     return results
 
 
+def run_summary(run) -> dict:
+    """What a :class:`~laddertune.training.loop.Run` is about to do, for the record ``metrics.jsonl`` starts with
+    (``type: start``) and that each ``resume`` record repeats: method, task, the chosen format and head, the
+    examples and the optimizer steps (the command line prints it as its first line)."""
+    config, data, schedule = run.config, run.data, run.schedule
+    optim = config.optimization
+    return {
+        "method": config.method_name,
+        "task": data.spec.name,
+        "format": data.fmt,
+        "head": data.head,
+        "examples": {"train": len(data.splits.train), "validation": len(data.splits.validation)},
+        "epochs": schedule.epochs,
+        "steps_per_epoch": schedule.steps_per_epoch,
+        "total_steps": schedule.total_steps,
+        "examples_per_step": optim.batch_size * optim.gradient_accumulation_steps,
+        "gradient_accumulation_steps": optim.gradient_accumulation_steps,
+    }
+
+
 def versions() -> dict:
     """The versions a result was produced with (``laddertune``'s from the installed package's metadata)."""
     try:
