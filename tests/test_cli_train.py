@@ -203,7 +203,8 @@ def test_train_then_evaluate(tiny, tmp_path, capsys):
     rc, stdout, _ = run(tiny_train(tiny, out), capsys)
     assert rc == 0
     start, *lines = stdout.strip().splitlines()
-    assert start.startswith("train lst on rte: format classification")  # what trains, in which format and head
+    # the first line: what trains, in which format and head
+    assert start.startswith("train lst on rte: format classification")
     assert [ln.split(":")[0] for ln in lines[:2]] == [
         "epoch 1 step 3",
         "epoch 2 step 6",
