@@ -30,6 +30,7 @@ from .flags import (
     read_config_file,
 )
 
+NO_PROGRESS = "no progress bars, ours or our dependencies' (also with -v)"
 GROUPS = {
     "data": "data",
     "model": "model",
@@ -60,7 +61,7 @@ def register(subparsers) -> None:
         add_flags(groups[name], cls, flags)
         if name == "model":
             _method_flags(groups["method"], flags)
-    groups["run"].add_argument("--no-progress", action="store_true", help="no progress bars")
+    groups["run"].add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     groups["run"].add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     finish_help(p, flags)
     p.set_defaults(func=run_train, flags=flags)
@@ -76,7 +77,7 @@ def register(subparsers) -> None:
         aliases={"max_eval_samples": ("eval_max_samples",)},
     )  # fmt: skip
     e.add_argument("--json", action="store_true", help="print the result as JSON")
-    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    e.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     e.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     finish_help(e, eval_flags)
     e.set_defaults(func=run_evaluate, flags=eval_flags)
