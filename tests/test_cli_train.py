@@ -495,3 +495,10 @@ def test_a_label_error_over_300_classes_is_cut_with_a_count(tiny, tmp_path, caps
     assert rc == 2 and len(err.strip().splitlines()) == 1, err
     assert "label 'unheard of' is not in the label set" in err and err.strip().endswith("\u2026 and 280 more")
     assert len(err) < 500
+
+
+def test_eval_max_samples_is_another_name_of_max_eval_samples():
+    args = build_parser().parse_args(["train", "--task", "rte", "--eval-max-samples", "5"])
+    assert config_from_args(args).data.max_eval_samples == 5
+    args = build_parser().parse_args(["evaluate", "--checkpoint", "run", "--eval-max-samples", "3"])
+    assert args.max_eval_samples == 3
