@@ -47,6 +47,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-new-tokens", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--train-args", default="", help="more laddertune train flags for every run")
+    p.add_argument(
+        "--lst-args",
+        default="--loss-chunk-size 128",
+        help="LST's own flags (default: its chunked loss, which projects only the answers' positions)",
+    )
     p.add_argument("--name", default=NAME)
     p.add_argument("--skip-step0", action="store_true")
     return p.parse_args(argv)
@@ -59,7 +64,7 @@ def train_argv(method: str, seed: int, out: Path, args) -> list[str]:
         "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
         "--eval-generate", "--max-new-tokens", str(args.max_new_tokens), "--threads", str(args.threads),
         "--memory-steps", "2", "--log-every", "5", "--no-progress", "--output-dir", str(out),
-        *args.train_args.split(),
+        *args.train_args.split(), *(args.lst_args.split() if method == "lst" else []),
     ]  # fmt: skip
 
 
@@ -162,7 +167,8 @@ def summarize(rows: list[dict], start: dict | None, args) -> str:
         f"--batch-size {args.batch_size} --max-length {args.max_length} --max-new-tokens {args.max_new_tokens}`",
         "",
         "Data: the shipped instruction sample (398 train, 99 validation questions; chat template; loss on the "
-        "answers). Score: exact match of the greedy answer on the validation questions, best epoch.",
+        "answers). Score: exact match of the greedy answer on the validation questions, best epoch. "
+        f"LST's own flags: `{args.lst_args}`.",
         "",
         "| method | exact match | token F1 | ROUGE-L | validation loss | peak train GiB | s/step | trainable % |",
         "|---|---|---|---|---|---|---|---|",

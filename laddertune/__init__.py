@@ -1,6 +1,7 @@
 """laddertune: Ladder Side-Tuning (Sung, Cho and Bansal, NeurIPS 2022) over any Hugging Face backbone.
 
->>> from laddertune import LadderConfig, get_ladder_model
+>>> from laddertune import LadderConfig, get_ladder_model, load_backbone, load_tokenizer
+>>> backbone = load_backbone("minilm", "sequence_classification", num_labels=2)
 >>> model = get_ladder_model(backbone, LadderConfig(reduction_factor=8))
 >>> model.print_trainable_parameters()
 """
@@ -18,6 +19,8 @@ _EXPORTS = {
     "LadderModel": ".core",
     "MultiSideModel": ".core",
     "get_ladder_model": ".core",
+    "load_backbone": ".core.backbones",
+    "load_tokenizer": ".core.backbones",
     "CheckpointError": ".errors",
     "ConfigError": ".errors",
     "DataError": ".errors",

@@ -46,3 +46,12 @@ def import_optional(module: str, extra: str, feature: str) -> ModuleType:
         raise ConfigError(
             f"{feature} needs {package}, which is not installed: pip install 'laddertune[{extra}]'"
         ) from None
+
+
+def listing(items, limit: int = 20) -> str:
+    """``a, b, c`` for an error message, cut after ``limit`` items with a count (``..., t and 280 more``), so that
+    a label error on 300 classes stays one readable line."""
+    items = [str(i) for i in items]
+    if len(items) <= limit:
+        return ", ".join(items)
+    return f"{', '.join(items[:limit])} \u2026 and {len(items) - limit} more"

@@ -35,6 +35,7 @@ def opt(
     metavar: str | None = None,
     positive: bool = False,
     fraction: bool = False,
+    aliases: tuple[str, ...] | None = None,
     default_factory=dataclasses.MISSING,
 ):
     """A dataclass field with its declaration in the metadata.
@@ -49,12 +50,13 @@ def opt(
         cli_default: the command line's default when it differs from the library's.
         parse: turns the command-line text into a value (``--epochs paper``).
         metavar: the placeholder shown in ``--help``.
+        aliases: other names of the option (flags and configuration files); files are written with its name.
     """
     meta = {
         k: v
         for k, v in dict(
             minimum=minimum, choices=choices, flag=flag, kind=kind, parse=parse, metavar=metavar,
-            positive=positive or None, fraction=fraction or None,
+            positive=positive or None, fraction=fraction or None, aliases=aliases,
         ).items()
         if v is not None
     }  # fmt: skip

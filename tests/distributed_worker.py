@@ -1,7 +1,10 @@
-"""A ``torchrun`` worker for tests/test_distributed.py: ``laddertune``'s command line, with one fault to inject.
+"""``laddertune``'s command line with one fault to inject: a ``torchrun`` worker for tests/test_distributed.py, and a
+single process for tests/test_resume_after_kill.py.
 
 ``LADDERTUNE_TEST_KILL=<ranks>:<step>`` SIGKILLs the listed ranks (e.g. ``1`` or ``0,1``) right after training step
 ``<step>`` finished (and any checkpoint of that step was written): a rank dying mid-run, deterministically.
+``LADDERTUNE_TEST_KILL_FORWARD=<n>`` SIGKILLs the process as its n-th training forward starts: with gradient
+accumulation, between two micro-batches of one optimizer step.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from laddertune.training.loop import Run
 ranks, step = (
     os.environ["LADDERTUNE_TEST_KILL"].split(":") if os.environ.get("LADDERTUNE_TEST_KILL") else ("", 0)
 )
-after_step = Run.after_step
+forwards = int(os.environ.get("LADDERTUNE_TEST_KILL_FORWARD", "0"))
+after_step, build_model = Run.after_step, Run.build_model
 
 
 def after_step_then_die(self, *args, **kwargs):
@@ -25,5 +29,20 @@ def after_step_then_die(self, *args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def build_model_to_die(self):
+    build_model(self)
+    seen = 0
+
+    def count(module, _args):
+        nonlocal seen
+        seen += module.training  # evaluation runs in eval mode
+        if seen == forwards and module.training:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    self.model.register_forward_pre_hook(count)
+
+
 Run.after_step = after_step_then_die
+if forwards:
+    Run.build_model = build_model_to_die
 sys.exit(main())

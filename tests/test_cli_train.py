@@ -202,7 +202,9 @@ def test_train_then_evaluate(tiny, tmp_path, capsys):
     out = tmp_path / "run"
     rc, stdout, _ = run(tiny_train(tiny, out), capsys)
     assert rc == 0
-    lines = stdout.strip().splitlines()
+    start, *lines = stdout.strip().splitlines()
+    # the first line: what trains, in which format and head
+    assert start.startswith("train lst on rte: format classification")
     assert [ln.split(":")[0] for ln in lines[:2]] == [
         "epoch 1 step 3",
         "epoch 2 step 6",
@@ -405,3 +407,98 @@ def test_max_length_beyond_the_position_limit_is_clamped_with_a_notice(tiny, tmp
     assert rc == 0
     assert "max_length 100000 is beyond" in caplog.text and f"clamped to {limit}" in caplog.text
     assert json.loads((out / "results.json").read_text())["config"]["max_length"] == limit
+
+
+# ---------------------------------------------------------------------------- what a run says it does, and when no
+
+
+def test_the_first_line_names_the_format_and_head(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc, stdout, _ = run(
+        tiny_train(tiny, out, "--batch-size", "4", "--gradient-accumulation-steps", "2"), capsys
+    )
+    assert rc == 0
+    assert stdout.splitlines()[0] == (
+        "train lst on rte: format classification, head sequence_classification; 24 train / 12 validation "
+        "examples; 2 epochs of 3 steps, 6 steps of 8 examples (2 micro-batches of 4)"
+    )
+    first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert (first["type"], first["step"], first["format"], first["head"]) == (
+        "start",
+        0,
+        "classification",
+        "sequence_classification",
+    )
+    effective = json.loads((out / "results.json").read_text())["effective"]
+    assert (effective["format"], effective["head"]) == ("classification", "sequence_classification")
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory) -> str:
+    return save_backbone(tmp_path_factory.mktemp("cli-llama") / "llama", "llama")
+
+
+def _free_text(tmp_path: Path, labels: list[str]) -> Path:
+    path = tmp_path / "answers.jsonl"
+    rows = [{"question": f"question {i}", "answer": label} for i, label in enumerate(labels)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("labels", "shown"),
+    [
+        ([f"w{i}" for i in range(60)] * 2, "holds 60 distinct texts such as"),  # many classes
+        (
+            ["yes", "no", "the cat sat on the mat"] * 8,
+            "holds 3 distinct texts such as 'the cat sat on the mat'",
+        ),
+    ],
+)
+def test_free_text_labels_on_a_decoder_only_backbone_are_refused(llama, tmp_path, capsys, labels, shown):
+    """No --format: not silently a classifier over every distinct answer; one line naming --format causal, and
+    nothing written. --format classification trains it anyway."""
+    argv = ["train", "--task", "custom", "--backbone", llama, "--train-file", _free_text(tmp_path, labels)]
+    argv += ["--text-column", "question", "--label-column", "answer", "--epochs", "1", "--memory-steps", "0"]
+    rc, _, err = run([*argv, "--output-dir", tmp_path / "refused"], capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and shown in err, err
+    assert "decoder-only backbone (llama)" in err and "pass --format causal" in err
+    assert not (tmp_path / "refused").exists()
+    rc, stdout, _ = run([*argv, "--output-dir", tmp_path / "asked", "--format", "classification"], capsys)
+    assert rc == 0 and "format classification, head sequence_classification" in stdout.splitlines()[0]
+
+
+def test_class_names_are_not_free_text():
+    from laddertune.data.tasks import get_task, make_custom_spec
+    from laddertune.training.build import free_text_labels
+
+    assert free_text_labels(get_task("mnli")) is None
+    assert (
+        free_text_labels(make_custom_spec("t", num_labels=50, label_names=tuple(f"c{i}" for i in range(50))))
+        is None
+    )
+    assert (
+        free_text_labels(make_custom_spec("t", num_labels=3, label_names=("very good", "bad", "ok"))) is None
+    )
+    assert free_text_labels(make_custom_spec("t", num_labels=300)) is None  # integer class ids
+
+
+def test_a_label_error_over_300_classes_is_cut_with_a_count(tiny, tmp_path, capsys):
+    train_file = tmp_path / "train.jsonl"
+    train_file.write_text(
+        "".join(json.dumps({"text": "a cat", "label": f"class {i}"}) + "\n" for i in range(300))
+    )
+    (tmp_path / "validation.jsonl").write_text(json.dumps({"text": "a dog", "label": "unheard of"}) + "\n")
+    argv = ["train", "--task", "custom", "--backbone", tiny["bert"], "--train-file", train_file]
+    argv += ["--validation-file", tmp_path / "validation.jsonl", "--text-column", "text"]
+    rc, _, err = run([*argv, "--output-dir", tmp_path / "run"], capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "label 'unheard of' is not in the label set" in err and err.strip().endswith("\u2026 and 280 more")
+    assert len(err) < 500
+
+
+def test_eval_max_samples_is_another_name_of_max_eval_samples():
+    args = build_parser().parse_args(["train", "--task", "rte", "--eval-max-samples", "5"])
+    assert config_from_args(args).data.max_eval_samples == 5
+    args = build_parser().parse_args(["evaluate", "--checkpoint", "run", "--eval-max-samples", "3"])
+    assert args.max_eval_samples == 3

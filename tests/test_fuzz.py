@@ -142,6 +142,8 @@ _LADDER_FIELDS = [f.name for f in dataclasses.fields(LadderConfig)]
 _some = st.one_of(st.none(), st.sampled_from(["a", "b/c.csv", "text", "label"]))
 _ints = {n: st.integers(1, 64) for n in ("reduction_factor", "batch_size", "eval_batch_size", "log_every")}
 _ints |= {n: st.one_of(st.none(), st.integers(1, 9)) for n in ("epochs", "max_train_samples", "save_steps")}
+_ints |= {n: st.one_of(st.none(), st.integers(1, 9)) for n in ("max_steps", "eval_steps")}
+_ints["gradient_accumulation_steps"] = st.integers(1, 8)
 # per field, values that pass together (task rte, method lst): one or two fields are then replaced by anything at
 # all, so every field's check is reached (with every field random, the first check rejects nearly every example)
 VALID_TRAIN = {

@@ -14,11 +14,22 @@ import time
 from pathlib import Path
 
 import pytest
-from reliability_setup import ENV, SLOW_START_S, assert_same_as_reference, cli_args
+from reliability_setup import (
+    ENV,
+    SLOW_START_S,
+    _single_thread,
+    assert_same_as_reference,
+    cli_args,
+    run_config,
+)
 from test_trainer import one_thread  # noqa: F401 (an autouse fixture)
 
 from laddertune.io import verify_checksums
-from laddertune.training import checkpoint_candidates
+from laddertune.training import STATE_JSON, checkpoint_candidates, train
+
+WORKER = Path(__file__).with_name(
+    "distributed_worker.py"
+)  # the CLI, with a kill at a chosen training forward
 
 # ---------------------------------------------------------------------------------- 1. SIGKILL, then --resume
 
@@ -117,3 +128,30 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(assets, reference
     assert_same_as_reference(out, reference)
     results = json.loads((out / "results.json").read_text())
     assert results["timing"]["resumed"] and results["config"]["resume"]
+
+
+def test_a_kill_between_micro_batches_then_resume_is_bit_identical(assets, tmp_path):
+    """Gradient accumulation, 2 micro-batches a step (6 steps an epoch): SIGKILL as the 20th training forward
+    starts, the second micro-batch of step 10 (half of its gradients accumulated, none of it saved); checkpoint-last
+    holds step 8, in the middle of epoch 2. --resume ends on the uninterrupted run's bytes."""
+    reference = tmp_path / "reference"
+    _single_thread(lambda: train(run_config(assets, reference, gradient_accumulation_steps=2)))
+    out = tmp_path / "run"
+    argv = cli_args(assets, out, "--gradient-accumulation-steps", "2")
+    env = {**ENV, "LADDERTUNE_TEST_KILL_FORWARD": "20"}
+    killed = subprocess.run(
+        [sys.executable, str(WORKER), *argv], cwd=tmp_path, env=env, capture_output=True, timeout=SLOW_START_S
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    assert _max_step(out) == 9 and not (out / "results.json").exists()
+    state = json.loads((out / "checkpoint-last" / STATE_JSON).read_text())
+    assert (state["step"], state["epoch"], state["next_batch"]) == (
+        8,
+        1,
+        4,
+    )  # next_batch counts micro-batches
+    assert not _run_until(
+        cli_args(assets, out, "--gradient-accumulation-steps", "2", "--resume"), tmp_path, lambda s: False
+    )
+    assert_same_as_reference(out, reference)
+    assert json.loads((out / "results.json").read_text())["timing"]["steps"] == 18

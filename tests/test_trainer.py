@@ -319,6 +319,10 @@ def test_lst_run_writes_everything_and_leaves_backbone_untouched(assets, tmp_pat
         "warmup_steps": 1,
         "total_steps": 18,
         "steps_per_epoch": 6,
+        "max_steps": None,
+        "gradient_accumulation_steps": 1,
+        "examples_per_step": 8,
+        "eval_steps": None,
         "format": "classification",
         "head": "sequence_classification",
     }

@@ -15,6 +15,7 @@ _EXPORTS = {
     "BASELINES": ".methods",
     "FAMILIES": ".methods",
     "count_trainable": ".methods",
+    "get_peft_model": ".methods",
     "peft_task_type": ".methods",
     "prepare_baseline": ".methods",
     "BASELINE_OPTIONS": ".options",

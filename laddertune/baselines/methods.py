@@ -27,6 +27,7 @@ PEFT model (which also changes it in place).
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -250,8 +251,21 @@ def peft_task_type(backbone: nn.Module) -> str:
     )
 
 
+def get_peft_model(backbone: nn.Module, peft_config) -> nn.Module:
+    """``peft.get_peft_model`` without the FutureWarning it causes on transformers 5: PEFT 0.21 reads the backbone's
+    ``is_gradient_checkpointing``, which transformers deprecated for ``is_activation_checkpointing``; the warning
+    names nothing the user did or can change, so it is filtered here, around this one call."""
+    import peft
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        return peft.get_peft_model(backbone, peft_config)
+
+
 def _lora(backbone: nn.Module, config: LoraOptions, layout: _Layout | None, n: int) -> nn.Module:
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
     targets = config.lora_targets or layout.family.lora_targets
     # Explicit module names rather than PEFT's layers_to_transform: T5 has two stacks that both count from 0,
@@ -281,7 +295,7 @@ def _lora(backbone: nn.Module, config: LoraOptions, layout: _Layout | None, n: i
 
 
 def _prompt(backbone: nn.Module, config: PromptOptions, layout=None, n: int = 0) -> nn.Module:
-    from peft import PromptTuningConfig, PromptTuningInit, get_peft_model
+    from peft import PromptTuningConfig, PromptTuningInit
 
     n = config.prompt_length
     embeddings = backbone.get_input_embeddings().weight  # (vocab, d)

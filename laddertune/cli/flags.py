@@ -70,9 +70,8 @@ def add_flags(
             [default],
             f.metadata.get("cli_default", dataclasses.MISSING),
         )
-        group.add_argument(
-            f"--{option.replace('_', '-')}", **_argument(f, types[f.name], docs.get(f.name, ""))
-        )
+        names = [f"--{name.replace('_', '-')}" for name in (option, *f.metadata.get("aliases", ()))]
+        group.add_argument(*names, **_argument(f, types[f.name], docs.get(f.name, "")))
 
 
 def _argument(f: dataclasses.Field, tp, doc: str) -> dict:
@@ -214,11 +213,17 @@ def first_sentence(doc: str) -> str:
 
 
 def add_signature_flags(
-    group, module: str, function: str, flags: dict[str, Flag], skip: tuple[str, ...] = ()
+    group,
+    module: str,
+    function: str,
+    flags: dict[str, Flag],
+    skip: tuple[str, ...] = (),
+    aliases: dict[str, tuple[str, ...]] | None = None,
 ) -> None:
     """Flags for the keyword arguments of ``module.function`` (its typed signature is the command's options, as in
     litgpt), help from its docstring's ``Args:``. Read from the source, not imported: a command's ``--help`` must
-    not import torch. A parameter without a default is a required flag."""
+    not import torch. A parameter without a default is a required flag; ``aliases`` gives a parameter's other
+    flag names."""
     spec = importlib.util.find_spec(module)
     tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
     node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function)
@@ -244,7 +249,8 @@ def add_signature_flags(
         else:
             kwargs["type"] = tp if tp in (int, float) else str
         flags[arg.arg] = Flag(arg.arg, arg.arg, [], [None if value is dataclasses.MISSING else value])
-        group.add_argument(f"--{arg.arg.replace('_', '-')}", **kwargs)
+        names = (arg.arg, *(aliases or {}).get(arg.arg, ()))
+        group.add_argument(*(f"--{name.replace('_', '-')}" for name in names), **kwargs)
 
 
 def _args_docs(doc: str) -> dict[str, str]:

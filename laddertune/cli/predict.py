@@ -9,7 +9,7 @@ import sys
 from ..errors import ConfigError
 from ..training.config import GenerationSettings
 from .flags import Flag, add_flags, given_options
-from .train import quiet
+from .train import NO_PROGRESS, quiet
 
 
 def register(subparsers) -> None:
@@ -38,7 +38,7 @@ def register(subparsers) -> None:
         action="store_true",
         help="let transformers run the backbone repository's own Python code (never taken from the checkpoint)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     p.add_argument(
         "--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)"
     )

@@ -30,6 +30,7 @@ from .flags import (
     read_config_file,
 )
 
+NO_PROGRESS = "no progress bars, ours or our dependencies' (also with -v)"
 GROUPS = {
     "data": "data",
     "model": "model",
@@ -61,7 +62,7 @@ def register(subparsers) -> None:
         add_flags(groups[name], cls, flags)
         if name == "model":
             _method_flags(groups["method"], flags)
-    groups["run"].add_argument("--no-progress", action="store_true", help="no progress bars")
+    groups["run"].add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     groups["run"].add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     finish_help(p, flags)
     p.set_defaults(func=run_train, flags=flags)
@@ -72,9 +73,12 @@ def register(subparsers) -> None:
         description="Score a saved checkpoint on its task's validation (and test) split.",
     )
     eval_flags: dict[str, Flag] = {}
-    add_signature_flags(e, "laddertune.training.evaluation", "evaluate", eval_flags, skip=("show_progress",))
+    add_signature_flags(
+        e, "laddertune.training.evaluation", "evaluate", eval_flags, skip=("show_progress",),
+        aliases={"max_eval_samples": ("eval_max_samples",)},
+    )  # fmt: skip
     e.add_argument("--json", action="store_true", help="print the result as JSON")
-    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    e.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     e.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     finish_help(e, eval_flags)
     e.set_defaults(func=run_evaluate, flags=eval_flags)
@@ -131,18 +135,44 @@ def _print_record(record: dict) -> None:
         tqdm.write(f"{where} step {record['step']}: {record['split']} {format_metrics(record['metrics'])}")
     elif kind == "tap_cache":
         tqdm.write(record["message"])
-    elif kind == "resume":
-        tqdm.write(f"resumed at step {record['step']} (epoch {record['epoch']})")
+    elif kind in ("start", "resume"):
+        tqdm.write(start_line(record))
+
+
+def start_line(record: dict) -> str:
+    """The first line of a run: what trains, in which format and head, on how much, for how many steps."""
+    line = f"train {record['method']} on {record['task']}: "
+    line += f"format {record['format']}, head {record['head']}; "
+    n = record["examples"]
+    line += f"{n['train']:,} train / {n['validation']:,} validation examples; "
+    per_step, k = record["examples_per_step"], record["gradient_accumulation_steps"]
+    line += f"{_count(record['epochs'], 'epoch')} of {_count(record['steps_per_epoch'], 'step')}, "
+    line += f"{_count(record['total_steps'], 'step')} of {per_step:,} examples"
+    line += f" ({k} micro-batches of {per_step // k})" if k > 1 else ""
+    if record["type"] == "resume":
+        line += f"; resumed at step {record['step']} (epoch {record['epoch']})"
+    return line
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def quiet(args: argparse.Namespace) -> None:
-    """Without -v, hide transformers' load reports and its weight-loading bars; honour --threads."""
+    """Without -v, hide transformers' load reports; honour --threads. Our dependencies' progress bars are drawn
+    only with -v and never with --no-progress: transformers' (weight loading, hub downloads, and through
+    :func:`laddertune.core.backbones.load_backbone` its GGUF de-quantisation) and datasets' (hub datasets,
+    ``save_to_disk`` folders), each through its library's own switch."""
+    import datasets
     import torch
     import transformers
 
-    if not getattr(args, "verbose", False):
+    verbose = getattr(args, "verbose", False)
+    if not verbose:
         transformers.logging.set_verbosity_error()
+    if not verbose or getattr(args, "no_progress", False):
         transformers.utils.logging.disable_progress_bar()
+        datasets.disable_progress_bars()
     if args.threads:
         torch.set_num_threads(args.threads)
 

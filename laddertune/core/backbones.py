@@ -11,6 +11,8 @@ sentence-transformers or llama.cpp, and we only need their weight files.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.metadata
 import logging
 from dataclasses import dataclass
@@ -39,7 +41,7 @@ ALIASES = {
 
 
 def resolve_backbone(name: str) -> BackboneSource:
-    """Turn a backbone name (alias, local path or hub id) into a :class:`BackboneSource`."""
+    """Turn a backbone name (alias, local folder, local ``.gguf`` file or hub id) into a :class:`BackboneSource`."""
     if name in ALIASES:
         dist_name, rel = ALIASES[name]
         try:
@@ -55,6 +57,8 @@ def resolve_backbone(name: str) -> BackboneSource:
         if target.suffix == ".gguf":
             return BackboneSource(str(target.parent), target.name)
         return BackboneSource(str(target))
+    if name.endswith(".gguf") and Path(name).is_file():  # transformers reads a GGUF file from its folder
+        return BackboneSource(str(Path(name).parent), Path(name).name)
     return BackboneSource(name)
 
 
@@ -72,7 +76,7 @@ def load_backbone(name: str, head: str, *, trust_remote_code: bool = False, **kw
     """Load a pretrained backbone with a task head.
 
     Args:
-        name: an alias (``minilm``, ``smollm2``), a local folder or a Hugging Face hub id.
+        name: an alias (``minilm``, ``smollm2``), a local folder, a local ``.gguf`` file or a Hugging Face hub id.
         head: one of ``seq2seq_lm``, ``causal_lm``, ``sequence_classification``.
         trust_remote_code: passed to transformers; off unless the user asks for it.
         **kwargs: passed to ``from_pretrained`` (for example ``num_labels``).
@@ -86,7 +90,8 @@ def load_backbone(name: str, head: str, *, trust_remote_code: bool = False, **kw
     if src.gguf_file:
         kwargs["gguf_file"] = src.gguf_file
     try:
-        model = _auto_class(head).from_pretrained(src.path, trust_remote_code=trust_remote_code, **kwargs)
+        with _gguf_bar_follows_transformers() if src.gguf_file else contextlib.nullcontext():
+            model = _auto_class(head).from_pretrained(src.path, trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"cannot load backbone {name!r} as {head}: {first}") from None
@@ -94,8 +99,35 @@ def load_backbone(name: str, head: str, *, trust_remote_code: bool = False, **kw
     return model
 
 
+@contextlib.contextmanager
+def _gguf_bar_follows_transformers():
+    """Hold transformers' GGUF de-quantisation bar to transformers' own progress-bar switch.
+
+    transformers 5.23 draws "Converting and de-quantizing GGUF tensors" with ``tqdm.auto`` directly
+    (``modeling_gguf_pytorch_utils.load_gguf_checkpoint``), so ``transformers.utils.logging.disable_progress_bar()``,
+    which silences its other loading bars, misses it. While that switch is off, the module's ``tqdm`` is a disabled
+    one for the duration of the load.
+    """
+    from transformers.utils import logging as hf_logging
+
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf
+    except ImportError:  # no gguf package: transformers will say so when it loads the file
+        gguf = None
+    if gguf is None or hf_logging.is_progress_bar_enabled() or not hasattr(gguf, "tqdm"):
+        yield
+        return
+    bar = gguf.tqdm
+    gguf.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf.tqdm = bar
+
+
 def load_tokenizer(name: str, *, trust_remote_code: bool = False):
-    """Load the tokenizer that belongs to a backbone name (alias, path or hub id)."""
+    """Load the tokenizer that belongs to a backbone name (alias, folder, ``.gguf`` file or hub id); a tokenizer
+    without a pad token pads with its end-of-sequence token."""
     import transformers
 
     src = resolve_backbone(name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 
-from ..errors import DataError
+from ..errors import DataError, listing
 from .rows import Rows
 from .tasks import TaskSpec, make_custom_spec
 
@@ -77,9 +77,9 @@ def _label(row: dict, spec: TaskSpec, loc: str) -> int | float:
     numeric_names = any(_is_number(n) for n in spec.label_names)  # custom labels mapped from their values
     if isinstance(value, int) and not numeric_names and 0 <= value < spec.num_labels:
         return value
-    allowed = ", ".join(f"{i} ({n})" for i, n in enumerate(spec.label_names))
+    allowed = listing(f"{i} ({n})" for i, n in enumerate(spec.label_names))
     if numeric_names:
-        allowed = ", ".join(spec.label_names)
+        allowed = listing(spec.label_names)
     raise DataError(f"{loc}: label {value!r} is not in the label set of {spec.name}: {allowed}")
 
 
@@ -88,7 +88,7 @@ def _check_columns(rows: Rows, columns: list[str]) -> None:
     for loc, row in rows:
         missing = [c for c in columns if c not in row]
         if missing:
-            have = ", ".join(map(str, row)) or "(none)"
+            have = listing(row) or "(none)"
             raise DataError(f"{loc}: no column {missing[0]!r}; the columns are: {have}")
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..baselines import QLoraOptions, peft_task_type
+from ..baselines import QLoraOptions, get_peft_model, peft_task_type
 from ..core.quantization import convert_backbone
 from ..errors import ConfigError
 from .base import TrainingMethod
@@ -29,7 +29,7 @@ from .base import TrainingMethod
 
 def prepare_qlora(backbone: nn.Module, options: QLoraOptions) -> nn.Module:
     """The QLoRA model around a 4-bit ``backbone`` (modified in place); see the module docstring."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import LoraConfig, prepare_model_for_kbit_training
 
     backbone.is_loaded_in_4bit = True  # what transformers sets when it loads in 4 bits; PEFT reads it
     backbone = prepare_model_for_kbit_training(

@@ -38,10 +38,16 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[i
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
-def choose_format(backbone: str, fmt: str | None, trust_remote_code: bool = False) -> tuple[str, str]:
+def choose_format(
+    backbone: str, fmt: str | None, trust_remote_code: bool = False, spec=None
+) -> tuple[str, str]:
     """(data format, backbone head): text2text for encoder-decoders (T5), classification otherwise; a generative
     layout (prompt_completion, alpaca, chat, text) takes the backbone's LM head (seq2seq for an encoder-decoder,
-    causal for a decoder-only model)."""
+    causal for a decoder-only model).
+
+    With the task's ``spec`` and no ``fmt``, a decoder-only backbone whose labels are free text (see
+    :func:`free_text_labels`) is refused rather than trained as a classifier over every distinct text.
+    """
     src = resolve_backbone(backbone)
     try:
         kwargs = {"gguf_file": src.gguf_file} if src.gguf_file else {}
@@ -57,6 +63,12 @@ def choose_format(backbone: str, fmt: str | None, trust_remote_code: bool = Fals
                 "use a decoder-only or an encoder-decoder backbone"
             )
         return fmt, "seq2seq_lm" if seq2seq else "causal_lm"
+    decoder_only = not seq2seq and cfg.model_type not in ENCODER_ONLY
+    if fmt is None and decoder_only and spec is not None and (why := free_text_labels(spec)):
+        raise ConfigError(
+            f"{why}: a decoder-only backbone ({cfg.model_type}) would train a {spec.num_labels}-way classifier on "
+            "them; pass --format causal to generate the labels (or --format classification to train it anyway)"
+        )
     fmt = fmt or ("text2text" if seq2seq else "classification")
     if fmt == "text2text" and not seq2seq:
         raise ConfigError(
@@ -65,6 +77,32 @@ def choose_format(backbone: str, fmt: str | None, trust_remote_code: bool = Fals
     if fmt == "causal" and (seq2seq or cfg.model_type in ENCODER_ONLY):
         raise ConfigError(f"format causal needs a decoder-only backbone; {backbone!r} is {cfg.model_type}")
     return fmt, HEADS[fmt]
+
+
+FREE_TEXT_CLASSES = 50  # more distinct string labels than this are answers to generate, not classes
+FREE_TEXT_WORDS = 4  # a label of this many words reads as a sentence
+
+
+def free_text_labels(spec) -> str | None:
+    """Why the task's labels look like free text rather than class names (None when they do not): more than
+    :data:`FREE_TEXT_CLASSES` distinct string labels, or a label of :data:`FREE_TEXT_WORDS` words or more."""
+    names = [n for n in spec.label_names if not _is_number(n)]
+    if not names:
+        return None
+    sentence = next((n for n in names if len(n.split()) >= FREE_TEXT_WORDS), None)
+    if len(names) <= FREE_TEXT_CLASSES and sentence is None:
+        return None
+    example = sentence or max(names, key=len)
+    example = example if len(example) <= 60 else example[:57] + "..."
+    return f"label column {spec.label_column!r} holds {len(names)} distinct texts such as {example!r}"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def position_limit(backbone: str, trust_remote_code: bool = False) -> int | None:

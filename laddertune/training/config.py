@@ -103,8 +103,9 @@ class DataConfig:
     """The longest input in tokens (the paper's 128); batches are padded to their longest example."""
     max_train_samples: int | None = opt(None, minimum=1, metavar="N")
     """Train on a seeded subsample of N examples; None: all."""
-    max_eval_samples: int | None = opt(None, minimum=1, metavar="N")
-    """Evaluate on a seeded subsample of N validation (and test) examples; None: all."""
+    max_eval_samples: int | None = opt(None, minimum=1, metavar="N", aliases=("eval_max_samples",))
+    """Evaluate on a seeded subsample of N validation (and test) examples; None: all. Also spelled
+    eval_max_samples (--eval-max-samples)."""
     tap_cache: str | None = opt(None, metavar="DIR")
     """A folder for the tap cache (methods whose side network reads the backbone's taps): the training examples'
     taps are written there once and read in every later epoch and run instead of running the backbone."""
@@ -174,7 +175,14 @@ class OptimizationConfig:
     """Training epochs, or paper for the task's own count (20 for RTE, MRPC, CoLA, STS-B; 10 for the others); the
     command line's 3 finishes RTE in minutes on a CPU, the library's None is the task's count."""
     batch_size: int = opt(32, minimum=1, metavar="N")
-    """The training batch (the paper's 100 is slow on a CPU)."""
+    """The training batch (the paper's 100 is slow on a CPU); with gradient_accumulation_steps, the micro-batch."""
+    gradient_accumulation_steps: int = opt(1, minimum=1, metavar="K")
+    """Micro-batches of batch_size per optimizer step: each step equals one on a batch of K * batch_size (the mean
+    loss over all its examples, or target tokens for LM heads). Steps, the schedule, save_steps, log_every and
+    eval_steps count optimizer steps."""
+    max_steps: int | None = opt(None, minimum=1, metavar="N")
+    """Stop after N optimizer steps, overriding epochs: the schedule spans N steps and the run takes as many epochs
+    as they need (the last may stop part-way, and validates there)."""
     eval_batch_size: int = opt(64, minimum=1, metavar="N")
     """The evaluation batch (no gradients, so it can be larger)."""
     lr: float | None = opt(None, positive=True)
@@ -213,6 +221,9 @@ class RunConfig:
     """Also write checkpoint-last every N steps (it is always written at the end of each epoch)."""
     log_every: int = opt(10, minimum=1, metavar="N")
     """Append the mean training loss to metrics.jsonl every N steps."""
+    eval_steps: int | None = opt(None, minimum=1, metavar="N")
+    """Also validate every N optimizer steps (each epoch's end still validates); the best checkpoint is the best of
+    all validations."""
     overwrite: bool = False
     """Replace a finished or unfinished run in output_dir."""
     resume: bool = False
@@ -356,6 +367,18 @@ class TrainConfig:
         epochs = self.optimization.epochs
         return epochs if epochs is not None else task_epochs
 
+    def resolved_steps(self, train_size: int, task_epochs: int) -> tuple[int, int, int]:
+        """(epochs, optimizer steps per epoch, total steps) for ``train_size`` examples: an epoch is the batches
+        of batch_size grouped by gradient_accumulation_steps (the last group may be smaller); with max_steps the
+        total is max_steps and the epochs as many as it needs, else the epochs are :meth:`resolved_epochs`'s."""
+        optim = self.optimization
+        batches = math.ceil(train_size / optim.batch_size)
+        per_epoch = math.ceil(batches / optim.gradient_accumulation_steps)
+        if optim.max_steps is not None:
+            return math.ceil(optim.max_steps / per_epoch), per_epoch, optim.max_steps
+        epochs = self.resolved_epochs(task_epochs)
+        return epochs, per_epoch, epochs * per_epoch
+
     def resolved_warmup(self, total_steps: int) -> int:
         """Warm-up steps: the given number, else the given ratio of ``total_steps`` (rounded up), else min(500,
         10% of ``total_steps``)."""
@@ -494,7 +517,10 @@ def _option_tables():
     """Where each option lives: section options -> (section, field); method options -> the methods that have it
     and their defaults."""
     section_of = {
-        option_name(f): (name, f.name) for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)
+        key: (name, f.name)
+        for name, cls in SECTIONS.items()
+        for f in dataclasses.fields(cls)
+        for key in (option_name(f), *f.metadata.get("aliases", ()))
     }
     owners: dict[str, list[str]] = {}
     defaults: dict[str, list] = {}

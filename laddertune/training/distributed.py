@@ -8,8 +8,10 @@ single process would take from :func:`~laddertune.training.build.epoch_batches` 
 alone, so every rank computes the same order); rank ``r`` of ``N`` takes its examples ``r, r + N, ...``.
 
 Equal to one process: each rank's loss is weighted by its share of the global batch's loss terms (examples, or
-target tokens for LM heads), so DDP's gradient average is the gradient of the global batch's mean loss even when the
-last batch does not split evenly; the logged loss is that global mean (all-reduced). Evaluation splits the examples
+target tokens for LM heads; :func:`~laddertune.training.step.train_step`), so DDP's gradient average is the gradient
+of the global batch's mean loss even when the last batch does not split evenly; the logged loss is that global mean
+(all-reduced). With gradient accumulation the terms are counted over the step's micro-batches too, and gradients
+are all-reduced once per step (DDP's ``no_sync`` in the other micro-batches). Evaluation splits the examples
 the same way and gathers every rank's predictions before scoring. Rank 0 alone writes (metrics, checkpoints,
 results); the others wait at barriers where they must read what it wrote. Checkpoints count global steps, so
 ``--resume`` continues with any number of ranks. Backends: NCCL on CUDA (one GPU per local rank), gloo on CPU.
@@ -92,19 +94,11 @@ class Distributed:
         """This rank's part of a global batch (or of an evaluation split): items r, r + N, r + 2N, ..."""
         return items[self.rank :: self.world_size]
 
-    def forward_loss(self, batch: dict, head: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss to back-propagate, the global batch's mean loss) for this rank's part of the batch.
-
-        The local mean is scaled by ``local terms * N / global terms``: DDP averages the N ranks' gradients, which
-        then equals the gradient of the global mean (what one process computes on the whole batch).
-        """
-        batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        loss = self.model(**batch).loss
-        count = loss_terms(batch["labels"], head).to(self.device, torch.float64)
-        totals = torch.stack([loss.detach().double() * count, count])
-        dist.all_reduce(totals)  # (sum of per-rank loss * terms, global terms)
-        global_terms = totals[1].clamp(min=1)
-        return loss * (count * self.world_size / global_terms).float(), (totals[0] / global_terms).float()
+    def sum(self, value: torch.Tensor) -> torch.Tensor:
+        """``value`` summed over the ranks (a new tensor on this rank's device)."""
+        value = value.detach().clone().to(self.device)
+        dist.all_reduce(value)
+        return value
 
     def gather(self, items: list) -> list:
         """Undo :meth:`shard`: every rank's items, back in the global order (on every rank)."""
@@ -114,16 +108,6 @@ class Distributed:
         for rank, part in enumerate(parts):
             out[rank :: self.world_size] = part
         return out
-
-
-def loss_terms(labels: torch.Tensor, head: str) -> torch.Tensor:
-    """How many terms a batch's mean loss averages: examples (classification), target tokens (LM heads;
-    causal LM losses shift the labels by one)."""
-    if head == "sequence_classification":
-        return torch.tensor(labels.shape[0])
-    if head == "causal_lm":
-        labels = labels[..., 1:]
-    return (labels != -100).sum()
 
 
 class DataParallelHooks:

@@ -28,7 +28,7 @@ from ..errors import DataError
 from ..io import atomic_write_text
 from .config import GenerationSettings
 from .device import move_batch
-from .distributed import loss_terms
+from .step import loss_terms
 
 SAMPLES_NAME = "samples.jsonl"  # a few generated answers of the last evaluation, next to metrics.jsonl
 SAMPLES = 5

@@ -4,17 +4,20 @@ A run, in order, each phase one method of :class:`Run`: check the output folder 
 (``prepare_output``); load the data (``prepare_data``: the splits, the format and head, the tokenizer, the batcher);
 build the model (``build_model``: LST or a baseline); the optimizer and schedule (``make_optimizer``: AdamW over the
 trainable parameters only, linear warm-up and decay); start fresh or resume from ``checkpoint-last``
-(``start_or_resume``); the epoch loop, written out in :func:`train` (a seeded shuffle per epoch, ``step`` per batch,
-``end_epoch``: validation and checkpoints); ``finish`` (the best epoch on the test set when the protocol has one,
-then ``results.json``).
+(``start_or_resume``); the epoch loop, written out in :func:`train` (a seeded shuffle per epoch; ``step`` per
+optimizer step, over ``gradient_accumulation_steps`` batches; ``after_step``: logs, validation every ``eval_steps``,
+checkpoints every ``save_steps``; ``end_epoch``: validation and checkpoints; ``max_steps`` may end the last epoch
+part-way); ``finish`` (the best validation's weights on the test set when the protocol has one, then
+``results.json``). Every count (steps, the schedule, ``log_every``, ``save_steps``, ``eval_steps``) is of optimizer
+steps.
 
 What a run writes into ``output_dir``::
 
     train_config.json     the TrainConfig as given
-    metrics.jsonl         one JSON object per logged training step and per evaluation
+    metrics.jsonl         one JSON object per logged training step and per evaluation, after a "start" record
     checkpoint-last/      weights + optimizer, scheduler, RNG and data-order state (for resume)
     checkpoint-last.old/  the checkpoint before it, kept until the run finishes (resume falls back to it)
-    checkpoint-best/      weights of the best epoch on validation
+    checkpoint-best/      weights of the best validation
     results.json          written last: metrics, parameter counts, peak memory, timing, versions, config
 
 Weights: LST saves only its side network (``LadderModel.save_pretrained``); a baseline saves only its trainable
@@ -54,7 +57,7 @@ from .optimizer import adamw8bit_class, make_optimizer
 from .placement import PlacementHooks
 from .precision import Precision
 from .prediction import task_record
-from .results import write_results
+from .results import run_summary, write_results
 from .run_data import RunData, Schedule, load_run_data
 from .run_dir import MetricsLog, check_output, claim_output, truncate_metrics
 from .run_state import RunState, Timing
@@ -97,16 +100,25 @@ def train(
 
     run.model.train()
     train_set, state, optim = run.data.splits.train, run.state, config.optimization
+    k = optim.gradient_accumulation_steps  # micro-batches per optimizer step
     for epoch in range(state.epoch, run.schedule.epochs):
         batches = epoch_batches(len(train_set), optim.batch_size, optim.seed, epoch)
+        # where the epoch (re)starts: always a step boundary, since checkpoints are written between steps
         start = state.next_batch if epoch == state.epoch else 0
-        with run.progress(len(batches), start, epoch) as bar:
-            for b in range(start, len(batches)):
-                loss = run.step(run.data.collate([train_set[i] for i in run.shard(batches[b])]), epoch)
+        with run.progress(math.ceil(len(batches) / k), start // k, epoch) as bar:
+            for b in range(start, len(batches), k):
+                group = batches[b : b + k]
+                micro = [run.data.collate([train_set[i] for i in run.shard(g)]) for g in group]
+                loss = run.step(micro, epoch)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}")
-                run.after_step(epoch, next_batch=b + 1, epoch_done=b + 1 == len(batches))
+                done = b + len(group) == len(batches) or run.out_of_steps
+                run.after_step(epoch, next_batch=b + len(group), epoch_done=done)
+                if done:
+                    break
         run.end_epoch(epoch)
+        if run.out_of_steps:  # max_steps: the last epoch may stop part-way
+            break
     return run.finish()
 
 
@@ -212,9 +224,7 @@ class Run(DataParallelHooks, PlacementHooks):
     def make_optimizer(self) -> None:
         """AdamW (or 8-bit AdamW, --optimizer) over the trainable parameters only, linear warm-up and decay; the meter of the steps."""
         config, data = self.config, self.data
-        epochs = config.resolved_epochs(data.spec.epochs)
-        steps_per_epoch = math.ceil(len(data.splits.train) / config.optimization.batch_size)
-        total = epochs * steps_per_epoch
+        epochs, steps_per_epoch, total = config.resolved_steps(len(data.splits.train), data.spec.epochs)
         self.schedule = Schedule(
             epochs,
             steps_per_epoch,
@@ -261,7 +271,16 @@ class Run(DataParallelHooks, PlacementHooks):
             config.save(out)
         self.timing.resumed = resumed is not None
         if resumed is not None:
-            self.log({"type": "resume", "step": self.state.step, "epoch": self.state.epoch + 1})
+            self.log(
+                {
+                    "type": "resume",
+                    "step": self.state.step,
+                    "epoch": self.state.epoch + 1,
+                    **run_summary(self),
+                }
+            )
+        else:
+            self.log({"type": "start", "step": 0, **run_summary(self)})
 
     def open_tap_cache(self) -> None:
         """With ``tap_cache``: find or build the taps of the training examples (and, for classification, of the
@@ -273,23 +292,29 @@ class Run(DataParallelHooks, PlacementHooks):
         desc = f"epoch {epoch + 1}/{self.schedule.epochs}"
         return tqdm(total=total, initial=initial, desc=desc, disable=not self.show_progress, leave=False)
 
-    def step(self, batch: dict, epoch: int) -> float:
-        """One training step, timed, and measured for the first ``memory_steps`` after this process's first."""
+    @property
+    def out_of_steps(self) -> bool:
+        """The run has done its ``max_steps``."""
+        return self.state.step >= self.schedule.total_steps
+
+    def step(self, batches: list[dict], epoch: int) -> float:
+        """One optimizer step over ``batches`` (its micro-batches), timed, and measured for the first
+        ``memory_steps`` after this process's first."""
         timing, config = self.timing, self.config
         measured = self.meter is not None and 1 <= timing.process_steps <= config.run.memory_steps
-        batch = self.to_model_device(batch)
         t0 = time.perf_counter()
         try:
             with self.meter.phase("train") if measured else nullcontext():
-                forward = None if self.dist is None else lambda b: self.dist.forward_loss(b, self.data.head)
                 loss = train_step(
                     self.model,
-                    batch,
+                    batches,
                     self.optimizer,
                     self.scheduler,
                     config.optimization.max_grad_norm,
                     self.precision,
-                    forward,
+                    head=self.data.head,
+                    distributed=self.dist,
+                    move=self.to_model_device,
                 )
         except TrainingDivergedError as e:
             self._stop_diverged(e, epoch)
@@ -305,7 +330,8 @@ class Run(DataParallelHooks, PlacementHooks):
         return loss
 
     def after_step(self, epoch: int, next_batch: int, epoch_done: bool) -> None:
-        """Log the mean loss every ``log_every`` steps and at the epoch's end; checkpoint every ``save_steps``."""
+        """Log the mean loss every ``log_every`` steps and at the epoch's end; validate every ``eval_steps``;
+        checkpoint every ``save_steps`` (the epoch's end does both in :meth:`end_epoch`)."""
         config, step = self.config, self.state.step
         if step % config.run.log_every == 0 or epoch_done:
             record = {"type": "train", "step": step, "epoch": epoch + 1}
@@ -315,12 +341,22 @@ class Run(DataParallelHooks, PlacementHooks):
             record["train_seconds"] = self.state.train_seconds  # cumulative, over resumes too
             self.log(record)
             self.losses = []
+        if config.run.eval_steps and step % config.run.eval_steps == 0 and not epoch_done:
+            self.validate(epoch)
         if config.run.save_steps and step % config.run.save_steps == 0 and not epoch_done:
             self.state.epoch, self.state.next_batch = epoch, next_batch
             self._save_last()
 
     def end_epoch(self, epoch: int) -> None:
-        """Score the validation split, keep the best epoch's weights, write ``checkpoint-last``."""
+        """Validate, then write ``checkpoint-last`` (the next epoch starts there)."""
+        self.validate(epoch)
+        self.state.epoch, self.state.next_batch = epoch + 1, 0
+        self._save_last()
+        if self.dist is not None:
+            self.dist.barrier()  # checkpoint-best is complete before any rank may read it (finish)
+
+    def validate(self, epoch: int) -> None:
+        """Score the validation split; keep the weights of the best validation so far in ``checkpoint-best``."""
         config, state = self.config, self.state
         t0 = time.perf_counter()
         memory_kw = (
@@ -331,7 +367,8 @@ class Run(DataParallelHooks, PlacementHooks):
         record.update(metrics=metrics, eval_seconds=time.perf_counter() - t0)
         state.history.append(record)
         self.log(record)
-        logger.info("epoch %d/%d: validation %s", epoch + 1, self.schedule.epochs, format_metrics(metrics))
+        where = f"epoch {epoch + 1}/{self.schedule.epochs} step {state.step}"
+        logger.info("%s: validation %s", where, format_metrics(metrics))
         if state.best is None or metrics["score"] > state.best["score"]:
             state.best = {
                 "epoch": epoch + 1,
@@ -341,10 +378,6 @@ class Run(DataParallelHooks, PlacementHooks):
             }
             if self.is_main:
                 save_best(self.out / "checkpoint-best", self.model, self.method, self.task)
-        state.epoch, state.next_batch = epoch + 1, 0
-        self._save_last()
-        if self.dist is not None:
-            self.dist.barrier()  # checkpoint-best is complete before any rank may read it (finish)
 
     def finish(self) -> dict:
         """The best epoch's weights on the test set (when the protocol has one), then ``results.json``."""

@@ -21,8 +21,12 @@ class PlacementHooks:
         place_backbone(self.model, self.config.devices.device_map)
 
     def to_model_device(self, batch: dict) -> dict:
-        """The batch on the side network's device (where the loss is computed); unchanged on the CPU."""
-        device = getattr(self.model, "device", torch.device("cpu"))
-        if device.type == "cpu" or self.dist is not None:  # the data-parallel step moves its own batches
+        """The batch on the side network's device (where the loss is computed), or on this rank's device under
+        data parallelism; unchanged on the CPU."""
+        if self.dist is not None:
+            device = self.dist.device
+        else:
+            device = getattr(self.model, "device", torch.device("cpu"))
+        if device.type == "cpu":
             return batch
         return move_batch(batch, device)

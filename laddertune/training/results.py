@@ -20,6 +20,7 @@ def write_results(run, test: dict | None, write: bool = True) -> dict:
     """Assemble a finished :class:`~laddertune.training.loop.Run`'s results, write ``results.json`` last, and drop
     the resume fallback (``write=False``: a data-parallel rank other than 0 only assembles). Returns them."""
     config, data, state, timing, schedule = run.config, run.data, run.state, run.timing, run.schedule
+    optim = config.optimization
     best, init_meter, meter = state.best, run.init_meter, run.meter
     memory = meter.report().to_dict() if meter is not None else None
     if memory is not None and init_meter is not None:  # no init phase when Fisher ran unprofiled (CPU)
@@ -58,6 +59,10 @@ def write_results(run, test: dict | None, write: bool = True) -> dict:
             "warmup_steps": schedule.warmup,
             "total_steps": schedule.total_steps,
             "steps_per_epoch": schedule.steps_per_epoch,
+            "max_steps": optim.max_steps,
+            "gradient_accumulation_steps": optim.gradient_accumulation_steps,
+            "examples_per_step": optim.batch_size * optim.gradient_accumulation_steps,
+            "eval_steps": config.run.eval_steps,
             "format": data.fmt,
             "head": data.head,
         },
@@ -83,6 +88,26 @@ def write_results(run, test: dict | None, write: bool = True) -> dict:
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     shutil.rmtree(out / "checkpoint-last.old", ignore_errors=True)  # a finished run resumes from nothing
     return results
+
+
+def run_summary(run) -> dict:
+    """What a :class:`~laddertune.training.loop.Run` is about to do, for the record ``metrics.jsonl`` starts with
+    (``type: start``) and that each ``resume`` record repeats: method, task, the chosen format and head, the
+    examples and the optimizer steps (the command line prints it as its first line)."""
+    config, data, schedule = run.config, run.data, run.schedule
+    optim = config.optimization
+    return {
+        "method": config.method_name,
+        "task": data.spec.name,
+        "format": data.fmt,
+        "head": data.head,
+        "examples": {"train": len(data.splits.train), "validation": len(data.splits.validation)},
+        "epochs": schedule.epochs,
+        "steps_per_epoch": schedule.steps_per_epoch,
+        "total_steps": schedule.total_steps,
+        "examples_per_step": optim.batch_size * optim.gradient_accumulation_steps,
+        "gradient_accumulation_steps": optim.gradient_accumulation_steps,
+    }
 
 
 def versions() -> dict:

@@ -72,14 +72,17 @@ def load_run_data(config: TrainConfig, *, training: bool = True) -> RunData:
     model = config.model
     custom = data.task.lower() == "custom"
     layout = generative_layout(data.train_file, data.format) if custom else None
-    fmt, head = choose_format(model.backbone, layout or data.format, model.trust_remote_code)
-    clamp_max_length(config)
-    tokenizer = load_tokenizer(model.backbone, trust_remote_code=model.trust_remote_code)
     if layout is None:
         kwargs = data.load_kwargs() if training else {**data.load_kwargs(), "max_train_samples": None}
         splits = load_splits(data.task, **kwargs)
+        fmt, head = choose_format(model.backbone, data.format, model.trust_remote_code, spec=splits.spec)
+        clamp_max_length(config)
+        tokenizer = load_tokenizer(model.backbone, trust_remote_code=model.trust_remote_code)
         collate = make_collator(tokenizer, fmt=fmt, spec=splits.spec, max_length=data.max_length)
         return RunData(splits, fmt, head, tokenizer, collate)
+    fmt, head = choose_format(model.backbone, layout, model.trust_remote_code)
+    clamp_max_length(config)
+    tokenizer = load_tokenizer(model.backbone, trust_remote_code=model.trust_remote_code)
     task = GenerativeTask(
         layout,
         prompt_format=data.prompt_format,

@@ -14,11 +14,11 @@ class RunState:
     """Where a run is: the progress a resumed run continues from, and what it has scored so far."""
 
     step: int = 0
-    """Training steps done (global steps under data parallelism)."""
+    """Optimizer steps done (global steps under data parallelism)."""
     epoch: int = 0
     """The epoch in progress (0-based); the run continues in it."""
     next_batch: int = 0
-    """The batch of ``epoch`` to run next."""
+    """The batch of ``epoch`` to run next (a micro-batch index: the first of a step)."""
     best: dict | None = None
     """The best validation so far: ``{"epoch", "step", "score", "metrics"}``."""
     history: list[dict] = field(default_factory=list)
