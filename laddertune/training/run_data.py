@@ -20,6 +20,7 @@ from ..data.generative_task import (
     load_generative_splits,
     read_chat_template,
 )
+from ..data.layouts import LAYOUTS
 from .build import choose_format, clamp_max_length
 from .config import TrainConfig
 from .generative import GenerativeData, prepare_generative
@@ -71,7 +72,9 @@ def load_run_data(config: TrainConfig, *, training: bool = True) -> RunData:
     data = config.data
     model = config.model
     custom = data.task.lower() == "custom"
-    layout = generative_layout(data.train_file, data.format) if custom else None
+    # a labelled file names its text column; generative rows are known by their own columns
+    labelled = data.text_column is not None and data.format not in LAYOUTS
+    layout = generative_layout(data.train_file, data.format) if custom and not labelled else None
     if layout is None:
         kwargs = data.load_kwargs() if training else {**data.load_kwargs(), "max_train_samples": None}
         splits = load_splits(data.task, **kwargs)
