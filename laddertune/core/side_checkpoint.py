@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 
 from ..errors import CheckpointError, ConfigError
-from ..io import atomic_save_tensors, load_tensors, portable_path, resolve_portable
+from ..io import atomic_save_tensors, load_tensors, portable_path, resolve_portable, verify_checksums
 from .backbones import load_backbone
 from .config import LadderConfig
 from .fingerprint import legacy_fingerprint, signature_mismatch, structure_fingerprint, value_signature
@@ -62,10 +62,14 @@ def restore_labels(backbone, saved: LadderConfig) -> None:
 def load_side_weights(model, directory: str | Path, saved: LadderConfig) -> None:
     """Check that ``model``'s backbone is the one ``saved`` was trained on, then load the side weights into it.
 
+    A folder with a ``SHA256SUMS`` (a run's checkpoint) is checked against it first; one without (what
+    ``save_pretrained`` writes) loads as it is.
+
     Raises:
         CheckpointError: missing/corrupt files, or a backbone other than the one the side network was trained on.
     """
     directory = Path(directory)
+    verify_checksums(directory, required=False)
     why = backbone_mismatch(model, saved)
     if why:
         raise CheckpointError(

@@ -34,6 +34,27 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+def check_writable(folder: str | Path, what: str) -> None:
+    """Fail now, in one line, when files cannot be created in ``folder`` (or, when it does not exist yet, in the
+    nearest folder above it that does): a read-only filesystem or folder found before hours of work, not after.
+
+    A real probe (a temporary file created and removed), not ``os.access``: root passes ``os.access`` on a
+    read-only folder, and only a write shows a read-only mount.
+
+    Raises:
+        ConfigError: ``what`` (e.g. "output_dir /x") is not writable, with the system's reason.
+    """
+    place = Path(folder)
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    try:
+        fd, tmp = tempfile.mkstemp(dir=place, prefix=".laddertune-write-probe.", suffix=".tmp")
+    except OSError as e:
+        raise ConfigError(f"cannot write into {what} ({place}): {e.strerror or e}") from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the complete new one."""
     _atomic_write(Path(path), lambda f: f.write(data))

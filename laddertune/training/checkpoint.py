@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from ..io import (
     verify_checksums,
     write_checksums,
 )
+from .checkpoint_folders import check_removable, remove_folder
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +58,9 @@ def save_weights(model, directory: Path, method: str, task: dict | None = None) 
 
 
 def load_weights(model, directory: Path, method: str) -> None:
-    """Copy weights written by :func:`save_weights` into an already built ``model`` (names and shapes must match)."""
-    verify_checksums(directory)
+    """Copy weights written by :func:`save_weights` into an already built ``model`` (names and shapes must match);
+    the folder's ``SHA256SUMS`` must be there and match."""
+    verify_checksums(directory, required=True)
     with torch.no_grad():
         for target, tensor in _read_weights(model, directory, method):
             target.copy_(tensor)
@@ -92,26 +93,37 @@ def _read_weights(model, directory: Path, method: str) -> list[tuple[torch.Tenso
 def _swap_in(tmp: Path, directory: Path, keep_previous: bool = False) -> None:
     """Replace ``directory`` by the complete folder ``tmp``; the replaced folder becomes ``<name>.old``, kept with
     ``keep_previous`` (the fallback of :func:`resume_checkpoint`). A crash in between leaves a complete folder
-    under one of the two names (``<name>.old`` alone when it hit between the renames), never a mix of the two."""
+    under one of the two names (``<name>.old`` alone when it hit between the renames), never a mix of the two.
+    A link is renamed or removed as a link (its target is never touched)."""
     old = directory.with_name(directory.name + ".old")
-    if directory.exists():
-        shutil.rmtree(old, ignore_errors=True)
+    if directory.exists() or directory.is_symlink():
+        remove_folder(old)
         directory.rename(old)
     tmp.rename(directory)
     if not keep_previous:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_folder(old)
 
 
 def _write_folder(directory: Path, write: Callable[[Path], None], keep_previous: bool = False) -> None:
     """``write(tmp)`` into ``<name>.tmp``, list its checksums, then swap it in for ``directory``. An error part-way
-    removes the temporary folder and leaves ``directory`` as it was."""
+    removes the temporary folder and leaves ``directory`` as it was; a full disk or another write error is a
+    one-line :class:`CheckpointError`. A folder holding a file laddertune did not write is refused before anything
+    is written (:func:`laddertune.training.checkpoint_folders.check_removable`)."""
     tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    old = directory.with_name(directory.name + ".old")
+    for folder in (tmp, old, directory):  # all that the swap may remove, checked before anything changes
+        check_removable(folder)
+    remove_folder(tmp)
     try:
         write(tmp)
         write_checksums(tmp)
+    except OSError as e:  # ENOSPC, EROFS, EDQUOT...: the previous checkpoint is untouched
+        remove_folder(tmp)
+        raise CheckpointError(
+            f"cannot write {directory}: {e.strerror or e} (the previous checkpoint there is intact)"
+        ) from None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_folder(tmp)
         raise
     _swap_in(tmp, directory, keep_previous)
 
@@ -171,17 +183,22 @@ def find_checkpoint(output_dir: Path, name: str = "checkpoint-last") -> Path | N
 def resume_checkpoint(output_dir: Path, model, method: str, optimizer, scheduler) -> tuple[Path, dict] | None:
     """Restore the newest intact checkpoint of ``output_dir``: ``checkpoint-last``, else the previous one.
 
-    When the newest is corrupt and the previous one loads, the corrupt folder is removed and the previous one takes
-    its name, so that the next save again keeps an intact previous checkpoint.
+    Intact means: its ``SHA256SUMS`` is there and matches (a folder without one is not trusted), and every file
+    reads back. When the newest is not intact and the previous one loads, the newest is removed and the previous
+    one takes its name, so that the next save again keeps an intact previous checkpoint. A candidate holding a file
+    laddertune did not write is refused first, before anything changes (it would be deleted by a later save).
 
     Returns:
         (folder, JSON state), or None when the run wrote no checkpoint.
 
     Raises:
-        CheckpointError: no candidate is intact (each one's reason in the message).
+        CheckpointError: no candidate is intact (each one's reason in the message), or a user's file in one.
     """
+    candidates = checkpoint_candidates(output_dir)
+    for directory in candidates:
+        check_removable(directory, "a resumed run replaces this folder at its next save")
     errors = []
-    for directory in checkpoint_candidates(output_dir):
+    for directory in candidates:
         try:
             state = load_checkpoint(directory, model, method, optimizer, scheduler)
         except CheckpointError as e:
@@ -190,7 +207,7 @@ def resume_checkpoint(output_dir: Path, model, method: str, optimizer, scheduler
         if errors:
             logger.warning("%s; resuming from the previous checkpoint, %s", errors[0], directory)
             newest = output_dir / "checkpoint-last"
-            shutil.rmtree(newest, ignore_errors=True)
+            remove_folder(newest)
             directory = directory.rename(newest)
         return directory, state
     if errors:
@@ -202,9 +219,10 @@ def load_checkpoint(directory: Path, model, method: str, optimizer, scheduler) -
     """Restore what :func:`save_checkpoint` wrote; returns the JSON state (step, epoch, next batch, best...).
 
     Every file is checked (checksums, names, shapes, structure) before anything is restored, so a corrupt
-    checkpoint raises :class:`CheckpointError` and leaves the model, optimizer and RNGs as they were.
+    checkpoint raises :class:`CheckpointError` and leaves the model, optimizer and RNGs as they were. A folder
+    without ``SHA256SUMS`` is refused: every checkpoint a run writes has one.
     """
-    verify_checksums(directory)
+    verify_checksums(directory, required=True)
     try:
         state = json.loads((directory / STATE_JSON).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
