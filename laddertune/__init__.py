@@ -6,7 +6,7 @@
 """
 
 from .core import FAMILIES, LadderCache, LadderConfig, LadderModel, MultiSideModel, get_ladder_model
-from .errors import CheckpointError, ConfigError, DataError, LadderTuneError
+from .errors import CheckpointError, ConfigError, DataError, LadderTuneError, OutputError
 
 __version__ = "0.1.0"
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "LadderConfig",
     "LadderModel",
     "LadderTuneError",
+    "OutputError",
     "MultiSideModel",
     "get_ladder_model",
 ]

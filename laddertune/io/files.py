@@ -1,7 +1,8 @@
 """Files that survive a crash: atomic writes, JSON, and safetensors (no pickle).
 
 Every file is written to a temporary name in the same folder, flushed to disk and renamed, so a crash leaves the
-old file or the new one, never half of one. Readers turn any damage into a one-line :class:`ConfigError` or
+old file or the new one, never half of one; a write that fails (a full disk, a read-only place) is a one-line
+:class:`OutputError` and leaves the old file. Readers turn any damage into a one-line :class:`ConfigError` or
 :class:`CheckpointError`.
 """
 
@@ -16,21 +17,28 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, OutputError, output_error
 
 
 def _atomic_write(path: Path, write) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise output_error(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(
+            e, OutputError
+        ):  # a full disk: one line, the old file intact
+            raise output_error(path, e) from None
         raise
 
 
@@ -42,7 +50,7 @@ def check_writable(folder: str | Path, what: str) -> None:
     read-only folder, and only a write shows a read-only mount.
 
     Raises:
-        ConfigError: ``what`` (e.g. "output_dir /x") is not writable, with the system's reason.
+        OutputError: ``what`` (e.g. "output_dir /x") is not writable, with the system's reason.
     """
     place = Path(folder)
     while not place.exists() and place != place.parent:
@@ -50,7 +58,7 @@ def check_writable(folder: str | Path, what: str) -> None:
     try:
         fd, tmp = tempfile.mkstemp(dir=place, prefix=".laddertune-write-probe.", suffix=".tmp")
     except OSError as e:
-        raise ConfigError(f"cannot write into {what} ({place}): {e.strerror or e}") from None
+        raise output_error(f"into {what} ({place})", e) from None
     os.close(fd)
     os.unlink(tmp)
 
@@ -87,16 +95,21 @@ def atomic_save_tensors(
 ) -> None:
     """``safetensors.torch.save_file``, atomically (the tensors are written to a temporary file, then renamed)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as e:
+        raise output_error(path, e) from None
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, OutputError):
+            raise output_error(path, e) from None
         raise
 
 

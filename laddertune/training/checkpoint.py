@@ -20,7 +20,7 @@ import torch
 
 from ..core.config import LADDER_METHODS
 from ..core.side_checkpoint import WEIGHTS_NAME, backbone_mismatch, read_side_config
-from ..errors import CheckpointError
+from ..errors import CheckpointError, output_error
 from ..io import (
     atomic_save_tensors,
     atomic_write_text,
@@ -30,6 +30,7 @@ from ..io import (
     write_checksums,
 )
 from .checkpoint_folders import check_removable, remove_folder
+from .checkpoint_state import check_state
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def _swap_in(tmp: Path, directory: Path, keep_previous: bool = False) -> None:
 def _write_folder(directory: Path, write: Callable[[Path], None], keep_previous: bool = False) -> None:
     """``write(tmp)`` into ``<name>.tmp``, list its checksums, then swap it in for ``directory``. An error part-way
     removes the temporary folder and leaves ``directory`` as it was; a full disk or another write error is a
-    one-line :class:`CheckpointError`. A folder holding a file laddertune did not write is refused before anything
+    one-line :class:`~laddertune.errors.OutputError`. A folder holding a file laddertune did not write is refused before anything
     is written (:func:`laddertune.training.checkpoint_folders.check_removable`)."""
     tmp = directory.with_name(directory.name + ".tmp")
     old = directory.with_name(directory.name + ".old")
@@ -119,9 +120,7 @@ def _write_folder(directory: Path, write: Callable[[Path], None], keep_previous:
         write_checksums(tmp)
     except OSError as e:  # ENOSPC, EROFS, EDQUOT...: the previous checkpoint is untouched
         remove_folder(tmp)
-        raise CheckpointError(
-            f"cannot write {directory}: {e.strerror or e} (the previous checkpoint there is intact)"
-        ) from None
+        raise output_error(directory, e, "the previous checkpoint there is intact") from None
     except BaseException:
         remove_folder(tmp)
         raise
@@ -180,13 +179,23 @@ def find_checkpoint(output_dir: Path, name: str = "checkpoint-last") -> Path | N
     return found[0] if found else None
 
 
-def resume_checkpoint(output_dir: Path, model, method: str, optimizer, scheduler) -> tuple[Path, dict] | None:
+def resume_checkpoint(
+    output_dir: Path,
+    model,
+    method: str,
+    optimizer,
+    scheduler,
+    *,
+    steps_per_epoch: int | None = None,
+    epochs: int | None = None,
+) -> tuple[Path, dict] | None:
     """Restore the newest intact checkpoint of ``output_dir``: ``checkpoint-last``, else the previous one.
 
     Intact means: its ``SHA256SUMS`` is there and matches (a folder without one is not trusted), and every file
     reads back. When the newest is not intact and the previous one loads, the newest is removed and the previous
     one takes its name, so that the next save again keeps an intact previous checkpoint. A candidate holding a file
     laddertune did not write is refused first, before anything changes (it would be deleted by a later save).
+    ``steps_per_epoch`` and ``epochs`` (the run's schedule) let :func:`load_checkpoint` check the data position.
 
     Returns:
         (folder, JSON state), or None when the run wrote no checkpoint.
@@ -200,7 +209,9 @@ def resume_checkpoint(output_dir: Path, model, method: str, optimizer, scheduler
     errors = []
     for directory in candidates:
         try:
-            state = load_checkpoint(directory, model, method, optimizer, scheduler)
+            state = load_checkpoint(
+                directory, model, method, optimizer, scheduler, steps_per_epoch=steps_per_epoch, epochs=epochs
+            )
         except CheckpointError as e:
             errors.append(str(e))
             continue
@@ -215,12 +226,23 @@ def resume_checkpoint(output_dir: Path, model, method: str, optimizer, scheduler
     return None
 
 
-def load_checkpoint(directory: Path, model, method: str, optimizer, scheduler) -> dict:
+def load_checkpoint(
+    directory: Path,
+    model,
+    method: str,
+    optimizer,
+    scheduler,
+    *,
+    steps_per_epoch: int | None = None,
+    epochs: int | None = None,
+) -> dict:
     """Restore what :func:`save_checkpoint` wrote; returns the JSON state (step, epoch, next batch, best...).
 
     Every file is checked (checksums, names, shapes, structure) before anything is restored, so a corrupt
     checkpoint raises :class:`CheckpointError` and leaves the model, optimizer and RNGs as they were. A folder
-    without ``SHA256SUMS`` is refused: every checkpoint a run writes has one.
+    without ``SHA256SUMS`` is refused: every checkpoint a run writes has one. The JSON state's fields are checked
+    for type and range (:func:`laddertune.training.checkpoint_state.check_state`; the data position too when
+    ``steps_per_epoch`` and ``epochs`` are given).
     """
     verify_checksums(directory, required=True)
     try:
@@ -229,6 +251,7 @@ def load_checkpoint(directory: Path, model, method: str, optimizer, scheduler) -
         raise CheckpointError(f"{directory / STATE_JSON} is unreadable ({type(e).__name__})") from None
     if not isinstance(state, dict) or state.get("param_names") != list(trainable_parameters(model)):
         raise CheckpointError(f"{directory} was written for other trainable parameters than this model's")
+    check_state(state, directory, scheduler.state_dict(), steps_per_epoch=steps_per_epoch, epochs=epochs)
     weights = _read_weights(model, directory, method)
     tensors = load_tensors(directory / STATE_TENSORS)
     try:
@@ -245,12 +268,6 @@ def load_checkpoint(directory: Path, model, method: str, optimizer, scheduler) -
         py_state = (py[0], tuple(py[1]), py[2])
         np_state = (np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:])
         torch_rng = tensors["rng.torch"]
-        for key in ("step", "epoch", "next_batch"):
-            if not isinstance(state[key], int):
-                raise TypeError(f"{key} is not an integer")
-        missing = [key for key in ("history", "train_seconds", "best") if key not in state]
-        if missing or not isinstance(state["scheduler"], dict):
-            raise KeyError(missing[0] if missing else "scheduler")
         # throwaway generators check the RNG states; the optimizer checks its groups before it changes anything
         random.Random().setstate(py_state)
         np.random.RandomState().set_state(np_state)

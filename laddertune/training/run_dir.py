@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, output_error
 from ..io import Lock, atomic_write_text, check_writable, hold_lock, release_lock
 from .checkpoint import find_checkpoint
 from .checkpoint_folders import check_removable, remove_folder
@@ -40,8 +40,11 @@ class MetricsLog:
 
     def __call__(self, record: dict) -> None:
         if self.write:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            try:
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+            except OSError as e:  # a full disk: one line (a line cut short is dropped on resume)
+                raise output_error(self.path, e) from None
         if self.on_record is not None:
             self.on_record(record)
 
