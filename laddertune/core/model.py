@@ -29,6 +29,7 @@ from .discovery import discover_family, task_head
 from .generation import generate
 from .pooling import backbone_final, pool
 from .quantization import convert_backbone
+from .self_check import self_check
 from .side_checkpoint import (
     check_head,
     load_recorded_backbone,
@@ -37,7 +38,7 @@ from .side_checkpoint import (
     restore_labels,
     save_side,
 )
-from .side_network import SideNetwork, record_taps
+from .side_network import SideNetwork, as_output, record_taps
 from .task_model import with_task_head
 
 logger = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ class LadderModel(ActivationCheckpointing, nn.Module):
             return None, stack(taps, **_present(side_kwargs))
         call = get_path(self.backbone, stack.spec.call)
         with torch.no_grad(), record_taps(self._backbone_layers[name], stack.tap_layers) as taps:
-            backbone_out = call(input_ids=input_ids, **_present(backbone_kwargs))
+            backbone_out = as_output(call(input_ids=input_ids, **_present(backbone_kwargs)))
         # A backbone placed over several devices (laddertune.core.placement) leaves each tap where its layer ran:
         # bring them, and the side's inputs, to the side network (no-ops on one device).
         device = self.device
@@ -384,7 +385,7 @@ def get_ladder_model(
         calibration_data: an iterable of training batches, needed for ``init="fisher"``.
 
     Raises:
-        ConfigError: unsupported architecture or head, or a config that does not fit the backbone.
+        ConfigError: unsupported backbone, architecture or head, a config that does not fit it (core/self_check.py).
     """
     config = copy.deepcopy(config) if config is not None else LadderConfig()
     if config.init == "fisher" and calibration_data is None:
@@ -396,4 +397,5 @@ def get_ladder_model(
         make_pruned(model)
     if config.backbone_dtype is not None:  # after the pruned init, which reads full-precision weights
         convert_backbone(model.backbone, config.backbone_dtype)
+    self_check(model)  # a 2-token forward and backward: a family discovery cannot serve fails here
     return model
