@@ -53,11 +53,15 @@ def test_run_checkpoint_without_checksums_is_refused(assets, reference, tmp_path
     else:
         argv = ["evaluate", "--checkpoint", str(run), "--data-dir", assets["data"], "--threads", "1"]
     rc = main(argv)
-    _one_error_line(rc, capsys.readouterr().err, f"checkpoint-best has no {CHECKSUMS_NAME}: it cannot be verified")
+    _one_error_line(
+        rc, capsys.readouterr().err, f"checkpoint-best has no {CHECKSUMS_NAME}: it cannot be verified"
+    )
     assert snapshot(run) == before
 
 
-def test_from_pretrained_checks_a_list_when_there_and_loads_a_plain_save_without_one(assets, reference, tmp_path):
+def test_from_pretrained_checks_a_list_when_there_and_loads_a_plain_save_without_one(
+    assets, reference, tmp_path
+):
     """A run's checkpoint-best carries SHA256SUMS: LadderModel.from_pretrained checks it. A folder that
     save_pretrained wrote (no list, the legacy and library format) still loads."""
     import transformers as T
@@ -78,7 +82,9 @@ def test_from_pretrained_checks_a_list_when_there_and_loads_a_plain_save_without
 
 def _user_file(folder: str):
     def put(run: Path) -> Path:
-        (run / folder).mkdir(exist_ok=True)  # the interrupted run has no checkpoint-best yet: the user made one
+        (run / folder).mkdir(
+            exist_ok=True
+        )  # the interrupted run has no checkpoint-best yet: the user made one
         (run / folder / "notes.txt").write_text("mine")
         return run / folder / "notes.txt"
 
@@ -126,7 +132,9 @@ USER_FILE_CASES = [
 
 
 @pytest.mark.parametrize(
-    ("source", "put", "extra", "message"), [c[1:] for c in USER_FILE_CASES], ids=[c[0] for c in USER_FILE_CASES]
+    ("source", "put", "extra", "message"),
+    [c[1:] for c in USER_FILE_CASES],
+    ids=[c[0] for c in USER_FILE_CASES],
 )
 def test_a_users_file_in_a_checkpoint_folder_is_never_deleted(
     assets, request, tmp_path, capsys, source, put, extra, message
@@ -144,7 +152,9 @@ def test_resume_library_call_refuses_a_users_file_before_changing_anything(asset
     from laddertune.training.checkpoint import resume_checkpoint
 
     run = _copy(interrupted, tmp_path / "run")
-    (run / "checkpoint-last" / CHECKSUMS_NAME).unlink()  # would fall back to .old and remove checkpoint-last...
+    (
+        run / "checkpoint-last" / CHECKSUMS_NAME
+    ).unlink()  # would fall back to .old and remove checkpoint-last...
     (run / "checkpoint-last" / "notes.txt").write_text("mine")
     before = snapshot(run)
     with pytest.raises(CheckpointError, match="notes.txt is no part of a laddertune checkpoint"):
@@ -158,7 +168,9 @@ def _link_out(run: Path, name: str, elsewhere: Path) -> Path:
     return elsewhere
 
 
-def test_symlinked_checkpoint_last_resumes_and_its_target_is_never_touched(assets, reference, interrupted, tmp_path):
+def test_symlinked_checkpoint_last_resumes_and_its_target_is_never_touched(
+    assets, reference, interrupted, tmp_path
+):
     """checkpoint-last moved to another disk and linked back: resume reads through the link; each later save
     replaces the link (renamed, then unlinked), never the folder it points to; two resumes in a row work."""
     run = _copy(interrupted, tmp_path / "run")
