@@ -86,9 +86,9 @@ def load_backbone(
     """Load a pretrained backbone with a task head.
 
     Weights load from safetensors only, unless ``allow_pickle``: a folder holding only ``pytorch_model.bin`` (or
-    ``.pt``) is refused in one line, since unpickling can run code. With ``allow_pickle`` transformers reads the
-    pickle with ``torch.load(weights_only=True)`` (its default in the installed version, passed explicitly here):
-    tensors and plain containers only; a pickle holding anything else is refused, in one line too.
+    ``.pt``) is refused in one line, since unpickling can run code. With ``allow_pickle`` transformers unpickles it
+    weights-only (``weights_only=True``, its default in the installed version, passed explicitly here): tensors and
+    plain containers only; a pickle holding anything else is refused, in one line too.
 
     Args:
         name: an alias (``minilm``, ``smollm2``), a local folder or a Hugging Face hub id.

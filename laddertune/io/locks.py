@@ -4,7 +4,8 @@
 lock when its holder exits, however it exits (``kill -9`` included), so no stale lock outlives a crashed run and
 no file is added to the folder. A refused lock names its holder's process id, read from ``/proc/locks`` (Linux)
 or, for a lock file, from the id its holder wrote into it. Hand-written: ``filelock`` (installed with
-transformers) locks a separate file only and does not say who holds it.
+transformers) locks a separate file only and does not say who holds it. A lock file (the tap cache's) is removed
+by its holder on release, while still locked; a process that opened the old file re-checks the path after locking.
 
 Locks are re-entrant within a process (a library user may train twice into one folder, one run after the other)
 and advisory: they bind laddertune processes, not other programs. ``flock`` is local-filesystem only on some
@@ -29,10 +30,11 @@ logger = logging.getLogger(__name__)
 
 
 class _Held:
-    """This process's flock on one file: its descriptor and how many :class:`Lock` handles share it."""
+    """This process's flock on one file: its descriptor, how many :class:`Lock` handles share it, and the lock
+    file to remove when the last one lets go (None for a folder)."""
 
-    def __init__(self, fd: int) -> None:
-        self.fd, self.count = fd, 0
+    def __init__(self, fd: int, lock_file: Path | None) -> None:
+        self.fd, self.count, self.lock_file = fd, 0, lock_file
 
 
 _HELD: dict[tuple[int, int], _Held] = {}  # (device, inode) -> the held flock
@@ -67,8 +69,14 @@ class Lock:
 
 def _drop(key: tuple[int, int]) -> None:
     held = _HELD.pop(key, None)
-    if held is not None:
-        os.close(held.fd)  # closing the last descriptor drops the flock
+    if held is None:
+        return
+    if held.lock_file is not None:  # removed while still locked: a process that opened it before re-checks
+        try:
+            os.unlink(held.lock_file)
+        except OSError:
+            pass
+    os.close(held.fd)  # closing the last descriptor drops the flock
 
 
 def release_lock(path: str | Path) -> None:
@@ -105,7 +113,8 @@ def hold_lock(path: str | Path, what: str, *, owner: object | None = None) -> Lo
     """Take the exclusive lock of ``path`` (a folder, or a lock file created when missing) without waiting.
 
     Args:
-        path: the folder to lock (it must exist), or a lock file (its parent must exist).
+        path: the folder to lock (it must exist), or a lock file (its parent must exist; the file is removed
+            when the lock is released).
         what: how the error names the locked thing ("output folder /x", "tap cache entry y").
         owner: release the lock when this object is garbage collected (besides :meth:`Lock.release`).
 
@@ -118,15 +127,16 @@ def hold_lock(path: str | Path, what: str, *, owner: object | None = None) -> Lo
         return Lock((0, 0), path, None)
     folder = path.is_dir()
     flags = (os.O_RDONLY | os.O_DIRECTORY) if folder else (os.O_RDWR | os.O_CREAT)
-    try:
-        fd = os.open(path, flags | os.O_CLOEXEC, 0o644)
-    except OSError as e:
-        raise ConfigError(f"cannot lock {what}: {e.strerror or e}") from None
-    st = os.fstat(fd)
-    key = (st.st_dev, st.st_ino)
-    if key in _HELD:  # this process holds it already
-        os.close(fd)
-    else:
+    for _ in range(100):  # a lock file its holder removed between our open and our flock: open the new one
+        try:
+            fd = os.open(path, flags | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise ConfigError(f"cannot lock {what}: {e.strerror or e}") from None
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino)
+        if key in _HELD:  # this process holds it already
+            os.close(fd)
+            break
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -137,10 +147,20 @@ def hold_lock(path: str | Path, what: str, *, owner: object | None = None) -> Lo
                 f"{what} is in use by {who} (a laddertune run holds its lock): wait for it to end, or use another "
                 "folder"
             ) from None
-        if not folder:  # for systems without /proc/locks
+        if not folder:
+            try:
+                now = os.stat(path)
+            except FileNotFoundError:
+                now = None
+            if now is None or (now.st_dev, now.st_ino) != key:
+                os.close(fd)  # we locked a removed file: its holder has let go; try the path again
+                continue
             os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-        _HELD[key] = _Held(fd)
+            os.write(fd, f"{os.getpid()}\n".encode())  # for systems without /proc/locks
+        _HELD[key] = _Held(fd, None if folder else path)
+        break
+    else:
+        raise ConfigError(f"cannot lock {what}: its lock file keeps being replaced")
     lock = Lock(key, path, _HELD[key])
     if owner is not None:
         weakref.finalize(owner, lock.release)
