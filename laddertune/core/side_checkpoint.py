@@ -14,7 +14,13 @@ from ..errors import CheckpointError, ConfigError
 from ..io import atomic_save_tensors, load_tensors, portable_path, resolve_portable, verify_checksums
 from .backbones import load_backbone
 from .config import LadderConfig
-from .fingerprint import legacy_fingerprint, signature_mismatch, structure_fingerprint, value_signature
+from .fingerprint import (
+    legacy_fingerprint,
+    signature_mismatch,
+    signature_samples,
+    structure_fingerprint,
+    value_signature,
+)
 
 WEIGHTS_NAME = "ladder_model.safetensors"
 
@@ -95,7 +101,8 @@ def backbone_mismatch(model, saved: LadderConfig) -> str | None:
     actual = structure_fingerprint(model)
     if saved.backbone_fingerprint and saved.backbone_fingerprint != actual:
         return f"another config or other parameter names: fingerprint {actual}"
-    return signature_mismatch(saved.backbone_signature, value_signature(model))
+    samples = signature_samples(saved.backbone_signature)  # the same strided positions as when it was saved
+    return signature_mismatch(saved.backbone_signature, value_signature(model, samples))
 
 
 def saved_num_labels(directory: str | Path) -> int | None:
