@@ -7,13 +7,19 @@ fixtures are in ``reliability_setup.py``.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from fault_injection import Fault, start_cli, wait_for
+from fault_injection import Fault, inject, start_cli, wait_for
 from reliability_setup import ENV, SLOW_START_S, assert_same_as_reference, cli_args, snapshot
 from test_trainer import one_thread  # noqa: F401 (an autouse fixture)
+
+from laddertune.io import hold_lock, release_lock
 
 
 def _pause(target: str, where: Path, at: int = 1) -> Fault:
@@ -85,3 +91,35 @@ def test_second_run_sharing_a_tap_cache_never_deletes_the_first_ones_build(asset
     built = [r["built"] for r in records if r["type"] == "tap_cache" and "built" in r]
     assert built == [False, False]  # train and validation entries: both reused
     assert not [p for p in cache.iterdir() if p.name.startswith(".building-")]
+
+
+def _try_lock(path: Path) -> subprocess.CompletedProcess:
+    code = (
+        "import sys; from laddertune.io import hold_lock; from laddertune.errors import ConfigError\n"
+        "try:\n    hold_lock(sys.argv[1], 'it')\nexcept ConfigError as e:\n    print(e); sys.exit(2)\n"
+    )
+    return subprocess.run([sys.executable, "-c", code, str(path)], env=ENV, capture_output=True, text=True)
+
+
+def test_locks_are_reentrant_in_a_process_and_released_with_their_last_holder(tmp_path):
+    folder, lock_file = tmp_path / "run", tmp_path / ".lock-entry"
+    folder.mkdir()
+    first, second = hold_lock(folder, "it"), hold_lock(folder, "it")  # a library user training twice
+    with hold_lock(lock_file, "it"):
+        assert lock_file.read_text().strip() == str(os.getpid())
+        for path in (folder, lock_file):
+            child = _try_lock(path)
+            assert child.returncode == 2 and f"it is in use by process {os.getpid()}" in child.stdout
+    assert not lock_file.exists()  # removed on release
+    first.release()
+    first.release()  # idempotent
+    assert _try_lock(folder).returncode == 2  # the second handle still holds it
+    second.release()
+    assert _try_lock(folder).returncode == 0
+    release_lock(folder)  # not held: nothing happens
+
+
+def test_a_filesystem_without_flock_runs_unguarded_with_a_warning(tmp_path, caplog):
+    with inject(Fault("fcntl:flock", error=errno.ENOLCK)), caplog.at_level("WARNING", logger="laddertune.io"):
+        lock = hold_lock(tmp_path, f"output_dir {tmp_path}")
+    assert lock.released and "another run into it would not be stopped" in caplog.text

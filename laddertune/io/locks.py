@@ -139,8 +139,16 @@ def hold_lock(path: str | Path, what: str, *, owner: object | None = None) -> Lo
             break
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = _holder(fd, path)
+        except OSError as e:
+            if not isinstance(
+                e, BlockingIOError
+            ):  # a filesystem without flock (some FUSE, old NFS): unguarded
+                os.close(fd)
+                logger.warning(
+                    "cannot lock %s (%s): another run into it would not be stopped", what, e.strerror
+                )
+                return Lock((0, 0), path, None)
+            pid = _holder(fd, path)  # held by another process
             os.close(fd)
             who = f"process {pid}" if pid else "another process"
             raise ConfigError(
