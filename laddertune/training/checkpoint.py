@@ -108,8 +108,8 @@ def _swap_in(tmp: Path, directory: Path, keep_previous: bool = False) -> None:
 def _write_folder(directory: Path, write: Callable[[Path], None], keep_previous: bool = False) -> None:
     """``write(tmp)`` into ``<name>.tmp``, list its checksums, then swap it in for ``directory``. An error part-way
     removes the temporary folder and leaves ``directory`` as it was; a full disk or another write error is a
-    one-line :class:`~laddertune.errors.OutputError`. A folder holding a file laddertune did not write is refused before anything
-    is written (:func:`laddertune.training.checkpoint_folders.check_removable`)."""
+    one-line :class:`~laddertune.errors.OutputError`. A folder holding a file laddertune did not write is refused
+    before anything is written (:func:`laddertune.training.checkpoint_folders.check_removable`)."""
     tmp = directory.with_name(directory.name + ".tmp")
     old = directory.with_name(directory.name + ".old")
     for folder in (tmp, old, directory):  # all that the swap may remove, checked before anything changes
