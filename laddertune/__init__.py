@@ -25,6 +25,7 @@ _EXPORTS = {
     "ConfigError": ".errors",
     "DataError": ".errors",
     "LadderTuneError": ".errors",
+    "OutputError": ".errors",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

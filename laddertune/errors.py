@@ -23,6 +23,22 @@ class CheckpointError(LadderTuneError):
     """A checkpoint is missing, corrupt, or was made for another backbone."""
 
 
+class OutputError(LadderTuneError, OSError):
+    """A file or folder could not be written (a full disk, a read-only place, no permission); also an ``OSError``
+    (``errno`` and ``strerror`` are the system's), so code that catches ``OSError`` still does. What was there
+    before is left as it was."""
+
+    def __str__(self) -> str:  # the one-line message, not OSError's "[Errno n] ..." form
+        return str(self.args[0]) if self.args else ""
+
+
+def output_error(what, error: OSError, note: str = "") -> OutputError:
+    """An :class:`OutputError` "cannot write <what>: <reason>[ (<note>)]" carrying ``error``'s errno and reason."""
+    out = OutputError(f"cannot write {what}: {error.strerror or error}" + (f" ({note})" if note else ""))
+    out.errno, out.strerror = error.errno, error.strerror
+    return out
+
+
 _DISTRIBUTIONS = {"PIL": "pillow"}  # import name -> the name pip installs it by, where they differ
 
 

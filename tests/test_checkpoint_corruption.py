@@ -25,7 +25,7 @@ from test_trainer import one_thread  # noqa: F401 (an autouse fixture)
 
 import laddertune.io.tensors as checkpoint_module
 import laddertune.training.checkpoint as run_checkpoint
-from laddertune import CheckpointError
+from laddertune import CheckpointError, OutputError
 from laddertune.cli import main
 from laddertune.core.side_checkpoint import WEIGHTS_NAME
 from laddertune.io import CHECKSUMS_NAME, verify_checksums
@@ -44,6 +44,10 @@ CORRUPTIONS = {
         (d / CHECKSUMS_NAME).unlink(),
         _truncate(d / WEIGHTS_NAME),
     ),
+    # deleting the list must not switch the check off: a folder without one is not trusted
+    "no checksum list, one bit flipped": lambda d: ((d / CHECKSUMS_NAME).unlink(), _flip(d / WEIGHTS_NAME)),
+    "no checksum list, files intact": lambda d: (d / CHECKSUMS_NAME).unlink(),
+    "empty checksum list": lambda d: (d / CHECKSUMS_NAME).write_text(""),
 }
 
 
@@ -55,13 +59,17 @@ def test_corrupt_checkpoint_is_detected_and_resume_uses_the_previous_one(
     newest = out / "checkpoint-last"
     CORRUPTIONS[corruption](newest)
     if (newest / CHECKSUMS_NAME).exists():  # the list catches every change, before anything is loaded
-        with pytest.raises(CheckpointError, match=r"checkpoint-last/\S+ is (corrupt or truncated|missing)"):
+        with pytest.raises(
+            CheckpointError, match=r"checkpoint-last/\S+ (is corrupt or truncated|is missing|lists no file)"
+        ):
             verify_checksums(newest)
     with caplog.at_level("WARNING", logger="laddertune.training"):
         results = train(run_config(assets, out, resume=True))
     warning = [r.getMessage() for r in caplog.records if "previous checkpoint" in r.getMessage()]
     assert len(warning) == 1 and "checkpoint-last" in warning[0] and "\n" not in warning[0]
-    assert re.search(r"(corrupt or truncated|is missing|unreadable)", warning[0]), warning[0]
+    assert re.search(
+        r"(corrupt or truncated|is missing|unreadable|has no SHA256SUMS|lists no file)", warning[0]
+    )
     assert results["timing"]["resumed"]
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if r["type"] == "resume"] == [4]  # from checkpoint-last.old
@@ -167,8 +175,15 @@ def test_crash_while_writing_keeps_the_old_checkpoint(assets, reference, tmp_pat
             before.update(snapshot(out / "checkpoint-last"))
             fault.armed = True
 
-    with pytest.raises(type(fault.exc)):
+    # a write error (a full disk) is one line naming the folder; Ctrl-C stays a KeyboardInterrupt
+    expected = KeyboardInterrupt if isinstance(fault.exc, KeyboardInterrupt) else OutputError
+    with pytest.raises(expected) as raised:
         train(run_config(assets, out), on_record=arm)
+    if expected is OutputError:
+        message = str(raised.value)
+        assert "checkpoint-last: No space left on device (the previous checkpoint there is intact)" in message
+        assert raised.value.errno == 28
+        assert "\n" not in message
     assert fault.fired and before
     assert snapshot(out / "checkpoint-last") == before and _state(out / "checkpoint-last")["step"] == 4
     assert not (out / "checkpoint-last.tmp").exists() and not (out / "checkpoint-last.old").exists()

@@ -353,7 +353,7 @@ def test_missing_and_unreadable_files(tmp_path, monkeypatch):
 BAD_CSV = [
     ("t,label\na,0\nb,1,extra\n", "bad.csv:3: 3 fields, but the header has 2"),
     ("t,label\na,0\nb,\n", "bad.csv:3: empty label in column 'label'"),
-    ("t,label\na,0\nb,nan\n", "bad.csv:3: label is nan (NaN or infinite)"),
+    ("t,label\na,nan\nb,nan\n", "bad.csv:2: only one label value ('nan')"),  # a string: a class name
     ("text,label\na,0\nb,1\n", "bad.csv:2: no column 't'; the columns are: text, label"),
     ("t,t\na,0\n", "bad.csv:1: duplicate column name(s) in the header: t"),
     ("", "bad.csv:1: no header row"),

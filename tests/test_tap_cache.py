@@ -17,7 +17,7 @@ from laddertune import LadderConfig, get_ladder_model
 from laddertune.core.backbones import load_tokenizer
 from laddertune.data import get_task, make_collator
 from laddertune.errors import ConfigError
-from laddertune.io import load_tensors
+from laddertune.io import CHECKSUMS_NAME, load_tensors, write_checksums
 from laddertune.taps import open_tap_cache
 from laddertune.training import train
 from laddertune.training.build import load_task_backbone
@@ -168,6 +168,45 @@ def test_damaged_shard_is_detected_and_rebuilt(assets, tmp_path):
     assert fourth.built and not stale.exists()
 
 
+def _flip_shard(entry: Path) -> None:
+    shard = next(entry.glob("shard-*.safetensors"))
+    data = bytearray(shard.read_bytes())
+    data[-5] ^= 0xFF
+    shard.write_bytes(bytes(data))
+
+
+def _manifest(entry: Path, value) -> None:
+    (entry / "manifest.json").write_text(json.dumps(value))
+    write_checksums(entry)  # the list made to match: the manifest itself must still be checked
+
+
+# (id, how the entry is damaged): each must be rebuilt, never served, never a traceback
+DAMAGES = {
+    "SHA256SUMS deleted, shard flipped": lambda e: ((e / CHECKSUMS_NAME).unlink(), _flip_shard(e)),
+    "SHA256SUMS deleted, files intact": lambda e: (e / CHECKSUMS_NAME).unlink(),
+    "manifest.json is []": lambda e: _manifest(e, []),
+    "manifest.json is null": lambda e: _manifest(e, None),
+    "manifest layers a list": lambda e: _manifest(
+        e, {**json.loads((e / "manifest.json").read_text()), "layers": []}
+    ),
+    "manifest shards missing": lambda e: _manifest(
+        e, {k: v for k, v in json.loads((e / "manifest.json").read_text()).items() if k != "shards"}
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_damaged_or_unverifiable_entry_is_rebuilt(assets, tmp_path, caplog, damage):
+    first, *_ = cache_for(assets, tmp_path)
+    DAMAGES[damage](first.path)
+    with caplog.at_level("WARNING", logger="laddertune.taps"):
+        again, *_ = cache_for(assets, tmp_path)
+    assert again.built and again.path == first.path
+    assert [r for r in caplog.records if "is damaged" in r.getMessage()]
+    third, *_ = cache_for(assets, tmp_path)
+    assert not third.built
+
+
 def test_interrupted_build_leaves_nothing_and_the_next_run_builds(assets, tmp_path, monkeypatch):
     import laddertune.taps.store as store
 
@@ -232,7 +271,12 @@ def test_cached_runs_never_run_the_backbone(assets, tmp_path, monkeypatch):
     original = transformers.BertModel.forward
 
     def counting(self, *args, **kwargs):
-        calls["n"] += 1
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None or tuple(ids.shape) != (
+            1,
+            2,
+        ):  # not get_ladder_model's 2-token self-check (core/self_check.py)
+            calls["n"] += 1
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(transformers.BertModel, "forward", counting)

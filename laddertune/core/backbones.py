@@ -72,28 +72,63 @@ def _auto_class(head: str):
     }[head]
 
 
-def load_backbone(name: str, head: str, *, trust_remote_code: bool = False, **kwargs):
+# Weight files that are pickles (torch.save): unpickling can run code, so they load only when asked
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def _pickle_only(path: str) -> list[str]:
+    """The pickle weight files of a local folder that has no safetensors weights (none otherwise)."""
+    folder = Path(path)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES and p.is_file())
+
+
+def load_backbone(
+    name: str, head: str, *, trust_remote_code: bool = False, allow_pickle: bool = False, **kwargs
+):
     """Load a pretrained backbone with a task head.
+
+    Weights load from safetensors only, unless ``allow_pickle``: a folder holding only ``pytorch_model.bin`` (or
+    ``.pt``) is refused in one line, since unpickling can run code. With ``allow_pickle`` transformers unpickles it
+    weights-only (``weights_only=True``, its default in the installed version, passed explicitly here): tensors and
+    plain containers only; a pickle holding anything else is refused, in one line too.
 
     Args:
         name: an alias (``minilm``, ``smollm2``), a local folder, a local ``.gguf`` file or a Hugging Face hub id.
         head: one of ``seq2seq_lm``, ``causal_lm``, ``sequence_classification``.
         trust_remote_code: passed to transformers; off unless the user asks for it.
+        allow_pickle: accept pickle weight files (``.bin``/``.pt``), unpickled weights-only; off unless asked.
         **kwargs: passed to ``from_pretrained`` (for example ``num_labels``).
 
     Raises:
-        ConfigError: unknown head, or the backbone cannot be found or loaded.
+        ConfigError: unknown head, the backbone cannot be found or loaded, or its weights are a pickle and
+            ``allow_pickle`` is off (or the pickle holds more than tensors).
     """
     if head not in HEADS:
         raise ConfigError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
     src = resolve_backbone(name)
     if src.gguf_file:
         kwargs["gguf_file"] = src.gguf_file
+    elif not allow_pickle:
+        pickles = _pickle_only(src.path)
+        if pickles:
+            raise ConfigError(
+                f"backbone {name!r} has its weights in a pickle file ({pickles[0]}), which can run code when "
+                "loaded: convert it to safetensors, or allow it with allow_pickle=True (--allow-pickle; it is then "
+                "read weights-only)"
+            )
+        kwargs.setdefault("use_safetensors", True)  # a hub repository with .bin weights only is refused too
+    kwargs.setdefault("weights_only", True)
     try:
         with _gguf_bar_follows_transformers() if src.gguf_file else contextlib.nullcontext():
             model = _auto_class(head).from_pretrained(src.path, trust_remote_code=trust_remote_code, **kwargs)
-    except (OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 (narrowed below: torch's UnpicklingError needs no pickle import)
+        if not isinstance(e, OSError | ValueError) and type(e).__name__ != "UnpicklingError":
+            raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if type(e).__name__ == "UnpicklingError":
+            first = f"its pickle holds more than tensors, refused by weights-only unpickling ({first[:80]})"
         raise ConfigError(f"cannot load backbone {name!r} as {head}: {first}") from None
     model.config._name_or_path = name
     return model

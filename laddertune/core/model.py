@@ -29,6 +29,7 @@ from .discovery import apply_lm_head_extras, discover_family, task_head
 from .generation import generate
 from .pooling import backbone_final, pool
 from .quantization import convert_backbone
+from .self_check import self_check
 from .side_checkpoint import (
     check_head,
     load_recorded_backbone,
@@ -37,7 +38,7 @@ from .side_checkpoint import (
     restore_labels,
     save_side,
 )
-from .side_network import SideNetwork, record_taps
+from .side_network import SideNetwork, as_output, record_taps
 from .task_model import with_task_head
 
 logger = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ class LadderModel(ActivationCheckpointing, nn.Module):
         output = None
         record = record_taps(self.backbone_layers(stack), layers, stop_when_complete=not keep_output)
         with torch.no_grad(), record as taps:
-            output = call(input_ids=input_ids, **_present(kwargs))
+            output = as_output(call(input_ids=input_ids, **_present(kwargs)))
         # A backbone placed over several devices (laddertune.core.placement) leaves each tap where its layer ran.
         device = self.device
         return output, {k: v.to(device) for k, v in taps.items()}
@@ -496,7 +497,7 @@ def get_ladder_model(
         calibration_data: an iterable of training batches, needed for ``init="fisher"``.
 
     Raises:
-        ConfigError: unsupported architecture or head, or a config that does not fit the backbone.
+        ConfigError: unsupported backbone, architecture or head, a config that does not fit it (core/self_check.py).
     """
     config = copy.deepcopy(config) if config is not None else LadderConfig()
     if config.init == "fisher" and calibration_data is None:
@@ -508,4 +509,5 @@ def get_ladder_model(
         make_pruned(model)
     if config.backbone_dtype is not None:  # after the pruned init, which reads full-precision weights
         convert_backbone(model.backbone, config.backbone_dtype)
+    self_check(model)  # a 2-token forward and backward: a family discovery cannot serve fails here
     return model

@@ -11,10 +11,16 @@ import dataclasses
 from pathlib import Path
 
 from ..errors import CheckpointError, ConfigError
-from ..io import atomic_save_tensors, load_tensors, portable_path, resolve_portable
+from ..io import atomic_save_tensors, load_tensors, portable_path, resolve_portable, verify_checksums
 from .backbones import load_backbone
 from .config import LadderConfig
-from .fingerprint import legacy_fingerprint, signature_mismatch, structure_fingerprint, value_signature
+from .fingerprint import (
+    legacy_fingerprint,
+    signature_mismatch,
+    signature_samples,
+    structure_fingerprint,
+    value_signature,
+)
 
 WEIGHTS_NAME = "ladder_model.safetensors"
 
@@ -64,10 +70,14 @@ def restore_labels(backbone, saved: LadderConfig) -> None:
 def load_side_weights(model, directory: str | Path, saved: LadderConfig) -> None:
     """Check that ``model``'s backbone is the one ``saved`` was trained on, then load the side weights into it.
 
+    A folder with a ``SHA256SUMS`` (a run's checkpoint) is checked against it first; one without (what
+    ``save_pretrained`` writes) loads as it is.
+
     Raises:
         CheckpointError: missing/corrupt files, or a backbone other than the one the side network was trained on.
     """
     directory = Path(directory)
+    verify_checksums(directory, required=False)
     why = backbone_mismatch(model, saved)
     if why:
         raise CheckpointError(
@@ -93,7 +103,8 @@ def backbone_mismatch(model, saved: LadderConfig) -> str | None:
     actual = structure_fingerprint(model)
     if saved.backbone_fingerprint and saved.backbone_fingerprint != actual:
         return f"another config or other parameter names: fingerprint {actual}"
-    return signature_mismatch(saved.backbone_signature, value_signature(model))
+    samples = signature_samples(saved.backbone_signature)  # the same strided positions as when it was saved
+    return signature_mismatch(saved.backbone_signature, value_signature(model, samples))
 
 
 def saved_num_labels(directory: str | Path) -> int | None:

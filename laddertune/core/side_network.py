@@ -27,6 +27,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import BaseModelOutputWithPast
+from transformers.utils import ModelOutput
 
 from ..errors import ConfigError
 from .architectures import (
@@ -170,6 +173,7 @@ class SideStack(nn.Module):
         params = inspect.signature(self.trunk.forward).parameters
         # the keyword arguments the trunk takes (all of them when it has **kwargs): DebertaV2Encoder has no use_cache
         self._accepts = None if any(p.kind is p.VAR_KEYWORD for p in params.values()) else set(params)
+        self._returns_tuples = "return_dict" in params
         if spec.token_embedding:  # the side reads the backbone's embeddings through embed_down instead
             owner, _, attr = spec.token_embedding.rpartition(".")
             setattr(get_path(self.trunk, owner), attr, None)
@@ -277,9 +281,11 @@ class SideStack(nn.Module):
             and torch.is_grad_enabled()
             and kwargs.get("past_key_values") is None
         )
+        if self._returns_tuples:  # MPNetEncoder returns a tuple unless asked (return_dict=False by default)
+            kwargs["return_dict"] = True
         try:
             if self.family.side_mask == "raw":  # a bare encoder that expands the 2D mask itself (DeBERTa-v2)
-                return self.trunk(embeds, attention_mask=attention_mask, **kwargs)
+                return as_output(self.trunk(embeds, attention_mask=attention_mask, **kwargs))
             if (
                 self.family.side_mask == "bidirectional"
             ):  # a bare encoder module: build its mask as its model would
@@ -288,10 +294,20 @@ class SideStack(nn.Module):
                 mask = create_bidirectional_mask(
                     config=self.trunk_config, inputs_embeds=embeds, attention_mask=attention_mask
                 )
-                return self.trunk(embeds, attention_mask=mask, **kwargs)
-            return self.trunk(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
+                return as_output(self.trunk(embeds, attention_mask=mask, **kwargs))
+            return as_output(self.trunk(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs))
         finally:
             self._taps, self._checkpoint_on = None, False
+
+
+def as_output(out):
+    """A stack's output with ``last_hidden_state`` (and ``past_key_values``): a ``ModelOutput`` as it is; a tuple
+    (a stack that returns one, or a model whose config says ``return_dict=False``) as ``(hidden states, cache?,
+    ...)``, the layout transformers' tuples have."""
+    if not isinstance(out, tuple) or isinstance(out, ModelOutput):
+        return out
+    cache = out[1] if len(out) > 1 and isinstance(out[1], Cache) else None
+    return BaseModelOutputWithPast(last_hidden_state=out[0], past_key_values=cache)
 
 
 def _compute_dtype(weight: torch.Tensor) -> torch.dtype:

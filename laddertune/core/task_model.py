@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .self_check import check_backbone
 
 
 def is_bare(backbone: nn.Module) -> bool:
@@ -35,9 +36,10 @@ def with_task_head(backbone: nn.Module, head: str | None) -> nn.Module:
         head: ``LadderConfig.task_head``: ``"sequence_classification"`` gives a bare model a new head.
 
     Raises:
-        ConfigError: a bare model without ``task_head="sequence_classification"``, or a family without a
-            sequence-classification class.
+        ConfigError: no transformers model (:func:`~laddertune.core.self_check.check_backbone`), a bare model
+            without ``task_head="sequence_classification"``, or a family without a sequence-classification class.
     """
+    check_backbone(backbone)  # None, a plain module, meta weights, PEFT adapters: one line before anything
     if not is_bare(backbone):
         return backbone
     name = type(backbone).__name__

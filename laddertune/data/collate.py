@@ -2,6 +2,14 @@
 
 Examples are the plain dicts of :mod:`laddertune.data`. Evaluation batches are sorted by length to cut padding,
 and :func:`restore_order` maps predictions back to the original order.
+
+Memory is bounded by ``max_length``, not by the longest row: each text field is cut to ``max_length *``
+:data:`CHARS_PER_TOKEN` characters before it is tokenized (a fast tokenizer holds offsets and ids for every token
+of what it is given, about 150 bytes a character: a 40 MB row took 6 GB). The cut changes nothing whenever the
+first ``max_length`` tokens of a field lie within its first ``8 * max_length`` characters, which holds for text
+(WordPiece, BPE and SentencePiece tokens average 3-5 characters; a token longer than 8 characters on average over
+a whole window would need runs of whitespace or of one repeated piece); a text that breaks it is cut earlier than
+``max_length`` tokens, never longer.
 """
 
 from __future__ import annotations
@@ -16,8 +24,17 @@ from ..errors import ConfigError
 from .tasks import TaskSpec
 
 FORMATS = ("classification", "text2text", "causal")
+CHARS_PER_TOKEN = 8  # characters kept per token of max_length in each text field, before tokenizing
 
-__all__ = ["FORMATS", "Collator", "eval_batches", "make_collator", "restore_order", "sort_for_eval"]
+__all__ = [
+    "CHARS_PER_TOKEN",
+    "FORMATS",
+    "Collator",
+    "eval_batches",
+    "make_collator",
+    "restore_order",
+    "sort_for_eval",
+]
 
 
 @dataclass
@@ -66,9 +83,23 @@ class Collator:
         suffix = tok(" label:", add_special_tokens=False)["input_ids"]
         self._tail = len(suffix) + max(0, len(full) - lead - len(plain))
 
+    @property
+    def max_chars(self) -> int:
+        """Characters kept of each text field: ``max_length * CHARS_PER_TOKEN`` (see the module docstring)."""
+        return self.max_length * CHARS_PER_TOKEN
+
+    def _clip(self, example: dict) -> dict:
+        """``example`` with its text fields cut to :attr:`max_chars` characters (the same dict when short)."""
+        n = self.max_chars
+        text, pair = example["text"], example.get("text_pair")
+        if len(text) <= n and (pair is None or len(pair) <= n):
+            return example
+        return {**example, "text": text[:n], "text_pair": pair[:n] if pair is not None else None}
+
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         if not examples:
             raise ValueError("cannot collate an empty list of examples")
+        examples = [self._clip(e) for e in examples]
         if self.fmt == "classification":
             return self._classification(examples)
         if self.fmt == "text2text":
@@ -141,19 +172,22 @@ def make_collator(
     return Collator(tokenizer, fmt, spec, max_length, max_target_length, generation)
 
 
-def sort_for_eval(examples: list[dict], tokenizer: Any = None) -> tuple[list[dict], list[int]]:
+def sort_for_eval(
+    examples: list[dict], tokenizer: Any = None, max_chars: int | None = None
+) -> tuple[list[dict], list[int]]:
     """Sort examples by length, longest first, so evaluation batches hold similar lengths and pad little.
 
     Args:
         examples (list[dict]): the examples.
         tokenizer (Any): measures length in tokens; without one, in characters.
+        max_chars (int | None): measure only this many characters of each text (the collator's cut).
 
     Returns:
         tuple[list[dict], list[int]]: the sorted examples and ``order``, where ``sorted[k] = examples[order[k]]``;
         :func:`restore_order` maps per-example results back.
     """
-    texts = [e["text"] for e in examples]
-    pairs = [e.get("text_pair") or "" for e in examples]
+    texts = [e["text"][:max_chars] for e in examples]
+    pairs = [(e.get("text_pair") or "")[:max_chars] for e in examples]
     if tokenizer is None or not examples:
         lengths = [len(t) + len(p) for t, p in zip(texts, pairs, strict=True)]
     else:
@@ -181,7 +215,11 @@ def eval_batches(
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    order = sort_for_eval(examples, collator.tokenizer)[1] if sort else list(range(len(examples)))
+    order = (
+        sort_for_eval(examples, collator.tokenizer, collator.max_chars)[1]
+        if sort
+        else list(range(len(examples)))
+    )
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         yield idx, collator([examples[i] for i in idx])

@@ -3,12 +3,20 @@
 An example is a plain dict ``{"text": str, "text_pair": str | None, "label": int | float}``; every bad row raises a
 one-line :class:`DataError` naming its file and line. :func:`infer_custom_spec` decides classification or
 regression for the user's own labels (or takes ``problem_type``) and logs what it decided.
+
+Labels that are strings in the file (every CSV label, quoted JSON labels) are class names, compared as written
+(after stripping surrounding spaces), unless they are numbers in strict decimal form: an optional ``-``, digits
+without a leading zero (``0`` itself allowed), an optional ``.`` and digits (``10``, ``-3``, ``0.25``). Only those
+read as numbers, so ``"010"``, ``"1_0"``, ``"+5"``, ``"1e1"``, ``"nan"`` and ``"Infinity"`` are names of classes of
+their own, never merged with ``10`` or refused as NaN. JSON numbers are numbers. A column whose labels are all
+numbers is a class-id or regression column (see :func:`infer_custom_spec`); any other column is a set of names.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 
 from ..errors import DataError, listing
 from .rows import Rows
@@ -17,12 +25,13 @@ from .tasks import TaskSpec, make_custom_spec
 logger = logging.getLogger(__name__)
 
 
+# a number in strict decimal form (ASCII digits; no sign but "-", no leading zero, no exponent, no "_", no nan/inf)
+_DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
+
+
 def _is_number(s: str) -> bool:
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return True
+    """Whether a label string reads as a number (strict decimal form: see the module docstring)."""
+    return _DECIMAL.fullmatch(s) is not None
 
 
 def _text(row: dict, col: str, loc: str) -> str:
@@ -42,7 +51,8 @@ def _text(row: dict, col: str, loc: str) -> str:
 
 
 def _raw_label(row: dict, col: str, loc: str) -> int | float | str:
-    """The label as a number when it reads as one (CSV gives strings), else the stripped string."""
+    """The label as a number when it is one (a JSON number, or a string in strict decimal form), else the
+    stripped string (a class name)."""
     value = row.get(col)
     if value is None or (isinstance(value, str) and not value.strip()):
         raise DataError(f"{loc}: empty label in column {col!r}")

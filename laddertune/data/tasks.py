@@ -232,8 +232,42 @@ def spec_from_dict(data: dict) -> TaskSpec:
     unknown = sorted(map(str, set(data) - known))
     if unknown:
         raise ConfigError(f"unknown task spec field(s): {', '.join(map(repr, unknown))}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    for name, kind in _FIELD_KINDS.items():
+        if name in values and not _of_kind(values[name], kind):
+            raise ConfigError(f"task spec field {name!r} must be {kind}, got {values[name]!r}")
     try:
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return TaskSpec(**values)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
         raise ConfigError(f"malformed task spec: {e}") from None
+
+
+# what each TaskSpec field holds in JSON (spec_from_dict checks a hand-edited task.json against it)
+_FIELD_KINDS = {
+    "name": "a string",
+    "text_columns": "a list of strings",
+    "label_column": "a string",
+    "num_labels": "an integer",
+    "label_names": "a list of strings",
+    "metric": "a string",
+    "epochs": "an integer",
+    "prompt_keys": "a list of strings",
+    "validation_split": "a string",
+    "paper_split": "a string",
+    "label_range": "null or a list of two numbers",
+}
+
+
+def _of_kind(value, kind: str) -> bool:
+    def number(v) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool)
+
+    if kind == "a string":
+        return isinstance(value, str)
+    if kind == "an integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "a list of strings":
+        return isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+    return value is None or (isinstance(value, tuple) and len(value) == 2 and all(map(number, value)))

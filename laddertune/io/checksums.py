@@ -2,6 +2,13 @@
 
 Safetensors files carry no checksum of their own: a flipped bit in a tensor's bytes loads without complaint, so
 folders that must be trusted on resume carry a list written last and checked before anything is loaded.
+
+Where a list is expected (every checkpoint folder of a training run, every tap-cache entry: laddertune has always
+written one there) its absence is itself an error, so deleting ``SHA256SUMS`` cannot switch the check off. A side
+network saved by ``LadderModel.save_pretrained`` has no list (``required=False``: checked only when one is there).
+A file the list does not name fails the check too (an incomplete list, or a file added to the folder): the
+training loop never deletes such a folder, it asks for the file to be moved out
+(:func:`laddertune.training.checkpoint_folders.foreign_entries`).
 """
 
 from __future__ import annotations
@@ -43,15 +50,35 @@ def write_checksums(directory: str | Path) -> None:
     atomic_write_text(directory / CHECKSUMS_NAME, "".join(lines))
 
 
-def verify_checksums(directory: str | Path) -> None:
-    """Check ``directory`` against its ``SHA256SUMS``; a folder without one (``save_pretrained``) passes.
+def listed_names(directory: str | Path) -> set[str]:
+    """The file names ``directory``'s ``SHA256SUMS`` lists (none when it has no readable list)."""
+    try:
+        lines = (Path(directory) / CHECKSUMS_NAME).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return set()
+    return {line.partition("  ")[2] for line in lines if "  " in line}
+
+
+def verify_checksums(directory: str | Path, *, required: bool = True) -> None:
+    """Check ``directory`` against its ``SHA256SUMS``.
+
+    Args:
+        directory: the folder.
+        required: a missing list is an error (every folder laddertune checks on load or resume has one); False
+            for a side network saved by ``save_pretrained``, checked only when it has one.
 
     Raises:
-        CheckpointError: a listed file is missing or changed, a file is not listed, or the list is malformed.
+        CheckpointError: the list is missing (with ``required``), malformed or empty, a listed file is missing or
+            changed, or a file is not listed.
     """
     directory = Path(directory)
     path = directory / CHECKSUMS_NAME
     if not path.is_file():
+        if required and directory.is_dir():
+            raise CheckpointError(
+                f"{directory} has no {CHECKSUMS_NAME}: it cannot be verified (laddertune writes one into every "
+                "checkpoint of a run and every tap-cache entry)"
+            )
         return
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -63,10 +90,12 @@ def verify_checksums(directory: str | Path) -> None:
         if not sep or len(digest) != 64 or not name or Path(name).name != name:
             raise CheckpointError(f"{path}:{n}: malformed line (expected '<sha256>  <file name>')")
         listed[name] = digest
+    if not listed:
+        raise CheckpointError(f"{path} lists no file")
     for name in _listed_files(directory):
         if name not in listed:
             raise CheckpointError(
-                f"{directory / name} is not in {CHECKSUMS_NAME}: the checkpoint is incomplete"
+                f"{directory / name} is not in {CHECKSUMS_NAME}: a file added to the folder, or an incomplete list"
             )
     for name, digest in listed.items():
         file = directory / name

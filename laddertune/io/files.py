@@ -1,7 +1,8 @@
 """Files that survive a crash: atomic writes and JSON (tensors: :mod:`.tensors`).
 
 Every file is written to a temporary name in the same folder, flushed to disk and renamed, so a crash leaves the
-old file or the new one, never half of one. Readers turn any damage into a one-line :class:`ConfigError` or
+old file or the new one, never half of one; a write that fails (a full disk, a read-only place) is a one-line
+:class:`OutputError` and leaves the old file. Readers turn any damage into a one-line :class:`ConfigError` or
 :class:`CheckpointError`.
 """
 
@@ -12,22 +13,50 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError, output_error
 
 
 def _atomic_write(path: Path, write) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise output_error(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(
+            e, OutputError
+        ):  # a full disk: one line, the old file intact
+            raise output_error(path, e) from None
         raise
+
+
+def check_writable(folder: str | Path, what: str) -> None:
+    """Fail now, in one line, when files cannot be created in ``folder`` (or, when it does not exist yet, in the
+    nearest folder above it that does): a read-only filesystem or folder found before hours of work, not after.
+
+    A real probe (a temporary file created and removed), not ``os.access``: root passes ``os.access`` on a
+    read-only folder, and only a write shows a read-only mount.
+
+    Raises:
+        OutputError: ``what`` (e.g. "output_dir /x") is not writable, with the system's reason.
+    """
+    place = Path(folder)
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    try:
+        fd, tmp = tempfile.mkstemp(dir=place, prefix=".laddertune-write-probe.", suffix=".tmp")
+    except OSError as e:
+        raise output_error(f"into {what} ({place})", e) from None
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

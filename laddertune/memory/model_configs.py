@@ -121,3 +121,32 @@ def load_config(name: str):
         ) from None
     config._name_or_path = name
     return config
+
+
+# config fields of rotary position embeddings: positions are computed, there is no table to run past
+_ROTARY_FIELDS = (
+    "rope_theta",
+    "rope_parameters",
+    "rope_scaling",
+    "rotary_dim",
+    "rotary_emb_base",
+    "rotary_pct",
+)
+
+
+def position_limit(config) -> int | None:
+    """The most tokens a sequence may hold when the backbone has a learned position table (BERT, GPT-2, BART...),
+    as its config gives it; None for relative or rotary positions (T5, Llama), which have no table.
+
+    RoBERTa-style embeddings count positions from ``pad_token_id + 1``, so ``max_position_embeddings`` 514 holds
+    512 tokens.
+    """
+    fields = config.to_dict()
+    if any(fields.get(name) is not None for name in _ROTARY_FIELDS):
+        return None
+    limit = fields.get("max_position_embeddings") or fields.get("n_positions")
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        return None
+    if "roberta" in config.model_type or config.model_type == "camembert":
+        limit -= (config.pad_token_id or 0) + 1
+    return limit

@@ -63,7 +63,7 @@ from ..errors import ConfigError
 from ..methods import method_spec
 from .attention import cuda_sdpa
 from .mem_tracker_compat import mem_tracker_class
-from .model_configs import load_config
+from .model_configs import load_config, position_limit
 from .storage import EmulatedQuantLinear
 from .trace_emulation import (
     CUDA_BLOCK,
@@ -153,6 +153,20 @@ def _category(snap: dict, name: str) -> int:
     return sum(v for k, v in snap.items() if getattr(k, "name", None) == name)
 
 
+def _check_positions(config, head: str, source_length: int, target_length: int) -> None:
+    """A backbone with a learned position table cannot run longer sequences (a real run fails with an index
+    error; the fake-tensor trace would fail with a traceback, or worse, not at all): one line instead."""
+    limit = position_limit(config)
+    lengths = {"source_length": source_length, "target_length": target_length if head == "seq2seq_lm" else 0}
+    for name, value in lengths.items():
+        if limit is not None and value > limit:
+            backbone = getattr(config, "_name_or_path", "") or config.model_type
+            raise ConfigError(
+                f"{name} {value} is longer than backbone {backbone!r} can read: its position table holds {limit} "
+                "positions"
+            )
+
+
 # -- the prediction ---------------------------------------------------------------------------------------------------
 def predict_memory(
     backbone_config,
@@ -215,6 +229,7 @@ def predict_memory(
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     head = head or default_head(backbone_config)
     check_options(head, attn, precision, optimizer)
+    _check_positions(backbone_config, head, source_length, target_length)
     if backbone_dtype is not None and backbone_dtype not in BACKBONE_DTYPES:
         raise ConfigError(
             f"unknown backbone_dtype {backbone_dtype!r}; choose one of {', '.join(BACKBONE_DTYPES)}"

@@ -9,7 +9,12 @@ Why safetensors: a maintained format that ``safe_open`` memory-maps, so a batch 
 (``get_slice``) and an epoch never loads the whole cache; no pickle; and the same writer as the checkpoints
 (:func:`laddertune.io.atomic_save_tensors`). A build goes to ``.building-<name>-<pid>/`` and is renamed into place
 only when complete with its checksums, so a reader never sees half an entry; a leftover from a killed build is
-removed and rebuilt, and an entry whose checksums fail is removed and rebuilt.
+removed and rebuilt, and an entry whose checksums fail (or that has none, or whose manifest is not one) is removed
+and rebuilt.
+
+Runs sharing a cache folder: building an entry, and removing a damaged one, hold that entry's advisory lock
+(``.lock-<name>``, :func:`laddertune.io.hold_lock`), so a second run never deletes a build in progress; it stops with
+one line naming the builder's process id (run it again once that build is done: it then reuses the entry).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from safetensors import safe_open
 from ..core.side_network import EMBED
 from ..core.taps import collect_taps
 from ..errors import CheckpointError, ConfigError, DataError
-from ..io import atomic_save_tensors, load_json, save_json, verify_checksums, write_checksums
+from ..io import atomic_save_tensors, hold_lock, load_json, save_json, verify_checksums, write_checksums
 from .key import TAP_DTYPES, cache_key, example_key, key_name
 
 logger = logging.getLogger(__name__)
@@ -110,25 +115,43 @@ class TapCache:
         return with_taps
 
 
+def _lock(directory: Path, name: str):
+    """The advisory lock of entry ``name`` (held while it is built or removed)."""
+    return hold_lock(directory / f".lock-{name}", f"tap cache entry {directory / name}")
+
+
 def _find(directory: Path, key: dict, layers: dict[str, list[int]]) -> TapCache | None:
-    """A complete entry with this key whose cached layers include ``layers``; a corrupt one is removed."""
+    """A complete entry with this key whose cached layers include ``layers``; a damaged one is removed."""
     for entry in sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
             manifest = load_json(entry / MANIFEST)
         except ConfigError:
+            continue  # a folder that is no entry (or one being removed)
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("layers"), dict):
+            _remove_damaged(directory, entry, f"{MANIFEST} is not a manifest")
             continue
-        cached = manifest.get("layers", {}) if isinstance(manifest, dict) else {}
+        cached = manifest["layers"]
         if manifest.get("key") != key or set(cached) != set(layers):
             continue
-        if not all(set(layers[s]) <= set(cached[s]) for s in layers):
+        if not all(isinstance(cached[s], list) and set(layers[s]) <= set(cached[s]) for s in layers):
             continue
         try:
-            verify_checksums(entry)
+            verify_checksums(entry, required=True)
             return TapCache(entry, manifest)
-        except (CheckpointError, OSError, KeyError, ValueError) as e:
-            logger.warning("tap cache %s is damaged (%s); removing it and building it again", entry, e)
-            shutil.rmtree(entry, ignore_errors=True)
+        except (CheckpointError, OSError, KeyError, ValueError, TypeError, AttributeError) as e:
+            _remove_damaged(directory, entry, str(e).splitlines()[0] if str(e) else type(e).__name__)
     return None
+
+
+def _remove_damaged(directory: Path, entry: Path, why: str) -> None:
+    """Remove a damaged entry under its lock (when another run holds the lock, it is rebuilding it: left alone)."""
+    try:
+        lock = _lock(directory, entry.name)
+    except ConfigError:
+        return
+    with lock:
+        logger.warning("tap cache %s is damaged (%s); removing it and building it again", entry, why)
+        shutil.rmtree(entry, ignore_errors=True)
 
 
 def open_tap_cache(
@@ -155,7 +178,8 @@ def open_tap_cache(
         notify: called with one-line messages (the size estimate before writing, the build's result).
 
     Raises:
-        ConfigError: backbone dropout is on (the taps would be random), a bad dtype, or not enough disk.
+        ConfigError: backbone dropout is on (the taps would be random), a bad dtype, not enough disk, or another
+            process is building this entry (its id in the message).
     """
     if model.ladder_config.backbone_dropout:
         raise ConfigError(
@@ -171,10 +195,15 @@ def open_tap_cache(
     key = cache_key(model, tokenizer, examples, max_length=max_length, fmt=fmt, dtype=dtype)
     layers = {name: list(stack.tap_layers) for name, stack in model.side.stacks.items()}
     found = _find(directory, key, layers)
-    if found is not None:
-        say(f"tap cache: reusing entry {found.path.name} ({found.bytes / 1024**2:.1f} MiB)")
-        return found
-    return _build(directory, model, examples, collate, key, layers, batch_size, say)
+    if found is None:
+        with _lock(
+            directory, key_name({**key, "layers": layers})
+        ):  # another run building it: one line, its pid
+            found = _find(directory, key, layers)  # built by another run while this one looked
+            if found is None:
+                return _build(directory, model, examples, collate, key, layers, batch_size, say)
+    say(f"tap cache: reusing entry {found.path.name} ({found.bytes / 1024**2:.1f} MiB)")
+    return found
 
 
 def _build(directory, model, examples, collate, key, layers, batch_size, say) -> TapCache:
@@ -193,7 +222,8 @@ def _build(directory, model, examples, collate, key, layers, batch_size, say) ->
         f"tap cache: writing about {need / 1024**2:.1f} MiB of {key['dtype']} taps for {len(examples)} examples"
     )
     name = key_name({**key, "layers": layers})
-    for stale in directory.glob(f".building-{name}-*"):  # a killed build: never read, rebuilt from scratch
+    # a killed build (its builder would hold the lock otherwise): never read, rebuilt from scratch
+    for stale in directory.glob(f".building-{name}-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = directory / f".building-{name}-{os.getpid()}"
     tmp.mkdir()

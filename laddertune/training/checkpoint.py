@@ -13,14 +13,13 @@ from __future__ import annotations
 import json
 import logging
 import random
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, output_error
 from ..io import (
     atomic_save_tensors,
     atomic_write_text,
@@ -30,6 +29,8 @@ from ..io import (
     write_checksums,
 )
 from ..methods.base import TRAINABLE_WEIGHTS
+from .checkpoint_folders import check_removable, remove_folder
+from .checkpoint_state import check_state
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +50,9 @@ def save_weights(model, directory: Path, method, task: dict | None = None) -> No
 
 
 def load_weights(model, directory: Path, method) -> None:
-    """Copy weights written by :func:`save_weights` into an already built ``model`` (names and shapes must match)."""
-    verify_checksums(directory)
+    """Copy weights written by :func:`save_weights` into an already built ``model`` (names and shapes must match);
+    the folder's ``SHA256SUMS`` must be there and match."""
+    verify_checksums(directory, required=True)
     with torch.no_grad():
         for target, tensor in method.read_weights(model, directory):
             target.copy_(tensor)
@@ -59,26 +61,35 @@ def load_weights(model, directory: Path, method) -> None:
 def _swap_in(tmp: Path, directory: Path, keep_previous: bool = False) -> None:
     """Replace ``directory`` by the complete folder ``tmp``; the replaced folder becomes ``<name>.old``, kept with
     ``keep_previous`` (the fallback of :func:`resume_checkpoint`). A crash in between leaves a complete folder
-    under one of the two names (``<name>.old`` alone when it hit between the renames), never a mix of the two."""
+    under one of the two names (``<name>.old`` alone when it hit between the renames), never a mix of the two.
+    A link is renamed or removed as a link (its target is never touched)."""
     old = directory.with_name(directory.name + ".old")
-    if directory.exists():
-        shutil.rmtree(old, ignore_errors=True)
+    if directory.exists() or directory.is_symlink():
+        remove_folder(old)
         directory.rename(old)
     tmp.rename(directory)
     if not keep_previous:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_folder(old)
 
 
 def _write_folder(directory: Path, write: Callable[[Path], None], keep_previous: bool = False) -> None:
     """``write(tmp)`` into ``<name>.tmp``, list its checksums, then swap it in for ``directory``. An error part-way
-    removes the temporary folder and leaves ``directory`` as it was."""
+    removes the temporary folder and leaves ``directory`` as it was; a full disk or another write error is a
+    one-line :class:`~laddertune.errors.OutputError`. A folder holding a file laddertune did not write is refused
+    before anything is written (:func:`laddertune.training.checkpoint_folders.check_removable`)."""
     tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    old = directory.with_name(directory.name + ".old")
+    for folder in (tmp, old, directory):  # all that the swap may remove, checked before anything changes
+        check_removable(folder)
+    remove_folder(tmp)
     try:
         write(tmp)
         write_checksums(tmp)
+    except OSError as e:  # ENOSPC, EROFS, EDQUOT...: the previous checkpoint is untouched
+        remove_folder(tmp)
+        raise output_error(directory, e, "the previous checkpoint there is intact") from None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_folder(tmp)
         raise
     _swap_in(tmp, directory, keep_previous)
 
@@ -135,29 +146,54 @@ def find_checkpoint(output_dir: Path, name: str = "checkpoint-last") -> Path | N
     return found[0] if found else None
 
 
-def resume_checkpoint(output_dir: Path, model, method, optimizer, scheduler) -> tuple[Path, dict] | None:
+def resume_checkpoint(
+    output_dir: Path,
+    model,
+    method,
+    optimizer,
+    scheduler,
+    *,
+    steps_per_epoch: int | None = None,
+    epochs: int | None = None,
+    accumulation: int = 1,
+) -> tuple[Path, dict] | None:
     """Restore the newest intact checkpoint of ``output_dir``: ``checkpoint-last``, else the previous one.
 
-    When the newest is corrupt and the previous one loads, the corrupt folder is removed and the previous one takes
-    its name, so that the next save again keeps an intact previous checkpoint.
+    Intact means: its ``SHA256SUMS`` is there and matches (a folder without one is not trusted), and every file
+    reads back. When the newest is not intact and the previous one loads, the newest is removed and the previous
+    one takes its name, so that the next save again keeps an intact previous checkpoint. A candidate holding a file
+    laddertune did not write is refused first, before anything changes (it would be deleted by a later save).
+    ``steps_per_epoch`` and ``epochs`` (the run's schedule) let :func:`load_checkpoint` check the data position.
 
     Returns:
         (folder, JSON state), or None when the run wrote no checkpoint.
 
     Raises:
-        CheckpointError: no candidate is intact (each one's reason in the message).
+        CheckpointError: no candidate is intact (each one's reason in the message), or a user's file in one.
     """
+    candidates = checkpoint_candidates(output_dir)
+    for directory in candidates:
+        check_removable(directory, "a resumed run replaces this folder at its next save")
     errors = []
-    for directory in checkpoint_candidates(output_dir):
+    for directory in candidates:
         try:
-            state = load_checkpoint(directory, model, method, optimizer, scheduler)
+            state = load_checkpoint(
+                directory,
+                model,
+                method,
+                optimizer,
+                scheduler,
+                steps_per_epoch=steps_per_epoch,
+                epochs=epochs,
+                accumulation=accumulation,
+            )
         except CheckpointError as e:
             errors.append(str(e))
             continue
         if errors:
             logger.warning("%s; resuming from the previous checkpoint, %s", errors[0], directory)
             newest = output_dir / "checkpoint-last"
-            shutil.rmtree(newest, ignore_errors=True)
+            remove_folder(newest)
             directory = directory.rename(newest)
         return directory, state
     if errors:
@@ -165,19 +201,40 @@ def resume_checkpoint(output_dir: Path, model, method, optimizer, scheduler) -> 
     return None
 
 
-def load_checkpoint(directory: Path, model, method, optimizer, scheduler) -> dict:
+def load_checkpoint(
+    directory: Path,
+    model,
+    method,
+    optimizer,
+    scheduler,
+    *,
+    steps_per_epoch: int | None = None,
+    epochs: int | None = None,
+    accumulation: int = 1,
+) -> dict:
     """Restore what :func:`save_checkpoint` wrote; returns the JSON state (step, epoch, next batch, best...).
 
     Every file is checked (checksums, names, shapes, structure) before anything is restored, so a corrupt
-    checkpoint raises :class:`CheckpointError` and leaves the model, optimizer and RNGs as they were.
+    checkpoint raises :class:`CheckpointError` and leaves the model, optimizer and RNGs as they were. A folder
+    without ``SHA256SUMS`` is refused: every checkpoint a run writes has one. The JSON state's fields are checked
+    for type and range (:func:`laddertune.training.checkpoint_state.check_state`; the data position too when
+    ``steps_per_epoch`` and ``epochs`` are given).
     """
-    verify_checksums(directory)
+    verify_checksums(directory, required=True)
     try:
         state = json.loads((directory / STATE_JSON).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{directory / STATE_JSON} is unreadable ({type(e).__name__})") from None
     if not isinstance(state, dict) or state.get("param_names") != list(method.trainable(model)):
         raise CheckpointError(f"{directory} was written for other trainable parameters than this model's")
+    check_state(
+        state,
+        directory,
+        scheduler.state_dict(),
+        steps_per_epoch=steps_per_epoch,
+        epochs=epochs,
+        accumulation=accumulation,
+    )
     weights = method.read_weights(model, directory)
     tensors = load_tensors(directory / STATE_TENSORS)
     try:
@@ -194,12 +251,6 @@ def load_checkpoint(directory: Path, model, method, optimizer, scheduler) -> dic
         py_state = (py[0], tuple(py[1]), py[2])
         np_state = (np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:])
         torch_rng = tensors["rng.torch"]
-        for key in ("step", "epoch", "next_batch"):
-            if not isinstance(state[key], int):
-                raise TypeError(f"{key} is not an integer")
-        missing = [key for key in ("history", "train_seconds", "best") if key not in state]
-        if missing or not isinstance(state["scheduler"], dict):
-            raise KeyError(missing[0] if missing else "scheduler")
         # throwaway generators check the RNG states; the optimizer checks its groups before it changes anything
         random.Random().setstate(py_state)
         np.random.RandomState().set_state(np_state)

@@ -128,9 +128,15 @@ class DataParallelHooks:
     def resume_on_every_rank(self):
         """``resume_checkpoint`` on rank 0 first (it may repair a corrupt checkpoint-last), then on the others."""
         args = (self.out, self.model, self.method, self.optimizer, self.scheduler)
-        resumed = resume_checkpoint(*args) if self.is_main else None
+        # the schedule checks the saved data position (a hand-edited step or next_batch is refused)
+        schedule = {
+            "steps_per_epoch": self.schedule.steps_per_epoch,
+            "epochs": self.schedule.epochs,
+            "accumulation": self.config.optimization.gradient_accumulation_steps,
+        }
+        resumed = resume_checkpoint(*args, **schedule) if self.is_main else None
         if self.dist is not None:
             self.dist.barrier()
             if not self.is_main:
-                resumed = resume_checkpoint(*args)
+                resumed = resume_checkpoint(*args, **schedule)
         return resumed

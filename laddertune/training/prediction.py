@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +25,8 @@ from ..core.backbones import load_tokenizer
 from ..data import eval_batches, make_collator, parse_prediction, read_rows, spec_from_dict, spec_to_dict
 from ..data.generative_task import GenerativeTask
 from ..errors import CheckpointError, ConfigError, DataError
-from ..io import atomic_write_text, load_json, resolve_portable, verify_checksums
-from ..methods import get_method, method_spec
+from ..io import atomic_write_text, check_writable, load_json, resolve_portable, verify_checksums
+from ..methods import get_method, method_names, method_spec
 from .build import HEADS, load_task_backbone
 from .checkpoint import TASK_NAME
 from .config import CONFIG_NAME, TrainConfig
@@ -191,6 +192,7 @@ def read_task(path: Path) -> tuple[dict, object]:
         task = load_json(path / TASK_NAME)
         if not isinstance(task, dict) or "backbone" not in task:
             raise ConfigError("it lacks the backbone")
+        _check_task(task)
         task["backbone"] = resolve_portable(task["backbone"], path)
         if "generative" in task:  # generative rows: rendered as GenerativeTask says, no label spec
             if task.get("head") not in ("causal_lm", "seq2seq_lm"):
@@ -201,6 +203,18 @@ def read_task(path: Path) -> tuple[dict, object]:
         return task, spec_from_dict(task.get("spec"))
     except ConfigError as e:
         raise CheckpointError(f"{path / TASK_NAME} is malformed: {e}") from None
+
+
+def _check_task(task: dict) -> None:
+    """The fields of task.json other than the spec: their types and ranges (a hand edit fails here, in one line)."""
+    if not isinstance(task["backbone"], str) or not task["backbone"]:
+        raise ConfigError(f"backbone must be a name or a folder, got {task['backbone']!r}")
+    method = task.get("method", "lst")
+    if method not in method_names():
+        raise ConfigError(f"unknown method {method!r}; one of {', '.join(method_names())}")
+    length = task.get("max_length", 128)
+    if isinstance(length, bool) or not isinstance(length, int) or not 8 <= length <= 1_000_000:
+        raise ConfigError(f"max_length must be an integer from 8 to 1000000, got {length!r}")
 
 
 def load_predictor(
@@ -285,6 +299,24 @@ def load_multi_predictor(
     return Predictor(multi.eval(), first.tokenizer, first.spec, first.fmt, first.max_length, paths[0], sides)
 
 
+def check_output_file(output_path: str | Path, input_path: str | Path) -> None:
+    """Refuse, in one line, an output that is a folder or the input file itself, or a place that is not writable.
+
+    Raises:
+        ConfigError: the output is a folder, or the same file as the input (the rows would be replaced by their
+            predictions).
+        OutputError: its folder is not writable (read-only, no permission).
+    """
+    out = Path(output_path)
+    if out.is_dir():
+        raise ConfigError(f"output {out} is a folder: give the name of a file to write")
+    if out.exists() and Path(input_path).exists() and os.path.samefile(out, input_path):
+        raise ConfigError(
+            f"output {out} is the input file: its rows would be replaced by their predictions; write elsewhere"
+        )
+    check_writable(out.parent, f"the folder of output {out}")
+
+
 def predict_file(
     checkpoint: str | Path | list,
     input_path: str | Path,
@@ -296,7 +328,8 @@ def predict_file(
     show_progress: bool = False,
     generation: dict | None = None,
 ) -> list[dict]:
-    """Predict every row of a JSONL/CSV/TSV file; with ``output_path``, write one JSON line per row (atomically).
+    """Predict every row of a JSONL/CSV/TSV file; with ``output_path``, write one JSON line per row (atomically:
+    a full disk leaves the old file, if any, and raises :class:`~laddertune.errors.OutputError`).
 
     With several checkpoints (a list), they share one backbone pass (:func:`load_multi_predictor`) and each row's
     answer maps each checkpoint's name to its answer. The input is read and checked completely before the model is loaded, so a bad file fails fast and nothing is
@@ -304,6 +337,8 @@ def predict_file(
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if output_path is not None:  # before anything loads: a bad place fails in seconds, not after the model
+        check_output_file(output_path, input_path)
     many = checkpoint if isinstance(checkpoint, list | tuple) else [checkpoint]
     path = resolve_checkpoint(many[0])
     rows, task = read_rows(input_path), read_task(path)[1]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import transformers
 
 from ..io import atomic_write_text
 from .optimizer import state_bytes
+from .run_dir import finished_run
 
 
 def write_results(run, test: dict | None, write: bool = True) -> dict:
@@ -86,7 +86,7 @@ def write_results(run, test: dict | None, write: bool = True) -> dict:
         return results
     out = Path(config.run.output_dir)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
-    shutil.rmtree(out / "checkpoint-last.old", ignore_errors=True)  # a finished run resumes from nothing
+    finished_run(out)  # a finished run resumes from nothing: checkpoint-last.old goes, and the folder's lock
     return results
 
 
