@@ -321,3 +321,20 @@ def test_pickle_backbone_weights_need_allow_pickle(assets, pickled_backbones, tm
     ):
         load_backbone(str(pickled_backbones["evil"]), "sequence_classification", allow_pickle=True)
     assert not pickled_backbones["marker"].exists()
+
+
+def test_allow_pickle_flag_trains_evaluates_and_predicts(assets, pickled_backbones, tmp_path, capsys):
+    """--allow-pickle on train (recorded), then asked again of evaluate and predict (never taken from the run)."""
+    run = tmp_path / "run"
+    rc = main(cli_args(assets, run, "--backbone", pickled_backbones["plain"], "--allow-pickle"))
+    assert rc == 0, capsys.readouterr().err
+    assert json.loads((run / "train_config.json").read_text())["allow_pickle"] is True
+    assert main(["evaluate", "--checkpoint", str(run)]) == 2  # the run folder does not switch it on
+    assert "pickle" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(run), "--allow-pickle"]) == 0
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"sentence1": "a cat", "sentence2": "a dog"}) + "\n")
+    assert (
+        main(["predict", "--checkpoint", str(run), "--input", str(rows), "--allow-pickle", "--no-progress"])
+        == 0
+    )

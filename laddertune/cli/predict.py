@@ -38,6 +38,11 @@ def register(subparsers) -> None:
         action="store_true",
         help="let transformers run the backbone repository's own Python code (never taken from the checkpoint)",
     )
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load a backbone whose weights are only pickle files (never taken from the checkpoint)",
+    )
     p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     p.add_argument(
         "--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)"
@@ -63,6 +68,7 @@ def run_predict(args: argparse.Namespace) -> int:
         trust_remote_code=args.trust_remote_code,
         show_progress=not args.no_progress and sys.stderr.isatty(),
         generation=given_options(args, args.generation_flags),
+        allow_pickle=args.allow_pickle,
     )
     if args.output is None:
         for answer in answers:

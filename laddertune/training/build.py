@@ -133,10 +133,15 @@ def clamp_max_length(config: TrainConfig) -> None:
 
 def load_backbone_for(config: TrainConfig, spec, head: str, tokenizer):
     """The backbone of ``config`` with ``head`` (see :func:`load_task_backbone`)."""
-    return load_task_backbone(config.model.backbone, spec, head, tokenizer, config.model.trust_remote_code)
+    model = config.model
+    return load_task_backbone(
+        model.backbone, spec, head, tokenizer, model.trust_remote_code, model.allow_pickle
+    )
 
 
-def load_task_backbone(name: str, spec, head: str, tokenizer, trust_remote_code: bool = False):
+def load_task_backbone(
+    name: str, spec, head: str, tokenizer, trust_remote_code: bool = False, allow_pickle: bool = False
+):
     """Backbone ``name`` with ``head``; for classification ``num_labels``, class names and problem type from the
     task, so that checkpoints carry them. Loaded in float32: LST casts or quantizes it to ``backbone_dtype`` in
     :func:`get_ladder_model` (after any pruned init has read the full-precision weights); the baselines train it in
@@ -148,7 +153,9 @@ def load_task_backbone(name: str, spec, head: str, tokenizer, trust_remote_code:
         if spec.label_names:
             kwargs["id2label"] = dict(enumerate(spec.label_names))
             kwargs["label2id"] = spec.label_map
-    backbone = load_backbone(name, head, trust_remote_code=trust_remote_code, **kwargs)
+    backbone = load_backbone(
+        name, head, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, **kwargs
+    )
     if (
         backbone.config.pad_token_id is None
     ):  # decoder-only classifiers find the last token through the pad id

@@ -160,6 +160,9 @@ class ModelConfig:
     trust_remote_code: bool = False
     """Let transformers run Python code shipped with the backbone (its hub repository's modeling files); off, only
     the model classes of the installed transformers load."""
+    allow_pickle: bool = False
+    """Load a backbone whose weights are only pickle files (.bin, .pt), with torch's weights_only loader; off, such
+    a folder is refused (a pickle can run code)."""
 
     def __post_init__(self) -> None:
         check_fields(self)

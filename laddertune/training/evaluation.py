@@ -158,6 +158,7 @@ def evaluate(
     generate: bool | None = None,
     show_progress: bool = False,
     trust_remote_code: bool = False,
+    allow_pickle: bool = False,
     device: str = "auto",
     backbone: str | None = None,
 ) -> dict:
@@ -175,6 +176,7 @@ def evaluate(
         batch_size: evaluation batch size (default: the training run's).
         trust_remote_code: let transformers run the backbone's own code. Asked of the caller, never taken from
             the run folder: a copied run folder must not be able to switch it on.
+        allow_pickle: load a backbone whose weights are only pickle files (never taken from the run folder).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (not taken from the run: it may have trained elsewhere).
         backbone: load this backbone instead of the recorded one (same weights, another place).
 
@@ -192,6 +194,7 @@ def evaluate(
     where = resolve_device(device)
     config = TrainConfig.load(path.parent)
     config.model.trust_remote_code = trust_remote_code
+    config.model.allow_pickle = allow_pickle
     config.model.backbone = backbone or require_backbone(config.model.backbone, path.parent)
     config.data.data_dir = data_dir or config.data.data_dir
     if max_eval_samples is not None:

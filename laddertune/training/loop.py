@@ -59,7 +59,7 @@ from .precision import Precision
 from .prediction import task_record
 from .results import run_summary, write_results
 from .run_data import RunData, Schedule, load_run_data
-from .run_dir import MetricsLog, check_output, claim_output, truncate_metrics
+from .run_dir import MetricsLog, check_output, claim_output, release_output, truncate_metrics
 from .run_state import RunState, Timing
 from .step import TrainingDivergedError, train_step
 from .tap_run import use_tap_cache
@@ -91,6 +91,16 @@ def train(
         TrainingDivergedError: the loss or gradient became NaN or infinite (the message names the step).
     """
     run = Run(config, show_progress, on_record, metric)
+    try:
+        return _train(run)
+    finally:
+        if run.out is not None:
+            release_output(run.out)  # the folder's lock, however the run ended
+
+
+def _train(run: Run) -> dict:
+    """The phases, then the epochs of optimizer steps."""
+    config = run.config
     run.prepare_output()  # nothing in the folder changes before the data and the model are known good
     run.prepare_data()
     run.build_model()

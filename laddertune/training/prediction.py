@@ -223,6 +223,7 @@ def load_predictor(
     backbone: str | None = None,
     trust_remote_code: bool = False,
     generation: dict | None = None,
+    allow_pickle: bool = False,
 ) -> Predictor | GenerativePredictor:
     """Rebuild the model of a checkpoint (a run folder: its ``checkpoint-best``) for prediction.
 
@@ -246,7 +247,7 @@ def load_predictor(
     # a baseline's options (freeze_layers...) are in the run's train_config.json; a side network has its own
     needs_config = not method.spec.side_network and (path.parent / CONFIG_NAME).is_file()
     config = TrainConfig.load(path.parent) if needs_config else None
-    backbone_model = load_task_backbone(name, spec, head, tokenizer, trust_remote_code)
+    backbone_model = load_task_backbone(name, spec, head, tokenizer, trust_remote_code, allow_pickle)
     model = method.load_trained(backbone_model, config and config.method, path, device=torch.device("cpu"))
     model.eval()  # no dropout in the side network (a freshly built LadderModel is in train mode)
     max_length = int(task.get("max_length", 128))
@@ -259,7 +260,11 @@ def load_predictor(
 
 
 def load_multi_predictor(
-    checkpoints: list, *, backbone: str | None = None, trust_remote_code: bool = False
+    checkpoints: list,
+    *,
+    backbone: str | None = None,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
 ) -> Predictor:
     """Several LST classification checkpoints of one backbone on ONE backbone pass per batch (:class:`MultiSideModel`).
 
@@ -271,7 +276,9 @@ def load_multi_predictor(
         ConfigError: checkpoints that are not LST classification, or read other columns or lengths.
     """
     paths = [resolve_checkpoint(c) for c in checkpoints]
-    first = load_predictor(paths[0], backbone=backbone, trust_remote_code=trust_remote_code)
+    first = load_predictor(
+        paths[0], backbone=backbone, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle
+    )
     if first.fmt != "classification" or not isinstance(first.model, LadderModel):
         raise ConfigError(
             "several checkpoints share one backbone pass for LST classification checkpoints only"
@@ -327,6 +334,7 @@ def predict_file(
     trust_remote_code: bool = False,
     show_progress: bool = False,
     generation: dict | None = None,
+    allow_pickle: bool = False,
 ) -> list[dict]:
     """Predict every row of a JSONL/CSV/TSV file; with ``output_path``, write one JSON line per row (atomically:
     a full disk leaves the old file, if any, and raises :class:`~laddertune.errors.OutputError`).
@@ -342,7 +350,7 @@ def predict_file(
     many = checkpoint if isinstance(checkpoint, list | tuple) else [checkpoint]
     path = resolve_checkpoint(many[0])
     rows, task = read_rows(input_path), read_task(path)[1]
-    kw = {"backbone": backbone, "trust_remote_code": trust_remote_code}
+    kw = {"backbone": backbone, "trust_remote_code": trust_remote_code, "allow_pickle": allow_pickle}
     if isinstance(task, GenerativeTask):  # prompts in, generated text out
         if len(many) > 1:
             raise ConfigError(
