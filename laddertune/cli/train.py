@@ -173,7 +173,9 @@ def quiet(args: argparse.Namespace) -> None:
     if not verbose or getattr(args, "no_progress", False):
         transformers.utils.logging.disable_progress_bar()
         datasets.disable_progress_bars()
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be 1 or more, got {args.threads}")
         torch.set_num_threads(args.threads)
 
 

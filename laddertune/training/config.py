@@ -47,6 +47,7 @@ PATHS = ("backbone", "data_dir", "train_file", "validation_file", "output_dir", 
 RESUME_FREE = (
     "overwrite",
     "resume",
+    "force",
     "output_dir",
     "data_dir",
     "save_steps",
@@ -231,11 +232,15 @@ class RunConfig:
     """Replace a finished or unfinished run in output_dir."""
     resume: bool = False
     """Continue the unfinished run in output_dir from its checkpoint-last."""
+    force: bool = False
+    """With resume: continue even when the settings or the data differ from the run's (refused otherwise)."""
 
     def __post_init__(self) -> None:
         check_fields(self)
         if self.overwrite and self.resume:
             raise ConfigError("overwrite and resume exclude each other: start over, or continue")
+        if self.force and not self.resume:
+            raise ConfigError("force applies to resume: it continues a run whose settings or data differ")
 
 
 @dataclass

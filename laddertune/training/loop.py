@@ -265,9 +265,16 @@ class Run(DataParallelHooks, PlacementHooks):
             claim_output(config, out)
         self.log = MetricsLog(out / "metrics.jsonl", self.on_record if self.is_main else None, self.is_main)
         resumed = self.resume_on_every_rank() if config.run.resume else None
+        fingerprint = self.data.fingerprint()
         if resumed is not None:
             resume_from, saved = resumed
             self.state = RunState.from_dict(saved, str(resume_from))
+            recorded = self.state.data_fingerprint
+            if recorded is not None and recorded != fingerprint and not config.run.force:
+                raise ConfigError(
+                    f"cannot resume {out}: its training or validation data differ from these (fingerprint "
+                    f"{recorded}, now {fingerprint}); --force resumes on these"
+                )
             self.precision.load_state_dict(self.state.grad_scaler or {})
             if self.is_main:
                 truncate_metrics(self.log.path, self.state.step)
@@ -277,6 +284,7 @@ class Run(DataParallelHooks, PlacementHooks):
                 logger.warning("nothing to resume in %s; starting a new run", out)
             if self.is_main:
                 self.log.path.unlink(missing_ok=True)
+        self.state.data_fingerprint = fingerprint
         if self.is_main:
             config.save(out)
         self.timing.resumed = resumed is not None

@@ -9,6 +9,8 @@ batched by :mod:`.generative`), whose head is the backbone's LM head.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -41,6 +43,13 @@ class RunData:
     @property
     def spec(self):
         return self.splits.spec
+
+    def fingerprint(self) -> str:
+        """A hash of the training and validation examples as the run reads them (what resume compares)."""
+        digest = hashlib.sha256()
+        for split in (self.splits.train, self.splits.validation):
+            digest.update(json.dumps(split, sort_keys=True, default=str).encode())
+        return digest.hexdigest()[:16]
 
     def eval_kwargs(self, config: TrainConfig, show_progress: bool) -> dict:
         if self.generative is not None:

@@ -62,10 +62,19 @@ def check_output(config: TrainConfig) -> Path:
         raise ConfigError(f"{out} already holds a finished run (results.json); {hint}")
     if started and not (config.run.overwrite or config.run.resume):
         raise ConfigError(f"{out} holds an unfinished run: --resume continues it, --overwrite starts over")
+    if config.run.resume and started and not (out / CONFIG_NAME).is_file() and not config.run.force:
+        raise ConfigError(
+            f"cannot resume {out}: its {CONFIG_NAME} is missing, so its settings cannot be checked (--force resumes "
+            "with these)"
+        )
     if config.run.resume and (out / CONFIG_NAME).is_file():
         diff = config.differences(TrainConfig.load(out))
+        if diff and not config.run.force:
+            raise ConfigError(
+                f"cannot resume {out} with other settings: {', '.join(diff)} differ (--force resumes with these)"
+            )
         if diff:
-            raise ConfigError(f"cannot resume {out} with other settings: {', '.join(diff)} differ")
+            logger.warning("resuming %s with other settings (--force): %s differ", out, ", ".join(diff))
     if config.run.overwrite or config.run.resume:
         _check_run_files(
             out, "--overwrite deletes it" if config.run.overwrite else "a resumed run replaces it"

@@ -27,6 +27,8 @@ class RunState:
     """Seconds spent in training steps, over resumes too."""
     grad_scaler: dict | None = None
     """fp16: the gradient scaler's state (the loss scale resumes where it was)."""
+    data_fingerprint: str | None = None
+    """A hash of the run's training and validation examples: a resumed run must see the same data."""
 
     def to_dict(self) -> dict:
         return asdict(self)
