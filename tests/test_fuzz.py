@@ -186,6 +186,8 @@ VALID_TRAIN = {
     "gate_temperature": st.floats(0.01, 10),
     "gate_init": st.floats(-5, 5),
     "chat_template": st.none(),
+    "allow_pickle": st.booleans(),
+    "force": st.just(False),  # with resume only: "anything" replacements reach its check
     "prompt_format": st.sampled_from(["auto", "chat", "plain"]),
     **{n: st.booleans() for n in ("train_on_prompt", "packing", "eval_generate", "do_sample")},
     "max_new_tokens": st.integers(1, 64),
