@@ -24,7 +24,11 @@ class LadderTrainer(Trainer):
 
     def _old_side_folder(self, folder: str, model=None) -> LadderModel | None:
         """The LadderModel to load ``folder`` into when it is a side-only folder without transformers' index."""
-        model = model if model is not None else self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        model = (
+            model
+            if model is not None
+            else self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        )
         if isinstance(model, LadderModel) and not (Path(folder) / INDEX_NAME).is_file():
             return model
         return None
