@@ -20,7 +20,11 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.loss.loss_utils import ForCausalLMLoss, ForSequenceClassificationLoss
-from transformers.modeling_outputs import CausalLMOutputWithPast, Seq2SeqLMOutput, SequenceClassifierOutput
+from transformers.modeling_outputs import (
+    CausalLMOutputWithPast,
+    Seq2SeqLMOutput,
+    SequenceClassifierOutput,
+)
 
 from ..errors import ConfigError
 from ..pruning import initialize_from_backbone
@@ -30,11 +34,10 @@ from .architectures import get_path, layer_modules
 from .cache import LadderCache
 from .chunked_loss import chunked_lm_loss
 from .config import LadderConfig
-from .config_view import BackboneConfigView
 from .discovery import apply_lm_head_extras, discover_family, task_head
 from .generation import LadderEncoder, LadderEncoderOutput, LadderGenerationMixin, encoder_states
 from .pooling import backbone_final, pool
-from .pretrained import PretrainedLadder
+from .pretrained import LadderBody, PretrainedLadder
 from .quantization import convert_backbone
 from .side_network import SideNetwork, record_taps
 from .task_model import is_bare, with_task_head
@@ -52,9 +55,8 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
     """
 
     def __new__(cls, *args, **kwargs):
-        if (
-            cls is LadderModel and args
-        ):  # (copies and unpickling come without arguments: they keep their class)
+        # copies and unpickling call __new__ without arguments: they keep their class
+        if cls is LadderModel and args:
             backbone, config = args[0], args[1] if len(args) > 1 else kwargs["config"]
             head = config.task_head if is_bare(backbone) else task_head(backbone)
             cls = _HEAD_CLASSES.get(head, LadderModel)
@@ -73,7 +75,7 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         self.ladder_config = config
         self.backbone = backbone.requires_grad_(False)
         self.side = SideNetwork(backbone, self.family, config, head)
-        if self.can_generate() != (head in _HEAD_CLASSES):
+        if self.can_generate() != (head in ("causal_lm", "seq2seq_lm")):
             raise ConfigError(f"{type(self).__name__} cannot hold a backbone with a {head} head")
         self._init_pretrained(backbone)
         self.train(True)
@@ -86,40 +88,8 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         return self
 
     @property
-    def config(self):
-        """The backbone's ``PretrainedConfig``, as PEFT keeps it; the LadderConfig is ``ladder_config`` (reading its
-        fields through ``.config`` still works, with a ``FutureWarning``: :mod:`laddertune.core.config_view`)."""
-        return BackboneConfigView(self.backbone.config, self.ladder_config)
-
-    @property
-    def device(self) -> torch.device:
-        """The device of the side network's parameters (where outputs and the loss are)."""
-        return next(self.side.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The dtype of the side network's parameters."""
-        return next(self.side.parameters()).dtype
-
-    @property
-    def backbone_dtype(self) -> torch.dtype:
-        """The dtype of the frozen backbone's floating-point weights (may differ from the side's :attr:`dtype`)."""
-        return next(p.dtype for p in self.backbone.parameters() if p.is_floating_point())
-
-    @property
     def head(self) -> str:
         return self.ladder_config.task_head
-
-    def trainable_parameters(self) -> tuple[int, int]:
-        """(trainable, all) parameter counts; 'all' is the backbone's plus the side network's."""
-        trainable = sum(p.numel() for p in self.side.parameters())
-        return trainable, trainable + sum(p.numel() for p in self.backbone.parameters())
-
-    def print_trainable_parameters(self) -> None:
-        trainable, total = self.trainable_parameters()
-        print(
-            f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
-        )
 
     # -- the two halves of the forward: the backbone's taps, then the side network on them ------------------------
     def backbone_layers(self, stack: str) -> nn.ModuleList:
@@ -233,19 +203,25 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         :func:`~laddertune.core.discovery.apply_lm_head_extras` finds (BART's ``final_logits_bias``, Gemma's soft
         cap, Cohere's logit scale).
         """
+        lm_head = self.backbone.get_output_embeddings()
+        logits = lm_head(self.lm_head_input(hidden, final))
+        return apply_lm_head_extras(self.backbone, logits).float().to(self.device)
+
+    def lm_head_input(self, hidden: torch.Tensor, final: torch.Tensor | None = None) -> torch.Tensor:
+        """What the backbone's LM head reads (B, T, d), in its dtype and on its device: ``Up(hidden) + final``, with
+        T5 v1.0's rescale (see :meth:`lm_logits`)."""
         hidden = self.side.up(hidden)  # (B, T, d)
         if final is not None:
             hidden = hidden + final.to(hidden)
         if getattr(self.backbone.config, "scale_decoder_outputs", False):  # T5 v1.0's tied-embedding rescale
             hidden = hidden * getattr(self.backbone.config, self.family.width) ** -0.5
-        lm_head = self.backbone.get_output_embeddings()
-        weight = lm_head.weight  # on "meta" when offloaded: accelerate's hook then moves the input itself
-        hidden = (
+        weight = self.backbone.get_output_embeddings().weight
+        # on "meta" when offloaded: accelerate's hook then moves the input itself
+        return (
             hidden.to(weight.dtype)
             if weight.device.type == "meta"
             else hidden.to(weight.device, weight.dtype)
         )
-        return apply_lm_head_extras(self.backbone, lm_head(hidden)).float().to(self.device)
 
     def _final(self, stack: str, backbone_out, taps) -> torch.Tensor | None:
         """With the final shortcut, backbone stack ``stack``'s final hidden states (B, T, d), else None."""
@@ -278,6 +254,7 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         taps: dict[str, dict[int, torch.Tensor]] | None = None,
+        **kwargs,
     ):
         """Compute logits (and the loss when ``labels`` are given) as the backbone's head would.
 
@@ -301,10 +278,17 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
             taps: the backbone's taps of this batch per stack (``{"body": {EMBED: (B, T, d), i: (B, T, d)}}``,
                 from :func:`laddertune.core.taps.collect_taps` or a tap cache): the side network runs on them and
                 the backbone does not run. Not with ``use_cache``.
+            **kwargs: what transformers' ``generate()`` passes on to every model's forward without using it
+                (``tokenizer``, given for ``stop_strings``); anything else is a ``TypeError``.
 
         Raises:
             ValueError: ``output_hidden_states`` or ``output_attentions`` asked for, or ``taps`` with ``use_cache``.
         """
+        kwargs.pop("tokenizer", None)
+        if kwargs:
+            raise TypeError(
+                f"LadderModel.forward() got unexpected keyword argument(s): {', '.join(sorted(kwargs))}"
+            )
         if taps is not None and use_cache:
             raise ValueError("taps replace the backbone's forward; incremental decoding needs the backbone")
         for name, value in (
@@ -337,11 +321,9 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
             )
         return out if return_dict is None or return_dict else out.to_tuple()
 
-    def _body(
-        self, input_ids, attention_mask, labels, token_type_ids, position_ids, cache, taps, logits_to_keep=0
-    ):
-        """One stack (decoder-only LMs, encoder classifiers, BART's encoder for its classifier): both halves, the
-        head and the loss."""
+    def _stack(self, input_ids, attention_mask, token_type_ids, position_ids, cache, taps):
+        """Both halves of a one-stack model (decoder-only LMs, encoder classifiers, BART's encoder for its
+        classifier): (stack name, the backbone's output or None, its taps, the side's output)."""
         stack = next(
             iter(self.side.stacks)
         )  # "body", or "encoder" for an encoder-decoder's classifier (BART)
@@ -362,6 +344,15 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         side_out = self.run_side(stack, stack_taps, **side_kwargs)
         if cache is not None:
             cache.fill(backbone_out.past_key_values, side_out.past_key_values)
+        return stack, backbone_out, stack_taps, side_out
+
+    def _body(
+        self, input_ids, attention_mask, labels, token_type_ids, position_ids, cache, taps, logits_to_keep=0
+    ):
+        """A one-stack model's forward: both halves, the head and the loss."""
+        stack, backbone_out, stack_taps, side_out = self._stack(
+            input_ids, attention_mask, token_type_ids, position_ids, cache, taps
+        )
         hidden = side_out.last_hidden_state  # (B, T, d/r)
         if self.head == "causal_lm":
             final = self._final(stack, backbone_out, stack_taps)
@@ -462,19 +453,22 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
             loss = nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
         return Seq2SeqLMOutput(loss=loss, logits=logits, past_key_values=cache)
 
-    def get_encoder(self, modality: str | None = None):
-        """An encoder-decoder's encoder as ``generate()`` calls it: both encoders, one :class:`LadderEncoderOutput`."""
-        if self.head == "seq2seq_lm" and modality is None:
-            return LadderEncoder(self)
-        return super().get_encoder(modality)
-
 
 class LadderModelForCausalLM(LadderModel, LadderGenerationMixin):
     """A LadderModel on a decoder-only LM (``*ForCausalLM``): transformers' ``generate()`` over both networks."""
 
+    @property
+    def base_model(self) -> LadderBody:
+        """The model without its LM head, as transformers names it: what the head reads (:class:`LadderBody`)."""
+        return LadderBody(self)
+
 
 class LadderModelForSeq2SeqLM(LadderModel, LadderGenerationMixin):
     """A LadderModel on an encoder-decoder LM (T5, BART): transformers' ``generate()`` over both networks."""
+
+    def get_encoder(self, modality: str | None = None):
+        """The encoder as ``generate()`` calls it: both encoders, one ``LadderEncoderOutput``."""
+        return LadderEncoder(self) if modality is None else super().get_encoder(modality)
 
 
 _HEAD_CLASSES = {"causal_lm": LadderModelForCausalLM, "seq2seq_lm": LadderModelForSeq2SeqLM}

@@ -13,6 +13,9 @@ each because the backbone is held, frozen and unmodified, and never saved:
   ``load_state_dict(strict=False)``; the side-relative keys of ``ladder_model.safetensors`` load into the side
   network by :func:`_side_keys`, and the backbone's keys, absent by design, are ``_keys_to_ignore_on_save``.
 * ``from_pretrained(backbone, directory)`` / ``from_pretrained(directory, **backbone_kwargs)``, as PEFT's.
+
+``device`` and ``dtype`` are the side network's (where outputs and the loss are); a causal LadderModel's
+``base_model`` is a :class:`LadderBody`, the model without its LM head, as transformers names it.
 """
 
 from __future__ import annotations
@@ -20,9 +23,13 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import torch
 from transformers import GenerationConfig
+from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from .ablations import strip_backbone
+from .cache import LadderCache
+from .config_view import BackboneConfigView
 from .discovery import task_head
 from .quantization import convert_backbone
 from .side_checkpoint import (
@@ -53,6 +60,9 @@ class PretrainedLadder:
     """Mixed into LadderModel (before ``PreTrainedModel``): its config, side-only saving and loading."""
 
     supports_gradient_checkpointing = True  # LST's side checkpointing (activation_checkpointing.py)
+    # forward computes its loss as a mean over the batch (no num_items_in_batch): Trainer then scales it for gradient
+    # accumulation itself, as for any model whose forward takes no loss keyword arguments
+    accepts_loss_kwargs = False
 
     def _init_pretrained(self, backbone) -> None:
         """Set what ``PreTrainedModel.__init__`` and ``post_init`` would, without touching ``backbone``."""
@@ -68,6 +78,38 @@ class PretrainedLadder:
                 copy.deepcopy(own) if own is not None else GenerationConfig.from_model_config(backbone.config)
             )
         self.register_load_state_dict_pre_hook(_side_keys)
+
+    @property
+    def config(self):
+        """The backbone's ``PretrainedConfig``, as PEFT keeps it; the LadderConfig is ``ladder_config`` (reading its
+        fields through ``.config`` still works, with a ``FutureWarning``: :mod:`laddertune.core.config_view`)."""
+        return BackboneConfigView(self.backbone.config, self.ladder_config)
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the side network's parameters (where outputs and the loss are)."""
+        return next(self.side.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the side network's parameters."""
+        return next(self.side.parameters()).dtype
+
+    @property
+    def backbone_dtype(self) -> torch.dtype:
+        """The dtype of the frozen backbone's floating-point weights (may differ from the side's :attr:`dtype`)."""
+        return next(p.dtype for p in self.backbone.parameters() if p.is_floating_point())
+
+    def trainable_parameters(self) -> tuple[int, int]:
+        """(trainable, all) parameter counts; 'all' is the backbone's plus the side network's."""
+        trainable = sum(p.numel() for p in self.side.parameters())
+        return trainable, trainable + sum(p.numel() for p in self.backbone.parameters())
+
+    def print_trainable_parameters(self) -> None:
+        trainable, total = self.trainable_parameters()
+        print(
+            f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
+        )
 
     @property
     def _keys_to_ignore_on_save(self) -> set[str]:
@@ -137,3 +179,37 @@ class PretrainedLadder:
         if model.can_generate() and (Path(directory) / GENERATION_CONFIG_NAME).is_file():
             model.generation_config = GenerationConfig.from_pretrained(directory)
         return model
+
+
+class LadderBody:
+    """A causal LadderModel without its LM head: both networks, returning the LM head's input.
+
+    ``last_hidden_state`` is ``Up(side) + backbone final state`` (:meth:`LadderModel.lm_head_input`), so a caller
+    that applies the LM head itself (TRL's fused LM-head loss reads ``model.base_model(...).last_hidden_state`` and
+    ``model.get_output_embeddings()``) computes the LadderModel's own logits. Not a module: it holds the model.
+    """
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def __call__(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        position_ids: torch.Tensor | None = None,
+        past_key_values: LadderCache | None = None,
+        use_cache: bool = False,
+        taps: dict | None = None,
+    ) -> BaseModelOutputWithPast:
+        """Run both halves on (B, T) ``input_ids``; returns the LM head's input (B, T, d) and the cache."""
+        model = self.model
+        cache = past_key_values if past_key_values is not None else LadderCache() if use_cache else None
+        stack, backbone_out, stack_taps, side_out = model._stack(
+            input_ids, attention_mask, None, position_ids, cache, taps
+        )
+        final = model._final(stack, backbone_out, stack_taps)
+        hidden = model.lm_head_input(side_out.last_hidden_state, final)  # (B, T, d)
+        return BaseModelOutputWithPast(last_hidden_state=hidden, past_key_values=cache)
+
+    forward = __call__
