@@ -21,6 +21,7 @@ each because the backbone is held, frozen and unmodified, and never saved:
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 
 import torch
@@ -42,6 +43,22 @@ from .side_checkpoint import (
     save_side,
 )
 from .task_model import with_task_head
+
+
+class _PipelineModelCheck(logging.Filter):
+    """Drops transformers' pipeline notice that a ``LadderModel*`` class "is not supported" for a task.
+
+    Pipelines compare the model's class name with their lists of task classes (PEFT's classes are listed there) and
+    log an error line, hundreds of class names long, for any other class, then run it all the same. A LadderModel
+    runs in the text-generation and text-classification pipelines (tests/test_hf_ecosystem.py), so the line says
+    nothing true about it; notices about other classes pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("The model 'LadderModel")
+
+
+logging.getLogger("transformers.pipelines.base").addFilter(_PipelineModelCheck())
 
 
 def _side_keys(module, state_dict: dict, prefix: str, *args) -> None:
