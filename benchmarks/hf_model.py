@@ -7,27 +7,25 @@
 then ``trainer.save_model(dir)``; reports the bytes of the weight files and of the whole folder.
 
 ``generation``: greedy tokens/s of a SmolLM2-135M LadderModel (r=8, every layer, fresh side network) on 4 fixed
-chat prompts, left-padded, exactly ``--new-tokens`` new tokens each (``min_new_tokens`` = ``max_new_tokens``). Each
-implementation runs in its own process with one torch thread, one warm-up call, then ``--repeats`` timed calls; the
-median counts. ``--baseline-src`` names a source tree of laddertune before the move to transformers' ``generate()``
-(``git archive 6149ce4 | tar -x -C DIR``): its hand-written loop runs the same prompts, alternating with this tree's,
-and the backbone's own ``generate`` runs as a reference. Writes ``results/hf_model_<part>.json``.
+chat prompts, left-padded, exactly ``--new-tokens`` new tokens each (``min_new_tokens`` = ``max_new_tokens``), one
+torch thread: ``model.generate()`` (transformers'), the backbone's own ``generate`` as a reference, and with
+``--baseline-src`` (a source tree of laddertune before the move: ``git archive 6149ce4 | tar -x -C DIR``) that
+tree's hand-written decoding loop, run over the same model object. One process: each runs once to warm up, then
+they take turns for ``--rounds`` rounds, so the load of a shared machine falls on all of them; medians and bests
+per implementation. Writes ``results/hf_model_<part>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
-ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = [
     "Write a haiku about autumn leaves.",
     "What is the capital of France? Answer in one sentence.",
@@ -77,8 +75,24 @@ def save_size() -> dict:
     }
 
 
-def _generation_worker(kind: str, new_tokens: int, repeats: int) -> dict:
-    """One implementation in this process: ``ladder`` (this tree's or the baseline's LadderModel) or ``backbone``."""
+def _old_loop(baseline_src: Path):
+    """The hand-written decoding loop of ``baseline_src`` (laddertune before ``generate()`` was transformers'), as a
+    function over today's LadderModel: its two modules are loaded as a package whose ``LadderCache`` is today's (the
+    old loop only sets and reorders ``cache.backbone`` / ``cache.side``, which today's cache still has)."""
+    package = Path(tempfile.mkdtemp()) / "old_loop"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "cache.py").write_text("from laddertune.core.cache import LadderCache  # noqa: F401\n")
+    for name in ("generation.py", "generation_options.py"):
+        (package / name).write_text((baseline_src / "laddertune" / "core" / name).read_text())
+    sys.path.insert(0, str(package.parent))
+    from old_loop.generation import generate
+
+    return generate
+
+
+def generation(args) -> dict:
+    """Every implementation on the same model and prompts, in one process, timed in turn round after round."""
     import torch
 
     torch.set_num_threads(1)
@@ -94,100 +108,76 @@ def _generation_worker(kind: str, new_tokens: int, repeats: int) -> dict:
         for p in PROMPTS
     ]
     batch = tokenizer(texts, padding=True, return_tensors="pt")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
     backbone = load_backbone("smollm2", "causal_lm").eval()
     torch.manual_seed(0)
-    model = backbone if kind == "backbone" else get_ladder_model(backbone, LadderConfig()).eval()
-    kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
-
-    def run():
-        with torch.no_grad():
-            return model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kw)
-
-    run()  # warm-up
-    seconds, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = run()
-        seconds.append(time.perf_counter() - start)
-    new = out[:, batch["input_ids"].shape[1] :]
-    median = statistics.median(seconds)
-    return {
-        "prompt_tokens": int(batch["attention_mask"].sum()),
-        "batch": len(PROMPTS),
-        "new_tokens": int(new.numel()),
-        "seconds": seconds,
-        "median_seconds": median,
-        "tokens_per_second": new.numel() / median,
-        "tokens": new.tolist(),
+    model = get_ladder_model(backbone, LadderConfig()).eval()
+    kw = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False)
+    runs = {
+        "ladder_generate": lambda: model.generate(input_ids=ids, attention_mask=mask, **kw),
+        "backbone_generate": lambda: backbone.generate(input_ids=ids, attention_mask=mask, **kw),
     }
-
-
-def _run_worker(kind: str, src: Path, args) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(src), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(Path(__file__).resolve()), "_worker", kind,
-           "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats)]  # fmt: skip
-    out = subprocess.run(cmd, env=env, cwd=src, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
-def generation(args) -> dict:
-    runs: dict[str, list[dict]] = {"ladder_generate": [], "hand_written_loop": [], "backbone_generate": []}
-    for _ in range(args.rounds):  # alternate, so slow phases of a shared machine hit every implementation
-        runs["ladder_generate"].append(_run_worker("ladder", ROOT, args))
-        if args.baseline_src:
-            runs["hand_written_loop"].append(_run_worker("ladder", Path(args.baseline_src), args))
-        runs["backbone_generate"].append(_run_worker("backbone", ROOT, args))
-    summary = {}
-    for name, rs in runs.items():
-        if rs:
-            summary[name] = {
-                "tokens_per_second": [r["tokens_per_second"] for r in rs],
-                "best_tokens_per_second": max(r["tokens_per_second"] for r in rs),
-                "tokens": rs[0]["tokens"],
-            }
+    if args.baseline_src:
+        loop = _old_loop(Path(args.baseline_src))
+        runs["hand_written_loop"] = lambda: loop(model, ids, mask, **kw)
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    tokens = {}
+    with torch.no_grad():
+        for name, run in runs.items():  # warm-up, and the tokens each returns
+            tokens[name] = run()[:, ids.shape[1] :].tolist()
+        for _ in range(args.rounds):  # in turn: slow phases of a shared machine hit every implementation
+            for name, run in runs.items():
+                start = time.perf_counter()
+                run()
+                seconds[name].append(time.perf_counter() - start)
+    new_tokens = len(PROMPTS) * args.new_tokens
+    summary = {
+        name: {
+            "seconds": secs,
+            "tokens_per_second_median": new_tokens / statistics.median(secs),
+            "tokens_per_second_best": new_tokens / min(secs),
+        }
+        for name, secs in seconds.items()
+    }
     result = {
         "backbone": "smollm2 (SmolLM2-135M-Instruct, GGUF Q4_1 dequantised to float32), causal_lm",
-        "ladder": "LadderConfig() defaults (r=8, every layer, final shortcut)",
+        "ladder": "LadderConfig() defaults (r=8, every layer, final shortcut), fresh side network",
         "prompts": PROMPTS,
+        "prompt_tokens": int(mask.sum()),
+        "padded_length": ids.shape[1],
         "new_tokens_per_prompt": args.new_tokens,
         "threads": 1,
         "rounds": args.rounds,
-        "repeats_per_round": args.repeats,
         "runs": summary,
+        "same_tokens_as_backbone": tokens["ladder_generate"] == tokens["backbone_generate"],
     }
     if args.baseline_src:
         new, old = summary["ladder_generate"], summary["hand_written_loop"]
-        result["speed_ratio_generate_over_loop"] = (
-            new["best_tokens_per_second"] / old["best_tokens_per_second"]
-        )
-        result["same_tokens_as_loop"] = new["tokens"] == old["tokens"]
-    result["same_tokens_as_backbone"] = (
-        summary["ladder_generate"]["tokens"] == summary["backbone_generate"]["tokens"]
-    )
+        result["baseline_src"] = str(args.baseline_src)
+        result["speed_ratio_generate_over_loop"] = {
+            "median": new["tokens_per_second_median"] / old["tokens_per_second_median"],
+            "best": new["tokens_per_second_best"] / old["tokens_per_second_best"],
+        }
+        result["same_tokens_as_loop"] = tokens["ladder_generate"] == tokens["hand_written_loop"]
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["save-size", "generation", "_worker"])
-    parser.add_argument("kind", nargs="?", help=argparse.SUPPRESS)
+    parser.add_argument("part", choices=["save-size", "generation"])
     parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument(
-        "--baseline-src", help="a source tree of laddertune with the hand-written decoding loop"
-    )
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--baseline-src", help="a laddertune source tree with the hand-written decoding loop")
     args = parser.parse_args()
-    if args.part == "_worker":
-        print(json.dumps(_generation_worker(args.kind, args.new_tokens, args.repeats)))
-        return
     result = save_size() if args.part == "save-size" else generation(args)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"hf_model_{args.part.replace('-', '_')}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     shown = {k: v for k, v in result.items() if k not in ("runs", "files", "prompts")}
     if "runs" in result:
-        shown["tokens_per_second"] = {k: v["tokens_per_second"] for k, v in result["runs"].items()}
+        shown["tokens_per_second_median"] = {
+            k: v["tokens_per_second_median"] for k, v in result["runs"].items()
+        }
     print(json.dumps(shown, indent=1))
     print(f"wrote {path}")
 
