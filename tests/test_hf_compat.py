@@ -139,3 +139,37 @@ def test_right_padded_causal_prompts_generate_as_each_prompt_alone():
     alone = model.generate(ids[1:, :3], mask[1:, :3], max_new_tokens=4, min_new_tokens=4)
     assert torch.equal(out[1, -4:], alone[0, -4:])
     assert out[1, :2].tolist() == [0, 0]  # the prompt comes back left-padded, as transformers returns it
+
+
+def test_ladder_model_is_a_pretrained_model_of_its_backbone_head_class():
+    import copy
+
+    from transformers import PreTrainedModel
+
+    from laddertune import ConfigError, LadderModelForCausalLM, LadderModelForSeq2SeqLM
+
+    cases = [
+        ("t5", "seq2seq_lm", LadderModelForSeq2SeqLM),
+        ("llama", "causal_lm", LadderModelForCausalLM),
+        ("bert", "sequence_classification", LadderModel),
+    ]
+    for family, head, cls in cases:
+        model = LadderModel(tiny_backbone(family, head), LadderConfig(reduction_factor=4))
+        assert type(model) is cls and isinstance(model, PreTrainedModel)
+        assert model.can_generate() == (head != "sequence_classification")
+        assert type(copy.deepcopy(model)) is cls
+    with pytest.raises(ConfigError, match="LadderModelForCausalLM cannot hold"):
+        LadderModelForCausalLM(tiny_backbone("bert", "sequence_classification"), LadderConfig())
+
+
+def test_a_side_only_state_dict_loads_into_the_side_network():
+    """What transformers.Trainer does on resume: load_state_dict(strict=False) of ladder_model.safetensors's keys."""
+    model, other = _cls_model(), _cls_model()
+    torch.nn.init.normal_(other.side.head[0].weight)
+    result = model.load_state_dict(other.side.state_dict(), strict=False)
+    assert not result.unexpected_keys
+    assert set(result.missing_keys) == model._keys_to_ignore_on_save  # every backbone key, and only those
+    assert torch.equal(model.side.head[0].weight, other.side.head[0].weight)
+    full = model.state_dict()  # a LadderModel's own keys load as usual
+    assert {k.split(".")[0] for k in full} == {"backbone", "side"}
+    model.load_state_dict(full, strict=True)
