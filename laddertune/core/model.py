@@ -68,6 +68,8 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         nn.Module.__init__(self)
         backbone = with_task_head(backbone, config.task_head)  # a bare base model gets a new head
         head = task_head(backbone)
+        if self.can_generate() != (head in ("causal_lm", "seq2seq_lm")):
+            raise ConfigError(f"{type(self).__name__} cannot hold a backbone with a {head} head")
         self.family = discover_family(backbone, head)
         if head == "sequence_classification" and not self.family.cls_head:
             raise ConfigError(f"{self.family.name} backbones are supported for LM heads only")
@@ -75,8 +77,6 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         self.ladder_config = config
         self.backbone = backbone.requires_grad_(False)
         self.side = SideNetwork(backbone, self.family, config, head)
-        if self.can_generate() != (head in ("causal_lm", "seq2seq_lm")):
-            raise ConfigError(f"{type(self).__name__} cannot hold a backbone with a {head} head")
         self._init_pretrained(backbone)
         self.train(True)
 
