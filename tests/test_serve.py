@@ -113,6 +113,7 @@ def test_openai_client_completions_chat_streams_and_choices(served):
     with running(served, max_batch=8) as (url, _):
         c = client(url)
         assert {m.id for m in c.models.list()} == {"alpha", "beta", "senti", "nli"}
+        assert c.models.retrieve("senti").id == "senti"
         for name, prompt in (("alpha", "What is the capital of France ?"), ("beta", "Hi")):
             got = c.completions.create(model=name, prompt=prompt, max_tokens=6)
             ids = completion_prompt(served.get(name), tok, prompt, 6, ctx)

@@ -58,17 +58,20 @@ class _Observe:
             self.metrics.observe_request(scope["path"], status[0], time.perf_counter() - start)
 
 
-def create_app(served, *, max_batch: int = 32, max_queue: int = 256, timeout: float = 600.0):
+def create_app(
+    served, *, max_batch: int = 32, max_queue: int = 256, timeout: float = 600.0, engine_class=Engine
+):
     """The server's FastAPI app over ``served`` (:class:`~laddertune.serve.registry.ServedModels`); the engine
     thread starts and stops with the app's lifespan (uvicorn runs it; on SIGTERM uvicorn lets requests finish
-    first)."""
+    first). ``engine_class``: another scheduler with :class:`Engine`'s interface (the serving benchmark runs its
+    PEFT baseline through the same routes)."""
     import_optional("fastapi", "serve", "laddertune serve")
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response, StreamingResponse
 
     metrics = Metrics()
-    engine = Engine(served, metrics, max_batch=max_batch, max_queue=max_queue)
+    engine = engine_class(served, metrics, max_batch=max_batch, max_queue=max_queue)
     metrics.models.set_function(lambda: len(served.sides))
 
     @contextlib.asynccontextmanager
@@ -126,6 +129,13 @@ def create_app(served, *, max_batch: int = 32, max_queue: int = 256, timeout: fl
     @app.get("/v1/models")
     async def models():
         return {"object": "list", "data": [_model_card(s) for s in list(served.sides.values())]}
+
+    @app.get("/v1/models/{name}")
+    async def model(name: str):
+        side = served.get(name)
+        if side is None:
+            raise unknown_model(name, served.names())
+        return _model_card(side)
 
     @app.post("/v1/models/load")
     async def load(body: LoadRequest):

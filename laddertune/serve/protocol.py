@@ -14,6 +14,7 @@ from typing import Literal
 
 MAX_N = 16  # choices per request
 MAX_STOP = 4  # stop sequences, as OpenAI allows
+MAX_INPUTS = 1024  # texts per classify request
 
 
 class RequestError(Exception):
@@ -156,6 +157,7 @@ class ClassifyRequest:
     def examples(self, pair: bool) -> list[dict]:
         items = [self.input] if isinstance(self.input, str) else list(self.input)
         _check(bool(items), "give a text or a list of texts", "input")
+        _check(len(items) <= MAX_INPUTS, f"at most {MAX_INPUTS} texts per request", "input")
         out = []
         for i, item in enumerate(items):
             texts = [item] if isinstance(item, str) else item
