@@ -1,4 +1,4 @@
-"""Train LST with ``transformers.Trainer`` (``LadderTrainer``): side-only checkpoints, resumable.
+"""Train LST with a plain ``transformers.Trainer``: side-only checkpoints, resumable.
 
     python examples/hf_trainer_rte.py --data-dir /work/shared/data/glue --output-dir /tmp/lst-trainer --max-steps 50
     python examples/hf_trainer_rte.py ... --resume      # continues from the newest checkpoint-N
@@ -14,12 +14,11 @@ import argparse
 
 import datasets
 import numpy as np
-from transformers import DataCollatorWithPadding, TrainingArguments
+from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from laddertune import LadderConfig, get_ladder_model
 from laddertune.core.backbones import load_backbone, load_tokenizer
-from laddertune.training.hf_trainer import LadderTrainer
 
 
 def main() -> None:
@@ -56,7 +55,7 @@ def main() -> None:
         report_to=[],
         use_cpu=True,
     )
-    trainer = LadderTrainer(
+    trainer = Trainer(
         model=model,
         args=training_args,
         train_dataset=data["train"],

@@ -17,6 +17,8 @@ _EXPORTS = {
     "LadderCache": ".core",
     "LadderConfig": ".core",
     "LadderModel": ".core",
+    "LadderModelForCausalLM": ".core",
+    "LadderModelForSeq2SeqLM": ".core",
     "MultiSideModel": ".core",
     "get_ladder_model": ".core",
     "load_backbone": ".core.backbones",

@@ -16,7 +16,7 @@ import pytest
 import torch
 from test_trainer import save_backbone, write_data
 
-from laddertune.core.side_checkpoint import WEIGHTS_NAME
+from laddertune.core.side_checkpoint import INDEX_NAME, WEIGHTS_NAME
 from laddertune.io import CHECKSUMS_NAME, verify_checksums
 from laddertune.training import STATE_JSON, STATE_TENSORS, checkpoint_candidates, train
 from laddertune.training.config import TrainConfig
@@ -176,10 +176,10 @@ def test_reference_run_layout(reference):
         "train_config.json",
     ]
     assert sorted(p.name for p in (reference / "checkpoint-last").iterdir()) == sorted(
-        [CHECKSUMS_NAME, "ladder_config.json", WEIGHTS_NAME, STATE_TENSORS, STATE_JSON]
+        [CHECKSUMS_NAME, "ladder_config.json", WEIGHTS_NAME, INDEX_NAME, STATE_TENSORS, STATE_JSON]
     )
     sums = (reference / "checkpoint-best" / CHECKSUMS_NAME).read_text().splitlines()
-    assert [line.split("  ")[1] for line in sums] == ["ladder_config.json", WEIGHTS_NAME]
+    assert [line.split("  ")[1] for line in sums] == ["ladder_config.json", WEIGHTS_NAME, INDEX_NAME]
     assert _state(reference / "checkpoint-last")["step"] == STEPS
 
 

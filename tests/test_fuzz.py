@@ -168,9 +168,8 @@ VALID_TRAIN = {
     "memory_steps": st.integers(0, 3),
     **{n: _some for n in ("data_dir", "train_file", "validation_file", "text_column", "output_dir")},
     **{n: _some for n in ("text_pair_column", "label_column")},
-    **{n: st.booleans() for n in ("backbone_dropout", "resume", "trust_remote_code", "allow_pickle")},
+    **{n: st.booleans() for n in ("backbone_dropout", "resume", "trust_remote_code")},
     "overwrite": st.just(False),
-    "force": st.just(False),  # with resume only
     # the options of the vision-and-language tasks: refused on rte; "anything" replacements reach their checks
     **{n: st.none() for n in ("features", "annotations", "validation_annotations", "task_batch_sizes")},
     "final_shortcut": st.one_of(st.none(), st.booleans()),
@@ -189,6 +188,8 @@ VALID_TRAIN = {
     "gate_temperature": st.floats(0.01, 10),
     "gate_init": st.floats(-5, 5),
     "chat_template": st.none(),
+    "allow_pickle": st.booleans(),
+    "force": st.just(False),  # with resume only: "anything" replacements reach its check
     "prompt_format": st.sampled_from(["auto", "chat", "plain"]),
     **{n: st.booleans() for n in ("train_on_prompt", "packing", "eval_generate", "do_sample")},
     "max_new_tokens": st.integers(1, 64),

@@ -60,6 +60,9 @@ def test_backbone_sees_the_text_ids_alone():
 
 def test_visual_parameters_train_backbone_gets_no_gradient():
     model = _model()
+    torch.nn.init.normal_(
+        model.side.up.weight, std=0.1
+    )  # trained: a fresh up-projection is zero (final shortcut)
     model(**_batch()).loss.backward()
     visual = dict(model.side.visual.named_parameters())
     for name in ("feat.weight", "box.weight", "feat_norm.weight", "box_norm.weight"):
@@ -85,6 +88,7 @@ def test_two_images_use_their_order_and_masked_regions_are_ignored():
     model, batch = _model(), _batch(images=2)
     model.eval()
     with torch.no_grad():
+        torch.nn.init.normal_(model.side.up.weight, std=0.1)  # trained: the side output reaches the logits
         torch.nn.init.normal_(model.side.visual.order.weight)
         base = model(**batch).logits
         swapped = model(**{**batch, "vis_feats": batch["vis_feats"].flip(1)}).logits
@@ -159,3 +163,27 @@ def test_baselines_feed_the_image_to_the_backbone_encoder(method):
         first = model(**{**batch, "labels": torch.zeros(2, 1, dtype=torch.long)}).logits[:, 0].argmax(-1)
     out = model.generate(batch["input_ids"], batch["attention_mask"], batch["vis_feats"], max_new_tokens=2)
     assert torch.equal(out[:, 1], first)
+
+
+def test_beam_search_with_images_scores_match_an_uncached_rescoring():
+    """transformers' beam search expands both encoders' states and the side mask (text + visual) together."""
+    model, batch = _model(), _batch(images=2)
+    torch.nn.init.normal_(model.side.up.weight, std=1.0)  # a side network that changes the logits
+    model.eval()
+    ids, mask, feats = batch["input_ids"], batch["attention_mask"], batch["vis_feats"]
+    vis_mask = torch.ones(2, 2 * 4, dtype=torch.long)
+    vis_mask[1, 4:] = 0  # the second example's second image is absent
+    out = model.generate(
+        ids, mask, feats, vis_mask=vis_mask, num_beams=3, num_return_sequences=2, max_new_tokens=4,
+        min_new_tokens=4, length_penalty=0.0, return_dict_in_generate=True, output_scores=True,
+    )  # fmt: skip
+    new = out.sequences[:, 1:]  # (4, 4) after the decoder start token
+    twice = [t.repeat_interleave(2, 0) for t in (ids, mask, feats, vis_mask)]
+    dec = torch.cat([torch.zeros(4, 1, dtype=torch.long), new], 1)
+    with torch.no_grad():
+        logits = model(*twice[:3], vis_mask=twice[3], decoder_input_ids=dec).logits
+    total = torch.log_softmax(logits, -1)[:, :-1].gather(-1, new[..., None]).sum((1, 2))
+    torch.testing.assert_close(out.sequences_scores, total, rtol=1e-4, atol=1e-4)
+    greedy = model.generate(ids, mask, feats, vis_mask=vis_mask, max_new_tokens=4)
+    backbone = model.backbone.generate(input_ids=ids, attention_mask=mask, max_new_tokens=4)
+    assert not torch.equal(greedy, backbone), "degenerate test: the images and side network change nothing"

@@ -15,6 +15,8 @@ _EXPORTS = {
     "LadderCache": ".cache",
     "LadderConfig": ".config",
     "LadderModel": ".model",
+    "LadderModelForCausalLM": ".model",
+    "LadderModelForSeq2SeqLM": ".model",
     "get_ladder_model": ".model",
     "MultiSideModel": ".multi_side",
 }

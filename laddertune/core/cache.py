@@ -1,21 +1,118 @@
-"""The generation cache of a LadderModel: the backbone's key/value cache and the side network's, side by side."""
+"""The generation cache of a LadderModel: the backbone's key/value cache and the side network's, side by side.
+
+transformers' ``generate()`` drives one model and one ``Cache``: it asks the cache for its length, reorders it for
+beam search, crops it for assisted decoding and repeats or selects batch rows. A LadderModel runs two networks, each
+with its own cache (``DynamicCache`` for a decoder-only stack, ``EncoderDecoderCache`` for an encoder-decoder's
+decoder), so :class:`LadderCache` is a ``Cache`` that holds both and applies every such operation to both: a beam
+that moves in one network's cache and not in the other's would let the side network read another beam's states
+(the authors' beam search had that bug). It is built like transformers' own ``EncoderDecoderCache``, which holds a
+self-attention and a cross-attention cache the same way.
+
+Each network fills its half on its first forward (the backbone and the side trunk create their own cache of the
+kind their architecture needs, with its sliding windows); until then a half is None and counts as empty.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
+from transformers.cache_utils import Cache
 
 
-@dataclass
-class LadderCache:
-    """Key/value caches for generation: the backbone's and the side network's, kept side by side."""
+class LadderCache(Cache):
+    """Key/value caches for generation: the backbone's (``backbone``) and the side network's (``side``).
 
-    backbone: object = None
-    side: object = None
+    Args:
+        backbone: the backbone's ``Cache``, or None until its first forward.
+        side: the side trunk's ``Cache``, or None until its first forward.
+    """
+
+    is_compileable = False  # two dynamic caches: generate() does not compile the forward around them
+
+    def __init__(self, backbone: Cache | None = None, side: Cache | None = None) -> None:
+        # Not Cache.__init__: a LadderCache has no layers of its own, only the two caches it holds.
+        self.backbone, self.side = backbone, side
+        self.recording = False  # assisted decoding asked both halves to keep what a crop may need
+
+    def _caches(self) -> list[Cache]:
+        return [c for c in (self.backbone, self.side) if c is not None]
+
+    def __repr__(self) -> str:
+        return f"LadderCache(backbone={self.backbone!r}, side={self.side!r})"
+
+    def __len__(self) -> int:
+        """The number of backbone layers cached (0 before the first forward)."""
+        return 0 if self.backbone is None else len(self.backbone)
+
+    @property
+    def layers(self) -> list:
+        """Both caches' layers, the backbone's first (what ``generate()`` walks to switch off past recording)."""
+        return [layer for cache in self._caches() for layer in _self_attention(cache).layers]
+
+    def fill(self, backbone: Cache | None, side: Cache | None) -> None:
+        """Take the caches the two networks returned from a forward (the same objects once they exist)."""
+        self.backbone, self.side = backbone, side
+        if self.recording:  # a half created during this forward starts recording too
+            self.activate_past_recording()
+
+    def update(self, *args, **kwargs):
+        raise TypeError(
+            "a LadderCache is not one network's cache: the backbone updates cache.backbone, the side cache.side"
+        )
+
+    # -- what generation reads ------------------------------------------------------------------------------------
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """Tokens cached so far (the backbone's count; the side network always caches the same tokens)."""
+        return 0 if self.backbone is None else self.backbone.get_seq_length(layer_idx)
+
+    def get_max_length(self, layer_idx: int | None = None) -> int:
+        return -1 if self.backbone is None else self.backbone.get_max_length(layer_idx)
+
+    def get_mask_sizes(self, query_length: int, layer_idx: int) -> tuple[int, int]:
+        if self.backbone is None:
+            return query_length, 0
+        return self.backbone.get_mask_sizes(query_length, layer_idx)
+
+    @property
+    def is_croppable(self) -> bool:
+        return all(c.is_croppable for c in self._caches())
+
+    @property
+    def is_sliding(self) -> list[bool]:
+        return [] if self.backbone is None else self.backbone.is_sliding
+
+    # -- what generation does to it: always to both caches ----------------------------------------------------------
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        """Select batch rows for beam search; both caches move together, or the side reads the wrong beam."""
+        for cache in self._caches():
+            cache.reorder_cache(beam_idx)
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Select batch rows (beam search); both caches move together, or the side reads the wrong beam."""
-        for cache in (self.backbone, self.side):
-            if cache is not None:
-                cache.reorder_cache(index)
+        """The older name of :meth:`reorder_cache`."""
+        self.reorder_cache(index)
+
+    def crop(self, tokens_to_remove: int) -> None:
+        """Drop the last ``-tokens_to_remove`` tokens from both caches (assisted decoding's rejected candidates)."""
+        for cache in self._caches():
+            cache.crop(tokens_to_remove)
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        for cache in self._caches():
+            cache.batch_repeat_interleave(repeats)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        for cache in self._caches():
+            cache.batch_select_indices(indices)
+
+    def reset(self) -> None:
+        for cache in self._caches():
+            cache.reset()
+
+    def activate_past_recording(self) -> None:
+        self.recording = True
+        for cache in self._caches():
+            cache.activate_past_recording()
+
+
+def _self_attention(cache: Cache) -> Cache:
+    """An ``EncoderDecoderCache``'s self-attention half (the one that grows and crops), else the cache itself."""
+    return getattr(cache, "self_attention_cache", cache)

@@ -1,234 +1,149 @@
-"""Greedy, sampled and beam-search decoding for a LadderModel, with the side network's cache next to the backbone's.
+"""What transformers' ``generate()`` needs of a LadderModel, so that every decoding strategy runs over both networks.
 
-Why not transformers' ``GenerationMixin``: it drives ONE model and ONE cache. LST runs two networks whose caches
-(and, for T5, encoder outputs) must be expanded for beams and reordered together; the authors' code got this wrong
-in beam search. This module keeps that bookkeeping in one visible place: :class:`_Decoder` owns both caches and
-``reorder`` moves them together.
+``GenerationMixin`` drives one model through its ``forward``, one ``Cache`` and, for an encoder-decoder, one encoder
+output. A LadderModel gives it exactly that:
+
+* the cache is a :class:`~laddertune.core.cache.LadderCache`, which holds the backbone's and the side network's
+  caches and reorders, crops and repeats both together (beam search, assisted decoding);
+* an encoder-decoder's encoder (:meth:`LadderModel.get_encoder`) runs both encoders and returns one
+  :class:`LadderEncoderOutput` with both last hidden states, so ``generate()`` expands both for beams and
+  ``num_return_sequences`` (the authors' beam search forgot the side's);
+* ``forward`` takes what ``prepare_inputs_for_generation`` passes (``past_key_values``, ``position_ids``,
+  ``encoder_outputs``, ``logits_to_keep``).
+
+Greedy, sampling, beam search (and beam sampling), ``num_return_sequences``, assisted and prompt-lookup decoding,
+logits processors, stopping criteria, ``stop_strings``, streamers and ``GenerationConfig`` files are then
+transformers' own, unchanged.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
-from transformers import GenerationConfig
+from transformers import GenerationConfig, GenerationMixin
+from transformers.modeling_outputs import BaseModelOutput
 
 from .cache import LadderCache
-from .generation_options import resolve
-
-if TYPE_CHECKING:  # the model calls this module; importing it back at run time would be a circle
-    from .model import LadderModel
 
 
-class _Decoder:
-    """Incremental decoding state: feeds new tokens, returns next-token logits (N, vocab)."""
-
-    def __init__(self, model: LadderModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, beams: int):
-        self.model, self.cache = model, LadderCache()
-        if model.head == "seq2seq_lm":
-            enc = model.encode(input_ids, attention_mask)
-            # Expand the encoder states of BOTH networks for the beams (the authors forgot the side's).
-            self.encoder_outputs = tuple(e.repeat_interleave(beams, 0) for e in enc)
-            self.attention_mask = attention_mask.repeat_interleave(beams, 0)
-            start = model.backbone.config.decoder_start_token_id
-            self.first_tokens = torch.full((input_ids.shape[0] * beams, 1), start, device=input_ids.device)
-            self.first_logits = self.step(self.first_tokens)
-        else:
-            self.positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens from 0
-            out = model(input_ids, attention_mask, position_ids=self.positions, past_key_values=self.cache)
-            for cache in (self.cache.backbone, self.cache.side):
-                cache.batch_repeat_interleave(beams)
-            self.attention_mask = attention_mask.repeat_interleave(beams, 0)
-            self.positions = self.positions[:, -1:].repeat_interleave(beams, 0)
-            self.first_tokens = input_ids.repeat_interleave(beams, 0)
-            self.first_logits = out.logits[:, -1].repeat_interleave(beams, 0)
-
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Feed ``tokens`` (N, 1); return the logits for the next token, (N, vocab)."""
-        model = self.model
-        if model.head == "seq2seq_lm":
-            out = model(
-                None,
-                self.attention_mask,
-                decoder_input_ids=tokens,
-                encoder_outputs=self.encoder_outputs,
-                past_key_values=self.cache,
-            )
-        else:
-            self.attention_mask = torch.cat([self.attention_mask, torch.ones_like(tokens)], dim=1)
-            self.positions = self.positions + 1
-            out = model(tokens, self.attention_mask, position_ids=self.positions, past_key_values=self.cache)
-        return out.logits[:, -1].float()
-
-    def reorder(self, index: torch.Tensor) -> None:
-        self.cache.reorder(index)
-        if self.model.head != "seq2seq_lm":
-            self.attention_mask = self.attention_mask[index]
-            self.positions = self.positions[index]
-        # T5 encoder states need no reordering: beams of one example share the same source.
-
-
-@torch.no_grad()
-def generate(
-    model: LadderModel,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    generation_config: GenerationConfig | None = None,
-    **kwargs,
-) -> torch.Tensor:
-    """Decode from a LadderModel, with transformers' generation options.
+@dataclass
+class LadderEncoderOutput(BaseModelOutput):
+    """Both encoders' outputs, as one ``ModelOutput`` (so ``generate()`` expands every tensor in it for beams).
 
     Args:
-        model: a seq2seq or causal LadderModel.
-        input_ids: (B, T) prompts. Decoder-only prompts may be left- or right-padded: right-padded rows (SmolLM2's
-            tokenizer pads right) are moved to left padding here, so every row continues after its last token.
-        attention_mask: (B, T); all ones when omitted.
-        generation_config: a ``GenerationConfig``; keyword arguments override its fields.
-        **kwargs: ``GenerationConfig`` fields (``max_new_tokens``, ``do_sample``, ``temperature``, ``top_k``,
-            ``top_p``, ``repetition_penalty``, ``num_beams``, ``num_return_sequences``, ``eos_token_id``,
-            ``pad_token_id``, ...), ``logits_processor`` and ``stopping_criteria``; see
-            :mod:`laddertune.core.generation_options` for the full list. Without ``max_new_tokens`` or
-            ``max_length``, 20 new tokens (laddertune 0.1's default). Sampling draws from torch's global generator:
-            ``torch.manual_seed`` makes it reproducible.
-
-    Returns:
-        Token ids as transformers returns them: ``[decoder_start, generated...]`` for seq2seq,
-        ``[prompt (left-padded), generated...]`` for decoder-only, padded with ``pad_token_id``; with
-        ``num_return_sequences=n``, n rows per prompt, one after the other.
-
-    Raises:
-        ValueError: a classification model, or an option set that is not supported (named).
-        TypeError: an unknown keyword argument.
+        last_hidden_state: (B, S, d) the backbone encoder's states; None when the encoder ran on cached taps.
+        side_last_hidden_state: (B, S', d/r) the side encoder's states.
+        side_attention_mask: (B, S') the side decoder's cross-attention mask when the side encoder's input is longer
+            than the source (the vision-and-language side encoder adds image positions); None: the source's mask.
     """
-    if model.head not in ("seq2seq_lm", "causal_lm"):
-        raise ValueError("generate() needs a seq2seq or causal LM LadderModel")
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    given = {**(generation_config.to_diff_dict() if generation_config is not None else {}), **kwargs}
-    if given.get("max_length") is None and given.get("max_new_tokens") is None:
-        kwargs["max_new_tokens"] = 20
-    plan = resolve(model, input_ids.shape[1], generation_config, kwargs)
-    config, beams = plan.config, plan.config.num_beams or 1
-    if beams == 1 and not config.do_sample and (config.num_return_sequences or 1) > 1:
-        raise ValueError(
-            "greedy decoding returns one sequence per prompt: num_return_sequences needs do_sample"
+
+    side_last_hidden_state: torch.Tensor | None = None
+    side_attention_mask: torch.Tensor | None = None
+
+
+def encoder_states(encoder_outputs) -> tuple:
+    """(backbone states, side states, side mask or None) of a :class:`LadderEncoderOutput` or of the tuple
+    ``(backbone states, side states[, side mask])`` that :meth:`LadderModel.encode` returns."""
+    if isinstance(encoder_outputs, LadderEncoderOutput):
+        o = encoder_outputs
+        return o.last_hidden_state, o.side_last_hidden_state, o.side_attention_mask
+    backbone, side, *rest = encoder_outputs
+    return backbone, side, rest[0] if rest else None
+
+
+class LadderEncoder:
+    """An encoder-decoder LadderModel's encoder as ``generate()`` calls it: both encoders, one output.
+
+    Not a module: it holds the model (whose weights it runs) without registering it again.
+    """
+
+    main_input_name = "input_ids"
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> LadderEncoderOutput:
+        """Run the backbone encoder and the side encoder on (B, S) ``input_ids``."""
+        for name, value in (
+            ("output_attentions", output_attentions),
+            ("output_hidden_states", output_hidden_states),
+        ):
+            if value:
+                raise ValueError(
+                    f"a LadderModel's encoder does not return {name}: its states are two networks'"
+                )
+        backbone, side = self.model.encode(input_ids, attention_mask)
+        return LadderEncoderOutput(last_hidden_state=backbone, side_last_hidden_state=side)
+
+    __call__ = forward
+
+
+class LadderGenerationMixin(GenerationMixin):
+    """transformers' ``GenerationMixin`` for a LadderModel: its cache and its positional call signature."""
+
+    def generate(self, input_ids=None, attention_mask=None, generation_config=None, **kwargs):
+        """transformers' ``generate()`` over the backbone and the side network; every argument it takes.
+
+        Differences, kept from laddertune 0.1: the second positional argument is ``attention_mask``
+        (``model.generate(ids, mask, max_new_tokens=8)``; a ``GenerationConfig`` there is taken as
+        ``generation_config``, transformers' order), and right-padded decoder-only prompts (SmolLM2's tokenizer pads
+        right) are moved to left padding first, so every row continues after its last token; the prompts come back
+        left-padded, as transformers returns them. The defaults are the backbone's ``generation_config``
+        (``model.generation_config``, a copy): at step 0 a LadderModel generates what its backbone generates.
+
+        Returns:
+            What transformers' ``generate()`` returns: token ids (B * num_return_sequences, T) or a
+            ``GenerateOutput`` with ``return_dict_in_generate=True``.
+        """
+        if isinstance(attention_mask, GenerationConfig):
+            attention_mask, generation_config = None, attention_mask
+        if input_ids is None:
+            input_ids = kwargs.pop("inputs", None)
+        if self.head not in ("causal_lm", "seq2seq_lm"):
+            raise ValueError("generate() needs a seq2seq or causal LM LadderModel")
+        if self.head == "causal_lm" and attention_mask is not None and input_ids is not None:
+            pad = self.generation_config.pad_token_id
+            input_ids, attention_mask = left_align(input_ids, attention_mask, 0 if pad is None else pad)
+        return super().generate(
+            input_ids, generation_config=generation_config, attention_mask=attention_mask, **kwargs
         )
-    if model.head == "causal_lm":
-        input_ids, attention_mask = _left_align(input_ids, attention_mask, plan.pad)
-    copies = config.num_return_sequences or 1
-    if copies > 1:
-        input_ids, attention_mask = (
-            input_ids.repeat_interleave(copies, 0),
-            attention_mask.repeat_interleave(copies, 0),
-        )
-    was_training = model.training
-    model.eval()
-    try:
-        decoder = _Decoder(model, input_ids, attention_mask, beams)
-        if beams == 1:
-            new = _decode(decoder, plan)
-        else:
-            eos = plan.eos[0] if plan.eos else -1
-            args = (
-                input_ids.shape[0],
-                beams,
-                plan.max_new_tokens,
-                eos,
-                plan.pad,
-                1.0 if config.length_penalty is None else config.length_penalty,
+
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs) -> None:
+        """A :class:`LadderCache` (both networks' caches) where transformers would make one ``DynamicCache``."""
+        given = model_kwargs.get("past_key_values")
+        if given is not None:
+            if not isinstance(given, LadderCache):
+                raise ValueError(
+                    f"a LadderModel generates with a LadderCache (the backbone's and the side network's caches), "
+                    f"not a {type(given).__name__}"
+                )
+            given._is_user_defined = True
+            return
+        if generation_config.use_cache is False:
+            return
+        if generation_config.cache_implementation not in (None, "dynamic"):
+            raise ValueError(
+                f"a LadderModel generates with dynamic caches only, not "
+                f"cache_implementation={generation_config.cache_implementation!r}"
             )
-            new, _ = _beam_search(decoder, *args)
-    finally:
-        model.train(was_training)
-    prefix = decoder.first_tokens[::beams]
-    return torch.cat([prefix, new.to(prefix.device)], dim=1)
+        model_kwargs["past_key_values"] = cache = LadderCache()
+        if generation_config.is_assistant:  # an assistant's cache is cropped back to the accepted tokens
+            cache.activate_past_recording()
 
 
-def _left_align(input_ids: torch.Tensor, attention_mask: torch.Tensor, pad: int):
+def left_align(input_ids: torch.Tensor, attention_mask: torch.Tensor, pad: int):
     """Move right-padded rows to left padding (the decoder continues after the LAST column). (B, T) each."""
-    if not bool((attention_mask[:, -1] == 0).any()):
+    if attention_mask.dim() != 2 or not bool((attention_mask[:, -1] == 0).any()):
         return input_ids, attention_mask
     # A stable sort of "is a token" puts each row's padding first and keeps its tokens in order.
     order = attention_mask.to(torch.int8).argsort(dim=1, stable=True)
     mask = attention_mask.gather(1, order)
     return input_ids.gather(1, order).masked_fill(mask == 0, pad), mask
-
-
-def _decode(decoder: _Decoder, plan) -> torch.Tensor:
-    """Greedy or sampled decoding: transformers' processors over the scores, then argmax or a draw."""
-    logits = decoder.first_logits
-    finished = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
-    sequences = decoder.first_tokens.to(logits.device)  # what the processors see, as in transformers
-    eos = torch.tensor(plan.eos, device=logits.device, dtype=torch.long)
-    tokens = []
-    for t in range(plan.max_new_tokens):
-        scores = plan.processors(sequences, logits)
-        if plan.config.do_sample:
-            next_tokens = torch.multinomial(torch.softmax(scores, -1), num_samples=1).squeeze(1)
-        else:
-            next_tokens = scores.argmax(-1)
-        next_tokens = next_tokens.masked_fill(finished, plan.pad)
-        tokens.append(next_tokens)
-        sequences = torch.cat([sequences, next_tokens[:, None]], dim=1)
-        finished |= torch.isin(next_tokens, eos)
-        if len(plan.stopping):
-            finished |= plan.stopping(sequences, scores).to(finished.device)
-        if finished.all() or t == plan.max_new_tokens - 1:
-            break
-        logits = decoder.step(next_tokens[:, None])
-    return torch.stack(tokens, dim=1)
-
-
-def _beam_search(decoder, batch: int, beams: int, max_new_tokens: int, eos: int, pad: int, penalty: float):
-    """Returns (best sequences (batch, T) padded, their length-penalised log-probabilities (batch,))."""
-    logits = decoder.first_logits  # (batch * beams, vocab)
-    device = logits.device
-    scores = torch.zeros(batch, beams, device=device)
-    scores[:, 1:] = float("-inf")  # all beams start identical: let only the first expand at step one
-    sequences = torch.empty(batch * beams, 0, dtype=torch.long, device=device)
-    done: list[list[tuple[float, torch.Tensor]]] = [[] for _ in range(batch)]
-    for t in range(max_new_tokens):
-        vocab = logits.shape[-1]
-        candidates = (scores.reshape(-1, 1) + torch.log_softmax(logits, -1)).reshape(batch, beams * vocab)
-        top_scores, top_ids = candidates.topk(2 * beams, dim=-1)  # (batch, 2 * beams)
-        next_scores = torch.full((batch, beams), float("-inf"), device=device)
-        next_tokens = torch.full((batch, beams), pad, dtype=torch.long, device=device)
-        next_rows = torch.arange(batch * beams, device=device).reshape(batch, beams).clone()
-        for b in range(batch):
-            filled = 0
-            for score, idx in zip(top_scores[b].tolist(), top_ids[b].tolist(), strict=True):
-                row, token = b * beams + idx // vocab, idx % vocab
-                if score == float("-inf"):
-                    break
-                if token == eos:  # a finished hypothesis, scored with the length penalty
-                    seq = torch.cat([sequences[row], torch.tensor([eos], device=device)])
-                    done[b].append((score / (t + 1) ** penalty, seq))
-                    continue
-                next_scores[b, filled], next_tokens[b, filled], next_rows[b, filled] = score, token, row
-                filled += 1
-                if filled == beams:
-                    break
-        rows = next_rows.reshape(-1)
-        sequences = torch.cat([sequences[rows], next_tokens.reshape(-1, 1)], dim=1)
-        scores = next_scores
-        decoder.reorder(rows)
-        finished = [
-            len(done[b]) >= beams
-            and max(s for s, _ in done[b]) >= scores[b].max().item() / (t + 1) ** penalty
-            for b in range(batch)
-        ]
-        if all(finished) or t == max_new_tokens - 1:
-            break
-        logits = decoder.step(next_tokens.reshape(-1, 1))
-    best = []
-    for b in range(batch):
-        live = [
-            (scores[b, k].item() / sequences.shape[1] ** penalty, sequences[b * beams + k])
-            for k in range(beams)
-        ]
-        best.append(max(done[b] + live, key=lambda item: item[0]))
-    width = max(len(seq) for _, seq in best)
-    out = torch.full((batch, width), pad, dtype=torch.long, device=device)
-    for b, (_, seq) in enumerate(best):
-        out[b, : len(seq)] = seq
-    return out, torch.tensor([score for score, _ in best])

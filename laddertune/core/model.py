@@ -3,6 +3,11 @@
 Composition, not a fork: the backbone runs as its library wrote it, under ``torch.no_grad()``; temporary forward
 hooks record the hidden states the side network reads (:func:`record_taps`). No gradient ever enters the backbone,
 so training memory is the side network's, plus the frozen weights and the ladder inputs (Sung et al. 2022, §3).
+
+A LadderModel is a ``transformers.PreTrainedModel`` (:mod:`.pretrained`: side-only saving and loading), and its LM
+heads (:class:`LadderModelForCausalLM`, :class:`LadderModelForSeq2SeqLM`) are ``GenerationMixin`` models whose
+``generate()`` is transformers' own over both networks (:mod:`.generation`, :mod:`.cache`). ``LadderModel(backbone,
+config)`` builds the class of the backbone's head, as PEFT's ``get_peft_model`` builds ``PeftModelForCausalLM``.
 """
 
 from __future__ import annotations
@@ -13,48 +18,59 @@ import logging
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 from transformers.loss.loss_utils import ForCausalLMLoss, ForSequenceClassificationLoss
-from transformers.modeling_outputs import CausalLMOutputWithPast, Seq2SeqLMOutput, SequenceClassifierOutput
+from transformers.modeling_outputs import (
+    CausalLMOutputWithPast,
+    Seq2SeqLMOutput,
+    SequenceClassifierOutput,
+)
 
 from ..errors import ConfigError
 from ..pruning import initialize_from_backbone
-from .ablations import make_pruned, strip_backbone
+from .ablations import make_pruned
 from .activation_checkpointing import ActivationCheckpointing
 from .architectures import get_path, layer_modules
 from .cache import LadderCache
 from .chunked_loss import chunked_lm_loss
 from .config import LadderConfig
-from .config_view import BackboneConfigView
 from .discovery import apply_lm_head_extras, discover_family, task_head
-from .generation import generate
+from .generation import LadderEncoder, LadderEncoderOutput, LadderGenerationMixin, encoder_states
 from .pooling import backbone_final, pool
+from .pretrained import LadderBody, PretrainedLadder
 from .quantization import convert_backbone
 from .self_check import self_check
-from .side_checkpoint import (
-    check_head,
-    load_recorded_backbone,
-    load_side_weights,
-    read_side_config,
-    restore_labels,
-    save_side,
-)
 from .side_network import SideNetwork, as_output, record_taps
-from .task_model import with_task_head
+from .task_model import is_bare, with_task_head
 
 logger = logging.getLogger(__name__)
 
 
-class LadderModel(ActivationCheckpointing, nn.Module):
+class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
     """A frozen backbone and its ladder side network. Build it with :func:`get_ladder_model`.
 
     Calling it takes the backbone's own keyword arguments and returns the backbone's kind of output
-    (``.loss`` when ``labels`` are given, ``.logits``).
+    (``.loss`` when ``labels`` are given, ``.logits``). ``LadderModel(backbone, config)`` is an instance of the
+    backbone head's class: :class:`LadderModelForCausalLM`, :class:`LadderModelForSeq2SeqLM`, or LadderModel itself
+    for a classifier.
     """
 
+    def __new__(cls, *args, **kwargs):
+        # copies and unpickling call __new__ without arguments: they keep their class
+        if cls is LadderModel and args:
+            backbone, config = args[0], args[1] if len(args) > 1 else kwargs["config"]
+            head = config.task_head if is_bare(backbone) else task_head(backbone)
+            cls = _HEAD_CLASSES.get(head, LadderModel)
+        return super().__new__(cls)
+
     def __init__(self, backbone: nn.Module, config: LadderConfig) -> None:
-        super().__init__()
+        # nn.Module's __init__, not PreTrainedModel's: that would rewrite the backbone's config (the attention
+        # implementation, for this class) and initialise weights; _init_pretrained sets what it would have set.
+        nn.Module.__init__(self)
         backbone = with_task_head(backbone, config.task_head)  # a bare base model gets a new head
         head = task_head(backbone)
+        if self.can_generate() != (head in ("causal_lm", "seq2seq_lm")):
+            raise ConfigError(f"{type(self).__name__} cannot hold a backbone with a {head} head")
         self.family = discover_family(backbone, head)
         if head == "sequence_classification" and not self.family.cls_head:
             raise ConfigError(f"{self.family.name} backbones are supported for LM heads only")
@@ -62,6 +78,7 @@ class LadderModel(ActivationCheckpointing, nn.Module):
         self.ladder_config = config
         self.backbone = backbone.requires_grad_(False)
         self.side = SideNetwork(backbone, self.family, config, head)
+        self._init_pretrained(backbone)
         self.train(True)
 
     # -- modes and bookkeeping ---------------------------------------------------------------------------------
@@ -72,40 +89,8 @@ class LadderModel(ActivationCheckpointing, nn.Module):
         return self
 
     @property
-    def config(self):
-        """The backbone's ``PretrainedConfig``, as PEFT keeps it; the LadderConfig is ``ladder_config`` (reading its
-        fields through ``.config`` still works, with a ``FutureWarning``: :mod:`laddertune.core.config_view`)."""
-        return BackboneConfigView(self.backbone.config, self.ladder_config)
-
-    @property
-    def device(self) -> torch.device:
-        """The device of the side network's parameters (where outputs and the loss are)."""
-        return next(self.side.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The dtype of the side network's parameters."""
-        return next(self.side.parameters()).dtype
-
-    @property
-    def backbone_dtype(self) -> torch.dtype:
-        """The dtype of the frozen backbone's floating-point weights (may differ from the side's :attr:`dtype`)."""
-        return next(p.dtype for p in self.backbone.parameters() if p.is_floating_point())
-
-    @property
     def head(self) -> str:
         return self.ladder_config.task_head
-
-    def trainable_parameters(self) -> tuple[int, int]:
-        """(trainable, all) parameter counts; 'all' is the backbone's plus the side network's."""
-        trainable = sum(p.numel() for p in self.side.parameters())
-        return trainable, trainable + sum(p.numel() for p in self.backbone.parameters())
-
-    def print_trainable_parameters(self) -> None:
-        trainable, total = self.trainable_parameters()
-        print(
-            f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
-        )
 
     # -- the two halves of the forward: the backbone's taps, then the side network on them ------------------------
     def backbone_layers(self, stack: str) -> nn.ModuleList:
@@ -219,19 +204,25 @@ class LadderModel(ActivationCheckpointing, nn.Module):
         :func:`~laddertune.core.discovery.apply_lm_head_extras` finds (BART's ``final_logits_bias``, Gemma's soft
         cap, Cohere's logit scale).
         """
+        lm_head = self.backbone.get_output_embeddings()
+        logits = lm_head(self.lm_head_input(hidden, final))
+        return apply_lm_head_extras(self.backbone, logits).float().to(self.device)
+
+    def lm_head_input(self, hidden: torch.Tensor, final: torch.Tensor | None = None) -> torch.Tensor:
+        """What the backbone's LM head reads (B, T, d), in its dtype and on its device: ``Up(hidden) + final``, with
+        T5 v1.0's rescale (see :meth:`lm_logits`)."""
         hidden = self.side.up(hidden)  # (B, T, d)
         if final is not None:
             hidden = hidden + final.to(hidden)
         if getattr(self.backbone.config, "scale_decoder_outputs", False):  # T5 v1.0's tied-embedding rescale
             hidden = hidden * getattr(self.backbone.config, self.family.width) ** -0.5
-        lm_head = self.backbone.get_output_embeddings()
-        weight = lm_head.weight  # on "meta" when offloaded: accelerate's hook then moves the input itself
-        hidden = (
+        weight = self.backbone.get_output_embeddings().weight
+        # on "meta" when offloaded: accelerate's hook then moves the input itself
+        return (
             hidden.to(weight.dtype)
             if weight.device.type == "meta"
             else hidden.to(weight.device, weight.dtype)
         )
-        return apply_lm_head_extras(self.backbone, lm_head(hidden)).float().to(self.device)
 
     def _final(self, stack: str, backbone_out, taps) -> torch.Tensor | None:
         """With the final shortcut, backbone stack ``stack``'s final hidden states (B, T, d), else None."""
@@ -248,7 +239,7 @@ class LadderModel(ActivationCheckpointing, nn.Module):
     # -- forward ---------------------------------------------------------------------------------------------------
     def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         *,
@@ -256,13 +247,15 @@ class LadderModel(ActivationCheckpointing, nn.Module):
         position_ids: torch.Tensor | None = None,
         decoder_input_ids: torch.Tensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
-        encoder_outputs: tuple[torch.Tensor, torch.Tensor] | None = None,
+        encoder_outputs: LadderEncoderOutput | tuple | None = None,
         past_key_values: LadderCache | None = None,
         use_cache: bool = False,
+        logits_to_keep: int = 0,
         return_dict: bool | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         taps: dict[str, dict[int, torch.Tensor]] | None = None,
+        **kwargs,
     ):
         """Compute logits (and the loss when ``labels`` are given) as the backbone's head would.
 
@@ -274,19 +267,29 @@ class LadderModel(ActivationCheckpointing, nn.Module):
             position_ids: positions for decoder-only backbones (left-padded generation).
             decoder_input_ids: T5 decoder input; derived from ``labels`` when absent.
             decoder_attention_mask: T5 decoder padding mask.
-            encoder_outputs: (backbone, side) encoder states already computed (generation).
+            encoder_outputs: both encoders' states already computed (generation): a :class:`LadderEncoderOutput`
+                or :meth:`encode`'s ``(backbone states, side states)``.
             past_key_values: a :class:`LadderCache` for incremental decoding.
             use_cache: return a :class:`LadderCache` in ``past_key_values``.
+            logits_to_keep: LM heads: compute the logits of the last ``logits_to_keep`` positions only (0: all), as
+                transformers' LMs do (generation asks for the last one).
             return_dict: False returns a tuple (``ModelOutput.to_tuple()``), as transformers models do.
             output_hidden_states, output_attentions: refused when true: a LadderModel's states are two networks'
                 (backbone and side), which transformers' single-network output fields cannot hold.
             taps: the backbone's taps of this batch per stack (``{"body": {EMBED: (B, T, d), i: (B, T, d)}}``,
                 from :func:`laddertune.core.taps.collect_taps` or a tap cache): the side network runs on them and
                 the backbone does not run. Not with ``use_cache``.
+            **kwargs: what transformers' ``generate()`` passes on to every model's forward without using it
+                (``tokenizer``, given for ``stop_strings``); anything else is a ``TypeError``.
 
         Raises:
             ValueError: ``output_hidden_states`` or ``output_attentions`` asked for, or ``taps`` with ``use_cache``.
         """
+        kwargs.pop("tokenizer", None)
+        if kwargs:
+            raise TypeError(
+                f"LadderModel.forward() got unexpected keyword argument(s): {', '.join(sorted(kwargs))}"
+            )
         if taps is not None and use_cache:
             raise ValueError("taps replace the backbone's forward; incremental decoding needs the backbone")
         for name, value in (
@@ -297,26 +300,31 @@ class LadderModel(ActivationCheckpointing, nn.Module):
                 raise ValueError(
                     f"LadderModel.forward does not support {name}=True: run model.backbone for the backbone's"
                 )
-        cache = past_key_values or (LadderCache() if use_cache else None)
+        cache = past_key_values if past_key_values is not None else LadderCache() if use_cache else None
         if self.head == "seq2seq_lm":
             if encoder_outputs is None:
                 encoder_outputs = self.encode(input_ids, attention_mask, taps and taps["encoder"])
+            backbone_enc, side_enc, side_mask = encoder_states(encoder_outputs)
             out = self.decode(
-                encoder_outputs,
+                (backbone_enc, side_enc),
                 attention_mask,
                 labels,
                 decoder_input_ids=decoder_input_ids,
                 decoder_attention_mask=decoder_attention_mask,
                 cache=cache,
                 taps=taps and taps["decoder"],
+                side_encoder_attention_mask=side_mask,
+                logits_to_keep=logits_to_keep,
             )
         else:
-            out = self._body(input_ids, attention_mask, labels, token_type_ids, position_ids, cache, taps)
+            out = self._body(
+                input_ids, attention_mask, labels, token_type_ids, position_ids, cache, taps, logits_to_keep
+            )
         return out if return_dict is None or return_dict else out.to_tuple()
 
-    def _body(self, input_ids, attention_mask, labels, token_type_ids, position_ids, cache, taps):
-        """One stack (decoder-only LMs, encoder classifiers, BART's encoder for its classifier): both halves, the
-        head and the loss."""
+    def _stack(self, input_ids, attention_mask, token_type_ids, position_ids, cache, taps):
+        """Both halves of a one-stack model (decoder-only LMs, encoder classifiers, BART's encoder for its
+        classifier): (stack name, the backbone's output or None, its taps, the side's output)."""
         stack = next(
             iter(self.side.stacks)
         )  # "body", or "encoder" for an encoder-decoder's classifier (BART)
@@ -335,8 +343,17 @@ class LadderModel(ActivationCheckpointing, nn.Module):
         else:
             stack_taps = taps[stack]
         side_out = self.run_side(stack, stack_taps, **side_kwargs)
-        if cache:
-            cache.backbone, cache.side = backbone_out.past_key_values, side_out.past_key_values
+        if cache is not None:
+            cache.fill(backbone_out.past_key_values, side_out.past_key_values)
+        return stack, backbone_out, stack_taps, side_out
+
+    def _body(
+        self, input_ids, attention_mask, labels, token_type_ids, position_ids, cache, taps, logits_to_keep=0
+    ):
+        """A one-stack model's forward: both halves, the head and the loss."""
+        stack, backbone_out, stack_taps, side_out = self._stack(
+            input_ids, attention_mask, token_type_ids, position_ids, cache, taps
+        )
         hidden = side_out.last_hidden_state  # (B, T, d/r)
         if self.head == "causal_lm":
             final = self._final(stack, backbone_out, stack_taps)
@@ -344,7 +361,7 @@ class LadderModel(ActivationCheckpointing, nn.Module):
                 size = self.ladder_config.loss_chunk_size
                 loss = chunked_lm_loss(hidden, labels, self.lm_logits, size, True, final)
                 return CausalLMOutputWithPast(loss=loss, logits=None, past_key_values=cache)
-            logits = self.lm_logits(hidden, final)
+            logits = self.lm_logits(*_last(logits_to_keep, hidden, final))
             loss = None
             if labels is not None:
                 loss = ForCausalLMLoss(logits, labels, vocab_size=logits.shape[-1])
@@ -382,6 +399,7 @@ class LadderModel(ActivationCheckpointing, nn.Module):
         cache: LadderCache | None = None,
         taps: dict | None = None,
         side_encoder_attention_mask: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
     ) -> Seq2SeqLMOutput:
         """Encoder-decoders: both decoders on :meth:`encode`'s ``(backbone states, side states)``, the LM head and
         the loss.
@@ -394,6 +412,7 @@ class LadderModel(ActivationCheckpointing, nn.Module):
                 than the source (the vision-and-language side encoder adds image positions); default
                 ``attention_mask``.
             cache: a :class:`LadderCache` for incremental decoding; taps: the decoder's taps (no backbone run).
+            logits_to_keep: the logits of the last ``logits_to_keep`` positions only (0: all).
         """
         if decoder_input_ids is None:
             if labels is None:
@@ -420,58 +439,49 @@ class LadderModel(ActivationCheckpointing, nn.Module):
                 "decoder", decoder_input_ids, keep_output=keep, **backbone_kwargs
             )
         side_out = self.run_side("decoder", taps, **side_kwargs)
-        if cache:
-            cache.backbone, cache.side = backbone_out.past_key_values, side_out.past_key_values
+        if cache is not None:
+            cache.fill(backbone_out.past_key_values, side_out.past_key_values)
         final = self._final("decoder", backbone_out, taps)
         if self._chunked(labels):
             hidden, size = side_out.last_hidden_state, self.ladder_config.loss_chunk_size
             loss = chunked_lm_loss(hidden, labels, self.lm_logits, size, False, final)
             return Seq2SeqLMOutput(loss=loss, logits=None, past_key_values=cache)
-        logits = self.lm_logits(side_out.last_hidden_state, final)  # (B, T_dec, vocab)
+        logits = self.lm_logits(
+            *_last(logits_to_keep, side_out.last_hidden_state, final)
+        )  # (B, T_dec, vocab)
         loss = None
         if labels is not None:
             loss = nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
         return Seq2SeqLMOutput(loss=loss, logits=logits, past_key_values=cache)
 
-    # -- generation and checkpoints (implemented in their own modules) ----------------------------------------
-    def generate(self, input_ids, attention_mask=None, generation_config=None, **kwargs):
-        """Greedy, sampled or beam-search decoding with transformers' options (``max_new_tokens``, ``do_sample``,
-        ``temperature``, ``top_k``, ``top_p``, ``num_beams``, ...); see :func:`laddertune.core.generation.generate`."""
-        return generate(self, input_ids, attention_mask, generation_config, **kwargs)
 
-    def save_pretrained(self, directory) -> None:
-        """Write only the side network (``ladder_model.safetensors``) and ``ladder_config.json``."""
-        save_side(self, directory)
+class LadderModelForCausalLM(LadderModel, LadderGenerationMixin):
+    """A LadderModel on a decoder-only LM (``*ForCausalLM``): transformers' ``generate()`` over both networks."""
 
-    @classmethod
-    def from_pretrained(cls, backbone, directory=None, **backbone_kwargs) -> LadderModel:
-        """``from_pretrained(backbone, directory)``: the saved side network next to a backbone you loaded;
-        ``from_pretrained(directory, **backbone_kwargs)``: next to the backbone it recorded (alias, hub id or folder,
-        with its task head and number of labels), loaded here, as PEFT's ``AutoPeftModel...`` classes do.
+    @property
+    def base_model(self) -> LadderBody:
+        """The model without its LM head, as transformers names it: what the head reads (:class:`LadderBody`)."""
+        return LadderBody(self)
 
-        Raises:
-            CheckpointError: missing/corrupt files, another backbone, or another head or label count (one line).
-        """
-        if directory is None:
-            directory = backbone
-            config = read_side_config(directory)
-            backbone = load_recorded_backbone(directory, config, **backbone_kwargs)
-        else:
-            config = read_side_config(directory)
-        backbone = with_task_head(backbone, config.task_head)
-        check_head(backbone, task_head(backbone), directory, config)
-        model = cls(backbone, config)  # no pruning or Fisher pass: the weights come from the file
-        if config.backbone_dtype is not None:  # the dtype it trained in; any dtype passes the fingerprint
-            convert_backbone(model.backbone, config.backbone_dtype)
-        load_side_weights(model, directory, config)
-        if not config.variant.runs_backbone:
-            strip_backbone(model)
-        restore_labels(backbone, config)
-        return model
+
+class LadderModelForSeq2SeqLM(LadderModel, LadderGenerationMixin):
+    """A LadderModel on an encoder-decoder LM (T5, BART): transformers' ``generate()`` over both networks."""
+
+    def get_encoder(self, modality: str | None = None):
+        """The encoder as ``generate()`` calls it: both encoders, one ``LadderEncoderOutput``."""
+        return LadderEncoder(self) if modality is None else super().get_encoder(modality)
+
+
+_HEAD_CLASSES = {"causal_lm": LadderModelForCausalLM, "seq2seq_lm": LadderModelForSeq2SeqLM}
 
 
 def _present(kwargs: dict) -> dict:
     return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def _last(count: int, *states):
+    """The last ``count`` positions of each (B, T, ...) state (None stays None); ``count=0``: all of them."""
+    return states if not count else tuple(None if h is None else h[:, -count:] for h in states)
 
 
 def _with_cache(cache: LadderCache | None, backbone_kwargs: dict, side_kwargs: dict) -> None:

@@ -3,15 +3,29 @@
 A checkpoint folder holds ``ladder_model.safetensors`` (the side network's own ``state_dict()``, never a backbone
 weight) and ``ladder_config.json`` (with the backbone's name, revision and fingerprint), each written atomically
 (:mod:`laddertune.io`). :meth:`LadderModel.from_pretrained` rebuilds the model and checks the fingerprint here.
+
+Two files make the folder one that transformers reads too: ``model.safetensors.index.json``, transformers' index of
+a sharded checkpoint, names ``ladder_model.safetensors`` as the file holding the LadderModel's ``side.*`` weights
+(``transformers.Trainer`` resumes from and loads the best model of any folder with an index; the backbone's weights
+are absent from it, as ``LadderModel._keys_to_ignore_on_save`` says), and ``generation_config.json`` carries an LM
+head's generation defaults (``model.generation_config``), as ``PreTrainedModel.save_pretrained`` writes it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 from ..errors import CheckpointError, ConfigError
-from ..io import atomic_save_tensors, load_tensors, portable_path, resolve_portable, verify_checksums
+from ..io import (
+    atomic_save_tensors,
+    load_tensors,
+    portable_path,
+    resolve_portable,
+    save_json,
+    verify_checksums,
+)
 from .backbones import load_backbone
 from .config import LadderConfig
 from .fingerprint import (
@@ -23,11 +37,22 @@ from .fingerprint import (
 )
 
 WEIGHTS_NAME = "ladder_model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"  # transformers' SAFE_WEIGHTS_INDEX_NAME
+GENERATION_CONFIG_NAME = "generation_config.json"
+
+logger = logging.getLogger(__name__)
 
 
-def save_side(model, directory: str | Path) -> None:
-    """Write ``model``'s side network and its config into ``directory``; the weights first, the config last."""
+def save_side(model, directory: str | Path, state: dict | None = None) -> None:
+    """Write ``model``'s side network and its config into ``directory``; the weights first, the config last.
+
+    Args:
+        model: the LadderModel.
+        directory: the folder (created).
+        state: the side network's state dict to write (default ``model.side.state_dict()``).
+    """
     directory = Path(directory)
+    state = model.side.state_dict() if state is None else state
     config = model.ladder_config
     config.backbone_name = getattr(model.backbone.config, "_name_or_path", None) or None
     config.backbone_revision = getattr(model.backbone.config, "_commit_hash", None)
@@ -40,9 +65,25 @@ def save_side(model, directory: str | Path) -> None:
         bc = model.backbone.config
         config.label_names = [str(bc.id2label.get(i, i)) for i in range(bc.num_labels)]
         config.problem_type = bc.problem_type
-    atomic_save_tensors(directory / WEIGHTS_NAME, model.side.state_dict(), metadata={"format": "pt"})
+    atomic_save_tensors(directory / WEIGHTS_NAME, state, metadata={"format": "pt"})
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    index = {"metadata": {"total_size": total}, "weight_map": {f"side.{k}": WEIGHTS_NAME for k in state}}
+    save_json(directory / INDEX_NAME, index)
+    _save_generation_config(model, directory)
     # a backbone folder is recorded relative to the checkpoint (./x, ../x), so the pair can be moved together
     dataclasses.replace(config, backbone_name=portable_path(config.backbone_name, directory)).save(directory)
+
+
+def _save_generation_config(model, directory: Path) -> None:
+    generation_config = getattr(model, "generation_config", None)
+    if generation_config is None:
+        return
+    try:
+        generation_config.save_pretrained(directory)
+    except (
+        ValueError
+    ) as e:  # transformers refuses to write a config it finds inconsistent; the weights still count
+        logger.warning("%s not written: %s", GENERATION_CONFIG_NAME, str(e).splitlines()[0])
 
 
 def read_side_config(directory: str | Path) -> LadderConfig:

@@ -10,7 +10,6 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..core import LadderModel
 from ..data import compute_metrics, eval_batches, make_collator, parse_prediction
 from ..errors import CheckpointError, ConfigError
 from ..io import verify_checksums
@@ -36,17 +35,14 @@ def predict(model, batch: dict, spec, fmt: str, tokenizer) -> list:
         logits = model(**inputs).logits  # (B, num_labels)
         return logits[:, 0].tolist() if spec.is_regression else logits.argmax(-1).tolist()
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
-    if isinstance(model, LadderModel):
-        out = model.generate(ids, mask, max_new_tokens=GEN_TOKENS, num_beams=1)
-    else:
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            max_new_tokens=GEN_TOKENS,
-            num_beams=1,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+    out = model.generate(  # transformers' generate: a LadderModel's, PEFT's or the backbone's
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=GEN_TOKENS,
+        num_beams=1,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     if fmt == "causal":
         out = out[:, ids.shape[1] :]  # drop the prompt
     return [parse_prediction(spec, text) for text in tokenizer.batch_decode(out, skip_special_tokens=True)]

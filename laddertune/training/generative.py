@@ -176,10 +176,7 @@ def generate_answers(
 
 
 def _generate(model, batch: dict, tokenizer, settings: GenerationSettings) -> torch.Tensor:
-    from ..core import LadderModel
-
-    if isinstance(model, LadderModel):
-        return model.generate(batch["input_ids"], batch["attention_mask"], **settings.kwargs())
+    """transformers' ``generate`` (a LadderModel's, PEFT's or the backbone's), with every setting explicit."""
     return model.generate(**batch, **settings.kwargs(), pad_token_id=tokenizer.pad_token_id)
 
 

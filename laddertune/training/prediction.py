@@ -110,17 +110,14 @@ class Predictor:
         if self.fmt == "classification":
             return classification_answers(self.model(**inputs).logits, self.spec)
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
-        if isinstance(self.model, LadderModel):
-            gen = self.model.generate(ids, mask, max_new_tokens=GEN_TOKENS, num_beams=1)
-        else:
-            gen = self.model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                max_new_tokens=GEN_TOKENS,
-                num_beams=1,
-                do_sample=False,
-                pad_token_id=self.tokenizer.pad_token_id,
-            )
+        gen = self.model.generate(  # transformers' generate: a LadderModel's, PEFT's or the backbone's
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=GEN_TOKENS,
+            num_beams=1,
+            do_sample=False,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
         if self.fmt == "causal":
             gen = gen[:, ids.shape[1] :]  # drop the prompt
         out = []

@@ -74,7 +74,10 @@ def write_results(run, test: dict | None, write: bool = True) -> dict:
             "optimizer": config.optimization.optimizer,
             "optimizer_state_bytes": state_bytes(run.optimizer),
         },
-        "data": data.splits.summary(relative_to=config.run.output_dir),
+        "data": {
+            **data.splits.summary(relative_to=config.run.output_dir),
+            **({"encoding": data.generative.stats} if data.generative is not None else {}),
+        },
         "distributed": {
             "world_size": run.dist.world_size if run.dist else 1,
             "backend": run.dist.backend if run.dist else None,

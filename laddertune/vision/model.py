@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..core import LadderCache, LadderConfig, get_ladder_model
-from ..core.generation import generate
+from ..core.generation import LadderEncoderOutput
 from ..core.side_checkpoint import load_side_weights, read_side_config
 from ..core.side_network import EMBED
 from ..errors import CheckpointError, ConfigError
@@ -144,7 +144,7 @@ class VisionLadderModel(nn.Module):
             labels,
             decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_attention_mask,
-            cache=past_key_values or (LadderCache() if use_cache else None),
+            cache=past_key_values if past_key_values is not None else LadderCache() if use_cache else None,
             side_encoder_attention_mask=side_mask,
         )
 
@@ -152,16 +152,29 @@ class VisionLadderModel(nn.Module):
     def generate(
         self, input_ids, attention_mask=None, vis_feats=None, vis_boxes=None, vis_mask=None, **kwargs
     ) -> torch.Tensor:
-        """Greedy or beam search (``num_beams``, beam 5 as the paper evaluates) with the core's decoder.
+        """transformers' ``generate()`` (greedy, beam search as the paper evaluates with 5 beams, any other option).
 
-        The core's decoding loop runs unchanged on a view of this model bound to the images; it expands every
-        encoder output for the beams, the side mask (text + visual) included.
+        Both encoders run here, on the text and the images; the core LadderModel's ``generate()`` then decodes from
+        their :class:`~laddertune.core.generation.LadderEncoderOutput`, which carries the side decoder's
+        cross-attention mask (text + visual): transformers expands all three for beams and returned sequences.
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        return generate(
-            _BoundToImages(self, vis_feats, vis_boxes, vis_mask), input_ids, attention_mask, **kwargs
-        )
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                backbone, side, side_mask = self.encode(
+                    input_ids, attention_mask, vis_feats, vis_boxes, vis_mask
+                )
+            encoded = LadderEncoderOutput(
+                last_hidden_state=backbone, side_last_hidden_state=side, side_attention_mask=side_mask
+            )
+            return self.ladder.generate(
+                input_ids=input_ids, attention_mask=attention_mask, encoder_outputs=encoded, **kwargs
+            )
+        finally:
+            self.train(was_training)
 
     # -- checkpoints -------------------------------------------------------------------------------------------------
     def save_pretrained(self, directory) -> None:
@@ -192,27 +205,3 @@ def read_visual_config(directory) -> VisualConfig:
         return VisualConfig(**data)
     except (ConfigError, TypeError) as e:
         raise CheckpointError(f"{path} is missing or invalid: {e}") from None
-
-
-class _BoundToImages:
-    """What :func:`laddertune.core.generation.generate` needs of a seq2seq model, with the images bound in."""
-
-    def __init__(self, model: VisionLadderModel, vis_feats, vis_boxes, vis_mask) -> None:
-        self.model, self.images = model, (vis_feats, vis_boxes, vis_mask)
-        self.head, self.backbone = model.head, model.backbone
-
-    @property
-    def training(self) -> bool:
-        return self.model.training
-
-    def train(self, mode: bool = True):
-        return self.model.train(mode)
-
-    def eval(self):
-        return self.model.eval()
-
-    def encode(self, input_ids, attention_mask):
-        return self.model.encode(input_ids, attention_mask, *self.images)
-
-    def __call__(self, input_ids, attention_mask, **kwargs):
-        return self.model(input_ids, attention_mask, **kwargs)
