@@ -360,9 +360,15 @@ def test_each_tasks_batches_hold_one_task_and_cover_the_epoch(vl, tmp_path):
     assert collated["vis_feats"].shape[1:] == (2, 4, 3)  # NLVR2: two images of 4 regions of 3 features
 
 
-def test_a_baseline_trains_predicts_and_evaluates(vl, tmp_path, capsys):
-    out = tmp_path / "lora"
-    rc, _, err = run(vqa_argv(vl, out, "--method", "lora", "--lora-rank", "4", "--epochs", "1"), capsys)
+@pytest.mark.parametrize(
+    "method",
+    [("lora", "--lora-rank", "4"), ("adapter",), ("bitfit",), ("prompt",), ("full",)],
+    ids=lambda m: m[0],
+)
+def test_a_baseline_trains_predicts_and_evaluates(vl, tmp_path, capsys, method):
+    """The baselines feed the image to the T5 encoder (VisualBackboneModel): train, evaluate and predict."""
+    out = tmp_path / method[0]
+    rc, _, err = run(vqa_argv(vl, out, "--method", *method, "--epochs", "1"), capsys)
     assert rc == 0, err
     names = {p.name for p in (out / "checkpoint-best").iterdir()}
     assert {"vision_config.json", "trainable.safetensors", "task.json"} <= names
