@@ -76,6 +76,11 @@ class VisionLadderModel(nn.Module):
     def trainable_parameters(self) -> tuple[int, int]:
         return self.ladder.trainable_parameters()
 
+    @property
+    def device(self) -> torch.device:
+        """Where the side network is (where batches go)."""
+        return next(self.side.parameters()).device
+
     # -- encoder ---------------------------------------------------------------------------------------------------
     def encode(self, input_ids, attention_mask, vis_feats, vis_boxes=None, vis_mask=None):
         """Run the backbone encoder on the text and the side encoder on text + image.
@@ -181,12 +186,22 @@ class VisionLadderModel(nn.Module):
     def from_pretrained(cls, backbone: nn.Module, directory) -> VisionLadderModel:
         """Rebuild a saved VL side network next to ``backbone`` (the same one it was trained on)."""
         directory = Path(directory)
-        try:
-            visual = VisualConfig(**load_json(directory / VISION_CONFIG_NAME))
-        except (ConfigError, TypeError) as e:
-            raise CheckpointError(f"{directory / VISION_CONFIG_NAME} is missing or invalid: {e}") from None
+        visual = read_visual_config(directory)
         config = read_side_config(directory)
         config.init = "random"  # the weights come from the file: no pruning pass
         model = cls(backbone, visual, config)
         load_side_weights(model.ladder, directory, config)
         return model
+
+
+def read_visual_config(directory) -> VisualConfig:
+    """The :class:`VisualConfig` a checkpoint folder's ``vision_config.json`` holds (a CheckpointError when it is
+    missing or malformed)."""
+    path = Path(directory) / VISION_CONFIG_NAME
+    try:
+        data = load_json(path)
+        if not isinstance(data, dict):
+            raise TypeError("not a mapping")
+        return VisualConfig(**data)
+    except (ConfigError, TypeError) as e:
+        raise CheckpointError(f"{path} is missing or invalid: {e}") from None
