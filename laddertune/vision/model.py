@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..core import LadderCache, LadderConfig, get_ladder_model
+from ..core.cache_names import pop_cache
 from ..core.generation import LadderEncoderOutput
 from ..core.side_checkpoint import load_side_weights, read_side_config
 from ..core.side_network import EMBED
@@ -124,13 +125,16 @@ class VisionLadderModel(nn.Module):
         decoder_input_ids=None,
         decoder_attention_mask=None,
         encoder_outputs=None,
+        cache: LadderCache | None = None,
         past_key_values: LadderCache | None = None,
         use_cache: bool = False,
     ):
         """Logits (and the loss with ``labels``, -100 ignored), as ``T5ForConditionalGeneration`` returns them.
 
-        ``encoder_outputs`` is :meth:`encode`'s triple (generation passes it back in).
+        ``encoder_outputs`` is :meth:`encode`'s triple (generation passes it back in); ``past_key_values`` is
+        ``cache`` under the name transformers used up to 5.23.
         """
+        given = pop_cache({"cache": cache, "past_key_values": past_key_values})
         if encoder_outputs is None:
             if vis_feats is None:
                 raise ValueError("a VisionLadderModel needs vis_feats (zeros for a text-only control)")
@@ -144,7 +148,7 @@ class VisionLadderModel(nn.Module):
             labels,
             decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_attention_mask,
-            cache=past_key_values if past_key_values is not None else LadderCache() if use_cache else None,
+            cache=given if given is not None else LadderCache() if use_cache else None,
             side_encoder_attention_mask=side_mask,
         )
 
