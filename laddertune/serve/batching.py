@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers.cache_utils import DynamicCache
 
+from ..core.cache_names import CACHE, output_cache
 from ..core.side_network import EMBED
 from . import kv
 
@@ -83,7 +84,7 @@ def forward(rows: list, ids, mask, pos, backbone, caches: dict) -> tuple[torch.T
     layers = sorted({i for side, _ in sides.values() for i in side.model.side.stacks[STACK].tap_layers})
     out, taps = runner.run_backbone(
         STACK, ids, layers=layers, attention_mask=mask, position_ids=pos,
-        past_key_values=backbone, use_cache=True,
+        use_cache=True, **{CACHE: backbone},
     )  # fmt: skip
     logits: list = [None] * len(rows)
     new_caches = {}
@@ -93,7 +94,7 @@ def forward(rows: list, ids, mask, pos, backbone, caches: dict) -> tuple[torch.T
         side_taps = {k: t[idx.to(t.device)] for k, t in taps.items() if k in wanted}
         side_out = model.run_side(
             STACK, side_taps, attention_mask=mask[idx], position_ids=pos[idx],
-            past_key_values=caches.get(key), use_cache=True,
+            use_cache=True, **{CACHE: caches.get(key)},
         )  # fmt: skip
         # the final shortcut adds the backbone's own final state (LadderModel._final); only the last position counts
         final = (
@@ -104,8 +105,8 @@ def forward(rows: list, ids, mask, pos, backbone, caches: dict) -> tuple[torch.T
         side_logits = model.lm_logits(side_out.last_hidden_state[:, -1:], final)[:, -1]  # (b, vocab)
         for j, i in enumerate(index):
             logits[i] = side_logits[j]
-        new_caches[key] = side_out.past_key_values
-    return torch.stack(logits), Segment(list(rows), mask, out.past_key_values, new_caches)
+        new_caches[key] = output_cache(side_out)
+    return torch.stack(logits), Segment(list(rows), mask, output_cache(out), new_caches)
 
 
 def merge(segments: list[Segment]) -> Segment:
