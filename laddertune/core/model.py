@@ -40,7 +40,7 @@ from .generation import LadderEncoder, LadderEncoderOutput, LadderGenerationMixi
 from .pooling import backbone_final, pool
 from .pretrained import LadderBody, PretrainedLadder
 from .quantization import convert_backbone
-from .self_check import self_check
+from .self_check import check_backbone, self_check
 from .side_network import SideNetwork, as_output, record_taps
 from .task_model import is_bare, with_task_head
 
@@ -60,6 +60,7 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         # copies and unpickling call __new__ without arguments: they keep their class
         if cls is LadderModel and args:
             backbone, config = args[0], args[1] if len(args) > 1 else kwargs["config"]
+            check_backbone(backbone)  # None, a plain module, PEFT: one line before its head is looked up
             head = config.task_head if is_bare(backbone) else task_head(backbone)
             cls = _HEAD_CLASSES.get(head, LadderModel)
         return super().__new__(cls)
