@@ -212,9 +212,7 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
     def lm_head_input(self, hidden: torch.Tensor, final: torch.Tensor | None = None) -> torch.Tensor:
         """What the backbone's LM head reads (B, T, d), in its dtype and on its device: ``Up(hidden) + final``, with
         T5 v1.0's rescale (see :meth:`lm_logits`)."""
-        hidden = self.side.up(hidden)  # (B, T, d)
-        if final is not None:
-            hidden = hidden + final.to(hidden)
+        hidden = self.side.with_final(self.side.up(hidden), final)  # (B, T, d)
         if getattr(self.backbone.config, "scale_decoder_outputs", False):  # T5 v1.0's tied-embedding rescale
             hidden = hidden * getattr(self.backbone.config, self.family.width) ** -0.5
         weight = self.backbone.get_output_embeddings().weight
@@ -378,8 +376,8 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         )  # fmt: skip
         hidden = self.side.up(pooled(hidden))  # (B, d), or (B, T, d) for heads that pool by themselves
         final = self._final(stack, backbone_out, stack_taps)
-        if final is not None:  # the backbone's own final state, the side's output added on top
-            hidden = hidden + pooled(final).to(hidden)
+        # the backbone's own final state, the side's output added on top (or mixed in: final_gate)
+        hidden = self.side.with_final(hidden, None if final is None else pooled(final))
         logits = self.side.head(hidden)
         loss = None if labels is None else ForSequenceClassificationLoss(labels, logits, self.backbone.config)
         return SequenceClassifierOutput(loss=loss, logits=logits)
