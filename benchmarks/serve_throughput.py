@@ -105,6 +105,16 @@ def start(config: str) -> tuple[list, dict]:
     return procs, ports
 
 
+def rss_mib(procs: list) -> float:
+    """The servers' resident memory together (Linux ``/proc``), MiB."""
+    total = 0
+    for p in procs:
+        for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])  # kB
+    return round(total / 1024, 1)
+
+
 def _spawn(argv: list[str], env: dict) -> subprocess.Popen:
     return subprocess.Popen(
         argv, cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
@@ -201,6 +211,9 @@ def main(argv=None) -> None:
     p.add_argument("--max-requests", type=int, default=2000)
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--name", default="serve_throughput")
+    p.add_argument(
+        "--memory-only", action="store_true", help="start each config, record its resident memory, stop it"
+    )
     args = p.parse_args(argv)
     pool = questions()
     path = RESULTS / f"{args.name}.json"
@@ -209,6 +222,16 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         procs, ports = start(config)
         print(f"[{config}] up in {time.perf_counter() - t0:.0f} s", flush=True)
+        if args.memory_only:
+            try:
+                for task in TASKS:  # every side network has run once
+                    ask(http.client.HTTPConnection("127.0.0.1", ports[task], timeout=600), task, "Hi", 2)
+                results.setdefault("rss_mib", {})[config] = rss_mib(procs)
+                print(f"[{config}] resident memory {results['rss_mib'][config]} MiB", flush=True)
+            finally:
+                stop(procs)
+            path.write_text(json.dumps(results, indent=2) + "\n")
+            continue
         try:
             for task in TASKS:  # warm-up: every task once
                 ask(http.client.HTTPConnection("127.0.0.1", ports[task], timeout=600), task, "Hi", 2)
@@ -262,6 +285,10 @@ def write_md(results: dict, path: Path) -> None:
                     else float("nan")
                 )
                 lines.append(f"- against `{other}` at {a['clients']} clients: {ratio:.2f}x")
+    if "rss_mib" in results:
+        lines += ["", "Resident memory of each configuration's server processes together, after every model answered once "
+                  "(`--memory-only`):", ""]  # fmt: skip
+        lines += [f"- `{name}`: {mib} MiB" for name, mib in results["rss_mib"].items()]
     path.write_text("\n".join(lines) + "\n")
 
 
