@@ -170,6 +170,8 @@ VALID_TRAIN = {
     **{n: _some for n in ("text_pair_column", "label_column")},
     **{n: st.booleans() for n in ("backbone_dropout", "resume", "trust_remote_code")},
     "overwrite": st.just(False),
+    # the options of the vision-and-language tasks: refused on rte; "anything" replacements reach their checks
+    **{n: st.none() for n in ("features", "annotations", "validation_annotations", "task_batch_sizes")},
     "final_shortcut": st.one_of(st.none(), st.booleans()),
     "device": st.sampled_from(["auto", "cpu", "cuda", "cuda:1"]),
     "precision": st.sampled_from(["fp32", "bf16", "fp16"]),
@@ -249,6 +251,52 @@ def test_fuzz_train_config_values(task, fields):
         _one_line(e)
         return
     # what is accepted is a plain JSON config that reads back equal (and can be saved next to a run)
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+# a vision-and-language run's own options (task vqa ... vl-multitask), valid together, then replaced by anything
+_files = st.one_of(
+    st.sampled_from(["a.json", "vqa=a.json,nlvr2=b.jsonl", "gqa=g.json", "dir/x=1.json", " ", ","]),
+    st.dictionaries(
+        st.sampled_from(["vqa", "NLVR2", "caption", "coco", ""]), st.sampled_from(["f", ""]), max_size=3
+    ),
+)
+VALID_VL = {
+    "features": st.sampled_from(["f.h5", "./features.h5"]),
+    "annotations": _files,
+    "validation_annotations": st.one_of(st.none(), _files),
+    "task_batch_sizes": st.one_of(
+        st.none(),
+        st.sampled_from(["8", "vqa=8,nlvr=2", "0", "x"]),
+        st.dictionaries(st.text(max_size=4), _anything),
+    ),
+    "method": st.sampled_from(["lst", "lora", "full", "bitfit", "prompt", "adapter", "pruned", "qlora"]),
+    "batch_size": st.integers(1, 64),
+    "init": st.sampled_from(["random", "magnitude", "fisher"]),
+}
+
+
+_VL_REQUIRED = ("features", "annotations")
+_vl_fields = st.tuples(
+    st.fixed_dictionaries(
+        {k: VALID_VL[k] for k in _VL_REQUIRED},
+        optional={k: v for k, v in VALID_VL.items() if k not in _VL_REQUIRED},
+    ),
+    st.dictionaries(st.sampled_from(sorted(VALID_VL)), _anything, max_size=1),
+).map(lambda t: {**t[0], **t[1]})
+
+
+@FUZZ
+@given(task=st.sampled_from(["vqa", "gqa", "nlvr2", "caption", "vl-multitask", "VQA"]), fields=_vl_fields)
+def test_fuzz_vl_train_config_values(task, fields):
+    if fields.get("method") not in (None, "lst", "side-tuning", "pruned"):
+        fields.pop("init", None)  # an option of the ladder methods only
+    try:
+        config = TrainConfig.from_flat(task=task, **fields)
+    except ConfigError as e:
+        _one_line(e)
+        return
+    assert set(config.data.annotations) <= {"vqa", "gqa", "nlvr", "caption"}
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 

@@ -15,7 +15,12 @@ F = 12  # feature size of the tiny visual input
 
 
 def _model(seed: int = 0, max_images: int = 2) -> VisionLadderModel:
-    return VisionLadderModel(tiny_backbone("t5", "seq2seq_lm", seed=seed), VisualConfig(F, max_images))
+    model = VisionLadderModel(tiny_backbone("t5", "seq2seq_lm", seed=seed), VisualConfig(F, max_images))
+    # With the final shortcut the up-projection starts at zero (step-0 logits are the backbone's), so nothing of the
+    # side network, the image included, reaches the logits or gets a gradient yet; a trained one is not zero.
+    with torch.no_grad():
+        torch.nn.init.normal_(model.side.up.weight, std=0.1, generator=torch.Generator().manual_seed(seed))
+    return model
 
 
 def _batch(images: int = 1, seed: int = 1):

@@ -18,7 +18,8 @@ def register(subparsers) -> None:
         "predict",
         help="run a trained checkpoint on a JSONL/CSV file of new text",
         description="Predict each row of --input with a checkpoint: label and probabilities (classification), "
-        "value (regression) or generated text (text2text, causal). One JSON line per row, in input order.",
+        "value (regression), generated text (text2text, causal), or the answer to a question on images "
+        "(vision-and-language, with --features). One JSON line per row, in input order.",
     )
     p.add_argument(
         "--checkpoint",
@@ -31,6 +32,12 @@ def register(subparsers) -> None:
         "--input", required=True, help="rows to predict (.jsonl, .csv, .tsv) with the task's columns"
     )
     p.add_argument("--output", default=None, help="write the JSON lines here (default: stdout)")
+    p.add_argument(
+        "--features",
+        default=None,
+        metavar="FILE",
+        help="a vision-and-language checkpoint: the HDF5 feature file of the rows' images (laddertune features)",
+    )
     p.add_argument("--batch-size", type=int, default=32, help="rows per forward pass")
     p.add_argument("--backbone", default=None, help="load this backbone instead of the recorded one")
     p.add_argument(
@@ -69,6 +76,7 @@ def run_predict(args: argparse.Namespace) -> int:
         show_progress=not args.no_progress and sys.stderr.isatty(),
         generation=given_options(args, args.generation_flags),
         allow_pickle=args.allow_pickle,
+        features=args.features,
     )
     if args.output is None:
         for answer in answers:

@@ -147,8 +147,13 @@ def start_line(record: dict) -> str:
     line += f"{n['train']:,} train / {n['validation']:,} validation examples; "
     per_step, k = record["examples_per_step"], record["gradient_accumulation_steps"]
     line += f"{_count(record['epochs'], 'epoch')} of {_count(record['steps_per_epoch'], 'step')}, "
-    line += f"{_count(record['total_steps'], 'step')} of {per_step:,} examples"
-    line += f" ({k} micro-batches of {per_step // k})" if k > 1 else ""
+    if record.get("task_batch_sizes"):  # vision and language: each batch is one task's
+        sizes = ", ".join(f"{task} {n:,}" for task, n in record["task_batch_sizes"].items())
+        batches = "one task's batch" if k == 1 else f"{k} batches, each one task's"
+        line += f"{_count(record['total_steps'], 'step')} of {batches} ({sizes})"
+    else:
+        line += f"{_count(record['total_steps'], 'step')} of {per_step:,} examples"
+        line += f" ({k} micro-batches of {per_step // k})" if k > 1 else ""
     if record["type"] == "resume":
         line += f"; resumed at step {record['step']} (epoch {record['epoch']})"
     return line

@@ -107,10 +107,12 @@ class LadderCache(Cache):
         for cache in self._caches():
             cache.reset()
 
-    def activate_past_recording(self) -> None:
+    def activate_past_recording(self, **kwargs) -> None:
+        """Both caches keep their past (assisted decoding crops them back); ``kwargs`` as transformers passes them
+        (5.24 on: ``recurrent_states_to_keep``)."""
         self.recording = True
         for cache in self._caches():
-            cache.activate_past_recording()
+            cache.activate_past_recording(**kwargs)
 
 
 def _self_attention(cache: Cache) -> Cache:

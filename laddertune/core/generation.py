@@ -8,7 +8,7 @@ output. A LadderModel gives it exactly that:
 * an encoder-decoder's encoder (:meth:`LadderModel.get_encoder`) runs both encoders and returns one
   :class:`LadderEncoderOutput` with both last hidden states, so ``generate()`` expands both for beams and
   ``num_return_sequences`` (the authors' beam search forgot the side's);
-* ``forward`` takes what ``prepare_inputs_for_generation`` passes (``past_key_values``, ``position_ids``,
+* ``forward`` takes what ``prepare_inputs_for_generation`` passes (the cache, ``position_ids``,
   ``encoder_outputs``, ``logits_to_keep``).
 
 Greedy, sampling, beam search (and beam sampling), ``num_return_sequences``, assisted and prompt-lookup decoding,
@@ -25,6 +25,7 @@ from transformers import GenerationConfig, GenerationMixin
 from transformers.modeling_outputs import BaseModelOutput
 
 from .cache import LadderCache
+from .cache_names import CACHE
 
 
 @dataclass
@@ -118,7 +119,7 @@ class LadderGenerationMixin(GenerationMixin):
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs) -> None:
         """A :class:`LadderCache` (both networks' caches) where transformers would make one ``DynamicCache``."""
-        given = model_kwargs.get("past_key_values")
+        given = model_kwargs.get(CACHE)
         if given is not None:
             if not isinstance(given, LadderCache):
                 raise ValueError(
@@ -134,7 +135,7 @@ class LadderGenerationMixin(GenerationMixin):
                 f"a LadderModel generates with dynamic caches only, not "
                 f"cache_implementation={generation_config.cache_implementation!r}"
             )
-        model_kwargs["past_key_values"] = cache = LadderCache()
+        model_kwargs[CACHE] = cache = LadderCache()
         if generation_config.is_assistant:  # an assistant's cache is cropped back to the accepted tokens
             cache.activate_past_recording()
 

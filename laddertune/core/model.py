@@ -32,6 +32,7 @@ from .ablations import make_pruned
 from .activation_checkpointing import ActivationCheckpointing
 from .architectures import get_path, layer_modules
 from .cache import LadderCache
+from .cache_names import CACHE, output_cache, pop_cache
 from .chunked_loss import chunked_lm_loss
 from .config import LadderConfig
 from .discovery import apply_lm_head_extras, discover_family, task_head
@@ -134,7 +135,7 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
 
     def run_side(self, stack: str, taps: dict, **kwargs):
         """The side half of one stack: side stack ``stack`` on ``taps``; tensors in ``kwargs`` are moved to the
-        side network's device. Returns the trunk's output (``last_hidden_state``, ``past_key_values``)."""
+        side network's device. Returns the trunk's output (``last_hidden_state`` and its cache)."""
         device = self.device
         kwargs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in _present(kwargs).items()}
         return self.side.stacks[stack](taps, **kwargs)
@@ -259,6 +260,7 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         decoder_input_ids: torch.Tensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         encoder_outputs: LadderEncoderOutput | tuple | None = None,
+        cache: LadderCache | None = None,
         past_key_values: LadderCache | None = None,
         use_cache: bool = False,
         logits_to_keep: int = 0,
@@ -280,8 +282,9 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
             decoder_attention_mask: T5 decoder padding mask.
             encoder_outputs: both encoders' states already computed (generation): a :class:`LadderEncoderOutput`
                 or :meth:`encode`'s ``(backbone states, side states)``.
-            past_key_values: a :class:`LadderCache` for incremental decoding.
-            use_cache: return a :class:`LadderCache` in ``past_key_values``.
+            cache: a :class:`LadderCache` for incremental decoding.
+            past_key_values: the same, under the name transformers used up to 5.23 (:mod:`.cache_names`).
+            use_cache: return a :class:`LadderCache` in the output's ``cache`` (``past_key_values`` up to 5.23).
             logits_to_keep: LM heads: compute the logits of the last ``logits_to_keep`` positions only (0: all), as
                 transformers' LMs do (generation asks for the last one).
             return_dict: False returns a tuple (``ModelOutput.to_tuple()``), as transformers models do.
@@ -294,9 +297,11 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
                 (``tokenizer``, given for ``stop_strings``); anything else is a ``TypeError``.
 
         Raises:
-            ValueError: ``output_hidden_states`` or ``output_attentions`` asked for, or ``taps`` with ``use_cache``.
+            ValueError: ``output_hidden_states`` or ``output_attentions`` asked for, ``taps`` with ``use_cache``,
+                or both ``cache`` and ``past_key_values``.
         """
         kwargs.pop("tokenizer", None)
+        given = pop_cache({"cache": cache, "past_key_values": past_key_values})
         if kwargs:
             raise TypeError(
                 f"LadderModel.forward() got unexpected keyword argument(s): {', '.join(sorted(kwargs))}"
@@ -311,7 +316,7 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
                 raise ValueError(
                     f"LadderModel.forward does not support {name}=True: run model.backbone for the backbone's"
                 )
-        cache = past_key_values if past_key_values is not None else LadderCache() if use_cache else None
+        cache = given if given is not None else LadderCache() if use_cache else None
         if self.head == "seq2seq_lm":
             if encoder_outputs is None:
                 encoder_outputs = self.encode(input_ids, attention_mask, taps and taps["encoder"])
@@ -355,7 +360,7 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
             stack_taps = taps[stack]
         side_out = self.run_side(stack, stack_taps, **side_kwargs)
         if cache is not None:
-            cache.fill(backbone_out.past_key_values, side_out.past_key_values)
+            cache.fill(output_cache(backbone_out), output_cache(side_out))
         return stack, backbone_out, stack_taps, side_out
 
     def _body(
@@ -371,12 +376,12 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
             if self._chunked(labels):
                 size = self.ladder_config.loss_chunk_size
                 loss = chunked_lm_loss(hidden, labels, self.lm_logits, size, True, final)
-                return CausalLMOutputWithPast(loss=loss, logits=None, past_key_values=cache)
+                return CausalLMOutputWithPast(loss=loss, logits=None, **{CACHE: cache})
             logits = self.lm_logits(*_last(logits_to_keep, hidden, final))
             loss = None
             if labels is not None:
                 loss = ForCausalLMLoss(logits, labels, vocab_size=logits.shape[-1])
-            return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache)
+            return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE: cache})
         # Pool before up-projecting (it is per-token linear): one (B, d) activation instead of (B, T, d).
         pooled = functools.partial(
             pool, self.family.cls_pool, input_ids=input_ids, attention_mask=attention_mask,
@@ -451,19 +456,19 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
             )
         side_out = self.run_side("decoder", taps, **side_kwargs)
         if cache is not None:
-            cache.fill(backbone_out.past_key_values, side_out.past_key_values)
+            cache.fill(output_cache(backbone_out), output_cache(side_out))
         final = self._final("decoder", backbone_out, taps)
         if self._chunked(labels):
             hidden, size = side_out.last_hidden_state, self.ladder_config.loss_chunk_size
             loss = chunked_lm_loss(hidden, labels, self.lm_logits, size, False, final)
-            return Seq2SeqLMOutput(loss=loss, logits=None, past_key_values=cache)
+            return Seq2SeqLMOutput(loss=loss, logits=None, **{CACHE: cache})
         logits = self.lm_logits(
             *_last(logits_to_keep, side_out.last_hidden_state, final)
         )  # (B, T_dec, vocab)
         loss = None
         if labels is not None:
             loss = nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
-        return Seq2SeqLMOutput(loss=loss, logits=logits, past_key_values=cache)
+        return Seq2SeqLMOutput(loss=loss, logits=logits, **{CACHE: cache})
 
 
 class LadderModelForCausalLM(LadderModel, LadderGenerationMixin):
@@ -502,8 +507,8 @@ def _with_cache(cache: LadderCache | None, backbone_kwargs: dict, side_kwargs: d
     if cache is None:
         backbone_kwargs["use_cache"] = side_kwargs["use_cache"] = False
     else:
-        backbone_kwargs.update(past_key_values=cache.backbone, use_cache=True)
-        side_kwargs.update(past_key_values=cache.side, use_cache=True)
+        backbone_kwargs.update({CACHE: cache.backbone, "use_cache": True})
+        side_kwargs.update({CACHE: cache.side, "use_cache": True})
 
 
 def get_ladder_model(

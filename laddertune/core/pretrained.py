@@ -30,6 +30,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from .ablations import strip_backbone
 from .cache import LadderCache
+from .cache_names import CACHE, pop_cache
 from .config_view import BackboneConfigView
 from .discovery import task_head
 from .quantization import convert_backbone
@@ -217,18 +218,20 @@ class LadderBody:
         attention_mask: torch.Tensor | None = None,
         *,
         position_ids: torch.Tensor | None = None,
+        cache: LadderCache | None = None,
         past_key_values: LadderCache | None = None,
         use_cache: bool = False,
         taps: dict | None = None,
     ) -> BaseModelOutputWithPast:
         """Run both halves on (B, T) ``input_ids``; returns the LM head's input (B, T, d) and the cache."""
         model = self.model
-        cache = past_key_values if past_key_values is not None else LadderCache() if use_cache else None
+        given = pop_cache({"cache": cache, "past_key_values": past_key_values})
+        cache = given if given is not None else LadderCache() if use_cache else None
         stack, backbone_out, stack_taps, side_out = model._stack(
             input_ids, attention_mask, None, position_ids, cache, taps
         )
         final = model._final(stack, backbone_out, stack_taps)
         hidden = model.lm_head_input(side_out.last_hidden_state, final)  # (B, T, d)
-        return BaseModelOutputWithPast(last_hidden_state=hidden, past_key_values=cache)
+        return BaseModelOutputWithPast(last_hidden_state=hidden, **{CACHE: cache})
 
     forward = __call__

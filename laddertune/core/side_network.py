@@ -40,6 +40,7 @@ from .architectures import (
     reduced_config,
     set_attention_dropout,
 )
+from .cache_names import CACHE
 from .config import LadderConfig
 from .heads import set_attention_heads
 from .tap_projection import FINAL, TapProjection
@@ -299,10 +300,10 @@ class SideStack(nn.Module):
         Args:
             taps: from :func:`record_taps` over the matching backbone stack.
             attention_mask: the 2D padding mask of the stack's tokens, or None.
-            **kwargs: passed to the trunk (``encoder_hidden_states``, ``past_key_values``, ``position_ids``...).
+            **kwargs: passed to the trunk (``encoder_hidden_states``, the cache, ``position_ids``...).
 
         Returns:
-            The trunk's output (``last_hidden_state``, ``past_key_values`` when caching).
+            The trunk's output (``last_hidden_state``, and the cache when caching).
         """
         embeds = self.embed_down(taps[EMBED].to(_compute_dtype(self.embed_down.weight)))  # (B, T, d/r)
         if self._accepts is not None:
@@ -311,10 +312,7 @@ class SideStack(nn.Module):
         # checkpoint only when a backward will follow, and never with a key/value cache (recomputing a layer
         # would append to the cache twice)
         self._checkpoint_on = (
-            self.checkpointing
-            and self.training
-            and torch.is_grad_enabled()
-            and kwargs.get("past_key_values") is None
+            self.checkpointing and self.training and torch.is_grad_enabled() and kwargs.get(CACHE) is None
         )
         if self._returns_tuples:  # MPNetEncoder returns a tuple unless asked (return_dict=False by default)
             kwargs["return_dict"] = True
@@ -336,13 +334,13 @@ class SideStack(nn.Module):
 
 
 def as_output(out):
-    """A stack's output with ``last_hidden_state`` (and ``past_key_values``): a ``ModelOutput`` as it is; a tuple
+    """A stack's output with ``last_hidden_state`` (and its cache): a ``ModelOutput`` as it is; a tuple
     (a stack that returns one, or a model whose config says ``return_dict=False``) as ``(hidden states, cache?,
     ...)``, the layout transformers' tuples have."""
     if not isinstance(out, tuple) or isinstance(out, ModelOutput):
         return out
     cache = out[1] if len(out) > 1 and isinstance(out[1], Cache) else None
-    return BaseModelOutputWithPast(last_hidden_state=out[0], past_key_values=cache)
+    return BaseModelOutputWithPast(last_hidden_state=out[0], **{CACHE: cache})
 
 
 def _compute_dtype(weight: torch.Tensor) -> torch.dtype:

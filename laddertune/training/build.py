@@ -163,16 +163,16 @@ def load_task_backbone(
     return backbone
 
 
-def build_model(config: TrainConfig, spec, head: str, tokenizer, calibration=None, device=None):
+def build_model(config: TrainConfig, spec, head: str, tokenizer, calibration=None, device=None, method=None):
     """Load the backbone and build the method's model around it on ``device`` (default CPU).
 
-    ``calibration``: batches for a Fisher init, already on ``device``.
+    ``calibration``: batches for a Fisher init, already on ``device``. ``method``: the method object that builds
+    (default: the config's; a vision-and-language run passes its CLIP-T5 form).
     """
     device = torch.device(device or "cpu")
     backbone = load_backbone_for(config, spec, head, tokenizer)  # float32, on the CPU
-    return get_method(config.method_name).build(
-        backbone, config.method, device=device, calibration=calibration
-    )
+    method = method or get_method(config.method_name)
+    return method.build(backbone, config.method, device=device, calibration=calibration)
 
 
 def parameter_counts(model) -> dict:

@@ -13,7 +13,7 @@ import re
 import shutil
 from pathlib import Path
 
-from ..core.side_checkpoint import WEIGHTS_NAME
+from ..core.side_checkpoint import INDEX_NAME, WEIGHTS_NAME
 from ..errors import CheckpointError
 from ..io import CHECKSUMS_NAME, listed_names
 
@@ -23,6 +23,8 @@ CHECKPOINT_FILES = frozenset(
     {
         CHECKSUMS_NAME,
         WEIGHTS_NAME,
+        INDEX_NAME,  # transformers' index of the side network's weights (what a plain Trainer reloads)
+        "generation_config.json",  # an LM head's generation defaults
         "ladder_config.json",
         "vision_config.json",
         "task.json",

@@ -31,7 +31,9 @@ from ..errors import ConfigError
 from ..fields import check_fields, opt, option_name, options_of
 from ..io import load_json, save_json
 from ..methods.registry import MethodSpec, method_names, method_spec
+from ..vision.tasks import is_vl_run_task
 from .run_paths import moved_folder, relative_paths, resolved_paths, same_path
+from .vision_options import check_vl_data, check_vl_run, vl_run_settings
 
 CONFIG_NAME = "train_config.json"
 PROTOCOLS = ("dev", "paper")
@@ -42,7 +44,8 @@ FORMATS = (*LABEL_FORMATS, *LAYOUTS)
 PROBLEM_TYPES = ("regression", "single_label_classification")
 TAP_DTYPES = ("float32", "bfloat16", "float16")
 PAPER_WARMUP = 500
-PATHS = ("backbone", "data_dir", "train_file", "validation_file", "output_dir", "tap_cache")
+PATHS = ("backbone", "data_dir", "train_file", "validation_file", "output_dir", "tap_cache", "features",
+         "annotations", "validation_annotations")  # fmt: skip
 # Options that may differ between a run and its resumption: they say how to run, not what to train.
 RESUME_FREE = (
     "overwrite",
@@ -77,8 +80,10 @@ class DataConfig:
     """What to train on."""
 
     task: str | None = None
-    """A GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte) or custom: your train_file (None: custom when
-    there is a train_file)."""
+    """A GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte), custom: your train_file (None: custom when there
+    is a train_file), or a vision-and-language task on image features (vqa, gqa, nlvr2, caption, or vl-multitask:
+    the tasks its annotations name, trained jointly), whose unset options take the paper's CLIP-T5 settings (r 4, lr
+    3e-3, weight decay 0.03, 10% warm-up, clipping 5, beam 5, 20-token inputs, per-task batches)."""
     format: str | None = opt(None, choices=FORMATS)
     """How the data is read and learned. A labelled task: classification (a classification head), text2text (the
     label as text, T5) or causal (the label as text after the input, decoder LMs). Generative rows, learned by the
@@ -123,6 +128,18 @@ class DataConfig:
     packing: bool = False
     """Generative rows: pack several short training rows into each sequence of max_length tokens, each row
     attending only to itself with its own positions (the backbone and the side network alike)."""
+    features: str | None = opt(None, metavar="FILE")
+    """Vision-and-language tasks: the image features, an HDF5 file keyed by image id (laddertune features writes
+    one; VL-T5 / VL-Adapter's feature files load as they are)."""
+    annotations: dict[str, str] | None = opt(None, metavar="FILE")
+    """Vision-and-language tasks: the training annotations (VL-Adapter's annotation JSON, Karpathy's
+    dataset_coco.json or plain JSONL); vl-multitask names each task's file: vqa=FILE,gqa=FILE,nlvr2=FILE,..."""
+    validation_annotations: dict[str, str] | None = opt(None, metavar="FILE")
+    """Vision-and-language tasks: the validation annotations, given as annotations are (captions read the val split
+    of Karpathy's file); a task without them holds out 10% of its training examples."""
+    task_batch_sizes: dict[str, int] | None = opt(None, metavar="TASK=N,...")
+    """Vision-and-language tasks: each task's training batch, over batch_size; without batch_size the paper's
+    (vqa 300, gqa 500, nlvr2 100, caption 250)."""
 
     def __post_init__(self) -> None:
         if self.task is None and self.train_file is not None:
@@ -130,6 +147,7 @@ class DataConfig:
         if not isinstance(self.task, str) or not self.task:
             raise ConfigError("task must be a GLUE task name, or custom with a train_file")
         check_fields(self)
+        check_vl_data(self)  # the options of a vision-and-language task (or their absence on a text task)
         custom = self.task.lower() == "custom"
         if self.problem_type is not None and not custom:
             raise ConfigError(
@@ -346,6 +364,8 @@ class TrainConfig:
                 raise ConfigError(
                     "tap_cache needs backbone dropout off: with dropout the backbone's taps differ in every epoch"
                 )
+        if is_vl_run_task(self.data.task):
+            check_vl_run(self)
         if self.devices.device_map is not None and not spec.side_network:
             raise ConfigError(
                 f"device_map places a frozen backbone next to a side network; method {name!r} trains its backbone"
@@ -375,12 +395,16 @@ class TrainConfig:
         epochs = self.optimization.epochs
         return epochs if epochs is not None else task_epochs
 
-    def resolved_steps(self, train_size: int, task_epochs: int) -> tuple[int, int, int]:
+    def resolved_steps(
+        self, train_size: int, task_epochs: int, batches: int | None = None
+    ) -> tuple[int, int, int]:
         """(epochs, optimizer steps per epoch, total steps) for ``train_size`` examples: an epoch is the batches
-        of batch_size grouped by gradient_accumulation_steps (the last group may be smaller); with max_steps the
-        total is max_steps and the epochs as many as it needs, else the epochs are :meth:`resolved_epochs`'s."""
+        of batch_size (or ``batches`` of the run's own sizes: a vision-and-language run's per-task batches) grouped
+        by gradient_accumulation_steps (the last group may be smaller); with max_steps the total is max_steps and
+        the epochs as many as it needs, else the epochs are :meth:`resolved_epochs`'s."""
         optim = self.optimization
-        batches = math.ceil(train_size / optim.batch_size)
+        if batches is None:
+            batches = math.ceil(train_size / optim.batch_size)
         per_epoch = math.ceil(batches / optim.gradient_accumulation_steps)
         if optim.max_steps is not None:
             return math.ceil(optim.max_steps / per_epoch), per_epoch, optim.max_steps
@@ -422,7 +446,7 @@ class TrainConfig:
         Raises:
             ConfigError: an unknown option, an option of another method than ``method``, or a bad value.
         """
-        flat = {**(mapping or {}), **options}
+        flat = vl_run_settings({**(mapping or {}), **options})  # a VL task: the paper's CLIP-T5 defaults
         method = flat.pop("method", "lst")
         spec = method_spec(method)
         sections: dict[str, dict] = {name: {} for name in SECTIONS}

@@ -11,15 +11,18 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import compute_metrics, eval_batches, make_collator, parse_prediction
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..io import verify_checksums
 from ..methods import get_method
+from ..vision.tasks import is_vl_run_task, per_task
 from .build import load_backbone_for, seed_everything
 from .config import CONFIG_NAME, TrainConfig
 from .device import model_device, move_batch, resolve_device
 from .generative import evaluate_generative
 from .run_data import load_run_data
 from .run_paths import require_backbone
+from .vision_evaluation import evaluate_vision
+from .vision_method import VisionMethod
 
 GEN_TOKENS = 8  # text-to-text answers are a class id or a score such as "3.2": a few tokens
 
@@ -157,6 +160,7 @@ def evaluate(
     allow_pickle: bool = False,
     device: str = "auto",
     backbone: str | None = None,
+    features: str | None = None,
 ) -> dict:
     """Rebuild a trained model from its run folder and score it on the validation (and test) split.
 
@@ -175,6 +179,8 @@ def evaluate(
         allow_pickle: load a backbone whose weights are only pickle files (never taken from the run folder).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (not taken from the run: it may have trained elsewhere).
         backbone: load this backbone instead of the recorded one (same weights, another place).
+        features: a vision-and-language run: read the image features from this file instead of the recorded
+            one (its validation_file: TASK=FILE pairs for a multi-task run).
 
     Returns:
         ``{"checkpoint", "task", "method", "validation": metrics, "test": metrics or None}``.
@@ -195,7 +201,14 @@ def evaluate(
     config.data.data_dir = data_dir or config.data.data_dir
     if max_eval_samples is not None:
         config.data.max_eval_samples = max_eval_samples
-    if validation_file is not None:
+    vision = is_vl_run_task(config.data.task)
+    if features is not None and not vision:
+        raise ConfigError(f"features are read by vision-and-language runs; {path.parent} is a text one")
+    if features is not None:
+        config.data.features = features
+    if validation_file is not None and vision:
+        config.data.validation_annotations = per_task(validation_file, "validation_file", config.data.task)
+    elif validation_file is not None:
         config.data.validation_file = validation_file
     if max_new_tokens is not None:
         config.generation.max_new_tokens = max_new_tokens
@@ -204,6 +217,8 @@ def evaluate(
     data = load_run_data(config, training=False)
     seed_everything(config.optimization.seed)
     method = get_method(config.method_name)
+    if data.vision is not None:  # CLIP-T5: the method's model with the image features
+        method = VisionMethod(method, data.vision.visual)
     model = method.load_trained(
         load_backbone_for(config, data.spec, data.head, data.tokenizer), config.method, path, device=where
     )
@@ -211,7 +226,9 @@ def evaluate(
         **data.eval_kwargs(config, show_progress),
         "batch_size": batch_size or config.optimization.eval_batch_size,
     }
-    if data.generative is not None:
+    if data.vision is not None:
+        validation, test = evaluate_vision(model, data.splits.validation, desc="validation", **kw), None
+    elif data.generative is not None:
         validation, test = evaluate_generative(model, **kw), None
     else:
         validation = evaluate_examples(model, data.splits.validation, desc="validation", **kw)

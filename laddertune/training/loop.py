@@ -11,6 +11,10 @@ part-way); ``finish`` (the best validation's weights on the test set when the pr
 ``results.json``). Every count (steps, the schedule, ``log_every``, ``save_steps``, ``eval_steps``) is of optimizer
 steps.
 
+A vision-and-language task (``vqa``, ``gqa``, ``nlvr2``, ``caption``, ``vl-multitask``) runs this same loop: its data
+and per-task batches (:mod:`.vision_data`), its method's CLIP-T5 model (:mod:`.vision_method`) and its scoring
+(:mod:`.vision_evaluation`) plug into the phases.
+
 What a run writes into ``output_dir``::
 
     train_config.json     the TrainConfig as given
@@ -41,6 +45,7 @@ from transformers import get_linear_schedule_with_warmup
 from ..errors import ConfigError
 from ..memory import PeakMemoryMeter
 from ..methods import get_method
+from ..vision.tasks import is_vl_run_task
 from .build import (
     build_model,
     epoch_batches,
@@ -63,6 +68,8 @@ from .run_dir import MetricsLog, check_output, claim_output, release_output, tru
 from .run_state import RunState, Timing
 from .step import TrainingDivergedError, train_step
 from .tap_run import use_tap_cache
+from .vision_evaluation import evaluate_vision
+from .vision_method import VisionMethod
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +119,7 @@ def _train(run: Run) -> dict:
     train_set, state, optim = run.data.splits.train, run.state, config.optimization
     k = optim.gradient_accumulation_steps  # micro-batches per optimizer step
     for epoch in range(state.epoch, run.schedule.epochs):
-        batches = epoch_batches(len(train_set), optim.batch_size, optim.seed, epoch)
+        batches = run.data.epoch_batches(optim.batch_size, optim.seed, epoch)
         # where the epoch (re)starts: always a step boundary, since checkpoints are written between steps
         start = state.next_batch if epoch == state.epoch else 0
         with run.progress(math.ceil(len(batches) / k), start // k, epoch) as bar:
@@ -188,6 +195,8 @@ class Run(DataParallelHooks, PlacementHooks):
             raise ConfigError(
                 "--tap-cache is not supported with several processes yet: run it in one process"
             )
+        if self.dist is not None and is_vl_run_task(config.data.task):
+            raise ConfigError("vision-and-language tasks train in one process: several are not supported yet")
         self.out = check_output(config)
         self.device = resolve_device(config.devices.device)  # a missing GPU fails here, before anything loads
         self.method.require(self.device)
@@ -201,6 +210,8 @@ class Run(DataParallelHooks, PlacementHooks):
         """Load the data (a labelled task, or generative rows), choose the format and head for the backbone,
         build the tokenizer and batcher."""
         self.data = load_run_data(self.config)
+        if self.data.vision is not None:  # CLIP-T5: the method's model also reads the image features
+            self.method = VisionMethod(self.method, self.data.vision.visual)
         self.eval_kw = {**self.data.eval_kwargs(self.config, self.show_progress), "distributed": self.dist}
         self.task = task_record(self.config, self.data)  # task.json of every checkpoint (for predict)
 
@@ -225,7 +236,13 @@ class Run(DataParallelHooks, PlacementHooks):
             self.init_meter = PeakMemoryMeter(device=self.device)
         with self.init_meter.phase("init") if self.init_meter else nullcontext():
             self.model = build_model(
-                config, data.spec, data.head, data.tokenizer, calibration, device=self.device
+                config,
+                data.spec,
+                data.head,
+                data.tokenizer,
+                calibration,
+                device=self.device,
+                method=self.method,
             )
         if config.devices.device_map:
             self.place_backbone()
@@ -235,7 +252,10 @@ class Run(DataParallelHooks, PlacementHooks):
     def make_optimizer(self) -> None:
         """AdamW (or 8-bit AdamW, --optimizer) over the trainable parameters only, linear warm-up and decay; the meter of the steps."""
         config, data = self.config, self.data
-        epochs, steps_per_epoch, total = config.resolved_steps(len(data.splits.train), data.spec.epochs)
+        batches = data.batch_count(config.optimization.batch_size)
+        epochs, steps_per_epoch, total = config.resolved_steps(
+            len(data.splits.train), data.spec.epochs, batches
+        )
         self.schedule = Schedule(
             epochs,
             steps_per_epoch,
@@ -422,6 +442,8 @@ class Run(DataParallelHooks, PlacementHooks):
         """Score ``split`` (``validation`` or ``test``): a labelled task by its metric, generative rows by their
         loss (and generated answers). ``eval_kw`` carries ``distributed=``: every rank predicts its share and all
         score the gathered predictions."""
+        if self.data.vision is not None:  # generated answers, each task's metric
+            return evaluate_vision(self.model, getattr(self.data.splits, split), desc=split, **self.eval_kw)
         if self.data.generative is not None:
             samples = self.out / SAMPLES_NAME if self.is_main else None
             return evaluate_generative(

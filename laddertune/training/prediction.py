@@ -33,6 +33,7 @@ from .config import CONFIG_NAME, TrainConfig
 from .evaluation import GEN_TOKENS
 from .generative_prediction import GenerativePredictor, generation_settings, generative_task
 from .run_paths import require_backbone
+from .vision_prediction import VisionTask, predict_vision_rows, vision_task
 
 TASK_VERSION = 1
 
@@ -48,7 +49,11 @@ def task_record(config: TrainConfig, data) -> dict:
         "backbone": config.model.backbone,
         "method": config.method_name,
     }
-    if data.generative is not None:
+    if data.vision is not None:  # the tasks and the image features' shape, and how it generates
+        record["head"] = data.head
+        record["vision"] = data.vision.record()
+        record["generation"] = dataclasses.asdict(config.generation)
+    elif data.generative is not None:
         record["head"] = data.head
         record["generative"] = data.generative.task.to_dict()
         record["generation"] = dataclasses.asdict(config.generation)
@@ -191,6 +196,8 @@ def read_task(path: Path) -> tuple[dict, object]:
             raise ConfigError("it lacks the backbone")
         _check_task(task)
         task["backbone"] = resolve_portable(task["backbone"], path)
+        if "vision" in task:  # image features and questions: vision_prediction
+            return task, vision_task(task)
         if "generative" in task:  # generative rows: rendered as GenerativeTask says, no label spec
             if task.get("head") not in ("causal_lm", "seq2seq_lm"):
                 raise ConfigError("a generative checkpoint's head must be causal_lm or seq2seq_lm")
@@ -237,6 +244,11 @@ def load_predictor(
     path = resolve_checkpoint(checkpoint)
     verify_checksums(path)
     task, spec = read_task(path)
+    if isinstance(spec, VisionTask):
+        raise ConfigError(
+            f"{path} answers questions on images: predict_file(..., features=) or "
+            "laddertune.training.vision_prediction.load_vision_predictor reads their features"
+        )
     name, fmt = backbone or require_backbone(task["backbone"], path), task["format"]
     head = task.get("head") or HEADS[fmt]
     tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code)
@@ -332,9 +344,13 @@ def predict_file(
     show_progress: bool = False,
     generation: dict | None = None,
     allow_pickle: bool = False,
+    features: str | Path | None = None,
 ) -> list[dict]:
     """Predict every row of a JSONL/CSV/TSV file; with ``output_path``, write one JSON line per row (atomically:
     a full disk leaves the old file, if any, and raises :class:`~laddertune.errors.OutputError`).
+
+    A vision-and-language checkpoint answers each row's question on its images, whose features are read from
+    ``features`` (:mod:`laddertune.training.vision_prediction`: the rows' columns, ``{"task", "answer"}`` each).
 
     With several checkpoints (a list), they share one backbone pass (:func:`load_multi_predictor`) and each row's
     answer maps each checkpoint's name to its answer. The input is read and checked completely before the model is loaded, so a bad file fails fast and nothing is
@@ -346,19 +362,30 @@ def predict_file(
         check_output_file(output_path, input_path)
     many = checkpoint if isinstance(checkpoint, list | tuple) else [checkpoint]
     path = resolve_checkpoint(many[0])
-    rows, task = read_rows(input_path), read_task(path)[1]
+    rows, (task_json, task) = read_rows(input_path), read_task(path)
     kw = {"backbone": backbone, "trust_remote_code": trust_remote_code, "allow_pickle": allow_pickle}
-    if isinstance(task, GenerativeTask):  # prompts in, generated text out
-        if len(many) > 1:
-            raise ConfigError(
-                "several checkpoints share one backbone pass for LST classification checkpoints only"
-            )
-        predictor = load_predictor(path, **kw, generation=generation)
-        examples = predictor.examples(rows)
+    if features is not None and not isinstance(task, VisionTask):
+        raise ConfigError(f"features are read by vision-and-language checkpoints; {path} is a text one")
+    if len(many) > 1 and isinstance(task, VisionTask | GenerativeTask):
+        raise ConfigError(
+            "several checkpoints share one backbone pass for LST classification checkpoints only"
+        )
+    if isinstance(task, VisionTask):  # questions on images in, generated answers out
+        verify_checksums(path)
+        answers = predict_vision_rows(
+            path, task_json, task, rows, features=features, batch_size=batch_size, show_progress=show_progress,
+            generation=generation, **kw,
+        )  # fmt: skip
     else:
-        examples = rows_to_examples(rows, task)
-        predictor = load_predictor(path, **kw) if len(many) == 1 else load_multi_predictor(list(many), **kw)
-    answers = predictor.predict(examples, batch_size=batch_size, show_progress=show_progress)
+        if isinstance(task, GenerativeTask):  # prompts in, generated text out
+            predictor = load_predictor(path, **kw, generation=generation)
+            examples = predictor.examples(rows)
+        else:
+            examples = rows_to_examples(rows, task)
+            predictor = (
+                load_predictor(path, **kw) if len(many) == 1 else load_multi_predictor(list(many), **kw)
+            )
+        answers = predictor.predict(examples, batch_size=batch_size, show_progress=show_progress)
     if output_path is not None:
         atomic_write_text(Path(output_path), "".join(json.dumps(a) + "\n" for a in answers))
     return answers

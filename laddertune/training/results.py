@@ -99,7 +99,7 @@ def run_summary(run) -> dict:
     examples and the optimizer steps (the command line prints it as its first line)."""
     config, data, schedule = run.config, run.data, run.schedule
     optim = config.optimization
-    return {
+    summary = {
         "method": config.method_name,
         "task": data.spec.name,
         "format": data.fmt,
@@ -111,6 +111,9 @@ def run_summary(run) -> dict:
         "examples_per_step": optim.batch_size * optim.gradient_accumulation_steps,
         "gradient_accumulation_steps": optim.gradient_accumulation_steps,
     }
+    if data.vision is not None:  # a step's batch is one task's, of that task's size
+        summary["task_batch_sizes"] = dict(data.splits.batch_sizes)
+    return summary
 
 
 def versions() -> dict:

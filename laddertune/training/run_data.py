@@ -3,7 +3,8 @@
 :func:`load_run_data` reads a run's data as its config says, for training and for ``evaluate``: a labelled task
 (GLUE or the user's labelled file: :func:`laddertune.data.load_splits`, batched by :mod:`laddertune.data.collate`)
 or generative rows (instructions, chat, completions, text: :mod:`laddertune.data.generative_task`, tokenised and
-batched by :mod:`.generative`), whose head is the backbone's LM head.
+batched by :mod:`.generative`), whose head is the backbone's LM head, or a vision-and-language task's examples and
+image features (:mod:`.vision_data`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,9 +25,11 @@ from ..data.generative_task import (
     read_chat_template,
 )
 from ..data.layouts import LAYOUTS
-from .build import choose_format, clamp_max_length
+from ..vision.tasks import is_vl_run_task
+from .build import choose_format, clamp_max_length, epoch_batches
 from .config import TrainConfig
 from .generative import GenerativeData, prepare_generative
+from .vision_data import FORMAT, HEAD, VisionData, load_vision_data
 
 
 @dataclass
@@ -39,6 +43,9 @@ class RunData:
     collate: Callable[[list[dict]], dict]
     generative: GenerativeData | None = None
     """Generative rows: their encoded splits, batchers and counts (``splits`` then holds the encoded rows)."""
+    vision: VisionData | None = None
+    """A vision-and-language task: its feature file, visual input and per-task batches (``splits`` holds its
+    examples)."""
 
     @property
     def spec(self):
@@ -51,7 +58,27 @@ class RunData:
             digest.update(json.dumps(split, sort_keys=True, default=str).encode())
         return digest.hexdigest()[:16]
 
+    def epoch_batches(self, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+        """One epoch's batches as indices of the training split (a vision-and-language run's: one task each)."""
+        if self.vision is not None:
+            return self.vision.epoch_batches(seed, epoch)
+        return epoch_batches(len(self.splits.train), batch_size, seed, epoch)
+
+    def batch_count(self, batch_size: int) -> int:
+        """How many batches :meth:`epoch_batches` gives."""
+        if self.vision is not None:
+            return self.vision.batch_count()
+        return math.ceil(len(self.splits.train) / batch_size)
+
     def eval_kwargs(self, config: TrainConfig, show_progress: bool) -> dict:
+        if self.vision is not None:
+            return {
+                "collate": self.collate,
+                "tokenizer": self.tokenizer,
+                "batch_size": config.optimization.eval_batch_size,
+                "settings": config.generation,
+                "show_progress": show_progress,
+            }
         if self.generative is not None:
             return {
                 "data": self.generative,
@@ -80,6 +107,9 @@ def load_run_data(config: TrainConfig, *, training: bool = True) -> RunData:
     """
     data = config.data
     model = config.model
+    if is_vl_run_task(data.task):  # image features and annotations: vision_data
+        vision = load_vision_data(config, training=training)
+        return RunData(vision.splits, FORMAT, HEAD, vision.tokenizer, vision.collate, vision=vision)
     custom = data.task.lower() == "custom"
     # a labelled file names its text column; generative rows are known by their own columns
     labelled = data.text_column is not None and data.format not in LAYOUTS

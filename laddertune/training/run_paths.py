@@ -16,9 +16,12 @@ from ..io import portable_path, resolve_portable
 
 def relative_paths(data: dict, fields: tuple[str, ...], directory: str | Path) -> dict:
     """``data`` with the local paths of ``fields`` relative to ``directory`` (the backbone only if it exists: it
-    may be an alias or a hub id)."""
+    may be an alias or a hub id). A field may hold a mapping of paths (a vision-and-language run's per-task
+    annotation files)."""
     return {
-        k: portable_path(v, directory, must_exist=k == "backbone") if k in fields else v
+        k: _each(v, lambda p, k=k: portable_path(p, directory, must_exist=k == "backbone"))
+        if k in fields
+        else v
         for k, v in data.items()
     }
 
@@ -27,13 +30,25 @@ def resolved_paths(data: dict, fields: tuple[str, ...], directory: str | Path) -
     """Inverse of :func:`relative_paths` (files written before paths were relative hold absolute ones: kept)."""
     if not isinstance(data, dict):
         return data  # from_dict says what is wrong
-    return {k: resolve_portable(v, directory) if k in fields else v for k, v in data.items()}
+    return {
+        k: _each(v, lambda p: resolve_portable(p, directory)) if k in fields else v for k, v in data.items()
+    }
+
+
+def _each(value, convert):
+    """``convert`` applied to a path, or to each path of a mapping (other values are left for the checks)."""
+    if isinstance(value, dict):
+        return {k: convert(v) if isinstance(v, str) else v for k, v in value.items()}
+    return convert(value)
 
 
 def same_path(a, b) -> bool:
-    """Whether two recorded values name the same thing (two spellings of one local path count as the same)."""
+    """Whether two recorded values name the same thing (two spellings of one local path count as the same; two
+    mappings of paths, entry by entry)."""
     if a == b:
         return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_path(a[k], b[k]) for k in a)
     if isinstance(a, str) and isinstance(b, str) and os.path.exists(a) and os.path.exists(b):
         return os.path.samefile(a, b)
     return False

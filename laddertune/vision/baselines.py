@@ -38,6 +38,11 @@ class VisualBackboneModel(nn.Module):
         self.visual = VisualEmbedding(visual, backbone.config.d_model)  # trainable under every method
         self.method, self.visual_config = method, visual
 
+    @property
+    def device(self) -> torch.device:
+        """Where the visual embedding is (where batches go)."""
+        return next(self.visual.parameters()).device
+
     def _inputs(self, input_ids, attention_mask, vis_feats, vis_boxes, vis_mask) -> dict:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -77,9 +82,7 @@ class VisualBackboneModel(nn.Module):
             ones = inputs["attention_mask"].new_ones(prompts.shape[:2])
             inputs["attention_mask"] = torch.cat([ones, inputs["attention_mask"]], dim=1)
         encoder_outputs = model.get_encoder()(**inputs)
+        kwargs.setdefault("do_sample", False)
         return model.generate(
-            encoder_outputs=encoder_outputs,
-            attention_mask=inputs["attention_mask"],
-            do_sample=False,
-            **kwargs,
+            encoder_outputs=encoder_outputs, attention_mask=inputs["attention_mask"], **kwargs
         )

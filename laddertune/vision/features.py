@@ -169,6 +169,17 @@ class FeatureStore:
     def ids(self) -> Iterator[str]:
         return iter(self._file.keys())
 
+    def shape(self, img_id: str) -> tuple[int, int]:
+        """(regions N, feature size F) of one image, read from the file's metadata (no features loaded)."""
+        if img_id not in self:
+            raise DataError(f"image {img_id!r} is not in {self.path}")
+        shape = self._file[img_id]["features"].shape
+        if len(shape) != 2:
+            raise DataError(
+                f"{self.path}: {img_id}/features has shape {shape}, expected (regions, feature size)"
+            )
+        return int(shape[0]), int(shape[1])
+
     def __getitem__(self, img_id: str) -> tuple[torch.Tensor, torch.Tensor]:
         if img_id not in self:
             raise DataError(f"image {img_id!r} is not in {self.path}")

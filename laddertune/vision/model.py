@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..core import LadderCache, LadderConfig, get_ladder_model
+from ..core.cache_names import pop_cache
 from ..core.generation import LadderEncoderOutput
 from ..core.side_checkpoint import load_side_weights, read_side_config
 from ..core.side_network import EMBED
@@ -76,6 +77,11 @@ class VisionLadderModel(nn.Module):
     def trainable_parameters(self) -> tuple[int, int]:
         return self.ladder.trainable_parameters()
 
+    @property
+    def device(self) -> torch.device:
+        """Where the side network is (where batches go)."""
+        return next(self.side.parameters()).device
+
     # -- encoder ---------------------------------------------------------------------------------------------------
     def encode(self, input_ids, attention_mask, vis_feats, vis_boxes=None, vis_mask=None):
         """Run the backbone encoder on the text and the side encoder on text + image.
@@ -122,13 +128,16 @@ class VisionLadderModel(nn.Module):
         decoder_input_ids=None,
         decoder_attention_mask=None,
         encoder_outputs=None,
+        cache: LadderCache | None = None,
         past_key_values: LadderCache | None = None,
         use_cache: bool = False,
     ):
         """Logits (and the loss with ``labels``, -100 ignored), as ``T5ForConditionalGeneration`` returns them.
 
-        ``encoder_outputs`` is :meth:`encode`'s triple (generation passes it back in).
+        ``encoder_outputs`` is :meth:`encode`'s triple (generation passes it back in); ``past_key_values`` is
+        ``cache`` under the name transformers used up to 5.23.
         """
+        given = pop_cache({"cache": cache, "past_key_values": past_key_values})
         if encoder_outputs is None:
             if vis_feats is None:
                 raise ValueError("a VisionLadderModel needs vis_feats (zeros for a text-only control)")
@@ -142,7 +151,7 @@ class VisionLadderModel(nn.Module):
             labels,
             decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_attention_mask,
-            cache=past_key_values if past_key_values is not None else LadderCache() if use_cache else None,
+            cache=given if given is not None else LadderCache() if use_cache else None,
             side_encoder_attention_mask=side_mask,
         )
 
@@ -184,12 +193,22 @@ class VisionLadderModel(nn.Module):
     def from_pretrained(cls, backbone: nn.Module, directory) -> VisionLadderModel:
         """Rebuild a saved VL side network next to ``backbone`` (the same one it was trained on)."""
         directory = Path(directory)
-        try:
-            visual = VisualConfig(**load_json(directory / VISION_CONFIG_NAME))
-        except (ConfigError, TypeError) as e:
-            raise CheckpointError(f"{directory / VISION_CONFIG_NAME} is missing or invalid: {e}") from None
+        visual = read_visual_config(directory)
         config = read_side_config(directory)
         config.init = "random"  # the weights come from the file: no pruning pass
         model = cls(backbone, visual, config)
         load_side_weights(model.ladder, directory, config)
         return model
+
+
+def read_visual_config(directory) -> VisualConfig:
+    """The :class:`VisualConfig` a checkpoint folder's ``vision_config.json`` holds (a CheckpointError when it is
+    missing or malformed)."""
+    path = Path(directory) / VISION_CONFIG_NAME
+    try:
+        data = load_json(path)
+        if not isinstance(data, dict):
+            raise TypeError("not a mapping")
+        return VisualConfig(**data)
+    except (ConfigError, TypeError) as e:
+        raise CheckpointError(f"{path} is missing or invalid: {e}") from None

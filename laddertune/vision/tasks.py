@@ -19,10 +19,11 @@ Layouts (``load_examples(task, path)``):
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,80 @@ VL_TASKS = {
     "nlvr": VLTaskSpec("nlvr", "nlvr:", "exact_match", images=2, max_target_tokens=3),
     "caption": VLTaskSpec("caption", "caption:", "cider", max_target_tokens=20),
 }
+
+
+# A vision-and-language run's task (``--task``): one of the four, or several trained jointly (their annotation files
+# name them). NLVR2 is spelled both ways; runs record the spec's name, ``nlvr``.
+RUN_TASKS = {"vqa": "vqa", "gqa": "gqa", "nlvr2": "nlvr", "nlvr": "nlvr", "caption": "caption"}
+MULTITASK = "vl-multitask"
+RUN_TASK_NAMES = ("vqa", "gqa", "nlvr2", "caption", MULTITASK)  # as help and messages list them
+
+
+def is_vl_run_task(task) -> bool:
+    """Whether ``task`` (a run's ``--task``) is a vision-and-language task."""
+    return isinstance(task, str) and (task.lower() in RUN_TASKS or task.lower() == MULTITASK)
+
+
+def per_task(value, option: str, run_task: str, kind: type = str) -> dict | None:
+    """A per-task option of a vision-and-language run as ``{spec name: value}``.
+
+    Takes a mapping (``{"vqa": ..., "nlvr2": ...}``), its command-line text (``vqa=a.json,nlvr2=b.json``), or one
+    value, which a single-task run reads as its task's (``a.json``; ``vl-multitask`` needs the pairs). ``kind``:
+    ``str`` (a file: a path-like becomes its text) or ``int`` (a positive number; text is parsed).
+
+    Raises:
+        ConfigError: one line naming ``option``: an unknown task, a task another than the run's, a bad value.
+    """
+    if value is None:
+        return None
+    single = RUN_TASKS.get(run_task.lower()) if isinstance(run_task, str) else None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, str):
+        value = _parse_pairs(value.strip(), option, single)
+    elif not isinstance(value, dict):
+        value = {single: value} if single and kind is int else value
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"{option} must be TASK=VALUE pairs such as vqa=..., got {value!r}")
+    out = {}
+    for task, item in value.items():
+        name = RUN_TASKS.get(task.lower()) if isinstance(task, str) else None
+        if name is None:
+            raise ConfigError(f"{option}: unknown task {task!r}; tasks: {', '.join(RUN_TASK_NAMES[:-1])}")
+        if single is not None and name != single and kind is str:
+            raise ConfigError(f"{option} names task {task}, but this run trains {run_task}")
+        if name in out:
+            raise ConfigError(f"{option} names task {name} twice")
+        out[name] = _task_value(item, option, kind)
+    return {t: out[t] for t in VL_TASKS if t in out}  # the tasks' own order
+
+
+def _parse_pairs(text: str, option: str, single: str | None) -> dict:
+    """``vqa=a.json,gqa=b.json`` -> ``{"vqa": "a.json", "gqa": "b.json"}``; one value -> ``{single: value}``."""
+    items = [item.strip() for item in text.split(",")]
+    pairs = [item.partition("=") for item in items]
+    if all(sep and key.strip().lower() in RUN_TASKS for key, sep, _ in pairs):
+        return {key.strip(): rest.strip() for key, _, rest in pairs}
+    if single is None:
+        raise ConfigError(
+            f"{option}: a vl-multitask run names each task's value, TASK=VALUE,... (vqa=a.json,gqa=b.json); got "
+            f"{text!r}"
+        )
+    return {single: text}
+
+
+def _task_value(item, option: str, kind: type):
+    if kind is int:
+        if isinstance(item, str) and item.strip().isdigit():
+            item = int(item)
+        if isinstance(item, bool) or not isinstance(item, int) or item < 1:
+            raise ConfigError(f"{option}: each value must be a positive integer, got {item!r}")
+        return item
+    if isinstance(item, os.PathLike):
+        item = os.fspath(item)
+    if not isinstance(item, str) or not item:
+        raise ConfigError(f"{option}: each value must be a file name, got {item!r}")
+    return item
 
 
 @dataclass

@@ -135,24 +135,71 @@ def train_vl(model, examples: list[VLExample], collator: VLCollator, config: VLT
 
 
 @torch.no_grad()
+def generate_vl(
+    model,
+    examples: list[VLExample],
+    collator: VLCollator,
+    tokenizer,
+    *,
+    batch_size: int = 64,
+    num_beams: int = 5,
+    max_new_tokens: int | None = None,
+    device: torch.device | None = None,
+    progress=None,
+    **generate_kwargs,
+) -> list[str]:
+    """The generated text of every example, in the examples' order.
+
+    Batches hold one task each (in the examples' order within a task). ``max_new_tokens``: each task's own
+    answer length when None. ``device``: where the batches go (the model's). ``progress(n)`` is called after each
+    batch of n examples. ``generate_kwargs``: more of ``model.generate``'s options (``do_sample``...). The model is
+    left in the mode it was in.
+    """
+    was_training = model.training
+    model.eval()
+    by_task: dict[str, list[int]] = defaultdict(list)
+    for i, e in enumerate(examples):
+        by_task[e.task].append(i)
+    texts: list[str] = [""] * len(examples)
+    for task in sorted(by_task):
+        spec, indices = get_vl_task(task), by_task[task]
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            inputs = collator([examples[i] for i in chunk], with_labels=False)
+            if device is not None:
+                inputs = {k: v.to(device) for k, v in inputs.items()}
+            out = model.generate(
+                inputs["input_ids"],
+                inputs["attention_mask"],
+                inputs["vis_feats"],
+                inputs["vis_boxes"],
+                max_new_tokens=max_new_tokens or spec.max_target_tokens,
+                num_beams=num_beams,
+                **generate_kwargs,
+            )
+            for i, text in zip(chunk, tokenizer.batch_decode(out, skip_special_tokens=True), strict=True):
+                texts[i] = text
+            if progress is not None:
+                progress(len(chunk))
+    model.train(was_training)
+    return texts
+
+
+def score_vl(examples: list[VLExample], predictions: list[str]) -> dict[str, dict[str, float]]:
+    """Each task's metrics (:func:`vl_metrics`, x100) of ``predictions`` against the examples' references."""
+    preds: dict[str, list[str]] = defaultdict(list)
+    refs: dict[str, list] = defaultdict(list)
+    for e, p in zip(examples, predictions, strict=True):
+        preds[e.task].append(p)
+        refs[e.task].append(e.references)
+    return {task: vl_metrics(get_vl_task(task).metric, preds[task], refs[task]) for task in sorted(preds)}
+
+
 def evaluate_vl(
     model, examples: list[VLExample], collator: VLCollator, tokenizer, *, batch_size=64, num_beams=5
 ):
     """Generate for every example and score each task with its metric; returns ``{task: metrics}``."""
-    model.eval()
-    preds: dict[str, list[str]] = defaultdict(list)
-    refs: dict[str, list] = defaultdict(list)
-    for batch in task_batches(examples, batch_size, random.Random(0), shuffle=False):
-        spec = get_vl_task(batch[0].task)
-        inputs = collator(batch, with_labels=False)
-        out = model.generate(
-            inputs["input_ids"],
-            inputs["attention_mask"],
-            inputs["vis_feats"],
-            inputs["vis_boxes"],
-            max_new_tokens=spec.max_target_tokens,
-            num_beams=num_beams,
-        )
-        preds[spec.name] += tokenizer.batch_decode(out, skip_special_tokens=True)
-        refs[spec.name] += [e.references for e in batch]
-    return {task: vl_metrics(get_vl_task(task).metric, preds[task], refs[task]) for task in sorted(preds)}
+    predictions = generate_vl(
+        model, examples, collator, tokenizer, batch_size=batch_size, num_beams=num_beams
+    )
+    return score_vl(examples, predictions)
