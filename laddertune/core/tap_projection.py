@@ -27,6 +27,8 @@ import logging
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 RANDOM_SEED = 0  # the random projection's: fixed, so that runs of any seed share one tap cache entry
@@ -59,8 +61,6 @@ class TapProjection(nn.Module):
     def __init__(self, keys: list[int], width: int, rank: int, kind: str) -> None:
         super().__init__()
         if rank > width:
-            from ..errors import ConfigError
-
             raise ConfigError(f"tap_rank {rank} is wider than the backbone ({width})")
         self.kind, self.rank, self.width = kind, rank, width
         shared = kind == "random"
@@ -105,8 +105,7 @@ def fit_pca(model, batches, tokens: int) -> int:
     """Fit every ``pca`` projection of ``model`` to its taps over the real tokens of ``batches``.
 
     Accumulates each tap's sum and Gram matrix (each batch's in float32 where the taps are, summed in float64 on the
-    CPU) over batches until ``tokens`` real tokens
-    (per stack) are seen, then keeps the top-k eigenvectors of the covariance as the rows of ``P_i``.
+    CPU) over batches until ``tokens`` real tokens (per stack) are seen, then keeps the top-k eigenvectors of the covariance as the rows of ``P_i``.
 
     Args:
         model: a LadderModel whose side stacks have ``pca`` projections (unfitted).
@@ -119,8 +118,6 @@ def fit_pca(model, batches, tokens: int) -> int:
     Raises:
         ConfigError: no batch had a real token.
     """
-    from ..errors import ConfigError
-
     stacks = {n: s for n, s in model.side.stacks.items() if s.projection is not None}
     stats: dict[str, dict[int, list]] = {n: {} for n in stacks}
     seen = 0
