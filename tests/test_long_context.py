@@ -12,6 +12,7 @@ import transformers as T
 
 from laddertune import LadderConfig, get_ladder_model
 from laddertune.cli.main import main
+from laddertune.core.config import loss_chunk_default
 from laddertune.core.taps import collect_taps
 from laddertune.memory import PeakMemoryMeter, predict_memory
 from laddertune.memory.fit import fit_sizes, largest_fit, parse_bytes
@@ -33,6 +34,10 @@ def test_lm_defaults_are_the_chunked_paths():
     model = get_ladder_model(tiny_llama(), LadderConfig(reduction_factor=4))
     cfg = model.ladder_config
     assert cfg.side_checkpointing is True and cfg.loss_chunk_size == 1024 and cfg.tap_projection == "random"
+    # the chunk follows the vocabulary: float32 logits of 2^25 values, 64 to 1024 positions
+    assert [loss_chunk_default(v) for v in (None, 64, 32000, 49152, 128256, 152064, 10**6)] == [
+        1024, 1024, 1024, 512, 256, 128, 64,
+    ]  # fmt: skip
     bert = T.BertForSequenceClassification(
         T.BertConfig(
             vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64

@@ -25,7 +25,19 @@ TAP_PROJECTIONS = ("none", "pca", "random")
 # sequences and large vocabularies set the peak (benchmarks/results/llm_scale_memory.md); off for classifiers,
 # whose short inputs gain little memory and would pay one more side forward per step.
 SIDE_CHECKPOINTING_DEFAULT = {"sequence_classification": False, "seq2seq_lm": True, "causal_lm": True}
-LOSS_CHUNK_DEFAULT = 1024
+LOSS_CHUNK_DEFAULT = 1024  # the most positions per chunk
+LOSS_CHUNK_LOGITS = 2**25  # a chunk's float32 logits at most this many values (128 MiB): 1024 positions x 32k
+
+
+def loss_chunk_default(vocab_size: int | None) -> int:
+    """The default loss chunk of an LM head: the largest power of two of positions whose float32 logits hold at
+    most :data:`LOSS_CHUNK_LOGITS` values (Llama-2's 32k vocabulary: 1024, Llama-3's 128k: 256), at most
+    :data:`LOSS_CHUNK_DEFAULT` and at least 64. A chunk's logits, their softmax and gradient are the transients of
+    the loss, so a fixed number of positions would cost four times as much with a four times larger vocabulary."""
+    if not vocab_size:
+        return LOSS_CHUNK_DEFAULT
+    positions = max(64, LOSS_CHUNK_LOGITS // vocab_size)
+    return min(LOSS_CHUNK_DEFAULT, 1 << (positions.bit_length() - 1))
 
 
 @dataclass(frozen=True)
@@ -109,7 +121,8 @@ class LadderConfig:
     """LM heads: compute the training loss N positions at a time (:mod:`laddertune.core.chunked_loss`), so the
     full float32 logits and their gradient never exist at once (the output then has ``logits=None``); only while
     gradients are on: evaluation and generation always get logits. 0: the plain loss. None resolves when the model
-    is built: 1024 for LM heads (the same loss; :data:`LOSS_CHUNK_DEFAULT`), 0 for classifiers."""
+    is built: for LM heads a chunk whose float32 logits hold 128 MiB (the same loss; :func:`loss_chunk_default`:
+    1024 positions for a 32k vocabulary, 256 for 128k), 0 for classifiers."""
     final_shortcut: bool | None = None
     """The head reads the backbone's own final hidden state plus the up-projected side output (the up-projection
     starts at zero, so step 0 is the backbone's own head: a classifier's linear probe, an LM's pretrained
@@ -215,9 +228,10 @@ class LadderConfig:
         """The training method these options are of (the method registry's name)."""
         return self.method
 
-    def resolve_for_head(self, head: str) -> None:
-        """Fill in ``task_head`` and the head-dependent defaults (``final_shortcut``); refuse what the head cannot
-        take (a one-line :class:`ConfigError`)."""
+    def resolve_for_head(self, head: str, vocab_size: int | None = None) -> None:
+        """Fill in ``task_head`` and the head-dependent defaults (``final_shortcut``, side checkpointing, the loss
+        chunk for a vocabulary of ``vocab_size``); refuse what the head cannot take (a one-line
+        :class:`ConfigError`)."""
         self.task_head = head
         if self.final_shortcut is None:
             fixed = self.variant.final_shortcut
@@ -226,7 +240,7 @@ class LadderConfig:
         if self.side_checkpointing is None:
             self.side_checkpointing = ladders and SIDE_CHECKPOINTING_DEFAULT[head]
         if self.loss_chunk_size is None:
-            self.loss_chunk_size = LOSS_CHUNK_DEFAULT if head in LM_HEADS else 0
+            self.loss_chunk_size = loss_chunk_default(vocab_size) if head in LM_HEADS else 0
         if not ladders:  # the side reads the embedding output alone: nothing to narrow
             self.tap_projection = "none"
         elif self.tap_projection is None:  # get_ladder_model chose pca already when it had calibration data

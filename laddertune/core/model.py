@@ -76,7 +76,7 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         self.family = discover_family(backbone, head)
         if head == "sequence_classification" and not self.family.cls_head:
             raise ConfigError(f"{self.family.name} backbones are supported for LM heads only")
-        config.resolve_for_head(head)
+        config.resolve_for_head(head, getattr(backbone.config, "vocab_size", None))
         self.ladder_config = config
         self.backbone = backbone.requires_grad_(False)
         self.side = SideNetwork(backbone, self.family, config, head)
