@@ -107,6 +107,23 @@ def test_parse_bytes():
             parse_bytes(bad)
 
 
+def test_largest_fit_on_a_recorded_llama_3_8b_curve_takes_five_probes():
+    """The predictor's Llama-3-8B LST peaks (batch 1, nf4, bf16) at the lengths a 12 GiB search traced: the search
+    ends next to the line's answer instead of halving the bracket again."""
+    seen = {2048: 7945861120, 8192: 8525277696, 36608: 12847010304, 36864: 12885944832, 54272: 15533492736}
+    lengths = sorted(seen)
+
+    def peak(tokens):  # piecewise linear through the recorded peaks
+        i = min(max(1, sum(t <= tokens for t in lengths)), len(lengths) - 1)
+        (a, b) = lengths[i - 1], lengths[i]
+        return int(seen[a] + (tokens - a) * (seen[b] - seen[a]) / (b - a))
+
+    value, _, probes, capped = largest_fit(
+        peak, 12 * 1024**3, start=2048, minimum=256, maximum=2**20, granularity=256
+    )
+    assert (value, [v for v, _ in probes], capped) == (36608, [2048, 8192, 54272, 36608, 36864], False)
+
+
 @pytest.mark.parametrize("budget", [1000, 5000, 123_456, 10**9])
 def test_largest_fit_finds_the_boundary_of_a_linear_peak_in_few_probes(budget):
     def peak(tokens):

@@ -12,7 +12,6 @@ data), instead of a bisection's dozen.
 from __future__ import annotations
 
 import logging
-import math
 import re
 from dataclasses import dataclass, field
 
@@ -105,10 +104,10 @@ def largest_fit(
         else:
             slope = (pb - pa) / (b - a)
             nxt = snap(b + (budget - pb) / slope)
-        if lo is not None and hi is not None and not lo < nxt < hi:
-            nxt = snap((lo + hi) / 2)  # the line left the bracket: halve it
         if nxt in probes:  # the line's answer is known: step next to it, toward the unknown side
             nxt = snap(nxt + granularity) if probes[nxt] <= budget else snap(nxt - granularity)
+        if lo is not None and hi is not None and not lo < nxt < hi:
+            nxt = snap((lo + hi) / 2)  # the line left the bracket: halve it
         a, b = b, nxt
         probe(b)
     fits = sorted(v for v, p in probes.items() if p <= budget)
@@ -181,7 +180,3 @@ def format_fit(results: list[FitResult], budget: int, sizes: dict) -> str:
             f" {shown}{cap}, peak {r.peak_bytes / 1024**3:.2f} GiB ({len(r.probes)} traces)"
         )
     return "\n".join(lines)
-
-
-def _ceil(v: float, g: int) -> int:  # kept for callers that round up
-    return int(math.ceil(v / g) * g)
