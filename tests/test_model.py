@@ -146,7 +146,8 @@ def test_backbone_dropout_option_controls_backbone_mode():
 def test_ladder_mix_matches_the_formula():
     """Before side layer j: s = mu*s + (1-mu)*Down_j(b_i), with mu = sigmoid(alpha/T)."""
     model = get_ladder_model(
-        tiny_backbone("bert", "sequence_classification"), LadderConfig(reduction_factor=4, gate_init=0.3)
+        tiny_backbone("bert", "sequence_classification"),
+        LadderConfig(reduction_factor=4, gate_init=0.3, tap_projection="random"),
     )
     model.eval()
     stack = model.side.stacks["body"]

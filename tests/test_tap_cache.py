@@ -82,7 +82,9 @@ def cache_for(
     if seed:
         with torch.no_grad():
             next(bb.parameters()).add_(seed)
-    model = get_ladder_model(bb, LadderConfig(side_layers=side_layers, reduction_factor=4))
+    # projected taps (a classifier's default is full width): the entry stores them d/r wide
+    config = LadderConfig(side_layers=side_layers, reduction_factor=4, tap_projection="random")
+    model = get_ladder_model(bb, config)
     rows = [json.loads(x) for x in (Path(assets["data"]) / "rte" / "train.jsonl").read_text().splitlines()][
         :n
     ]

@@ -44,8 +44,8 @@ def test_identity_projection_equals_full_width_down(family, head):
 
 @pytest.mark.parametrize(("family", "head"), CASES)
 def test_kept_taps_are_k_wide_and_the_final_state_full_width(family, head):
-    model = get_ladder_model(tiny_backbone(family, head), LadderConfig(reduction_factor=4))  # random, k = 8
-    assert model.ladder_config.tap_projection == "random"
+    config = LadderConfig(reduction_factor=4, tap_projection="random")  # k = 8
+    model = get_ladder_model(tiny_backbone(family, head), config)
     batch = tiny_batch(family, head)
     taps = collect_taps(model, **batch)
     reader = "decoder" if head == "seq2seq_lm" else "body"
@@ -61,7 +61,8 @@ def test_kept_taps_are_k_wide_and_the_final_state_full_width(family, head):
 def test_projection_is_applied_inside_the_backbone_forward():
     """The side keeps P b_i, never b_i: the recorded tap is the projection of the layer's output."""
     model = get_ladder_model(
-        tiny_backbone("bert", "sequence_classification"), LadderConfig(reduction_factor=4)
+        tiny_backbone("bert", "sequence_classification"),
+        LadderConfig(reduction_factor=4, tap_projection="random"),
     )
     outputs = []
     model.backbone.bert.encoder.layer[1].register_forward_hook(
@@ -78,8 +79,8 @@ def test_pca_finds_the_principal_directions_and_needs_data():
     with pytest.raises(ConfigError, match="calibration_data"):
         get_ladder_model(backbone, LadderConfig(reduction_factor=4, tap_projection="pca"))
     data = [tiny_batch("bert", "sequence_classification", seed=s, batch=4, length=12) for s in range(3)]
-    model = get_ladder_model(backbone, LadderConfig(reduction_factor=4), calibration_data=data)
-    assert model.ladder_config.tap_projection == "pca"  # resolved: calibration data given
+    config = LadderConfig(reduction_factor=4, tap_projection="pca")
+    model = get_ladder_model(backbone, config, calibration_data=data)
     proj = model.side.stacks["body"].projection
     raw = [
         model.backbone_taps(**{k: v for k, v in b.items() if k != "labels"}, raw=True)["body"] for b in data
@@ -139,9 +140,24 @@ def test_multi_side_projects_for_each_side():
             torch.testing.assert_close(together[name].logits, model(**batch).logits)
 
 
+@pytest.mark.parametrize(("family", "head"), CASES)
+def test_default_projects_the_taps_of_lm_heads_only(family, head):
+    """LM heads: random without calibration data, pca with it; classifiers: full width (measured to cost accuracy)."""
+    model = get_ladder_model(tiny_backbone(family, head), LadderConfig(reduction_factor=4))
+    lm = head != "sequence_classification"
+    assert model.ladder_config.tap_projection == ("random" if lm else "none")
+    assert (model.side.stacks[next(iter(model.side.stacks))].projection is None) == (not lm)
+    data = [tiny_batch(family, head, seed=3)]
+    model = get_ladder_model(
+        tiny_backbone(family, head), LadderConfig(reduction_factor=4), calibration_data=data
+    )
+    assert model.ladder_config.tap_projection == ("pca" if lm else "none")
+
+
 def test_embedding_tap_is_projected_too():
     model = get_ladder_model(
-        tiny_backbone("bert", "sequence_classification"), LadderConfig(reduction_factor=4)
+        tiny_backbone("bert", "sequence_classification"),
+        LadderConfig(reduction_factor=4, tap_projection="random"),
     )
     taps = collect_taps(model, **tiny_batch("bert", "sequence_classification"))["body"]
     assert taps[EMBED].shape[-1] == 8 and model.side.stacks["body"].embed_down.in_features == 8

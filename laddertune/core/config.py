@@ -21,6 +21,10 @@ FINAL_SHORTCUT_DEFAULT = {"sequence_classification": True, "seq2seq_lm": True, "
 HEADS = ("seq2seq_lm", "causal_lm", "sequence_classification")
 LM_HEADS = ("seq2seq_lm", "causal_lm")
 TAP_PROJECTIONS = ("none", "pca", "random")
+# The heads whose taps are projected by default (tap_projection=None): the LM heads, whose long sequences make the
+# taps a large share of the peak. Classifiers keep full-width taps: on the MiniLM Table 1 protocol a projection to
+# d/r cost 1.4 (pca) and more (random) SST-2 points (benchmarks/results/llm_scale_accuracy_minilm.md).
+TAP_PROJECTION_HEADS = ("seq2seq_lm", "causal_lm")
 # What side_checkpointing=None and loss_chunk_size=None resolve to per task head: on for the LM heads, whose long
 # sequences and large vocabularies set the peak (benchmarks/results/llm_scale_memory.md); off for classifiers,
 # whose short inputs gain little memory and would pay one more side forward per step.
@@ -149,8 +153,9 @@ class LadderConfig:
     side_attention_heads: int | None = opt(None, minimum=0, metavar="N")
     """The side network's number of attention heads, each side width / N wide (key/value heads follow the
     backbone's grouping where it divides). None chooses when the model is built (and saves the number): heads 64
-    wide, or one head as wide as the side when it is narrower than 64 (:func:`~laddertune.core.heads.side_heads`;
-    the measurement: ``benchmarks/results/llm_scale_accuracy.md``). 0 keeps the backbone's number of heads, each
+    wide, or one head as wide as the side when it is narrower than 64 (:func:`~laddertune.core.heads.auto_heads`;
+    the measurement: ``benchmarks/results/llm_scale_accuracy_minilm.md``: one head scores as the backbone's 12, at
+    a third of the step time). 0 keeps the backbone's number of heads, each
     d_head/r wide, as the authors do (MiniLM at r=8: 12 heads of size 4). A pruned initialisation keeps whole
     backbone heads where the sizes allow (head-level importance)."""
     tap_projection: str | None = opt(None, choices=TAP_PROJECTIONS)
@@ -159,8 +164,10 @@ class LadderConfig:
     the trainable (d/r x tap_rank) matrix. ``pca``: P_i holds the top principal directions of tap i over
     calibration tokens (:mod:`laddertune.core.tap_projection`; needs calibration data); ``random``: one random
     orthogonal P (a fixed seed) shared by all taps; ``none``: the paper's full-width Down (taps d wide). None
-    resolves when the model is built: ``pca`` when calibration data is given (``laddertune train`` gives it),
-    else ``random``; saved resolved. The measurement: ``benchmarks/results/llm_scale_accuracy.md``."""
+    resolves when the model is built, and is saved resolved: for LM heads (:data:`TAP_PROJECTION_HEADS`) ``pca``
+    when calibration data is given (``laddertune train`` gives it), else ``random``; for classifiers ``none``,
+    where the projection measurably costs accuracy (``benchmarks/results/llm_scale_accuracy_minilm.md``; the LM
+    heads' accuracy cost is not measured yet)."""
     tap_rank: int | None = opt(None, minimum=1, metavar="K")
     """The width of a projected tap; None: the side width d/r (taps then cost d/r, not d)."""
     projection_tokens: int = opt(16384, minimum=1, metavar="N")
@@ -244,7 +251,7 @@ class LadderConfig:
         if not ladders:  # the side reads the embedding output alone: nothing to narrow
             self.tap_projection = "none"
         elif self.tap_projection is None:  # get_ladder_model chose pca already when it had calibration data
-            self.tap_projection = "random"
+            self.tap_projection = "random" if head in TAP_PROJECTION_HEADS else "none"
         if head not in self.variant.heads:
             raise ConfigError(
                 f"method {self.method!r} supports {', '.join(self.variant.heads)} heads only, not {head}"

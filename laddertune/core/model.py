@@ -34,7 +34,7 @@ from .architectures import get_path, layer_modules
 from .cache import LadderCache
 from .cache_names import CACHE, output_cache, pop_cache
 from .chunked_loss import chunked_lm_loss
-from .config import LadderConfig
+from .config import TAP_PROJECTION_HEADS, LadderConfig
 from .discovery import apply_lm_head_extras, discover_family, task_head
 from .generation import LadderEncoder, LadderEncoderOutput, LadderGenerationMixin, encoder_states
 from .pooling import backbone_final, pool
@@ -525,11 +525,11 @@ def get_ladder_model(
             base model with ``config.task_head="sequence_classification"``; frozen, not copied.
         config: the side network's configuration (defaults: r=8, all layers, random init).
         calibration_data: an iterable of training batches, needed for ``init="fisher"`` and
-            ``tap_projection="pca"`` (Fisher reads the first batches, the PCA the next ones); with it an unset
-            ``tap_projection`` is ``pca``, without it ``random``.
+            ``tap_projection="pca"`` (Fisher reads the first batches, the PCA the next ones); with it an LM head's
+            unset ``tap_projection`` is ``pca``, without it ``random`` (a classifier's: ``none``).
         fit_projection: False leaves a ``pca`` projection unfitted (zeros), for a model whose weights come from
-            elsewhere (the memory predictor's trace); an unset ``tap_projection`` is then ``pca``, as a training
-            run's.
+            elsewhere (the memory predictor's trace); an LM head's unset ``tap_projection`` is then ``pca``, as a
+            training run's.
 
     Raises:
         ConfigError: unsupported backbone, architecture or head, a config that does not fit it (core/self_check.py).
@@ -539,7 +539,8 @@ def get_ladder_model(
         raise ConfigError("init='fisher' needs calibration_data: an iterable of training batches")
     if config.tap_projection == "pca" and calibration_data is None and fit_projection:
         raise ConfigError("tap_projection='pca' needs calibration_data: an iterable of training batches")
-    if config.tap_projection is None and config.variant.ladders:
+    head = config.task_head if is_bare(backbone) else task_head(backbone)
+    if config.tap_projection is None and config.variant.ladders and head in TAP_PROJECTION_HEADS:
         config.tap_projection = "pca" if calibration_data is not None or not fit_projection else "random"
     model = LadderModel(backbone, config)
     if config.init != "random":
