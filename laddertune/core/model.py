@@ -539,7 +539,9 @@ def get_ladder_model(
         raise ConfigError("init='fisher' needs calibration_data: an iterable of training batches")
     if config.tap_projection == "pca" and calibration_data is None and fit_projection:
         raise ConfigError("tap_projection='pca' needs calibration_data: an iterable of training batches")
-    head = config.task_head if is_bare(backbone) else task_head(backbone)
+    # what is no backbone (no config) is refused by LadderModel below, in one line
+    known = hasattr(backbone, "config") and not is_bare(backbone)
+    head = task_head(backbone) if known else config.task_head
     if config.tap_projection is None and config.variant.ladders and head in TAP_PROJECTION_HEADS:
         config.tap_projection = "pca" if calibration_data is not None or not fit_projection else "random"
     model = LadderModel(backbone, config)
