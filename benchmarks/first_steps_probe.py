@@ -1,17 +1,18 @@
-"""Why does a randomly initialised side network stall? One factor at a time, measured (issue 15, item 1).
+"""Why does a randomly initialised side network stall? One factor at a time, measured.
 
-    flock /tmp/laddertune-bench.lock timeout 900 python benchmarks/first_steps_probe.py --task sst2 --steps 100
+    python benchmarks/first_steps_probe.py --task sst2 --steps 100
 
 Budget: about 30 s per variant on 2 CPU cores for SST-2 at batch 32 (MiniLM, lengths padded to the batch's longest).
 The same batches, in the same order, for every variant; only the one named factor differs from the authors' setting.
 Prints, per variant, the mean training loss over steps 1-20, 21-40, ... and the scales seen at step 0 (the side
 output, the up-projection's output, the pooled logits) and the gradient norms of the parts, so the cause is read off
-the numbers. Writes benchmarks/results/first_steps_probe_<task>.json (round 1) or first_steps_probe_<round>_<task>.json.
-Rounds 2-3 (issue 15) also score the dev set after --eval-at steps and at the end, over --seeds:
+the numbers. Writes benchmarks/results/first_steps_probe_<task>.json (probe set r1:
+one factor at a time) or first_steps_probe_<set>_<task>.json. The probe sets r2 (structure and step size) and
+r3 (the final shortcut over more seeds) also score the dev set after --eval-at steps and at the end, over --seeds:
 
-    flock /tmp/laddertune-bench.lock python benchmarks/first_steps_probe.py --task sst2 --steps 100 --round r2 \
+    python benchmarks/first_steps_probe.py --task sst2 --steps 100 --probe-set r2 \
         --only authors "final shortcut" "head+up" LayerNorm "lr 1e-2"
-    flock /tmp/laddertune-bench.lock python benchmarks/first_steps_probe.py --task sst2 --steps 100 --round r3 \
+    python benchmarks/first_steps_probe.py --task sst2 --steps 100 --probe-set r3 \
         --seeds 1 2 --only authors "final shortcut (" "final shortcut, lr 1e-3"
 """
 
@@ -83,7 +84,7 @@ VARIANTS = {
     "gate_init -0.1 (mu 0.27)": ({**AUTHORS, "gate_init": -0.1}, 3e-3, 10, None),
     "gate T 1.0": ({**AUTHORS, "gate_temperature": 1.0}, 3e-3, 10, None),
     "trunk x0.125 (full-width scale)": (AUTHORS, 3e-3, 10, "trunk"),
-    # round 2 (issue 15): structure and the step size of what matters
+    # probe sets r2/r3: structure and the step size of what matters
     "final shortcut (head reads backbone final + Up(side), Up=0)": (SHORTCUT, 3e-3, 10, None),
     "final shortcut, lr 1e-3": (SHORTCUT, 1e-3, 10, None),
     "final shortcut, head+up lr 3e-4": (SHORTCUT, 3e-3, 10, None, 3e-4),
@@ -211,7 +212,9 @@ def write_summary() -> None:
         accs = sorted(
             {k for r in probe_["rows"] for k in r if k.startswith("acc@")}, key=lambda k: int(k[4:])
         )
-        title = f"{probe_['task']} ({n} steps" + (f", round {probe_['round']})" if "round" in probe_ else ")")
+        title = f"{probe_['task']} ({n} steps" + (
+            f", probe set {probe_['round']})" if "round" in probe_ else ")"
+        )
         lines += [f"## {title}", "", "| variant | seed | " + " | ".join(blocks + [f"dev {a}" for a in accs])
                   + " | logit std | grad up | grad downs | grad head |",
                   "|---" * (len(blocks) + len(accs) + 6) + "|"]  # fmt: skip
@@ -249,7 +252,11 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, default=Path("/work/shared/data/glue"))
     ap.add_argument("--only", nargs="*", help="variant names (prefixes) to run")
     ap.add_argument(
-        "--round", default="r1", help="r1 writes first_steps_probe_<task>.json, else _<round>_<task>"
+        "--probe-set",
+        "--round",
+        dest="round",
+        default="r1",
+        help="the probe set: r1 writes first_steps_probe_<task>.json, r2/r3 first_steps_probe_<set>_<task>.json",
     )
     ap.add_argument(
         "--from-json", action="store_true", help="only rewrite first_steps.json/.md from the probes"

@@ -3,14 +3,15 @@
 One script for a machine with one GPU (budget: under 6 minutes on one H100/H200). For each setting it builds the
 model on the device from a config (random weights: no downloads), runs warm-up steps, then measures K training
 steps with :class:`laddertune.memory.PeakMemoryMeter` (``max_memory_allocated``, reset per phase) and times them
-with CUDA synchronisation, and puts ``predict_memory``'s number for the same setting next to the measurement. Settings (the issue's item 6):
+with CUDA synchronisation, and puts ``predict_memory``'s number for the same setting next to the measurement. Settings:
 
 - T5-base, Table 1 shape (batch 100, 128 -> 8 tokens): full fine-tuning, LoRA r=32 and LST (all side layers and
   the paper's Table 1 layers) in fp32; LST with a bf16 backbone + bf16 autocast; LST on T5-large and T5-3B with
   their Table 1 layers;
 - Llama-7B (config only, random weights), 4 x 2048 tokens: LST with an nf4 backbone (bitsandbytes) and bf16
-  autocast, loss chunked over the sequence; the same with a bf16 backbone, and with side checkpointing (issue 10's
-  goal row); QLoRA r=16 (all linears, bitsandbytes nf4, gradient checkpointing) at the same shape;
+  autocast, loss chunked over the sequence; the same with a bf16 backbone, and with side checkpointing (the
+  memory target's row, benchmarks/llm_memory_goals.py); QLoRA r=16 (all linears, bitsandbytes nf4, gradient
+  checkpointing) at the same shape;
 - Llama-3-8B (config only, random weights), batch 1 at 8,192 and 32,768 tokens: LST on an nf4 backbone with bf16
   autocast and every other setting at LadderConfig's defaults (projected taps, side heads 64 wide, side
   checkpointing and the chunked LM loss): the long-context rows of ``benchmarks/llm_scale_memory.py``;

@@ -1,7 +1,7 @@
 """A LadderModel inside the Hugging Face ecosystem: what a plain ``Trainer`` saves, and greedy generation speed.
 
-    flock /tmp/laddertune-bench.lock python benchmarks/hf_model.py save-size
-    flock /tmp/laddertune-bench.lock python benchmarks/hf_model.py generation [--baseline-src /tmp/lt-6149ce4]
+    python benchmarks/hf_model.py save-size
+    python benchmarks/hf_model.py generation [--baseline-src /tmp/lt-6149ce4]
 
 ``save-size``: an LST MiniLM-L6 classifier (r=8, 2 labels) trained for 2 steps by a plain ``transformers.Trainer``,
 then ``trainer.save_model(dir)``; reports the bytes of the weight files and of the whole folder.

@@ -15,8 +15,9 @@ Before training it also measures step 0 in-process: the validation loss and exac
 and of a freshly built LadderModel (with the final shortcut, whose logits equal the backbone's) and of one built
 with the authors' head (``--no-final-shortcut``), to show where each starts.
 
-Writes one JSON per run to ``benchmarks/results/instruction_tuning_smollm2/`` (skipped when present: a cut-off
-sweep resumes), then ``benchmarks/results/instruction_tuning_smollm2.json`` (rows and step 0) and ``.md``.
+Writes one JSON per run to ``benchmarks/results/instruction_tuning_smollm2/`` (skipped when present; a run cut off
+mid-way resumes from its last checkpoint), then ``benchmarks/results/instruction_tuning_smollm2.json`` (rows and
+step 0) and ``.md``.
 """
 
 from __future__ import annotations
@@ -76,7 +77,9 @@ def run(method: str, seed: int, args) -> dict | None:
         return json.loads(out_json.read_text())
     out = ROOT / "runs" / args.name / f"{method}-s{seed}"
     argv = train_argv(method, seed, out, args)
-    if (out / "train_config.json").is_file():
+    if (out / "checkpoint-last").is_dir():  # a run cut off mid-way continues exactly where it stopped
+        argv.append("--resume")
+    elif (out / "train_config.json").is_file():
         argv.append("--overwrite")
     print(f"[run ] laddertune {' '.join(argv)}", flush=True)
     t0 = time.perf_counter()

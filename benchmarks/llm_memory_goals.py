@@ -1,11 +1,11 @@
-"""Issue 10's memory goals, predicted (``laddertune.memory.predict_memory``, CUDA semantics, SDPA): no GPU needed.
+"""Memory of LST on Llama-7B and T5-base against their targets, predicted (``laddertune.memory.predict_memory``, CUDA semantics, SDPA): no GPU needed.
 
 - Llama-7B, batch 4 x 2048, bf16 autocast: LST (r=8, all side layers) on an nf4 backbone, with and without the
   chunked LM loss (512 positions) and side checkpointing, beside QLoRA r=16 (all linears) with and without
-  gradient checkpointing; goals (LST with side checkpointing): <= 10 GiB, <= QLoRA with GC, <= 0.5 x QLoRA
+  gradient checkpointing; targets (LST with side checkpointing): <= 10 GiB, <= QLoRA with GC, <= 0.5 x QLoRA
   without GC. Batch 1 x 2048: LST <= 7 GiB. Rows with bitsandbytes' 8-bit AdamW (its state emulated) beside.
 - T5-base, Table 1 setting (batch 100, 128 -> 3), paper side layers: LST with a bf16 backbone and bf16 autocast
-  against full fine-tuning in fp32; goal LST <= 0.15 x full (the paper's fp32 ratio: 0.31).
+  against full fine-tuning in fp32; target LST <= 0.15 x full (the paper's fp32 ratio: 0.31).
 
 Each row is one trace (10-20 s on one core). ``--only NAME`` runs one row and merges it into the JSON (so each
 call stays short on a shared machine). Writes benchmarks/results/llm_memory_goals.json and .md.
@@ -76,11 +76,9 @@ checkpointing the Llama-7B LST peak sits at the end of the forward, where the si
 norms and LM head 3.6, bf16 taps 2.06, side weights + AdamW 1.93). Side checkpointing keeps only each layer's
 input and tap: 1.2 GiB of activations at batch 4 (8.75 GiB in all); at batch 1 the peak moves into the optimizer
 step (6.81 GiB: weights, gradients and AdamW's foreach temporaries). bitsandbytes' 8-bit AdamW (`-8bit` rows)
-takes about 1 GiB more off. Until this round the side checkpointing rows were wrong (13.25 and 8.51 GiB): the FLOP
-counter ran beside the memory trace, and its module hooks kept every recomputed layer alive; FLOPs are now counted
-in a separate iteration, and the checkpointed prediction matches a real CPU run (tests/test_memory_precision.py).
-The same fix lowered QLoRA's gradient-checkpointing row from 15.68 to 11.84 GiB. LST needs 2.7x fewer step FLOPs
-than QLoRA with GC."""
+takes about 1 GiB more off. FLOPs are counted in an iteration of their own (a FLOP counter's module hooks inside
+the memory trace would keep every recomputed layer alive), and the checkpointed prediction matches a real CPU run
+(tests/test_memory_precision.py). LST needs 2.7x fewer step FLOPs than QLoRA with GC."""
 
 
 def run_row(name: str) -> dict:
@@ -99,7 +97,7 @@ def run_row(name: str) -> dict:
 
 
 def goals(rows: dict) -> dict:
-    """Each goal for LST as a user would run it at that size: side checkpointing and the chunked loss on (QLoRA
+    """Each target for LST as a user would run it at that size: side checkpointing and the chunked loss on (QLoRA
     gets gradient checkpointing too); the rows without them are printed beside."""
     g = {}
     if {"lst-b4-chunked-sidegc", "qlora-b4-gc", "qlora-b4-no-gc"} <= set(rows):
@@ -124,7 +122,7 @@ def write(rows: dict) -> dict:
     out = {"rows": rows, "goals": goals(rows), "semantics": "cuda, sdpa; predicted (no GPU)"}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "llm_memory_goals.json").write_text(json.dumps(out, indent=2) + "\n")
-    lines = ["# Issue 10 memory goals (predicted, CUDA semantics, SDPA)", "",
+    lines = ["# Llama-7B and T5-base training memory against targets (predicted, CUDA semantics, SDPA)", "",
              "| row | peak GiB | step TFLOPs | frozen | taps | activations | trainable+grad+opt |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, r in rows.items():
@@ -134,7 +132,7 @@ def write(rows: dict) -> dict:
             f"| {name} | {r['peak_gib']} | {r['step_tflops']} | {b['frozen_weights']} | {b['ladder_taps']} "
             f"| {b['activations']} | {state} |"
         )
-    lines += ["", "| goal | value | met |", "|---|---|---|"]
+    lines += ["", "| target | value | within |", "|---|---|---|"]
     lines += [f"| {k} | {v} | {'yes' if ok else 'NO'} |" for k, (v, ok) in out["goals"].items()]
     lines += ["", NOTE]
     (RESULTS / "llm_memory_goals.md").write_text("\n".join(lines) + "\n")

@@ -29,6 +29,7 @@ VARIANTS = {
     "lr1e-3": ["--lr", "1e-3"],
     "heads3": ["--side-attention-heads", "3"],
     "no-shortcut": ["--no-final-shortcut"],
+    "gate": ["--final-gate"],
 }
 
 

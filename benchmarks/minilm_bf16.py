@@ -7,7 +7,7 @@ minutes for both runs on this machine's AVX512-bf16 CPU (one thread); an earlier
 suite did not finish its bf16 half in 900 s (fp32 alone ran 2.41 s/step there), so keep the generous timeout, under
 the machine's benchmark lock (``benchmarks/minilm_bf16_profile.py`` profiles a few steps of each setting)::
 
-    flock /tmp/laddertune-bench.lock timeout 1800 python benchmarks/minilm_bf16.py
+    python benchmarks/minilm_bf16.py
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def write_md(out: dict) -> None:
     lines = [
         "# MiniLM SST-2 (4,800 examples, 1 epoch, CPU): fp32 vs bf16 backbone + bf16 autocast",
         "",
-        "Command: `flock /tmp/laddertune-bench.lock timeout 1800 python benchmarks/minilm_bf16.py` "
+        "Command: `python benchmarks/minilm_bf16.py` "
         f"(torch {out['torch']}, {out['threads']} thread(s), two shared CPU cores; run one after the other).",
         "",
         "| run | s/step | train s | peak train GiB | dev accuracy |",

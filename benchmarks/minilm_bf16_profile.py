@@ -5,7 +5,7 @@ LST r=8 on MiniLM. For each setting: 2 warm-up steps, then ``--steps`` steps tim
 same number of steps under ``torch.profiler`` (CPU ops, no memory) for the op table. Writes
 ``results/minilm_bf16_profile.json`` (+ ``.md``)::
 
-    flock /tmp/laddertune-bench.lock python benchmarks/minilm_bf16_profile.py --steps 4
+    python benchmarks/minilm_bf16_profile.py --steps 4
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def main() -> None:
     lines = [
         "# MiniLM LST step on CPU: fp32 vs bf16, where the time goes",
         "",
-        f"Command: `flock /tmp/laddertune-bench.lock python benchmarks/minilm_bf16_profile.py --steps {args.steps}`; "
+        f"Command: `python benchmarks/minilm_bf16_profile.py --steps {args.steps}`; "
         f"torch {out['torch']}, {out['threads']} threads, CPU capability {out['cpu_capability']}, "
         f"mkldnn bf16 supported: {out['mkldnn_bf16_supported']}; SST-2 batches of {args.batch_size} "
         f"(mean {out['mean_tokens']:.0f} tokens after padding).",

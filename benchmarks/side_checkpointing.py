@@ -1,6 +1,6 @@
 """Activation checkpointing of the side network (``--side-checkpointing``): peak memory and step time on CPU.
 
-    flock /tmp/laddertune-bench.lock python benchmarks/side_checkpointing.py [--batch-size 8] [--length 512]
+    python benchmarks/side_checkpointing.py [--batch-size 8] [--length 512]
 
 MiniLM-L6 (BERT, 384 wide) LST r=8, all 6 side layers, SDPA side attention, a sequence-classification step on
 random token ids of exactly ``--length`` tokens (memory and time do not depend on the text). For each setting:
@@ -106,7 +106,7 @@ def main() -> None:
     lines = [
         f"# Side activation checkpointing, MiniLM LST r=8, batch {args.batch_size} x {args.length} tokens, CPU",
         "",
-        "Command: `flock /tmp/laddertune-bench.lock python benchmarks/side_checkpointing.py "
+        "Command: `python benchmarks/side_checkpointing.py "
         f"--batch-size {args.batch_size} --length {args.length}` (torch {out['torch']}, {out['threads']} thread(s)).",
         "",
         "| side checkpointing | peak train MiB | saved for backward MiB | s/step |",

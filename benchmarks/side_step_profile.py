@@ -1,7 +1,7 @@
 """Where a tap-cached LST step goes on MiniLM-L6 (MRPC, batch 32): side step with and without attention dropout,
 against the backbone forward it replaces, and the step's top ops.
 
-    flock /tmp/laddertune-bench.lock timeout 600 python benchmarks/side_step_profile.py   # about a minute
+    python benchmarks/side_step_profile.py   # about a minute
 
 Run on an idle machine (the tap cache benchmark's figures were taken under load). Writes
 benchmarks/results/side_step_profile.{json,md}.
@@ -78,7 +78,7 @@ def main() -> None:
     (RESULTS / "side_step_profile.md").write_text(
         f"""# A tap-cached LST step on MiniLM-L6 (MRPC, batch {out["batch"][0]} x {out["batch"][1]} tokens, r = 8, 2 threads)
 
-`flock /tmp/laddertune-bench.lock timeout 600 python benchmarks/side_step_profile.py`, idle machine.
+`python benchmarks/side_step_profile.py`, idle machine.
 
 | | seconds |
 |---|---|

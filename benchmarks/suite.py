@@ -34,8 +34,7 @@ examples took 32-69 s in ``figure7_init.md``) about 1-3 hours, Figure 8 (4 x 2 x
 (``--steps 96 --epochs 3 --batch-size 16 --max-length 64 --max-eval-samples 256``, two suite processes side by side):
 Table 1's 90 runs took about 1 h 45 min of wall time, Figure 7's 30 about 25 min. 150 steps are far below the
 paper's 10-20 epochs: the CPU numbers rank costs (memory, time) reliably and scores only where the methods leave
-the majority floor. On a GPU (``--device cuda``) use the paper's budget, e.g. ``--steps 2000 --epochs 5 --batch-size 100``. The runs are
-long: run them under ``flock /tmp/laddertune-bench.lock timeout ... python benchmarks/suite.py ...``.
+the majority floor. On a GPU (``--device cuda``) use the paper's budget, e.g. ``--steps 2000 --epochs 5 --batch-size 100``.
 """
 
 from __future__ import annotations

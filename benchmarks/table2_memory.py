@@ -1,6 +1,6 @@
 """The paper's Table 2 setting (LST on BART-large's encoder, GLUE) : predicted memory and the trainable share.
 
-    flock /tmp/laddertune-bench.lock timeout 1200 python benchmarks/table2_memory.py   # 4 rows
+    python benchmarks/table2_memory.py   # 4 rows
     python benchmarks/table2_memory.py --from-json                                     # rewrite the .md only
 
 BartForSequenceClassification (facebook/bart-large's config, 3 labels), fp32, batch 100 x 128 tokens, AdamW, eager
@@ -125,7 +125,7 @@ def write_md(result: dict) -> None:
         "cannot follow; during the trace the last </s> is taken by index instead (same rows, same memory up to "
         "(B,) index vectors; checked against a real CPU run of the original forward in tests/test_memory.py). "
         "Predictions for a GPU (CUDA semantics), not GPU measurements. Reproduce: "
-        "`flock /tmp/laddertune-bench.lock timeout 1200 python benchmarks/table2_memory.py`.",
+        "`python benchmarks/table2_memory.py`.",
     ]
     (RESULTS / "table2_memory.md").write_text("\n".join(lines) + "\n")
 

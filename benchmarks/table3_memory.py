@@ -1,6 +1,6 @@
 """The paper's Table 3 memory column (CLIP-T5, T5-base): predicted for the authors' multi-task batches.
 
-    flock /tmp/laddertune-bench.lock timeout 1200 python benchmarks/table3_memory.py   # 24 traces, ~10 CPU minutes
+    python benchmarks/table3_memory.py   # 24 traces, ~10 CPU minutes
     python benchmarks/table3_memory.py --from-json                                     # rewrite the .md only
 
 Every cell is ``laddertune.memory.predict.predict_memory("clip-t5-base", method, ..., visual=...)`` with CUDA
@@ -128,7 +128,7 @@ def write_md(result: dict) -> None:
         "(`--load_side_pretrained_weights fisher-v2`: a backward through the backbone, not traced here), a "
         "possible (unmeasured) reason for a lower predicted / paper ratio in LST's row; prompt tuning's MLP "
         "reparametrisation of its prompt (`--mid_dim 800`) is not modelled either (see vision_model.py).",
-        "Reproduce: `flock /tmp/laddertune-bench.lock timeout 1200 python benchmarks/table3_memory.py`.",
+        "Reproduce: `python benchmarks/table3_memory.py`.",
     ]
     (RESULTS / "table3_memory.md").write_text("\n".join(lines) + "\n")
 

@@ -1,6 +1,6 @@
 """The tap cache on MiniLM-L6, MRPC: cached LST epoch vs uncached LST epoch vs full fine-tuning epoch, a seeds x r sweep.
 
-    flock /tmp/laddertune-bench.lock timeout 900 python benchmarks/tap_cache_minilm.py \
+    python benchmarks/tap_cache_minilm.py \
         [--data-dir /work/shared/data/glue] [--examples 160] [--batch-size 32] [--side-attention-dropout P] \
         [--side-attention-heads N]
 
@@ -102,7 +102,7 @@ def markdown(o: dict) -> str:
     r, sw, ms = o["ratios"], o["sweep"], o["multi_side"]
     return f"""# Tap cache on MiniLM-L6, MRPC ({o["examples"]} training pairs, batch {o["batch_size"]}, {o["steps"]} steps an epoch)
 
-`flock /tmp/laddertune-bench.lock timeout 900 python benchmarks/tap_cache_minilm.py --examples {o["examples"]}{o["flags"]}`;
+`python benchmarks/tap_cache_minilm.py --examples {o["examples"]}{o["flags"]}`;
 one process, side by side, 2 threads on a shared 2-core machine (other engineers' jobs ran at the same time, so
 absolute seconds are noisy; the ratios are from the same run). The epoch is {o["examples"]} examples, not all
 3,668, to fit a few minutes.

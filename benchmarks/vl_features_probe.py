@@ -1,6 +1,6 @@
 """Do the synthetic task's image features carry what its answers need? Variance and linear probes.
 
-    flock /tmp/laddertune-bench.lock timeout 1200 python benchmarks/vl_features_probe.py
+    python benchmarks/vl_features_probe.py
 
 A diagnostic for ``benchmarks/vl_synthetic.py``: the same PIL shapes and the same random frozen CLIP ViT, with the
 grid kept at several resolutions. For each variant it reports
@@ -121,7 +121,7 @@ def main() -> None:
     md = [
         "# Synthetic shapes: do the random frozen CLIP ViT's grid features carry colour, count and position?",
         "",
-        f"`python benchmarks/vl_features_probe.py` (under flock): {args.train_images} train / {args.test_images} test "
+        f"`python benchmarks/vl_features_probe.py`: {args.train_images} train / {args.test_images} test "
         "images; logistic-regression probes (scikit-learn) on the flattened grid, test accuracy.",
         "",
         "| features | " + " | ".join(keys) + " |",

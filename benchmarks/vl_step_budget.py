@@ -1,8 +1,8 @@
 """Why vl_synthetic's first setting (15 epochs) stayed at the text-only prior: one task, several budgets and oracles.
 
-    flock /tmp/laddertune-bench.lock timeout 1200 python benchmarks/vl_step_budget.py --tasks gqa --epochs 150
+    python benchmarks/vl_step_budget.py --tasks gqa --epochs 150
 
-The same images, random frozen CLIP ViT, random frozen T5 and LST (r = 4, all layers, lst-reference §7 optimiser)
+The same images, random frozen CLIP ViT, random frozen T5 and LST (r = 4, all layers, the optimiser of docs/concepts.md#fact-clip-t5)
 as ``benchmarks/vl_synthetic.py``, restricted to ``--tasks``, evaluated greedily on the test images and on 200
 training examples. ``--oracle`` replaces the ViT features by hand-made ones (a diagnostic, never a result):
 

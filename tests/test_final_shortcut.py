@@ -179,3 +179,37 @@ def test_the_authors_lm_head_starts_from_nothing():
         loss = model(**data).loss
     vocab = backbone.config.vocab_size
     assert abs(float(loss) - torch.log(torch.tensor(float(vocab)))) < 0.05  # ln V: the side output is ~0
+
+
+@pytest.mark.parametrize(("family", "head"), [("llama", "causal_lm"), ("bert", "sequence_classification")])
+def test_the_learned_gate_starts_as_the_backbone_and_learns_its_share(family, head):
+    """final_gate (QST's mix): step 0 is bit-equal to the backbone; one step moves the gate and the up-projection
+    gets a gradient once the gate has left 1; the gate is saved and reloaded with the side network."""
+    backbone = tiny_backbone(family, head).eval()
+    model = get_ladder_model(backbone, LadderConfig(reduction_factor=4, final_gate=True))
+    batch = tiny_batch(family, head)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).logits, backbone(**inputs).logits, rtol=0, atol=0)
+    model.train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model(**batch).loss.backward()
+    assert model.side.final_gate.grad.abs() > 0 and not model.side.up.weight.grad.any()
+    optimizer.step()
+    optimizer.zero_grad()
+    assert model.side.final_gate.item() != 1.0
+    model(**batch).loss.backward()
+    assert model.side.up.weight.grad.abs().sum() > 0
+
+
+def test_the_learned_gate_is_saved_and_needs_the_shortcut(tmp_path):
+    backbone = tiny_backbone("llama", "causal_lm")
+    model = get_ladder_model(backbone, LadderConfig(reduction_factor=4, final_gate=True))
+    with torch.no_grad():
+        model.side.final_gate.fill_(0.75)
+    model.save_pretrained(tmp_path)
+    again = LadderModel.from_pretrained(backbone, tmp_path)
+    assert again.side.final_gate.item() == 0.75
+    with pytest.raises(ConfigError, match="final_gate"):
+        get_ladder_model(backbone, LadderConfig(reduction_factor=4, final_gate=True, final_shortcut=False))

@@ -173,6 +173,7 @@ VALID_TRAIN = {
     # the options of the vision-and-language tasks: refused on rte; "anything" replacements reach their checks
     **{n: st.none() for n in ("features", "annotations", "validation_annotations", "task_batch_sizes")},
     "final_shortcut": st.one_of(st.none(), st.booleans()),
+    "final_gate": st.booleans(),  # without the shortcut: refused when the model is built
     "device": st.sampled_from(["auto", "cpu", "cuda", "cuda:1"]),
     "precision": st.sampled_from(["fp32", "bf16", "fp16"]),
     "backbone_dtype": st.sampled_from(["float32", "bfloat16", "float16", "int8", "nf4"]),
@@ -212,6 +213,7 @@ VALID_LADDER = {
     "attn_implementation": st.sampled_from(["sdpa", "eager"]),
     "loss_chunk_size": st.one_of(st.none(), st.integers(1, 4096)),
     "final_shortcut": st.one_of(st.none(), st.booleans()),
+    "final_gate": st.booleans(),
     "method": st.just(
         "lst"
     ),  # side-tuning / pruned constrain final_shortcut and init: test_ablation_methods.py

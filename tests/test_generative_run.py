@@ -160,3 +160,33 @@ def test_generative_flags_check_their_data(tmp_path):
         TrainConfig.from_flat(task="custom")
     assert TrainConfig.from_flat(train_file=str(tmp_path / "x.jsonl")).data.task == "custom"
     assert Path(tmp_path).exists()
+
+
+def test_generate_streams_what_predict_answers(assets, tmp_path, capsys, monkeypatch):
+    """`laddertune generate` renders typed prompts as the checkpoint's training rows and streams the answers that
+    `predict` gives for those rows; it refuses what it cannot answer with one line."""
+    import io
+
+    chat, pairs = tmp_path / "chat", tmp_path / "pairs"
+    for out, rows in ((chat, "chat.jsonl"), (pairs, "pairs.jsonl")):
+        argv = ["train", "--backbone", assets["llama"], "--train-file", str(assets["root"] / rows),
+                "--output-dir", str(out), "--epochs", "3", "--batch-size", "8", "--memory-steps", "0",
+                "--lr", "0.03", "--no-progress"]  # fmt: skip
+        assert main(argv) == 0
+    capsys.readouterr()
+    asked = tmp_path / "asked.jsonl"
+    turns = [[{"role": "user", "content": "Hi"}], [{"role": "system", "content": "Be nice"}, {"role": "user", "content": "Bye"}]]  # fmt: skip
+    asked.write_text("".join(json.dumps({"messages": m}) + "\n" for m in turns))
+    expected = [a["generated"] for a in predict_file(chat, asked, generation={"max_new_tokens": 4})]
+    assert main(["generate", "--checkpoint", str(chat), "Hi", "--max-new-tokens", "4", "--no-progress"]) == 0
+    first = capsys.readouterr().out.splitlines()
+    rc = main(["generate", "--checkpoint", str(chat), "--system", "Be nice", "Bye", "--max-new-tokens", "4"])
+    second = capsys.readouterr().out.splitlines()
+    assert any(expected) and rc == 0 and [line.strip() for line in first + second] == expected
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hi\n\nBye\n"))  # one prompt a line, the empty one skipped
+    assert main(["generate", "--checkpoint", str(pairs), "--max-new-tokens", "2", "--no-progress"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    rc = main(["generate", "--checkpoint", str(pairs), "--system", "Be nice", "Hi"])
+    assert rc == 2 and "chat" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main(["generate", "--checkpoint", str(pairs)]) == 2 and "no prompt" in capsys.readouterr().err

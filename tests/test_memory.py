@@ -134,7 +134,8 @@ def test_builtin_t5_base_config_gives_the_papers_lst_parameter_count():
             tap_projection="none",  # the authors' side: full-width Down, the backbone's heads
             side_attention_heads=0,
         )
-    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 3_878_712  # lst-reference §3
+    # docs/concepts.md#fact-kept-side-layers
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 3_878_712
     assert settings["side_layers"] == [1, 2, 3, 5, 6, 7, 9, 10, 11]
 
 

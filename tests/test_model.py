@@ -73,7 +73,7 @@ def _t5_base_on_meta():
 @pytest.mark.parametrize(
     ("side_layers", "expected"),
     [
-        (None, 5_097_240),  # lst-reference §3: t5-base, all 12 side layers
+        (None, 5_097_240),  # docs/concepts.md#fact-kept-side-layers: t5-base, all 12 side layers
         # Table 1 list. 3,878,712 because, like the authors' code, every stack keeps one gate per BACKBONE layer
         # (12), dropped layers included; gates only for kept layers would give 3,878,706.
         ([1, 2, 3, 5, 6, 7, 9, 10, 11], 3_878_712),

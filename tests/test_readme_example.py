@@ -52,6 +52,7 @@ def test_the_readme_library_example_runs_offline(tmp_path, monkeypatch, capsys):
     assert sorted(p.name for p in (tmp_path / "my-side").iterdir()) == [
         "ladder_config.json",
         "ladder_model.safetensors",
+        "model.safetensors.index.json",  # transformers' index, naming the side weights only
     ]
     out = namespace["out"]
     assert out.logits.shape == (2, 2) and torch.isfinite(out.loss)

@@ -11,10 +11,10 @@ import logging
 import sys
 
 from ..errors import LadderTuneError
-from . import features, memory, predict, report, train
+from . import features, generate, memory, predict, report, serve, train
 
-# Each module registers its subcommands (train/evaluate, predict, memory, features, report).
-SUBCOMMAND_MODULES = (train, predict, memory, features, report)
+# Each module registers its subcommands (train/evaluate, predict, generate, serve, memory, features, report).
+SUBCOMMAND_MODULES = (train, predict, generate, serve, memory, features, report)
 
 
 class UsageError(LadderTuneError):

@@ -133,6 +133,11 @@ class LadderConfig:
     predictions; docs/first_steps.md); off: the side output alone, the authors' head. None resolves to the head's
     default when the model is built (:data:`FINAL_SHORTCUT_DEFAULT`: on for every head) and is saved resolved;
     checkpoints written before the field existed load as off, the setting they trained with."""
+    final_gate: bool = False
+    """With the final shortcut, mix the two with a learned scalar ``a`` instead of summing them, as quantized
+    side tuning does (QST, Zhang et al. 2024): the head reads ``a * final + (1 - a) * Up(side)``, ``a`` starting at
+    1 (so step 0 is still exactly the backbone's head) and free to lower the backbone's share.
+    ``benchmarks/results/lst_lm_settings.md`` compares it with the plain sum."""
     method: str = opt("lst", choices=tuple(VARIANTS), kind=RECORD)
     """``lst`` (ladders from every kept layer); ``side-tuning`` (Zhang et al. 2020, the paper's Figure 8
     ablation: no ladders, the side network reads only the down-projected embedding output, and the final shortcut
@@ -256,6 +261,8 @@ class LadderConfig:
             raise ConfigError(
                 f"method {self.method!r} supports {', '.join(self.variant.heads)} heads only, not {head}"
             )
+        if self.final_gate and not self.final_shortcut:
+            raise ConfigError("final_gate mixes the final shortcut's two terms: it needs final_shortcut")
 
     @property
     def variant(self) -> Variant:

@@ -40,7 +40,7 @@ from .generation import LadderEncoder, LadderEncoderOutput, LadderGenerationMixi
 from .pooling import backbone_final, pool
 from .pretrained import LadderBody, PretrainedLadder
 from .quantization import convert_backbone
-from .self_check import self_check
+from .self_check import check_backbone, self_check
 from .side_network import SideNetwork, as_output, record_taps
 from .tap_projection import FINAL, fit_pca, match_backbone_dtype
 from .task_model import is_bare, with_task_head
@@ -61,6 +61,7 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         # copies and unpickling call __new__ without arguments: they keep their class
         if cls is LadderModel and args:
             backbone, config = args[0], args[1] if len(args) > 1 else kwargs["config"]
+            check_backbone(backbone)  # None, a plain module, PEFT: one line before its head is looked up
             head = config.task_head if is_bare(backbone) else task_head(backbone)
             cls = _HEAD_CLASSES.get(head, LadderModel)
         return super().__new__(cls)
@@ -226,9 +227,7 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
     def lm_head_input(self, hidden: torch.Tensor, final: torch.Tensor | None = None) -> torch.Tensor:
         """What the backbone's LM head reads (B, T, d), in its dtype and on its device: ``Up(hidden) + final``, with
         T5 v1.0's rescale (see :meth:`lm_logits`)."""
-        hidden = self.side.up(hidden)  # (B, T, d)
-        if final is not None:
-            hidden = hidden + final.to(hidden)
+        hidden = self.side.with_final(self.side.up(hidden), final)  # (B, T, d)
         if getattr(self.backbone.config, "scale_decoder_outputs", False):  # T5 v1.0's tied-embedding rescale
             hidden = hidden * getattr(self.backbone.config, self.family.width) ** -0.5
         head = self.backbone.get_output_embeddings()
@@ -389,8 +388,8 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         )  # fmt: skip
         hidden = self.side.up(pooled(hidden))  # (B, d), or (B, T, d) for heads that pool by themselves
         final = self._final(stack, backbone_out, stack_taps)
-        if final is not None:  # the backbone's own final state, the side's output added on top
-            hidden = hidden + pooled(final).to(hidden)
+        # the backbone's own final state, the side's output added on top (or mixed in: final_gate)
+        hidden = self.side.with_final(hidden, None if final is None else pooled(final))
         logits = self.side.head(hidden)
         loss = None if labels is None else ForSequenceClassificationLoss(labels, logits, self.backbone.config)
         return SequenceClassifierOutput(loss=loss, logits=logits)

@@ -50,7 +50,9 @@ def check_backbone(backbone) -> None:
             "folds the adapters into its weights, unload() removes them)"
         )
     offloaded = getattr(backbone, "hf_device_map", None)  # accelerate's disk/CPU offload keeps "meta" weights
-    shapes_only = torch.get_default_device().type == "meta"  # built under torch.device("meta") on purpose
+    # built under torch.device("meta") on purpose; a new tensor tells (torch.get_default_device() does not see that
+    # context before torch 2.7)
+    shapes_only = torch.empty(()).device.type == "meta"
     meta = next((n for n, p in backbone.named_parameters() if p.device.type == "meta"), None)
     if meta is not None and not offloaded and not shapes_only:
         raise ConfigError(

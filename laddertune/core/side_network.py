@@ -390,10 +390,25 @@ class SideNetwork(nn.Module):
                     stack.tap_layers = sorted({*stack.tap_layers, stack.num_backbone_layers - 1})
                 elif name == reader:  # projected taps: the final state is a full-width tap of its own
                     stack.tap_layers = sorted({*stack.tap_layers, FINAL})
+        # QST's learned mix of the two (LadderConfig.final_gate): the backbone's share, starting at all of it
+        self.final_gate = (
+            nn.Parameter(torch.ones(())) if config.final_shortcut and config.final_gate else None
+        )
         if head == "sequence_classification":
             # Deep copies: the backbone's own (newly initialised) head stays untouched and frozen.
             self.head = nn.Sequential(*(_head_module(backbone, p) for p in family.cls_head)).float()
             self.head.requires_grad_(True)
+
+    def with_final(self, up: torch.Tensor, final: torch.Tensor | None) -> torch.Tensor:
+        """The head's input from the up-projected side output ``up`` and, with the final shortcut, the backbone's
+        final state ``final`` (same shape): their sum, or the learned mix ``a * final + (1 - a) * up``."""
+        if final is None:
+            return up
+        final = final.to(up)
+        if self.final_gate is None:
+            return up + final
+        gate = self.final_gate.to(up.dtype)
+        return gate * final + (1 - gate) * up
 
 
 def _head_module(backbone: nn.Module, path: str) -> nn.Module:

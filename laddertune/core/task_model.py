@@ -28,12 +28,14 @@ def is_bare(backbone: nn.Module) -> bool:
         return False
 
 
-def with_task_head(backbone: nn.Module, head: str | None) -> nn.Module:
+def with_task_head(backbone: nn.Module, head: str | None, *, config=None) -> nn.Module:
     """``backbone`` itself when it has a task head; a bare base model inside its family's sequence classifier.
 
     Args:
         backbone: a transformers model, with or without a task head.
         head: ``LadderConfig.task_head``: ``"sequence_classification"`` gives a bare model a new head.
+        config: the classifier's own config (default: the bare model's): several classifiers around one base model
+            (a server's tasks) each keep their label count and names in their own copy.
 
     Raises:
         ConfigError: no transformers model (:func:`~laddertune.core.self_check.check_backbone`), a bare model
@@ -55,7 +57,7 @@ def with_task_head(backbone: nn.Module, head: str | None) -> nn.Module:
     except KeyError:
         raise ConfigError(f"{name} has no sequence-classification class in transformers") from None
     with torch.device("meta"):  # the head's shapes only: the base model built here is replaced at once
-        task = task_class(backbone.config)
+        task = task_class(backbone.config if config is None else config)
     prefix = task.base_model_prefix
     setattr(task, prefix, backbone)
     weight = next(backbone.parameters())

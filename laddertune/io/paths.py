@@ -1,6 +1,6 @@
 """Local paths written into a folder relative to that folder, so that the folder can be moved or copied.
 
-A run folder or a checkpoint copied to another machine must still evaluate and predict (issue 11): an absolute path
+A run folder or a checkpoint copied to another machine must still evaluate and predict: an absolute path
 (``/home/me/bert``) would point at the old place. :func:`portable_path` writes a local path as ``./x`` or ``../x``
 relative to the folder that records it, :func:`resolve_portable` reads it back against where that folder is now.
 The leading ``./`` or ``../`` is the marker: an alias (``minilm``) or a hub id (``org/name``) never starts so, and

@@ -64,6 +64,7 @@ class LadderMethod(TrainingMethod):
         for name in (
             "method",
             "final_shortcut",
+            "final_gate",
         ):  # the same weights mean another network under another wiring
             if getattr(saved, name) != getattr(built, name):
                 raise CheckpointError(

@@ -1,4 +1,4 @@
-"""Time to accuracy (issue 15's goal): how long each method takes to reach full fine-tuning's dev score.
+"""Time to accuracy: how long each method takes to reach full fine-tuning's dev score.
 
 Per task of Table 1 with full fine-tuning rows that carry ``timed_scores``, the target is the mean over seeds of
 full fine-tuning's best score; a run reaches it at the first evaluation whose score is at least the target. The

@@ -117,7 +117,7 @@ def position_limit(backbone: str, trust_remote_code: bool = False) -> int | None
 
 
 def clamp_max_length(config: TrainConfig) -> None:
-    """Lower ``config.data.max_length`` to the backbone's position limit, with a notice (issue 15, item 5).
+    """Lower ``config.data.max_length`` to the backbone's position limit, with a notice.
 
     Longer inputs would index past the position embeddings and crash inside the model mid-run; clamping happens
     while the data is prepared, before anything is written to the run folder.

@@ -80,7 +80,7 @@ def evaluate_examples(
     else:
         predictions = distributed.gather(predict_examples(model, distributed.shard(examples), **kw))
     metrics = compute_metrics(spec, predictions, [e["label"] for e in examples])
-    if not spec.is_regression:  # how much of the split gets the most predicted class (issue 15, item 5)
+    if not spec.is_regression:  # how much of the split gets the most predicted class
         counts = Counter(p for p in predictions if p is not None)
         metrics[MAJORITY] = 100 * max(counts.values(), default=0) / len(predictions)
     return metrics

@@ -66,6 +66,46 @@ class GenerativePredictor:
             answers += generate_answers(self.model, chunk, data, self.tokenizer, batch_size, self.settings)
         return [{"generated": a} for a in answers]
 
+    def example(self, prompt: str, system: str | None = None) -> dict:
+        """One prompt typed by a user as an example of this checkpoint's layout: a conversation (with an optional
+        system turn) for a chat-trained checkpoint, a prompt otherwise."""
+        if self.task.layout == "chat":
+            turns = [{"role": "system", "content": system}] if system else []
+            row = {"messages": [*turns, {"role": "user", "content": prompt}]}
+        elif system:
+            raise ConfigError("a system prompt needs a checkpoint trained on chat conversations")
+        else:
+            row = {"prompt": prompt}
+        return self.examples([("prompt", row)])[0]
+
+    @torch.inference_mode()
+    def stream(self, example: dict, streamer) -> str:
+        """Generate the answer to one example, handing each new piece of text to ``streamer`` as it is decoded
+        (transformers' ``TextStreamer`` or ``TextIteratorStreamer``, ``skip_prompt=True``); returns the answer.
+
+        Raises:
+            ConfigError: beam search (transformers streams greedy decoding and sampling only), or a prompt that
+                cannot be rendered.
+        """
+        if self.settings.num_beams > 1:
+            raise ConfigError("streaming generates one sequence: num_beams must be 1")
+        budget = max(8, self.max_length - self.settings.max_new_tokens)
+        prompts, stats = encode(
+            self.task, [example], self.tokenizer, self.head, max_length=budget, generation=True
+        )
+        if not prompts:
+            raise ConfigError(f"the prompt could not be rendered: {stats.as_dict()}")
+        seq2seq = self.head == "seq2seq_lm"
+        collate = GenerativeCollator(self.tokenizer.pad_token_id, generation=True, seq2seq=seq2seq)
+        batch, _ = collate(prompts)
+        self.model.eval()
+        out = self.model.generate(
+            **batch, **self.settings.kwargs(), pad_token_id=self.tokenizer.pad_token_id, streamer=streamer
+        )
+        if not seq2seq:
+            out = out[:, batch["input_ids"].shape[1] :]  # the generated tokens follow the prompt
+        return self.tokenizer.decode(out[0], skip_special_tokens=True).strip()
+
 
 def generation_settings(task: dict, overrides: dict) -> GenerationSettings:
     """The checkpoint's generation settings with ``overrides`` (None values left out) applied."""

@@ -1,6 +1,6 @@
 """Local paths in a run folder's ``train_config.json`` and ``results.json``, stored relative to the run folder.
 
-A run folder moved or copied to another machine must still evaluate, predict and resume (issue 11): the output
+A run folder moved or copied to another machine must still evaluate, predict and resume: the output
 folder, the data, the tap cache and a backbone folder are written as ``./x`` / ``../x`` relative to the run folder
 (:func:`laddertune.io.portable_path`) and resolved against its place when read. Aliases and hub ids stay as they are.
 """
