@@ -10,7 +10,11 @@ with CUDA synchronisation, and puts ``predict_memory``'s number for the same set
   their Table 1 layers;
 - Llama-7B (config only, random weights), 4 x 2048 tokens: LST with an nf4 backbone (bitsandbytes) and bf16
   autocast, loss chunked over the sequence; the same with a bf16 backbone, and with side checkpointing (the
-  memory target's row, benchmarks/llm_memory_goals.py); QLoRA r=16 (all linears, bitsandbytes nf4, gradient checkpointing) at the same shape;
+  memory target's row, benchmarks/llm_memory_goals.py); QLoRA r=16 (all linears, bitsandbytes nf4, gradient
+  checkpointing) at the same shape;
+- Llama-3-8B (config only, random weights), batch 1 at 8,192 and 32,768 tokens: LST on an nf4 backbone with bf16
+  autocast and every other setting at LadderConfig's defaults (projected taps, side heads 64 wide, side
+  checkpointing and the chunked LM loss): the long-context rows of ``benchmarks/llm_scale_memory.py``;
 - every setting that cannot run (no bitsandbytes, out of memory) is recorded with its reason, not dropped.
 
 ``--tiny`` runs the same code paths on CPU with tiny configs (seconds; the test suite runs it): the int8/nf4
@@ -62,7 +66,7 @@ def tiny_configs() -> dict:
         intermediate_size=128,
         pad_token_id=0,
     )
-    return {"t5-base": t5, "t5-large": t5, "t5-3b": t5, "llama-7b": llama}
+    return {"t5-base": t5, "t5-large": t5, "t5-3b": t5, "llama-7b": llama, "llama-3-8b": llama}
 
 
 def settings(tiny: bool) -> list[dict]:
@@ -84,6 +88,9 @@ def settings(tiny: bool) -> list[dict]:
         loss_chunk=None,
     )
     llama = dict(config="llama-7b", head="causal_lm", **llama_shape, precision="bf16", loss_chunk=chunk)
+    # LadderConfig's defaults for everything but the backbone's storage (no loss_chunk: the default's)
+    long = dict(config="llama-3-8b", head="causal_lm", batch=1, target=0, precision="bf16", method="lst",
+                backbone_dtype="nf4", loss_chunk=None, defaults=True)  # fmt: skip
     return [
         dict(t5, name="t5-base full fp32", method="full"),
         dict(t5, name="t5-base lora r=32 fp32", method="lora"),
@@ -103,6 +110,8 @@ def settings(tiny: bool) -> list[dict]:
              method="lst", backbone_dtype="nf4", side_checkpointing=True),
         dict(llama, name="llama-7b qlora r=16 nf4 + bf16 autocast, gradient checkpointing", method="qlora",
              backbone_dtype="nf4", loss_chunk=None),
+        dict(long, name="llama-3-8b lst nf4 + bf16 autocast, defaults, 1 x 8k", source=64 if tiny else 8192),
+        dict(long, name="llama-3-8b lst nf4 + bf16 autocast, defaults, 1 x 32k", source=128 if tiny else 32768),
     ]  # fmt: skip
 
 
@@ -128,6 +137,11 @@ def build(config, setting: dict, device: torch.device):
         return prepare_qlora(backbone, QLoraOptions())  # r=16, alpha 32, dropout 0.05, gradient checkpointing
     if setting["method"] != "lst":
         return prepare_baseline(backbone, setting["method"])  # LoRA: the authors' r=32, alpha 32
+    if setting.get("defaults"):
+        with device:
+            return get_ladder_model(
+                backbone, LadderConfig(reduction_factor=8, backbone_dtype=setting["backbone_dtype"])
+            )
     ladder = LadderConfig(
         reduction_factor=8,
         side_layers=setting.get("side_layers"),
@@ -194,7 +208,7 @@ def predicted(setting: dict, config, device: torch.device) -> dict | None:
                 "loss_chunk_size": setting["loss_chunk"],
                 "side_checkpointing": setting.get("side_checkpointing", False),
             }
-            if lst
+            if lst and not setting.get("defaults")
             else {}
         ),
         device_semantics="cuda" if device.type == "cuda" else "cpu",

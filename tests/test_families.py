@@ -267,18 +267,26 @@ def test_discovered_families_keep_the_old_table():
 
 
 def test_reduced_configs_stay_valid_for_the_family():
-    """GQA keeps its key/value heads; head_dim shrinks with the width; tying is kept."""
-    model = get_ladder_model(tiny("qwen3", LM), LadderConfig(reduction_factor=4))
+    """The authors' heads (side_attention_heads=0): GQA keeps its key/value heads, head_dim shrinks with the width.
+    The default: one head as wide as the side (8 < 64), head_dim following it."""
+    model = get_ladder_model(tiny("qwen3", LM), LadderConfig(reduction_factor=4, side_attention_heads=0))
     cfg = model.side.stacks["body"].trunk.config
     assert (cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads) == (8, 2, 4, 2)
     assert cfg.num_hidden_layers == 2
+    cfg = (
+        get_ladder_model(tiny("qwen3", LM), LadderConfig(reduction_factor=4)).side.stacks["body"].trunk.config
+    )
+    assert (cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads) == (8, 8, 1, 1)
 
 
 def test_albert_side_layers_are_one_unshared_group_per_application():
     """ALBERT runs one shared group 3 times: 3 taps (one per application, as its hidden_states), 3 side groups of
     their own weights at d/r, each initialised from the pruned shared group; the side skips the embedding mapping."""
     backbone = tiny("albert", CLS)
-    model = get_ladder_model(backbone, LadderConfig(reduction_factor=4, init="magnitude"))
+    # full-width taps, to compare them with the backbone's hidden states
+    model = get_ladder_model(
+        backbone, LadderConfig(reduction_factor=4, init="magnitude", tap_projection="none")
+    )
     stack = model.side.stacks["body"]
     assert (stack.num_backbone_layers, stack.kept, len(stack.layers)) == (3, [0, 1, 2], 3)
     assert stack.trunk.config.num_hidden_groups == 3 and stack.trunk.config.hidden_size == 8

@@ -10,6 +10,7 @@ from conftest import tiny_backbone, tiny_batch
 from test_families import CASES, LM, S2S, batch, tiny
 
 from laddertune import ConfigError, LadderConfig, LadderModel, get_ladder_model
+from laddertune.core.tap_projection import FINAL
 from laddertune.core.taps import collect_taps
 
 
@@ -36,22 +37,28 @@ def test_without_the_shortcut_the_head_reads_the_side_output_alone():
     assert side.up.weight.std() > 0.005  # the authors' N(0, 0.01^2)
 
 
+@pytest.mark.parametrize("projection", ["random", "none"])
 @pytest.mark.parametrize("side_layers", [None, [0, 1]], ids=["all-layers", "last-layer-dropped"])
-def test_given_taps_give_the_same_logits_and_include_the_last_layer(side_layers):
+def test_given_taps_give_the_same_logits_and_include_the_last_layer(side_layers, projection):
+    """The taps hold the final shortcut's input: the last layer's output at full width (its own tap ``FINAL``
+    when the other taps are projected)."""
     backbone = tiny_backbone("bert", "sequence_classification")
-    model = get_ladder_model(
-        backbone, LadderConfig(reduction_factor=4, side_layers=side_layers, final_shortcut=True)
+    config = LadderConfig(
+        reduction_factor=4, side_layers=side_layers, final_shortcut=True, tap_projection=projection
     )
+    model = get_ladder_model(backbone, config)
     with torch.no_grad():
         model.side.up.weight.normal_(std=0.1)  # as after some training
     model.eval()
     batch = tiny_batch("bert", "sequence_classification")
-    assert model.side.stacks["body"].tap_layers[-1] == 2
+    final = FINAL if projection != "none" else 2
+    assert final in model.side.stacks["body"].tap_layers
     with torch.no_grad():
         taps = collect_taps(model, **batch)
+        assert taps["body"][final].shape[-1] == 32  # full width
         torch.testing.assert_close(model(**batch, taps=taps).logits, model(**batch).logits)
-        del taps["body"][2]
-        if side_layers:
+        del taps["body"][final]
+        if side_layers or projection != "none":
             with pytest.raises(ValueError, match="last layer"):
                 model(**batch, taps=taps)
 

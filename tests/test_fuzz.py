@@ -182,6 +182,10 @@ VALID_TRAIN = {
     "side_attention_dropout": st.one_of(st.none(), st.floats(0, 0.99)),  # LST only
     "side_attention_heads": st.one_of(st.none(), st.integers(1, 12)),  # LST only
     "side_checkpointing": st.booleans(),  # LST only: a baseline with it is a one-line error
+    "tap_projection": st.one_of(st.none(), st.sampled_from(["none", "pca", "random"])),  # LST only
+    "tap_rank": st.one_of(st.none(), st.integers(1, 64)),  # wider than the backbone: refused when built
+    "projection_tokens": st.integers(1, 100_000),
+    "quantize_embeddings": st.booleans(),  # without an int8/nf4 backbone: a one-line error
     "optimizer": st.sampled_from(["adamw", "adamw8bit"]),
     "tap_cache": st.none(),  # a folder with backbone_dropout on is refused; "anything" replacements reach it
     "tap_dtype": st.sampled_from(["float32", "bfloat16", "float16"]),
@@ -219,7 +223,12 @@ VALID_LADDER = {
     ),  # side-tuning / pruned constrain final_shortcut and init: test_ablation_methods.py
     "side_checkpointing": st.booleans(),
     "side_attention_dropout": st.one_of(st.none(), st.floats(0, 0.99)),
-    "side_attention_heads": st.one_of(st.none(), st.integers(1, 12)),
+    "side_attention_heads": st.one_of(st.none(), st.integers(0, 12)),
+    "tap_projection": st.one_of(st.none(), st.sampled_from(["none", "pca", "random"])),
+    "tap_rank": st.one_of(st.none(), st.integers(1, 64)),
+    "projection_tokens": st.integers(1, 100_000),
+    # True needs an int8/nf4 backbone_dtype, which this dict may leave None (then a ConfigError)
+    "quantize_embeddings": st.just(False),
     "backbone_signature": st.one_of(
         st.none(), st.dictionaries(st.text(max_size=5), st.lists(st.floats(-1, 1)))
     ),

@@ -48,7 +48,10 @@ def head_of(name: str) -> str:
 def pair(name: str, side_matters: bool = False):
     """(backbone, LadderModel) of family ``name``; ``side_matters``: a random up-projection, so the side counts."""
     backbone = tiny(name, head_of(name))
-    model = get_ladder_model(backbone, LadderConfig(reduction_factor=4)).eval()
+    # the authors' side (full-width taps, the backbone's heads): with it the random up-projection below moves every
+    # family's greedy tokens away from the backbone's (the defaults' narrower side leaves tiny T5's unchanged)
+    config = LadderConfig(reduction_factor=4, tap_projection="none", side_attention_heads=0)
+    model = get_ladder_model(backbone, config).eval()
     if side_matters:
         torch.manual_seed(1)
         torch.nn.init.normal_(model.side.up.weight, std=1.0)

@@ -127,7 +127,12 @@ def test_builtin_t5_base_config_gives_the_papers_lst_parameter_count():
     with FakeTensorMode(), _fake_friendly_modules(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model, settings = build_training_model(
-            load_config("t5-base"), "lst", "seq2seq_lm", side_layers=PAPER_SIDE_LAYERS["t5-base"]
+            load_config("t5-base"),
+            "lst",
+            "seq2seq_lm",
+            side_layers=PAPER_SIDE_LAYERS["t5-base"],
+            tap_projection="none",  # the authors' side: full-width Down, the backbone's heads
+            side_attention_heads=0,
         )
     # docs/concepts.md#fact-kept-side-layers
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 3_878_712
@@ -359,12 +364,13 @@ def test_bart_classifier_prediction_matches_a_real_run_of_its_own_forward(method
     assert abs(prediction.peak_bytes - real) / real < 0.02, (prediction.peak_bytes, real)
 
 
-def real_classifier_peak(config, method: str, batch: dict) -> int:
-    """Peak of two real CPU training steps (eager attention) of a sequence classifier, after a warm-up step."""
+def real_classifier_peak(config, method: str, batch: dict, **options) -> int:
+    """Peak of two real CPU training steps (eager attention) of a sequence classifier, after a warm-up step;
+    ``options``: the method's."""
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model, _ = build_training_model(config, method, "sequence_classification", attn="eager")
+        model, _ = build_training_model(config, method, "sequence_classification", attn="eager", **options)
     optimizer = make_optimizer(model, "cpu")
     training_step(model, batch, optimizer)  # warm-up: creates the AdamW state
     meter = PeakMemoryMeter(model, optimizer, batch, device="cpu")
@@ -375,17 +381,23 @@ def real_classifier_peak(config, method: str, batch: dict) -> int:
 
 
 def test_albert_lst_prediction_counts_one_tap_per_application_of_the_shared_layer():
-    """ALBERT's one group runs 3 times: 4 taps (embedding output + 3 applications), and the real run agrees."""
+    """ALBERT's one group runs 3 times: 4 taps (embedding output + 3 applications), and the real run agrees. The
+    authors' side (full-width taps, the backbone's heads), whose peak holds all four taps."""
     config = T.AlbertConfig(
         vocab_size=64, hidden_size=32, embedding_size=16, num_hidden_layers=3, num_attention_heads=4,
         intermediate_size=64, max_position_embeddings=64,
     )  # fmt: skip
     prediction = predict_memory(
         config, "lst", batch_size=BATCH, source_length=SOURCE, target_length=TARGET,
-        device_semantics="cpu", head="sequence_classification", attn="eager",
+        device_semantics="cpu", head="sequence_classification", attn="eager", tap_projection="none",
+        side_attention_heads=0,
     )  # fmt: skip
     assert prediction.breakdown["ladder_taps"] == 4 * BATCH * SOURCE * 32 * 4  # (B, T, d) float32 each
     real = real_classifier_peak(
-        config, "lst", make_batch(config, "sequence_classification", BATCH, SOURCE, TARGET)
+        config,
+        "lst",
+        make_batch(config, "sequence_classification", BATCH, SOURCE, TARGET),
+        tap_projection="none",
+        side_attention_heads=0,
     )
     assert abs(prediction.peak_bytes - real) / real < 0.02, (prediction.peak_bytes, real)  # seen: -0.009%

@@ -80,9 +80,11 @@ def _t5_base_on_meta():
     ],
 )
 def test_golden_trainable_counts_t5_base(side_layers, expected):
+    # the authors' side network: full-width Down, the backbone's heads
+    authors = dict(tap_projection="none", side_attention_heads=0)
     with torch.device("meta"):
         model = get_ladder_model(
-            _t5_base_on_meta(), LadderConfig(reduction_factor=8, side_layers=side_layers)
+            _t5_base_on_meta(), LadderConfig(reduction_factor=8, side_layers=side_layers, **authors)
         )
     trainable, total = model.trainable_parameters()
     assert trainable == expected
@@ -92,6 +94,18 @@ def test_golden_trainable_counts_t5_base(side_layers, expected):
         stack.trunk.config.d_model == 96 and stack.trunk.config.d_ff == 384 and stack.trunk.config.d_kv == 8
     )
     assert stack.trunk.config.num_heads == 12
+
+
+def test_trainable_counts_t5_base_projected_taps():
+    """The defaults: Down_i reads a 96-wide projected tap (96 x 96 + 96 instead of 768 x 96 + 96: 64,512 fewer per
+    ladder, 26 ladders), one 96-wide head (the same q/k/v/o shapes; T5's relative bias 32 x 1 instead of 32 x 12)."""
+    with torch.device("meta"):
+        model = get_ladder_model(_t5_base_on_meta(), LadderConfig(reduction_factor=8))
+    trainable, _ = model.trainable_parameters()
+    assert trainable == 5_097_240 - 26 * 672 * 96 - 2 * 32 * 11
+    stack = model.side.stacks["encoder"]
+    assert stack.trunk.config.num_heads == 1 and stack.trunk.config.d_kv == 96 and stack.tap_width == 96
+    assert model.ladder_config.tap_projection == "random"  # no calibration data given
 
 
 def test_t5_relative_bias_lives_in_first_kept_side_layer():
@@ -132,7 +146,8 @@ def test_backbone_dropout_option_controls_backbone_mode():
 def test_ladder_mix_matches_the_formula():
     """Before side layer j: s = mu*s + (1-mu)*Down_j(b_i), with mu = sigmoid(alpha/T)."""
     model = get_ladder_model(
-        tiny_backbone("bert", "sequence_classification"), LadderConfig(reduction_factor=4, gate_init=0.3)
+        tiny_backbone("bert", "sequence_classification"),
+        LadderConfig(reduction_factor=4, gate_init=0.3, tap_projection="random"),
     )
     model.eval()
     stack = model.side.stacks["body"]
@@ -147,7 +162,8 @@ def test_ladder_mix_matches_the_formula():
     model(**tiny_batch("bert", "sequence_classification"))
     mu = torch.sigmoid(torch.tensor(0.3) / 0.1)
     torch.testing.assert_close(stack.gate_values()[1], mu)
-    expected = mu * outputs[0] + (1 - mu) * stack.downs[1](taps[0])
+    # Down_j = A_j P_j: the (frozen) tap projection, then the trainable down-projection
+    expected = mu * outputs[0] + (1 - mu) * stack.downs[1](stack.projection(taps[0], 1))
     torch.testing.assert_close(inputs[0], expected)
 
 
@@ -155,7 +171,8 @@ def test_ladder_mix_matches_the_formula():
     ("kwargs", "message"),
     [
         ({"reduction_factor": 3}, "does not divide"),
-        ({"reduction_factor": 16}, "per-head size"),
+        # the backbone's heads, 8 / 16
+        ({"reduction_factor": 16, "side_attention_heads": 0}, "per-head size"),
         ({"side_layers": [0, 5]}, "out of range"),
     ],
 )

@@ -81,7 +81,10 @@ def build(family: str, head: str, chain: str, side_layers=(1, 2)):
         for p in backbone.parameters():
             if p.dim() == 1:
                 p.uniform_(-1, 1)
-    cfg = LadderConfig(reduction_factor=R, side_layers=list(side_layers), pruning_chain=chain)
+    # the authors' side network (the backbone's heads, each d_head / r wide): rows chosen whatever head they are in
+    cfg = LadderConfig(
+        reduction_factor=R, side_layers=list(side_layers), pruning_chain=chain, side_attention_heads=0
+    )
     return backbone, get_ladder_model(backbone, cfg)
 
 
@@ -299,7 +302,8 @@ def test_random_init_copies_nothing_from_the_backbone():
 def test_r1_all_layers_is_the_backbone_itself(family, head):
     """With r = 1 nothing is pruned: every side trunk weight is the backbone's, in the same place."""
     backbone = tiny_backbone(family, head)
-    model = get_ladder_model(backbone, LadderConfig(reduction_factor=1, init="magnitude"))
+    config = LadderConfig(reduction_factor=1, init="magnitude", side_attention_heads=0)
+    model = get_ladder_model(backbone, config)
     W = dict(backbone.named_parameters())
     for stack in model.side.stacks.values():
         for name, p in stack.trunk.named_parameters():
@@ -311,7 +315,7 @@ def test_fisher_init_needs_calibration_data_and_uses_it():
     with pytest.raises(ConfigError, match="calibration"):
         get_ladder_model(backbone, LadderConfig(reduction_factor=R, init="fisher"))
     data = [tiny_batch("t5", "seq2seq_lm", seed=s) for s in range(2)]
-    cfg = LadderConfig(reduction_factor=R, init="fisher", fisher_samples=4)
+    cfg = LadderConfig(reduction_factor=R, init="fisher", fisher_samples=4, side_attention_heads=0)
     model = get_ladder_model(backbone, cfg, calibration_data=data)
     from laddertune.pruning.importance import fisher_importance
 

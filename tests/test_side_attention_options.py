@@ -63,7 +63,8 @@ def test_t5_has_no_attention_only_dropout_and_bad_values_are_refused():
 def test_heads_change_the_split_not_the_shapes_and_the_side_trains():
     batch = tiny_batch("bert", "sequence_classification")
     plain = get_ladder_model(
-        tiny_backbone("bert", "sequence_classification", seed=0), LadderConfig(reduction_factor=4)
+        tiny_backbone("bert", "sequence_classification", seed=0),
+        LadderConfig(reduction_factor=4, side_attention_heads=0),  # the backbone's heads
     )
     model = get_ladder_model(
         tiny_backbone("bert", "sequence_classification", seed=0),
@@ -101,18 +102,18 @@ def test_magnitude_init_works_with_fewer_heads():
     assert torch.isfinite(model.eval()(**tiny_batch("bert", "sequence_classification")).logits).all()
 
 
-@pytest.mark.parametrize(
-    ("family", "head", "message"),
-    [
-        ("t5", "seq2seq_lm", "T5Config sets the per-head size in d_kv"),
-        ("llama", "causal_lm", "LlamaConfig sets the per-head size in head_dim"),
-    ],
-)
-def test_families_that_fix_the_head_size_refuse_it(family, head, message):
-    with pytest.raises(ConfigError, match=message):
-        get_ladder_model(
-            tiny_backbone(family, head, seed=0), LadderConfig(reduction_factor=2, side_attention_heads=1)
-        )
+@pytest.mark.parametrize(("family", "head"), [("t5", "seq2seq_lm"), ("llama", "causal_lm")])
+def test_families_that_fix_the_head_size_take_it_too(family, head):
+    """T5's d_kv and Llama's head_dim follow the side's heads (tests/test_side_heads.py checks the shapes)."""
+    model = get_ladder_model(
+        tiny_backbone(family, head, seed=0), LadderConfig(reduction_factor=2, side_attention_heads=1)
+    )
+    config = _side_stack(model).trunk_config
+    field, width, heads = (
+        ("d_kv", "d_model", "num_heads") if family == "t5" else ("head_dim", "hidden_size", "")
+    )
+    heads = heads or "num_attention_heads"
+    assert getattr(config, heads) == 1 and getattr(config, field) == getattr(config, width) == 16  # 32 / r=2
 
 
 def test_bad_head_counts_are_refused():
@@ -121,7 +122,7 @@ def test_bad_head_counts_are_refused():
             tiny_backbone("bert", "sequence_classification", seed=0),
             LadderConfig(reduction_factor=4, side_attention_heads=3),
         )
-    for bad in (0, -1, True, 2.0, "2"):
+    for bad in (-1, True, 2.0, "2"):  # 0: the backbone's heads
         with pytest.raises(ConfigError, match="side_attention_heads must be an integer"):
             LadderConfig(side_attention_heads=bad)
 

@@ -15,6 +15,7 @@ from test_trainer import config, one_thread, save_backbone, write_data  # noqa: 
 
 from laddertune import LadderConfig, get_ladder_model
 from laddertune.core.backbones import load_tokenizer
+from laddertune.core.tap_projection import FINAL
 from laddertune.data import get_task, make_collator
 from laddertune.errors import ConfigError
 from laddertune.io import CHECKSUMS_NAME, load_tensors, write_checksums
@@ -81,7 +82,9 @@ def cache_for(
     if seed:
         with torch.no_grad():
             next(bb.parameters()).add_(seed)
-    model = get_ladder_model(bb, LadderConfig(side_layers=side_layers, reduction_factor=4))
+    # projected taps (a classifier's default is full width): the entry stores them d/r wide
+    config = LadderConfig(side_layers=side_layers, reduction_factor=4, tap_projection="random")
+    model = get_ladder_model(bb, config)
     rows = [json.loads(x) for x in (Path(assets["data"]) / "rte" / "train.jsonl").read_text().splitlines()][
         :n
     ]
@@ -128,9 +131,10 @@ def test_hit_and_miss_for_each_key_field(assets, tmp_path):
 
 def test_kept_layer_subset_reuses_and_superset_misses(assets, tmp_path):
     small, *_ = cache_for(assets, tmp_path, side_layers=[1])
-    assert small.built and small.layers == {"body": [1]}
+    # FINAL: the final shortcut's full-width input, beside the projected taps
+    assert small.built and small.layers == {"body": [FINAL, 1]}
     full, *_ = cache_for(assets, tmp_path)  # all layers: not in the [1] entry, so a new one
-    assert full.built and full.layers == {"body": [0, 1]}
+    assert full.built and full.layers == {"body": [FINAL, 0, 1]}
     sub, *_ = cache_for(assets, tmp_path, side_layers=[0])
     assert not sub.built and sub.path == full.path
 
@@ -141,8 +145,10 @@ def test_cached_taps_equal_the_backbone_taps(assets, tmp_path):
     cache, _, model, collate, examples = cache_for(assets, tmp_path)
     batch = collate(examples[3:9])
     want = collect_taps(model, **{k: v for k, v in batch.items() if k != "labels"})
-    got = cache.taps(batch, {"body": [0, 1]})
+    got = cache.taps(batch, {"body": [FINAL, 0, 1]})
     mask = batch["attention_mask"].bool()
+    # projected to d/r; full width
+    assert got["body"][0].shape[-1] == 8 and got["body"][FINAL].shape[-1] == 32
     for t, tensor in want["body"].items():
         torch.testing.assert_close(got["body"][t][mask], tensor[mask], rtol=1e-5, atol=1e-6)
         assert not got["body"][t][~mask].any()  # padding holds zeros
@@ -281,14 +287,15 @@ def test_cached_runs_never_run_the_backbone(assets, tmp_path, monkeypatch):
 
     monkeypatch.setattr(transformers.BertModel, "forward", counting)
     cache = str(tmp_path / "cache")
-    first = train(config(assets, tmp_path / "a", tap_cache=cache, epochs=2))
+    # a random tap projection: a PCA one is fitted on training batches first (the backbone runs on them)
+    first = train(config(assets, tmp_path / "a", tap_cache=cache, epochs=2, tap_projection="random"))
     # the builds alone, in batches of eval_batch_size 16: 20 training examples (2) and 8 validation examples (1);
     # none in the 6 steps or the 2 evaluations
     assert calls["n"] == 3
     splits = [r["split"] for r in records(tmp_path / "a", "tap_cache") if "built" in r]
     assert splits == ["train", "validation"]
     calls["n"] = 0
-    second = train(config(assets, tmp_path / "b", tap_cache=cache, epochs=2))
+    second = train(config(assets, tmp_path / "b", tap_cache=cache, epochs=2, tap_projection="random"))
     assert calls["n"] == 0
     scores = [[r["metrics"] for r in run["metrics"]["validation"]] for run in (first, second)]
     assert scores[1] == scores[0]

@@ -8,6 +8,7 @@ Example (the paper's Table 1 setting is the default: batch 100, source 128 token
     laddertune memory --backbone llama-7b --method qlora --lora-rank 16 --precision bf16 --batch-size 4 \
         --source-length 2048 [--no-gradient-checkpointing]
     laddertune memory --backbone clip-t5-base --method lst     # Table 3: the authors' four task batches, the peak
+    laddertune memory --backbone llama-3-8b --backbone-dtype nf4 --precision bf16 --fit 12GiB
 
 CLIP-T5 (``clip-t5-base``, or any T5 with ``--vl-task``) runs each task's batch of the authors' multi-task setting
 (:mod:`laddertune.memory.vision_model`; ``--batch-size`` and the lengths override it) and reports the largest:
@@ -52,13 +53,14 @@ def register(subparsers) -> None:
     p.add_argument(
         "--backbone",
         required=True,
-        help="t5-base, t5-large, t5-3b, bart-large, llama-7b, clip-t5-base, or a local model folder",
+        help="t5-base, t5-large, t5-3b, bart-large, llama-7b, llama-3-8b, llama-2-70b, qwen2.5-7b, clip-t5-base, "
+        "or a local model folder",
     )
     p.add_argument(
         "--method", choices=method_names(), default="lst", help="the training method [default: lst]"
     )
     flags: dict[str, Flag] = {}
-    skip = ("backbone_config", "method", "dtype", "visual", "options")
+    skip = ("backbone_config", "method", "dtype", "visual", "options", "count_flops")
     add_signature_flags(p, "laddertune.memory.predict", "predict_memory", flags, skip=skip)
     p.add_argument(
         "--dtype", dest="backbone_dtype", default=argparse.SUPPRESS, help=argparse.SUPPRESS
@@ -73,6 +75,13 @@ def register(subparsers) -> None:
         help="CLIP-T5: vqa, gqa, nlvr, caption or all (default all for clip-t5-base; makes any T5 a CLIP-T5)",
     )
     add_flags(vl, VisualInput, flags, skip=("images",))
+    p.add_argument(
+        "--fit",
+        metavar="BUDGET",
+        default=None,
+        help="what fits BUDGET (12GiB, 800MiB, 24GB), for lst and qlora side by side: the longest context at "
+        "--batch-size (default 1) and the largest batch at --source-length (default 2048)",
+    )
     p.add_argument("--json", action="store_true", help="print the prediction as JSON")
     finish_help(p, flags)
     p.set_defaults(func=run, flags=flags)
@@ -80,22 +89,50 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     given = given_options(args, args.flags)
-    own = method_spec(args.method).option_names()
+    methods = FIT_METHODS if args.fit is not None else (args.method,)
+    own = {name for method in methods for name in method_spec(method).option_names()}
     for name in given:
         owners = args.flags[name].owners
         if owners and name not in own:
             raise ConfigError(
-                f"--{name.replace('_', '-')} applies to method {', '.join(owners)}, not to {args.method}"
+                f"--{name.replace('_', '-')} applies to method {', '.join(owners)}, not to {' or '.join(methods)}"
             )
     if isinstance(given.get("side_layers"), str) and given["side_layers"].strip().lower() == "paper":
         given["side_layers"] = paper_side_layers(args.backbone)
     visual = {k: given.pop(k) for k in ("regions", "feature_dim") if k in given}
     if args.vl_task is not None or args.backbone in VL_BACKBONES:
         return run_vision(args, given, visual)
+    if args.fit is not None:
+        return run_fit(args, given)
     from ..memory import predict_memory
 
     prediction = predict_memory(args.backbone, args.method, **given)
     print(json.dumps(prediction.to_dict(), indent=2) if args.json else format_prediction(prediction))
+    return 0
+
+
+FIT_METHODS = ("lst", "qlora")
+
+
+def run_fit(args: argparse.Namespace, given: dict) -> int:
+    """``--fit``: for LST and QLoRA, the longest context at a batch size and the largest batch at a length."""
+    from ..memory import load_config
+    from ..memory.fit import fit_sizes, format_fit, parse_bytes
+
+    budget = parse_bytes(args.fit)
+    sizes = {"batch_size": given.pop("batch_size", 1), "source_length": given.pop("source_length", 2048)}
+    config = load_config(args.backbone)
+    results = []
+    for method in FIT_METHODS:
+        own = method_spec(method).option_names()
+        # a method's option goes to the methods that take it; the predictor's own arguments to both
+        kwargs = {k: v for k, v in given.items() if not args.flags[k].owners or k in own}
+        for search in ("source_length", "batch_size"):
+            results.append(fit_sizes(copy.deepcopy(config), method, budget, **sizes, search=search, **kwargs))
+    if args.json:
+        print(json.dumps({"budget_bytes": budget, **sizes, "fits": [r.to_dict() for r in results]}, indent=2))
+    else:
+        print(format_fit(results, budget, sizes))
     return 0
 
 

@@ -154,14 +154,17 @@ def head_size(family: Family, config) -> int:
     return getattr(config, family.width) // getattr(config, family.heads)
 
 
-def reduced_config(family: Family, stack: StackSpec, trunk_config, r: int, num_layers: int):
+def reduced_config(
+    family: Family, stack: StackSpec, trunk_config, r: int, num_layers: int, *, keep_heads: bool = True
+):
     """A copy of a backbone stack's config with widths divided by ``r`` and ``num_layers`` layers.
 
     Key/value head counts, rotary settings (fractions of the head size), tying and everything else are kept: the
-    side config stays one the family's own classes accept.
+    side config stays one the family's own classes accept. ``keep_heads=False``: the heads are set afterwards
+    (:func:`laddertune.core.heads.set_attention_heads`), so ``r`` need not divide the per-head size.
 
     Raises:
-        ConfigError: when ``r`` does not divide a width or the per-head size.
+        ConfigError: when ``r`` does not divide a width or (keeping the heads) the per-head size.
     """
     cfg = copy.deepcopy(trunk_config)
     hd = head_size(family, trunk_config)
@@ -169,13 +172,16 @@ def reduced_config(family: Family, stack: StackSpec, trunk_config, r: int, num_l
         value = getattr(cfg, field, None)
         if value is None:  # e.g. GPT-2's n_inner=None means 4 * n_embd, which then follows n_embd
             continue
+        if field == family.head_dim and not keep_heads:  # set again with the heads
+            setattr(cfg, field, max(1, value // r))
+            continue
         if value % r:
             raise ConfigError(f"reduction factor {r} does not divide the backbone's {field} ({value})")
         setattr(cfg, field, value // r)
-    if hd % r:
+    if hd % r and keep_heads:
         raise ConfigError(f"reduction factor {r} does not divide the backbone's per-head size ({hd})")
     if family.head_dim and getattr(cfg, family.head_dim, None) and family.head_dim not in family.reduce:
-        setattr(cfg, family.head_dim, hd // r)
+        setattr(cfg, family.head_dim, max(1, hd // r))
     for field in stack.num_layers:
         setattr(cfg, field, num_layers)
     return cfg
@@ -204,30 +210,3 @@ def set_attention_dropout(config, p: float) -> None:
         )
     for name in names:
         setattr(config, name, float(p))
-
-
-def set_attention_heads(family: Family, config, heads: int) -> None:
-    """Give a (side) config ``heads`` attention heads of width / heads each, in place.
-
-    The weight shapes stay those of the reduced config (q, k and v are still width x width), so pruning
-    initialisation, which ignores heads as the authors' does, is unchanged; only how the width is split changes.
-    Every head-count field of the config is set (BART's encoder and decoder ones).
-
-    Raises:
-        ConfigError: when ``heads`` does not divide the side width, or the family fixes its head size in a field
-            (T5's ``d_kv``, Llama's ``head_dim``) or groups key/value heads: there the shapes would change.
-    """
-    name = type(config).__name__
-    if family.head_dim and getattr(config, family.head_dim, None):
-        raise ConfigError(
-            f"{name} sets the per-head size in {family.head_dim}: side_attention_heads needs a family whose "
-            "head size is width / heads"
-        )
-    current = getattr(config, family.heads)
-    if getattr(config, "num_key_value_heads", None) not in (None, current):
-        raise ConfigError(f"{name} groups key/value heads: side_attention_heads is not supported for it")
-    width = getattr(config, family.width)
-    if width % heads:
-        raise ConfigError(f"side_attention_heads {heads} does not divide the side width ({width})")
-    for field in [k for k in vars(config) if k == family.heads or k.endswith("attention_heads")]:
-        setattr(config, field, heads)

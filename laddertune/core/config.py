@@ -19,6 +19,29 @@ ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 # What final_shortcut=None means per task head (see docs/first_steps.md for the evidence).
 FINAL_SHORTCUT_DEFAULT = {"sequence_classification": True, "seq2seq_lm": True, "causal_lm": True}
 HEADS = ("seq2seq_lm", "causal_lm", "sequence_classification")
+LM_HEADS = ("seq2seq_lm", "causal_lm")
+TAP_PROJECTIONS = ("none", "pca", "random")
+# The heads whose taps are projected by default (tap_projection=None): the LM heads, whose long sequences make the
+# taps a large share of the peak. Classifiers keep full-width taps: on the MiniLM Table 1 protocol a projection to
+# d/r cost 1.4 (pca) and more (random) SST-2 points (benchmarks/results/llm_scale_accuracy_minilm.md).
+TAP_PROJECTION_HEADS = ("seq2seq_lm", "causal_lm")
+# What side_checkpointing=None and loss_chunk_size=None resolve to per task head: on for the LM heads, whose long
+# sequences and large vocabularies set the peak (benchmarks/results/llm_scale_memory.md); off for classifiers,
+# whose short inputs gain little memory and would pay one more side forward per step.
+SIDE_CHECKPOINTING_DEFAULT = {"sequence_classification": False, "seq2seq_lm": True, "causal_lm": True}
+LOSS_CHUNK_DEFAULT = 1024  # the most positions per chunk
+LOSS_CHUNK_LOGITS = 2**25  # a chunk's float32 logits at most this many values (128 MiB): 1024 positions x 32k
+
+
+def loss_chunk_default(vocab_size: int | None) -> int:
+    """The default loss chunk of an LM head: the largest power of two of positions whose float32 logits hold at
+    most :data:`LOSS_CHUNK_LOGITS` values (Llama-2's 32k vocabulary: 1024, Llama-3's 128k: 256), at most
+    :data:`LOSS_CHUNK_DEFAULT` and at least 64. A chunk's logits, their softmax and gradient are the transients of
+    the loss, so a fixed number of positions would cost four times as much with a four times larger vocabulary."""
+    if not vocab_size:
+        return LOSS_CHUNK_DEFAULT
+    positions = max(64, LOSS_CHUNK_LOGITS // vocab_size)
+    return min(LOSS_CHUNK_DEFAULT, 1 << (positions.bit_length() - 1))
 
 
 @dataclass(frozen=True)
@@ -47,6 +70,12 @@ VARIANTS = {
     ),
 }
 LADDER_METHODS = tuple(VARIANTS)
+
+
+# What a ladder_config.json written before the tap projection existed meant by a None (then: the backbone's heads,
+# no side checkpointing, the plain loss; since then None resolves when the model is built, and files are saved
+# resolved).
+LEGACY_NONE = {"side_attention_heads": 0, "side_checkpointing": False, "loss_chunk_size": 0}
 
 
 @dataclass
@@ -83,13 +112,21 @@ class LadderConfig:
     (bitsandbytes on CUDA, torchao on CPU; :mod:`laddertune.core.quantization`), applied after any pruned init
     read the full-precision weights; None leaves it as loaded (float32). The side network stays float32 (master
     weights); the taps are cast to its compute dtype."""
+    quantize_embeddings: bool = False
+    """With ``backbone_dtype`` int8 or nf4 on CUDA: store the input embeddings and the LM head in that scheme too
+    (bitsandbytes' ``Embedding4bit``/``Embedding8bit`` and a 4/8-bit LM head; :mod:`laddertune.core.quantization`),
+    instead of 16-bit: 1.5 GiB less for Llama-3-8B's 128k vocabulary. The LM head then dequantizes its weight for
+    each use (a transient as large as the 16-bit head), and an embedding tied to the LM head is stored twice
+    (quantized, as two tensors)."""
     attn_implementation: str = opt("sdpa", choices=ATTN_IMPLEMENTATIONS, flag="attn")
     """The side network's attention kernel: sdpa (no (B, H, T, T) probabilities kept for the backward where the
     kernel allows) or eager. T5 has only an eager kernel."""
-    loss_chunk_size: int | None = opt(None, minimum=1, metavar="N")
+    loss_chunk_size: int | None = opt(None, minimum=0, metavar="N")
     """LM heads: compute the training loss N positions at a time (:mod:`laddertune.core.chunked_loss`), so the
     full float32 logits and their gradient never exist at once (the output then has ``logits=None``); only while
-    gradients are on: evaluation and generation always get logits. None: the plain loss."""
+    gradients are on: evaluation and generation always get logits. 0: the plain loss. None resolves when the model
+    is built: for LM heads a chunk whose float32 logits hold 128 MiB (the same loss; :func:`loss_chunk_default`:
+    1024 positions for a 32k vocabulary, 256 for 128k), 0 for classifiers."""
     final_shortcut: bool | None = None
     """The head reads the backbone's own final hidden state plus the up-projected side output (the up-projection
     starts at zero, so step 0 is the backbone's own head: a classifier's linear probe, an LM's pretrained
@@ -108,21 +145,39 @@ class LadderConfig:
     network alone, pruned from the backbone by ``init`` magnitude or fisher: no ladders, no shortcut, and after
     initialisation the backbone's layers are removed, only its embeddings run: :mod:`laddertune.core.ablations`).
     Given by the training method, not an option of its own."""
-    side_checkpointing: bool = False
+    side_checkpointing: bool | None = None
     """Activation checkpointing of the side layers (``torch.utils.checkpoint``): each side layer keeps only its
     input and its tap for the backward and recomputes the rest, about one more side forward per step for the side's
-    activation memory; the same losses and gradients."""
+    activation memory; the same losses and gradients. None resolves when the model is built: on for LM heads, off
+    for classifiers (:data:`SIDE_CHECKPOINTING_DEFAULT`)."""
     side_attention_dropout: float | None = opt(None, fraction=True, metavar="P")
     """The side network's dropout on attention probabilities; None keeps the backbone config's (MiniLM and BERT
     0.1, Llama 0.0). 0 halves a tap-cached MiniLM step on CPU (``benchmarks/results/side_step_profile.md``).
     Families whose config has no attention-only dropout (T5's ``dropout_rate`` covers every dropout) refuse a
     value."""
-    side_attention_heads: int | None = opt(None, minimum=1, metavar="N")
-    """The side network's number of attention heads; None keeps the backbone's, each d_head/r wide, as the authors
-    do (MiniLM at r=8: 12 heads of size 4). Fewer, wider heads cut the side step's attention cost
-    (``benchmarks/results/tap_cache_minilm_heads3*.md``); the weight shapes do not change, so pruning
-    initialisation works as before. Must divide the side width; families that fix the head size in a config field
-    (T5's ``d_kv``, Llama's ``head_dim``) or group key/value heads refuse a value."""
+    side_attention_heads: int | None = opt(None, minimum=0, metavar="N")
+    """The side network's number of attention heads, each side width / N wide (key/value heads follow the
+    backbone's grouping where it divides). None chooses when the model is built (and saves the number): heads 64
+    wide, or one head as wide as the side when it is narrower than 64 (:func:`~laddertune.core.heads.auto_heads`;
+    the measurement: ``benchmarks/results/llm_scale_accuracy_minilm.md``: one head scores as the backbone's 12, at
+    a third of the step time). 0 keeps the backbone's number of heads, each
+    d_head/r wide, as the authors do (MiniLM at r=8: 12 heads of size 4). A pruned initialisation keeps whole
+    backbone heads where the sizes allow (head-level importance)."""
+    tap_projection: str | None = opt(None, choices=TAP_PROJECTIONS)
+    """How each tap is narrowed while the backbone runs, so that no full-width hidden state is kept: the ladder's
+    Down_i = A_i P_i, with P_i a frozen (tap_rank x d) projection applied inside the backbone's forward and A_i
+    the trainable (d/r x tap_rank) matrix. ``pca``: P_i holds the top principal directions of tap i over
+    calibration tokens (:mod:`laddertune.core.tap_projection`; needs calibration data); ``random``: one random
+    orthogonal P (a fixed seed) shared by all taps; ``none``: the paper's full-width Down (taps d wide). None
+    resolves when the model is built, and is saved resolved: for LM heads (:data:`TAP_PROJECTION_HEADS`) ``pca``
+    when calibration data is given (``laddertune train`` gives it), else ``random``; for classifiers ``none``,
+    where the projection measurably costs accuracy (``benchmarks/results/llm_scale_accuracy_minilm.md``; the LM
+    heads' accuracy cost is not measured yet)."""
+    tap_rank: int | None = opt(None, minimum=1, metavar="K")
+    """The width of a projected tap; None: the side width d/r (taps then cost d/r, not d)."""
+    projection_tokens: int = opt(16384, minimum=1, metavar="N")
+    """With ``tap_projection=pca``: calibration tokens (real, not padding) the principal directions are computed
+    over."""
     backbone_name: str | None = record()
     """Filled in by ``save_pretrained``: the backbone's name or path."""
     backbone_revision: str | None = record()
@@ -169,6 +224,10 @@ class LadderConfig:
             raise ConfigError(
                 f"method {self.method!r} starts from the pruned backbone: init must be magnitude or fisher"
             )
+        if self.tap_projection not in (None, "none") and not variant.ladders:
+            raise ConfigError(f"tap_projection applies to LST's ladders, not to method {self.method!r}")
+        if self.quantize_embeddings and self.backbone_dtype not in ("int8", "nf4"):
+            raise ConfigError("quantize_embeddings needs backbone_dtype int8 or nf4")
         if self.side_checkpointing and not variant.ladders:
             raise ConfigError(
                 f"side_checkpointing applies to LST's side layers, not to method {self.method!r}"
@@ -181,13 +240,23 @@ class LadderConfig:
         """The training method these options are of (the method registry's name)."""
         return self.method
 
-    def resolve_for_head(self, head: str) -> None:
-        """Fill in ``task_head`` and the head-dependent defaults (``final_shortcut``); refuse what the head cannot
-        take (a one-line :class:`ConfigError`)."""
+    def resolve_for_head(self, head: str, vocab_size: int | None = None) -> None:
+        """Fill in ``task_head`` and the head-dependent defaults (``final_shortcut``, side checkpointing, the loss
+        chunk for a vocabulary of ``vocab_size``); refuse what the head cannot take (a one-line
+        :class:`ConfigError`)."""
         self.task_head = head
         if self.final_shortcut is None:
             fixed = self.variant.final_shortcut
             self.final_shortcut = FINAL_SHORTCUT_DEFAULT[head] if fixed is None else fixed
+        ladders = self.variant.ladders
+        if self.side_checkpointing is None:
+            self.side_checkpointing = ladders and SIDE_CHECKPOINTING_DEFAULT[head]
+        if self.loss_chunk_size is None:
+            self.loss_chunk_size = loss_chunk_default(vocab_size) if head in LM_HEADS else 0
+        if not ladders:  # the side reads the embedding output alone: nothing to narrow
+            self.tap_projection = "none"
+        elif self.tap_projection is None:  # get_ladder_model chose pca already when it had calibration data
+            self.tap_projection = "random" if head in TAP_PROJECTION_HEADS else "none"
         if head not in self.variant.heads:
             raise ConfigError(
                 f"method {self.method!r} supports {', '.join(self.variant.heads)} heads only, not {head}"
@@ -212,7 +281,12 @@ class LadderConfig:
         if unknown:
             raise ConfigError(f"unknown ladder config field(s): {', '.join(map(repr, unknown))}")
         # a file written before final_shortcut existed trained without it (the authors' head)
-        return cls(**{"final_shortcut": False, **data})
+        data = {"final_shortcut": False, **data}
+        # written before tap_projection existed: full-width taps, and None meant other things
+        if "tap_projection" not in data:
+            data["tap_projection"] = "none"
+            data.update({k: v for k, v in LEGACY_NONE.items() if data.get(k) is None})
+        return cls(**data)
 
     def save(self, directory: str | Path) -> Path:
         """Write ``ladder_config.json`` into ``directory`` (atomically) and return its path."""

@@ -34,7 +34,7 @@ from .architectures import get_path, layer_modules
 from .cache import LadderCache
 from .cache_names import CACHE, output_cache, pop_cache
 from .chunked_loss import chunked_lm_loss
-from .config import LadderConfig
+from .config import TAP_PROJECTION_HEADS, LadderConfig
 from .discovery import apply_lm_head_extras, discover_family, task_head
 from .generation import LadderEncoder, LadderEncoderOutput, LadderGenerationMixin, encoder_states
 from .pooling import backbone_final, pool
@@ -42,6 +42,7 @@ from .pretrained import LadderBody, PretrainedLadder
 from .quantization import convert_backbone
 from .self_check import check_backbone, self_check
 from .side_network import SideNetwork, as_output, record_taps
+from .tap_projection import FINAL, fit_pca, match_backbone_dtype
 from .task_model import is_bare, with_task_head
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         self.family = discover_family(backbone, head)
         if head == "sequence_classification" and not self.family.cls_head:
             raise ConfigError(f"{self.family.name} backbones are supported for LM heads only")
-        config.resolve_for_head(head)
+        config.resolve_for_head(head, getattr(backbone.config, "vocab_size", None))
         self.ladder_config = config
         self.backbone = backbone.requires_grad_(False)
         self.side = SideNetwork(backbone, self.family, config, head)
@@ -99,7 +100,9 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         """Backbone stack ``stack``'s layers in the order they run (a shared ALBERT group once per application)."""
         return layer_modules(self.backbone, self.side.stacks[stack].spec)
 
-    def run_backbone(self, stack: str, input_ids, *, layers=None, keep_output: bool = True, **kwargs):
+    def run_backbone(
+        self, stack: str, input_ids, *, layers=None, keep_output: bool = True, raw: bool = False, **kwargs
+    ):
         """The backbone half of one stack: run it without autograd and record the taps its side stack reads.
 
         Args:
@@ -107,7 +110,9 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
             input_ids: (B, T) the stack's token ids.
             layers: backbone layer ids to record (default: what the side stack reads, ``tap_layers``).
             keep_output: False when only the taps are needed: the backbone then stops after the last recorded
-                layer (at layer 0 when only the embedding output is wanted) and the output is None.
+                layer (at layer 0 when only the embedding output is wanted) and the output is None. True: the
+                output holds the final state, so no full-width ``FINAL`` tap is recorded.
+            raw: record the taps at full width, without the side's tap projection (to fit it).
             **kwargs: the stack's own keyword arguments (masks, positions, cache...); None values are dropped.
 
         Returns:
@@ -115,9 +120,14 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         """
         side_stack = self.side.stacks[stack]
         layers = side_stack.tap_layers if layers is None else layers
+        if keep_output:
+            layers = [i for i in layers if i != FINAL]
         call = get_path(self.backbone, side_stack.spec.call)
         output = None
-        record = record_taps(self.backbone_layers(stack), layers, stop_when_complete=not keep_output)
+        project = None if raw else side_stack.projection
+        record = record_taps(
+            self.backbone_layers(stack), layers, stop_when_complete=not keep_output, project=project
+        )
         with torch.no_grad(), record as taps:
             output = as_output(call(input_ids=input_ids, **_present(kwargs)))
         # A backbone placed over several devices (laddertune.core.placement) leaves each tap where its layer ran.
@@ -143,6 +153,7 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         decoder_input_ids: torch.Tensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         layers: dict[str, list[int]] | None = None,
+        raw: bool = False,
     ) -> dict[str, dict[int, torch.Tensor]]:
         """The backbone half of the forward: every backbone stack's taps of this batch, without autograd.
 
@@ -154,6 +165,7 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
             input_ids ... decoder_attention_mask: the batch, as for :meth:`forward`.
             layers: backbone layer ids to record per stack (default: what the side network reads); a superset
                 lets a tap cache serve runs that keep other layers.
+            raw: the taps at full width, without the side's tap projection.
 
         Returns:
             ``{stack name: {EMBED: (B, T, d), layer id: (B, T, d)}}``; an encoder-decoder's ``encoder`` and
@@ -171,10 +183,11 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
                 token_type_ids=token_type_ids,
                 position_ids=position_ids,
                 use_cache=False,
+                raw=raw,
             )
             return {stack: taps}
         encoder, enc_taps = self.run_backbone(
-            "encoder", input_ids, layers=layers.get("encoder"), attention_mask=attention_mask
+            "encoder", input_ids, layers=layers.get("encoder"), attention_mask=attention_mask, raw=raw
         )
         if decoder_input_ids is None:
             decoder_input_ids = self.backbone.prepare_decoder_input_ids_from_labels(labels=labels)
@@ -187,6 +200,7 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
             encoder_hidden_states=encoder.last_hidden_state,  # (B, T, d)
             encoder_attention_mask=attention_mask,
             use_cache=False,
+            raw=raw,
         )
         return {"encoder": enc_taps, "decoder": dec_taps}
 
@@ -216,13 +230,12 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         hidden = self.side.with_final(self.side.up(hidden), final)  # (B, T, d)
         if getattr(self.backbone.config, "scale_decoder_outputs", False):  # T5 v1.0's tied-embedding rescale
             hidden = hidden * getattr(self.backbone.config, self.family.width) ** -0.5
-        weight = self.backbone.get_output_embeddings().weight
+        head = self.backbone.get_output_embeddings()
+        weight = head.weight
+        # a quantized head (quantize_embeddings) computes in its compute dtype, not its storage's
+        dtype = weight.dtype if weight.is_floating_point() else getattr(head, "compute_dtype", torch.bfloat16)
         # on "meta" when offloaded: accelerate's hook then moves the input itself
-        return (
-            hidden.to(weight.dtype)
-            if weight.device.type == "meta"
-            else hidden.to(weight.device, weight.dtype)
-        )
+        return hidden.to(dtype) if weight.device.type == "meta" else hidden.to(weight.device, dtype)
 
     def _final(self, stack: str, backbone_out, taps) -> torch.Tensor | None:
         """With the final shortcut, backbone stack ``stack``'s final hidden states (B, T, d), else None."""
@@ -231,10 +244,8 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         return backbone_final(self, stack, backbone_out, taps).to(self.device)
 
     def _chunked(self, labels) -> bool:
-        """The chunked LM loss applies: labels given, gradients wanted, a chunk size set (then no logits)."""
-        return (
-            labels is not None and torch.is_grad_enabled() and self.ladder_config.loss_chunk_size is not None
-        )
+        """The chunked LM loss applies: labels given, gradients wanted, a chunk size set, not 0 (then no logits)."""
+        return labels is not None and torch.is_grad_enabled() and bool(self.ladder_config.loss_chunk_size)
 
     # -- forward ---------------------------------------------------------------------------------------------------
     def forward(
@@ -500,7 +511,11 @@ def _with_cache(cache: LadderCache | None, backbone_kwargs: dict, side_kwargs: d
 
 
 def get_ladder_model(
-    backbone: nn.Module, config: LadderConfig | None = None, calibration_data=None
+    backbone: nn.Module,
+    config: LadderConfig | None = None,
+    calibration_data=None,
+    *,
+    fit_projection: bool = True,
 ) -> LadderModel:
     """Put a ladder side network next to ``backbone`` (PEFT's ``get_peft_model``, for LST).
 
@@ -508,7 +523,12 @@ def get_ladder_model(
         backbone: a task model (T5ForConditionalGeneration, *ForCausalLM, *ForSequenceClassification) or a bare
             base model with ``config.task_head="sequence_classification"``; frozen, not copied.
         config: the side network's configuration (defaults: r=8, all layers, random init).
-        calibration_data: an iterable of training batches, needed for ``init="fisher"``.
+        calibration_data: an iterable of training batches, needed for ``init="fisher"`` and
+            ``tap_projection="pca"`` (Fisher reads the first batches, the PCA the next ones); with it an LM head's
+            unset ``tap_projection`` is ``pca``, without it ``random`` (a classifier's: ``none``).
+        fit_projection: False leaves a ``pca`` projection unfitted (zeros), for a model whose weights come from
+            elsewhere (the memory predictor's trace); an LM head's unset ``tap_projection`` is then ``pca``, as a
+            training run's.
 
     Raises:
         ConfigError: unsupported backbone, architecture or head, a config that does not fit it (core/self_check.py).
@@ -516,12 +536,22 @@ def get_ladder_model(
     config = copy.deepcopy(config) if config is not None else LadderConfig()
     if config.init == "fisher" and calibration_data is None:
         raise ConfigError("init='fisher' needs calibration_data: an iterable of training batches")
+    if config.tap_projection == "pca" and calibration_data is None and fit_projection:
+        raise ConfigError("tap_projection='pca' needs calibration_data: an iterable of training batches")
+    # what is no backbone (no config) is refused by LadderModel below, in one line
+    known = hasattr(backbone, "config") and not is_bare(backbone)
+    head = task_head(backbone) if known else config.task_head
+    if config.tap_projection is None and config.variant.ladders and head in TAP_PROJECTION_HEADS:
+        config.tap_projection = "pca" if calibration_data is not None or not fit_projection else "random"
     model = LadderModel(backbone, config)
     if config.init != "random":
         initialize_from_backbone(model, calibration_data)
+    if config.tap_projection == "pca" and fit_projection:  # Fisher read its batches first: PCA the next ones
+        fit_pca(model, calibration_data, config.projection_tokens)
     if not config.variant.runs_backbone:  # from here on the side network runs alone
         make_pruned(model)
     if config.backbone_dtype is not None:  # after the pruned init, which reads full-precision weights
-        convert_backbone(model.backbone, config.backbone_dtype)
+        convert_backbone(model.backbone, config.backbone_dtype, config.quantize_embeddings)
+        match_backbone_dtype(model)
     self_check(model)  # a 2-token forward and backward: a family discovery cannot serve fails here
     return model

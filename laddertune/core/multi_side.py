@@ -74,5 +74,18 @@ class MultiSideModel(nn.Module):
             stack: sorted({i for m in models for i in m.side.stacks[stack].tap_layers})
             for stack in models[0].side.stacks
         }
-        taps = models[0].backbone_taps(**batch, layers=layers)
-        return {name: model(**batch, taps=taps) for name, model in self.sides.items()}
+        # full-width taps once; each side network narrows them with its own tap projection (they may differ)
+        taps = models[0].backbone_taps(**batch, layers=layers, raw=True)
+        return {name: model(**batch, taps=_projected(model, taps)) for name, model in self.sides.items()}
+
+
+def _projected(model: LadderModel, taps: dict) -> dict:
+    """``taps`` (full width) as ``model``'s side stacks read them: through each stack's tap projection."""
+    out = {}
+    for name, stack_taps in taps.items():
+        projection = model.side.stacks[name].projection
+        out[name] = {
+            k: v if projection is None or k not in projection.index else projection(v, k)
+            for k, v in stack_taps.items()
+        }
+    return out

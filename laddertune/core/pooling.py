@@ -6,6 +6,7 @@ import torch
 from torch._subclasses.fake_tensor import is_fake  # the memory predictor traces with fake tensors
 
 from .architectures import get_path
+from .tap_projection import FINAL
 
 
 def pool(
@@ -40,11 +41,12 @@ def pool(
 
 def backbone_final(model, name: str, backbone_out, taps) -> torch.Tensor:
     """The backbone stack ``name``'s final hidden states (B, T, d): its output when it ran, else its last layer's
-    tap through the stack's own final norm (when it has one), without autograd either way."""
+    full-width tap (``FINAL`` when the taps are projected) through the stack's own final norm (when it has one),
+    without autograd either way."""
     if backbone_out is not None:
         return backbone_out.last_hidden_state
     stack = model.side.stacks[name]
-    last = stack.num_backbone_layers - 1
+    last = FINAL if stack.projection is not None else stack.num_backbone_layers - 1
     if last not in taps:
         raise ValueError(f"final_shortcut needs the backbone's last layer ({last}) among the given taps")
     trunk = get_path(model.backbone, stack.spec.trunk)

@@ -43,6 +43,7 @@ from .side_checkpoint import (
     restore_labels,
     save_side,
 )
+from .tap_projection import match_backbone_dtype
 from .task_model import with_task_head
 
 
@@ -189,7 +190,8 @@ class PretrainedLadder:
         check_head(backbone, task_head(backbone), directory, config)
         model = cls(backbone, config)  # no pruning or Fisher pass: the weights come from the file
         if config.backbone_dtype is not None:  # the dtype it trained in; any dtype passes the fingerprint
-            convert_backbone(model.backbone, config.backbone_dtype)
+            convert_backbone(model.backbone, config.backbone_dtype, config.quantize_embeddings)
+            match_backbone_dtype(model)  # the saved basis loads into the tap dtype's buffer
         load_side_weights(model, directory, config)
         if not config.variant.runs_backbone:
             strip_backbone(model)

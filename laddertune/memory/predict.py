@@ -16,7 +16,8 @@ backward's temporaries), with the ladder taps counted apart for LST.
 - dropout saves a bool mask on CUDA (``native_dropout``) but a float noise tensor on CPU; ``F.dropout`` is routed
   through ``aten.native_dropout`` during the trace (T5-base at batch 100: -16%);
 - every block is rounded up to 512 bytes, as the CUDA caching allocator does;
-- AdamW uses ``foreach=True`` (CUDA's default; CPU's default is the per-tensor loop, used for ``"cpu"``);
+- AdamW is the fused kernel (laddertune's trainer asks for it on CUDA: no parameter-sized temporaries at the
+  step); ``"cpu"`` uses CPU's default, the per-tensor loop;
 - ``attn="sdpa"`` runs the aten kernel CUDA would pick, flash or memory-efficient, so that autograd keeps what
   that kernel keeps (out + logsumexp, not the (B, H, T, T) probabilities): :mod:`.attention`.
 
@@ -184,6 +185,7 @@ def predict_memory(
     device_semantics: str = "cuda",
     visual: VisualInput | None = None,
     options=None,
+    count_flops: bool = True,
     **method_options,
 ) -> MemoryPrediction:
     """Predict the peak memory of a steady-state training iteration, without weights or a GPU.
@@ -205,6 +207,8 @@ def predict_memory(
         optimizer: ``adamw`` (torch's, float32 moments) or ``adamw8bit`` (bitsandbytes' 8-bit state, emulated).
         device_semantics: ``"cuda"`` predicts a GPU's ``max_memory_allocated``; ``"cpu"`` a CPU run.
         visual: the image part of a CLIP-T5 batch (:mod:`.vision_model`); implied by a ``clip-t5-*`` name.
+        count_flops: trace a third iteration to count the step's FLOPs (False: ``step_flops`` is 0, a third faster;
+            what ``--fit``'s searches do).
         options: the method's options object (e.g. ``LoraOptions(lora_rank=8)``); or give them as keywords:
         **method_options: options of the method by name (``reduction_factor=4``, ``side_layers=[...]``,
             ``lora_rank=16``, ``gradient_checkpointing=False``...); default: the authors' settings (CLIP-T5: the
@@ -247,7 +251,7 @@ def predict_memory(
     t0 = time.perf_counter()
     build = dict(dtype=dtype, attn=attn, precision=precision, visual=visual, optimizer=optimizer)
     model, settings, trackers, flops = _trace_iterations(
-        backbone_config, options, head, sizes, device_semantics, build
+        backbone_config, options, head, sizes, device_semantics, build, count_flops
     )
     first, tracker = trackers
     breakdown, floor = _account(model, tracker, cuda=device_semantics == "cuda")
@@ -304,7 +308,9 @@ def _backbone_storage(
 _CPU = torch.device("cpu")  # fake tensors live on "cpu"; CUDA is emulated (see the module docstring)
 
 
-def _trace_iterations(config, options, head: str, sizes: dict, device_semantics: str, build: dict):
+def _trace_iterations(
+    config, options, head: str, sizes: dict, device_semantics: str, build: dict, count_flops: bool = True
+):
     """Build the model under FakeTensorMode and trace two training iterations, one tracker each; then count the
     FLOPs of a third."""
     from torch._subclasses.fake_tensor import (
@@ -341,7 +347,7 @@ def _trace_iterations(config, options, head: str, sizes: dict, device_semantics:
         trackers: list = []
         for handle in tap_hooks(model, lambda tensors: trackers[-1].add_taps(tensors)):
             stack.callback(handle.remove)
-        for i in range(3):
+        for i in range(3 if count_flops else 2):
             # two tracked iterations, then one that counts FLOPs: FlopCounterMode's module hooks, run during the
             # recomputation of activation checkpointing, keep the recomputed graph alive until the iteration ends
             # (measured on real tensors too: 374 MiB against 196 MiB without it), so it never runs beside a tracker
@@ -362,7 +368,7 @@ def _trace_iterations(config, options, head: str, sizes: dict, device_semantics:
                 trackers[-1].final_optimizer_bytes = _category(
                     trackers[-1].get_tracker_snapshot().get(_CPU, {}), "OPT"
                 )
-    return model, settings, trackers, counter.get_total_flops()
+    return model, settings, trackers, counter.get_total_flops() if count_flops else 0
 
 
 def _packed_params(model: nn.Module) -> int:

@@ -139,6 +139,39 @@ class EmulatedQuantLinear(nn.Linear):
         return x @ weight.t()
 
 
+class EmulatedQuantEmbedding(nn.Module):
+    """A frozen token embedding stored as bitsandbytes' ``Embedding4bit`` (nf4, no double quantization: a float32
+    absmax per 64 values) or ``Embedding8bit`` (int8 rows + a float32 scale per row) stores it. Its forward
+    dequantizes only the looked-up rows (bitsandbytes does when the width is a multiple of 64): the output, in the
+    compute dtype, is the only transient."""
+
+    def __init__(self, embedding: nn.Embedding, scheme: str, compute_dtype: torch.dtype):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = embedding.num_embeddings, embedding.embedding_dim
+        self.scheme, self.compute_dtype = scheme, compute_dtype
+        n = self.num_embeddings * self.embedding_dim
+        if scheme == "int8":
+            self.weight = nn.Parameter(torch.empty(n, dtype=torch.int8), requires_grad=False)
+            self.register_buffer("scb", torch.empty(self.num_embeddings, dtype=torch.float32))
+        else:
+            self.weight = nn.Parameter(
+                torch.empty(math.ceil(n / 2), 1, dtype=torch.uint8), requires_grad=False
+            )
+            self.register_buffer("absmax", torch.empty(math.ceil(n / NF4_BLOCK), dtype=torch.float32))
+            self.register_buffer("code", torch.empty(NF4_CODE, dtype=torch.float32))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.empty(*ids.shape, self.embedding_dim, dtype=self.compute_dtype, device=ids.device)
+
+
+def emulate_quantized_embeddings(model: nn.Module, scheme: str, compute_dtype: torch.dtype) -> None:
+    """Swap the input embeddings of ``model`` (a transformers model) for an :class:`EmulatedQuantEmbedding`, as
+    :func:`laddertune.core.quantization.quantize_embeddings` does on CUDA (a plain ``nn.Embedding`` only)."""
+    embedding = model.get_input_embeddings()
+    if type(embedding) is nn.Embedding:
+        model.set_input_embeddings(EmulatedQuantEmbedding(embedding, scheme, compute_dtype))
+
+
 def emulate_quantized_linears(
     module: nn.Module, scheme: str, skip: set[int], compute_dtype: torch.dtype = torch.bfloat16
 ) -> int:

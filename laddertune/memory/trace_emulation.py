@@ -131,7 +131,7 @@ def tap_hooks(model: nn.Module, add_taps) -> list:
     """Hooks that mark LST's ladder taps as soon as the backbone makes them (``add_taps(tensors)``).
 
     A tap is the input of backbone layer 0 (the embedding output) or the output of a kept layer, the rule of
-    :func:`laddertune.core.side_network.record_taps`; the inputs of the down-projections are marked too (the same
+    :func:`laddertune.core.side_network.record_taps`, or with projected taps the projection's output; the inputs of the down-projections are marked too (the same
     storages, unless a dtype cast copies them). Marked at birth, a tap alive at a peak inside the backbone's
     forward counts as a tap, not as an activation. Returns the hook handles; an empty list for other methods.
     """
@@ -149,8 +149,14 @@ def tap_hooks(model: nn.Module, add_taps) -> list:
     def take_projection_input(module, args):
         add_taps(args)
 
+    def take_projected(module, args, output):  # a projected tap, as it is kept
+        add_taps([output])
+
     handles = []
     for stack in side.stacks.values():
+        if stack.projection is not None:  # the full-width states are the backbone's transients
+            handles.append(stack.projection.register_forward_hook(take_projected))
+            continue
         layers = layer_modules(model.backbone, stack.spec)  # a shared block (ALBERT) is hooked once
         handles.append(layers[0].register_forward_pre_hook(take_input, with_kwargs=True))
         handles += [

@@ -19,7 +19,7 @@ from ..core.compute import PRECISIONS as PRECISION_NAMES
 from ..core.config import ATTN_IMPLEMENTATIONS, HEADS
 from ..errors import ConfigError
 from ..methods import get_method, method_spec
-from .storage import EmulatedAdamW8bit, emulate_quantized_linears
+from .storage import EmulatedAdamW8bit, emulate_quantized_embeddings, emulate_quantized_linears
 
 PRECISIONS = dict(
     zip(PRECISION_NAMES, (None, torch.bfloat16, torch.float16), strict=True)
@@ -31,12 +31,14 @@ ENCODER_ONLY = set("bert roberta distilbert albert electra deberta deberta-v2 xl
 def make_optimizer(
     model: nn.Module, device_semantics: str = "cuda", lr: float = 3e-4, optimizer: str = "adamw"
 ) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters, with the ``foreach`` choice of the given device (see predict.py);
-    ``optimizer="adamw8bit"``: bitsandbytes' 8-bit AdamW state, emulated (:class:`.storage.EmulatedAdamW8bit`)."""
+    """AdamW over the trainable parameters as laddertune's trainer makes it on that device (see predict.py): the
+    fused kernel on CUDA, the per-tensor loop on CPU; ``optimizer="adamw8bit"``: bitsandbytes' 8-bit AdamW state,
+    emulated (:class:`.storage.EmulatedAdamW8bit`)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer == "adamw8bit":
         return EmulatedAdamW8bit(params, lr=lr)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, foreach=device_semantics == "cuda")
+    cuda = device_semantics == "cuda"
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, foreach=False, fused=cuda or None)
 
 
 def training_step(
@@ -152,10 +154,15 @@ def build_training_model(
         backbone = auto.from_config(config, attn_implementation=attn, dtype=dtype)
     except ValueError as e:  # transformers: this config has no such head
         raise ConfigError(f"{config.model_type} has no {head} head: {str(e).splitlines()[0]}") from None
-    skip = {id(backbone.get_output_embeddings())}  # the LM head stays unquantized (convert_backbone's rule)
+    head = backbone.get_output_embeddings()
 
-    def quantize(module: nn.Module, storage: str) -> None:  # the rest in the compute dtype, as on CUDA
-        emulate_quantized_linears(module.to(compute), storage, skip, compute)
+    def quantize(module: nn.Module, storage: str, embeddings: bool = False) -> None:
+        """The rest in the compute dtype, as on CUDA; the LM head and input embeddings stay 16-bit unless
+        ``embeddings`` (convert_backbone's rule)."""
+        module = module.to(compute)
+        emulate_quantized_linears(module, storage, set() if embeddings else {id(head)}, compute)
+        if embeddings:
+            emulate_quantized_embeddings(module, storage, compute)
 
     model = method.build_for_trace(backbone, options, quantize)
     settings = {**method.trace_settings(options, model), "attn": attn}

@@ -48,7 +48,7 @@ def check_vl_options(options, head: str) -> None:
         raise ConfigError("CLIP-T5 memory: a quantized backbone is not traced; use a float dtype")
     if head != "seq2seq_lm":
         raise ConfigError(f"CLIP-T5 generates its answers: head must be seq2seq_lm, got {head!r}")
-    if getattr(options, "loss_chunk_size", None) is not None:
+    if getattr(options, "loss_chunk_size", None):
         raise ConfigError("CLIP-T5 memory: the chunked LM loss is not part of VisionLadderModel")
 
 

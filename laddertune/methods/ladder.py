@@ -16,6 +16,7 @@ from torch import nn
 from ..core import LadderModel, get_ladder_model
 from ..core.config import LadderConfig
 from ..core.side_checkpoint import WEIGHTS_NAME, backbone_mismatch, read_side_config
+from ..core.tap_projection import match_backbone_dtype
 from ..errors import CheckpointError
 from ..io import load_tensors
 from .base import TrainingMethod, matched_tensors
@@ -28,7 +29,8 @@ class LadderMethod(TrainingMethod):
     method's name."""
 
     def needs_calibration(self, options: LadderConfig) -> bool:
-        return options.init == "fisher"
+        pca = options.variant.ladders and options.tap_projection in (None, "pca")
+        return options.init == "fisher" or pca
 
     def build(self, backbone: nn.Module, options: LadderConfig, *, device, calibration=None) -> LadderModel:
         backbone = backbone.to(device)
@@ -37,10 +39,14 @@ class LadderMethod(TrainingMethod):
 
     def build_for_trace(self, backbone: nn.Module, options: LadderConfig, quantize) -> LadderModel:
         storage = options.backbone_dtype
-        floating = dataclasses.replace(options, backbone_dtype=None if storage in QUANTIZED else storage)
-        model = get_ladder_model(backbone, floating)
+        floating = dataclasses.replace(
+            options, backbone_dtype=None if storage in QUANTIZED else storage, quantize_embeddings=False
+        )
+        # the projection a training run fits (its values do not change the memory): left unfitted
+        model = get_ladder_model(backbone, floating, fit_projection=False)
         if storage in QUANTIZED:
-            quantize(model.backbone, storage)
+            quantize(model.backbone, storage, options.quantize_embeddings)
+            match_backbone_dtype(model)
         return model
 
     def load_trained(self, backbone: nn.Module, options, directory: Path, *, device) -> LadderModel:
@@ -84,6 +90,9 @@ class LadderMethod(TrainingMethod):
             "reduction_factor": options.reduction_factor,
             "side_layers": model.side.stacks[next(iter(model.side.stacks))].kept,
             "backbone_dropout": options.backbone_dropout,
-            "loss_chunk_size": options.loss_chunk_size,
-            "side_checkpointing": options.side_checkpointing,
+            "loss_chunk_size": model.ladder_config.loss_chunk_size,
+            "side_checkpointing": model.ladder_config.side_checkpointing,
+            "tap_projection": model.ladder_config.tap_projection,
+            "tap_rank": next(iter(model.side.stacks.values())).tap_width,
+            "side_attention_heads": model.ladder_config.side_attention_heads,
         }

@@ -17,8 +17,14 @@ itself, which keeps the most important rows, as the paper's §3.3 describes.
 
 Side layer j mirrors backbone layer ``stack.kept[j]``; under ALBERT's shared layers every side layer is initialised
 from the one shared group it stands for (the same pruned copy in each, which then train apart). Down/up projections and gates are not taken from the backbone.
-Heads are ignored, as the authors did: the kept rows need not fall evenly in heads (nor keep RoPE's frequency pairs;
-the side network learns from there).
+
+Heads. The authors' side network (``side_attention_heads=0``: the backbone's heads, each d_head / r wide) ignores
+heads, as the authors did: the kept rows need not fall evenly in heads (nor keep RoPE's frequency pairs; the side
+network learns from there). A side that chose its own heads (:mod:`laddertune.core.heads`, the default) is pruned
+head by head: key/value heads are ranked by their summed row scores and side key/value head g takes the g-th best
+backbone head, WHOLE when the side's heads are as wide as the backbone's (rows in their order, RoPE's pairs
+intact), its best rows when narrower; a side head wider than the backbone's takes whole heads in rank order, the
+last one cut. Query heads follow their key/value head, best first (see :func:`_head_rows`).
 
 Two chains (``LadderConfig.pruning_chain``):
 
@@ -100,6 +106,7 @@ def initialize_side(model: nn.Module, importance: dict[str, Tensor], chain: str 
     backbone = model.backbone
     layout = _match_layout(backbone, model.side.stacks)
     p = _Pruner(backbone, importance, layout.conv1d, chain)
+    p.head_level = model.ladder_config.side_attention_heads != 0
     embedding = backbone.get_input_embeddings().weight
     embedding_name = next(n for n, w in backbone.named_parameters() if w is embedding)
     width = next(iter(model.side.stacks.values())).embed_down.out_features  # d / r
@@ -173,6 +180,7 @@ class _Pruner:
         self.weights = dict(backbone.named_parameters())
         self.importance, self.conv1d, self.chain = importance, conv1d, chain
         cfg = backbone.config.get_text_config()
+        self.backbone, self.config, self.head_level = backbone, cfg, False
         self.width = backbone.get_input_embeddings().weight.shape[-1]
         self.kv_heads = getattr(cfg, "num_key_value_heads", None) or 1  # read only under GQA
 
@@ -181,6 +189,7 @@ class _Pruner:
         self.side = dict(trunk.named_parameters())
         self.done: set[str] = set()
         self.stack, self.hidden = stack, hidden
+        self.side_heads = getattr(stack.trunk_config, stack.family.heads)
 
     def finish(self) -> None:
         for name in sorted(set(self.side) - self.done):
@@ -283,7 +292,14 @@ class _Pruner:
         if isinstance(step, FusedAttention):
             s = self.score(f"{bp}{step.qkv}.weight")[:, incoming]  # (3 * inner, cols)
             q, k, v = s.chunk(3)
-            inner = _top((q * k * v).sum(1), self.rows(f"{sp}{step.qkv}.weight") // 3)
+            score, rows = (q * k * v).sum(1), self.rows(f"{sp}{step.qkv}.weight") // 3
+            if self.head_level:  # heads as in attention(), without key/value grouping
+                by_head = score.view(self.stack.backbone_heads, -1)  # (heads, head size)
+                inner, _, _ = _head_rows(
+                    by_head, by_head.sum(1, keepdim=True), self.side_heads, rows // self.side_heads, 1
+                )
+            else:
+                inner = _top(score, rows)
             fused = torch.cat([inner + part * len(q) for part in range(3)])
             self.linear(sp + step.qkv, bp + step.qkv, fused, incoming)
             out = self.out_rows(f"{sp}{step.o}.weight", f"{bp}{step.o}.weight", inner, incoming)
@@ -294,24 +310,81 @@ class _Pruner:
     def attention(self, a: Attention, sp: str, bp: str, layer0: str, cols: Tensor, kv_cols: Tensor) -> Tensor:
         s_q, s_k, s_v = (self.score(f"{bp}{n}.weight") for n in (a.q, a.k, a.v))
         n_rep = s_q.shape[0] // s_k.shape[0]  # query heads per key/value head (1 without GQA)
-        groups = self.kv_heads if n_rep > 1 else 1  # without GQA, Q and K/V share their rows: one group
+        heads = s_q.shape[0] // self._head_size(s_q.shape[0])  # the backbone's query heads
+        groups = heads // n_rep if self.head_level else self.kv_heads if n_rep > 1 else 1
         head_dim = s_k.shape[0] // groups
+        q_head = s_q[:, cols].sum(1).view(groups, n_rep, head_dim).sum(2)  # (kv heads, n_rep): per query head
         # sum |I_q| over the query heads that share each key/value row: (kv rows, in)
         s_q = s_q.view(groups, n_rep, head_dim, -1).sum(1).flatten(0, 1)
         if torch.equal(cols, kv_cols):
             score = (s_q[:, cols] * s_k[:, cols] * s_v[:, cols]).sum(1)
         else:  # cross-attention in the authors' chain: columns differ, so multiply the row norms
             score = s_q[:, cols].sum(1) * s_k[:, kv_cols].sum(1) * s_v[:, kv_cols].sum(1)
-        kv_rows = _top(score, self.rows(f"{sp}{a.k}.weight"))
-        kept = kv_rows.view(groups, 1, -1)  # (side kv heads, 1, side head dim)
-        rep = torch.arange(n_rep, device=kept.device).view(1, -1, 1)
-        # side query head g * n_rep + t reads side kv head g: take query head (kv head of the row) * n_rep + t
-        q_rows = (((kept // head_dim) * n_rep + rep) * head_dim + kept % head_dim).flatten()
+        side_rows = self.rows(f"{sp}{a.k}.weight")
+        if self.head_level:
+            side_q = self.rows(f"{sp}{a.q}.weight")
+            side_groups = side_rows * self.side_heads // side_q  # the side's key/value heads
+            kv_rows, q_rows, primary = _head_rows(
+                score.view(groups, head_dim),
+                q_head,
+                side_groups,
+                side_rows // side_groups,
+                side_q // side_rows,
+            )
+        else:  # the authors' rule: rows by score, whatever head they fall in
+            kv_rows = _top(score, side_rows)
+            kept = kv_rows.view(groups, 1, -1)  # (side kv heads, 1, side head dim)
+            rep = torch.arange(n_rep, device=kept.device).view(1, -1, 1)
+            # side query head g * n_rep + t reads side kv head g: take query head (kv head of the row) * n_rep + t
+            q_rows = (((kept // head_dim) * n_rep + rep) * head_dim + kept % head_dim).flatten()
+            primary = None
         self.linear(sp + a.q, bp + a.q, q_rows, cols)
         self.linear(sp + a.k, bp + a.k, kv_rows, kv_cols)
         self.linear(sp + a.v, bp + a.v, kv_rows, kv_cols)
         out = self.out_rows(f"{sp}{a.o}.weight", f"{bp}{a.o}.weight", q_rows, cols)
         self.linear(sp + a.o, bp + a.o, out, q_rows)
-        if a.position_bias and self.has(f"{sp}{a.position_bias}.weight"):  # heads are kept: copy it whole
-            self.copy(f"{sp}{a.position_bias}.weight", f"{layer0}{a.position_bias}.weight")
+        if a.position_bias and self.has(f"{sp}{a.position_bias}.weight"):  # (buckets, heads)
+            # the authors' side keeps every head: copied whole; else each side head's first backbone head's
+            name = f"{layer0}{a.position_bias}.weight"
+            self.copy(f"{sp}{a.position_bias}.weight", name, cols=primary, native=True)
         return out
+
+    def _head_size(self, q_rows: int) -> int:
+        """The backbone's per-head size in this stack (query rows / its heads)."""
+        return q_rows // self.stack.backbone_heads
+
+
+def _head_rows(
+    score: Tensor, q_head: Tensor, side_groups: int, side_size: int, side_rep: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Head-level selection of one attention's rows (module docstring, "Heads").
+
+    Args:
+        score: (kv heads, head size) the importance of each backbone key/value row.
+        q_head: (kv heads, query heads per kv head) the importance of each backbone query head.
+        side_groups, side_size, side_rep: the side's key/value heads, their size, query heads per key/value head.
+
+    Returns:
+        (kv rows (side_groups * side_size,), q rows (side_groups * side_rep * side_size,) in the side's query-head
+        order, the backbone query head each side query head starts from (side_groups * side_rep,)).
+    """
+    groups, size = score.shape
+    n_rep = q_head.shape[1]
+    order = torch.argsort(score.sum(1), descending=True, stable=True).tolist()  # kv heads, best first
+    q_order = torch.argsort(q_head, dim=1, descending=True, stable=True).tolist()  # (kv heads, n_rep)
+    heads: list[list[tuple[int, int]]] = []  # per side kv head: its (backbone kv head, dim) rows
+    if side_size <= size:  # each side head: one backbone head, whole, or its best rows
+        for b in (order * side_groups)[:side_groups]:  # (a side with more heads than the backbone repeats)
+            heads.append([(b, int(e)) for e in _top(score[b], side_size)])
+    else:  # each side head: whole backbone heads in rank order, the last one cut to its best rows
+        flat = [(b, int(e)) for b in order for e in _top(score[b], size)]
+        flat = (flat * math.ceil(side_groups * side_size / len(flat)))[: side_groups * side_size]
+        heads = [flat[g * side_size : (g + 1) * side_size] for g in range(side_groups)]
+    kv_rows = [b * size + e for head in heads for b, e in head]
+    q_rows, primary = [], []
+    for head in heads:
+        # side query head g * side_rep + t reads side kv head g (repeat_kv's layout)
+        for t in range(side_rep):
+            q_rows += [(b * n_rep + q_order[b][t % n_rep]) * size + e for b, e in head]
+            primary.append(head[0][0] * n_rep + q_order[head[0][0]][t % n_rep])
+    return torch.tensor(kv_rows), torch.tensor(q_rows), torch.tensor(primary)

@@ -8,6 +8,7 @@ import json
 import torch
 
 from ..core.fingerprint import legacy_fingerprint as weights_fingerprint  # exact: values, shapes and dtypes
+from ..core.tap_projection import projection_fingerprint
 
 TAP_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -47,6 +48,8 @@ def cache_key(model, tokenizer, examples: list[dict], *, max_length: int, fmt: s
         "max_length": max_length,
         "format": fmt,
         "dtype": dtype,
+        # the taps are stored projected (LadderConfig.tap_projection): an entry serves one projection only
+        "projection": projection_fingerprint(model),
     }
 
 

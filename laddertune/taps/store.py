@@ -1,7 +1,7 @@
 """Tap cache entries on disk: build one (estimated, checked, atomic), find a matching one, read batches from it.
 
 An entry is a folder ``<cache dir>/<hash of key and layers>/`` holding ``manifest.json`` (key fields, cached layers per
-stack, dtype, widths, and per shard the example keys in order), ``shard-NNNNN.safetensors`` files and ``SHA256SUMS``.
+stack, dtype, the width of each tap, and per shard the example keys in order), ``shard-NNNNN.safetensors`` files and ``SHA256SUMS``.
 A shard holds, per stack and tap, one ``(tokens, width)`` tensor of its examples' real tokens back to back, and per
 stack an ``offsets`` tensor ``(examples + 1,)``: example k owns rows ``offsets[k]:offsets[k+1]``.
 
@@ -30,6 +30,7 @@ import torch
 from safetensors import safe_open
 
 from ..core.side_network import EMBED
+from ..core.tap_projection import FINAL
 from ..core.taps import collect_taps
 from ..errors import CheckpointError, ConfigError, DataError
 from ..io import atomic_save_tensors, hold_lock, load_json, save_json, verify_checksums, write_checksums
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 SHARD_BYTES = 256 * 1024**2  # a shard's size target: few files, yet a build flushes often
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: widths per tap (projected taps, a full-width FINAL)
 INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "labels")
 
 
@@ -52,15 +53,25 @@ def _masks(batch: dict, stacks: list[str]) -> dict[str, torch.Tensor]:
 
 
 def estimate_bytes(
-    batches: list[dict], layers: dict[str, list[int]], widths: dict[str, int], dtype: str
+    batches: list[dict], layers: dict[str, list[int]], widths: dict[str, dict[str, int]], dtype: str
 ) -> int:
-    """Bytes of the shards for these batches: real tokens x (embedding + cached layers) x width x dtype size."""
+    """Bytes of the shards for these batches: real tokens x the widths of the embedding and cached taps x dtype
+    size."""
     item = torch.empty((), dtype=TAP_DTYPES[dtype]).element_size()
     total = 0
     for batch in batches:
         for name, mask in _masks(batch, list(layers)).items():
-            total += int(mask.sum()) * (1 + len(layers[name])) * widths[name] * item
+            total += int(mask.sum()) * sum(widths[name][str(t)] for t in (EMBED, *layers[name])) * item
     return total
+
+
+def tap_widths(model, layers: dict[str, list[int]]) -> dict[str, dict[str, int]]:
+    """Per stack, the width of each tap kept: projected taps k wide, the final shortcut's FINAL d wide."""
+    out = {}
+    for name, ids in layers.items():
+        stack = model.side.stacks[name]
+        out[name] = {str(t): stack.width if t == FINAL else stack.tap_width for t in (EMBED, *ids)}
+    return out
 
 
 class TapCache:
@@ -91,8 +102,10 @@ class TapCache:
         masks = _masks(batch, list(layers))
         out: dict[str, dict[int, torch.Tensor]] = {}
         for name, mask in masks.items():
-            width = self.manifest["widths"][name]
-            stack = {t: torch.zeros(*mask.shape, width, dtype=self.dtype) for t in (EMBED, *layers[name])}
+            widths = self.manifest["widths"][name]
+            stack = {
+                t: torch.zeros(*mask.shape, widths[str(t)], dtype=self.dtype) for t in (EMBED, *layers[name])
+            }
             for i in range(mask.shape[0]):
                 key = example_key(batch, i, self.seq2seq)
                 if key not in self.index:
@@ -209,7 +222,7 @@ def open_tap_cache(
 def _build(directory, model, examples, collate, key, layers, batch_size, say) -> TapCache:
     t0 = time.perf_counter()
     stacks = list(layers)
-    widths = {name: model.side.stacks[name].embed_down.in_features for name in stacks}
+    widths = tap_widths(model, layers)
     batches = [collate(examples[i : i + batch_size]) for i in range(0, len(examples), batch_size)]
     need = estimate_bytes(batches, layers, widths, key["dtype"])
     free = shutil.disk_usage(directory).free

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.compute import OPTIMIZERS, PRECISIONS, check_device_name
-from ..core.config import LadderConfig
+from ..core.config import LADDER_METHODS, LEGACY_NONE, LadderConfig
 from ..data.generative import PROMPT_FORMATS
 from ..data.layouts import LAYOUTS
 from ..errors import ConfigError
@@ -488,6 +488,10 @@ class TrainConfig:
         for key in [k for k in flat if k in _METHOD_OPTIONS and k not in own]:
             if flat[key] in _DEFAULTS_OF[key]:
                 del flat[key]
+        if method in LADDER_METHODS and "tap_projection" not in flat:
+            # written before the tap projection existed: full-width taps, and None meant other things then
+            flat["tap_projection"] = "none"
+            flat.update({k: v for k, v in LEGACY_NONE.items() if flat.get(k) is None})
         flat = {**LEGACY_DEFAULTS.get(method, {}), **flat}
         return cls.from_flat(flat)
 

@@ -223,11 +223,12 @@ class Run(DataParallelHooks, PlacementHooks):
         """
         config, data = self.config, self.data
         calibration = None
-        fisher = self.method.needs_calibration(config.method)
-        if fisher:  # training batches in an order of their own
-            order = epoch_batches(
-                len(data.splits.train), config.optimization.batch_size, config.optimization.seed, -1
-            )
+        fisher = getattr(config.method, "init", None) == "fisher"
+        if self.method.needs_calibration(config.method):  # training batches in an order of their own
+            # a Fisher init's order follows the run's seed; a tap projection's alone does not (seed 0), so that runs
+            # of every seed fit the same projection and share one tap cache entry
+            seed = config.optimization.seed if fisher else 0
+            order = epoch_batches(len(data.splits.train), config.optimization.batch_size, seed, -1)
             calibration = (
                 move_batch(data.collate([data.splits.train[i] for i in b]), self.device) for b in order
             )

@@ -36,7 +36,10 @@ def make_optimizer(
     """The optimizer ``name`` over ``params`` (betas 0.9/0.999, eps 1e-8, as the paper's AdamW)."""
     kwargs = dict(lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay)
     if name == "adamw":
-        return torch.optim.AdamW(params, **kwargs)
+        # CUDA: the fused kernel, one launch and no parameter-sized temporaries (foreach, the default, keeps a few
+        # of them alive at the step: the peak of a small side network's step; benchmarks/results/
+        # llm_scale_memory.md); CPU keeps torch's default
+        return torch.optim.AdamW(params, **kwargs, fused=device.type == "cuda" or None)
     if name == "adamw8bit":
         return adamw8bit_class(device)(params, **kwargs)
     raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {name!r}")

@@ -70,7 +70,7 @@ def write_results(run, test: dict | None, write: bool = True) -> dict:
             "device": str(run.device),
             "gpu": torch.cuda.get_device_name(run.device) if run.device.type == "cuda" else None,
             **run.precision.describe(),
-            **run.method.compute_settings(config.method),
+            **run.method.compute_settings(_resolved_options(run, config.method)),
             "optimizer": config.optimization.optimizer,
             "optimizer_state_bytes": state_bytes(run.optimizer),
         },
@@ -145,3 +145,10 @@ def measurement(memory: dict | None, timing) -> dict | None:
         "seconds_per_unmeasured_step": plain,
         "overhead_ratio": measured / plain if measured and plain else None,
     }
+
+
+def _resolved_options(run, options):
+    """The method's options as the model resolved them (a LadderModel's config: side checkpointing and the heads'
+    other defaults filled in), else as configured."""
+    model = getattr(run.model, "module", run.model)  # DistributedDataParallel wraps it
+    return getattr(model, "ladder_config", None) or options

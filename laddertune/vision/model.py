@@ -104,7 +104,10 @@ class VisionLadderModel(nn.Module):
         visual = ladder.side.visual(vis_feats, vis_boxes)  # (B, M, d), M = V * N
         if vis_mask is None:
             vis_mask = torch.ones(visual.shape[:2], dtype=attention_mask.dtype, device=visual.device)
-        side_taps = {EMBED: torch.cat([taps[EMBED].to(visual.dtype), visual], dim=1)}  # (B, T + M, d)
+        # the taps are projected: the image embeddings too
+        projection = ladder.side.stacks["encoder"].projection
+        visual_tap = visual if projection is None else projection(visual, EMBED)  # (B, M, k)
+        side_taps = {EMBED: torch.cat([taps[EMBED].to(visual.dtype), visual_tap], dim=1)}  # (B, T + M, k)
         for i in kept:  # zero ladder input at the visual positions
             pad = taps[i].new_zeros(taps[i].shape[0], visual.shape[1], taps[i].shape[2])
             side_taps[i] = torch.cat([taps[i], pad], dim=1)

@@ -30,10 +30,11 @@ FLOAT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16":
 QUANTIZED = ("int8", "nf4")
 
 
-def convert_backbone(backbone: nn.Module, dtype: str) -> nn.Module:
+def convert_backbone(backbone: nn.Module, dtype: str, embeddings: bool = False) -> nn.Module:
     """Cast (``float32``, ``bfloat16``, ``float16``) or quantize (``int8``, ``nf4``) a frozen backbone in place.
 
     The backbone's device decides the quantization backend (bitsandbytes on CUDA, torchao on CPU).
+    ``embeddings``: quantize the LM head and the input embeddings too (bitsandbytes only; a plain ``nn.Embedding``).
     """
     if dtype in FLOAT_DTYPES:
         return backbone.to(FLOAT_DTYPES[dtype])
@@ -43,10 +44,15 @@ def convert_backbone(backbone: nn.Module, dtype: str) -> nn.Module:
         )
     device = next(backbone.parameters()).device
     backend = bnb if device.type == "cuda" else torchao_cpu
+    if embeddings and backend is not bnb:
+        raise ConfigError("quantize_embeddings needs a CUDA backbone (bitsandbytes)")
     if backend is bnb:  # as transformers loads a 4/8-bit model: the rest (embeddings, norms, LM head) in the
         backbone.to(bnb.COMPUTE_DTYPE)  # compute dtype, so the hidden states and the taps are 16-bit too
-    skip = {id(backbone.get_output_embeddings())} if hasattr(backbone, "get_output_embeddings") else set()
+    head = backbone.get_output_embeddings() if hasattr(backbone, "get_output_embeddings") else None
+    skip = {id(head)} if head is not None and not embeddings else set()
     count = backend.quantize_linears(backbone, dtype, skip)
+    if embeddings:
+        bnb.quantize_embeddings(backbone, dtype)
     if count == 0:
         raise ConfigError(f"backbone_dtype {dtype}: the backbone has no nn.Linear layers to quantize")
     return backbone

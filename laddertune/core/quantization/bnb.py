@@ -52,5 +52,26 @@ def quantize_linears(backbone: nn.Module, scheme: str, skip: set[int]) -> int:
     return len(targets)
 
 
+def quantize_embeddings(backbone: nn.Module, scheme: str) -> bool:
+    """Replace a CUDA backbone's input embeddings (a plain ``nn.Embedding``: scaled ones such as Gemma's keep
+    theirs) by ``bnb.nn.Embedding4bit`` (nf4) or ``Embedding8bit``; returns whether it did. Not yet run on a GPU in
+    this project's tests (no CUDA there)."""
+    bnb = _bitsandbytes()
+    old = backbone.get_input_embeddings()
+    if type(old) is not nn.Embedding:
+        return False
+    n, d, device = old.num_embeddings, old.embedding_dim, old.weight.device
+    if scheme == "int8":
+        new = bnb.nn.Embedding8bit(n, d, dtype=COMPUTE_DTYPE)
+        new.weight = bnb.nn.Int8Params(old.weight.data.cpu(), requires_grad=False, has_fp16_weights=False)
+    else:
+        new = bnb.nn.Embedding4bit(n, d, dtype=COMPUTE_DTYPE, quant_type="nf4")
+        new.weight = bnb.nn.Params4bit(
+            old.weight.data.cpu(), requires_grad=False, quant_type="nf4", module=new
+        )
+    backbone.set_input_embeddings(new.to(device))  # moving to CUDA quantizes the weight
+    return True
+
+
 def is_quantized_weight(p: torch.Tensor) -> bool:
     return type(p).__name__ in ("Int8Params", "Params4bit")
