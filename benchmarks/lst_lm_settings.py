@@ -21,15 +21,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "laddertune" / "data" / "sample" / "instructions"
 RESULTS = ROOT / "benchmarks" / "results"
+AUTHORS = ["--tap-projection", "none", "--side-attention-heads", "0"]  # full-width taps, the backbone's heads
 VARIANTS = {
-    "default": [],
-    "r4": ["--reduction-factor", "4"],
-    "r2": ["--reduction-factor", "2"],
-    "lr1e-2": ["--lr", "1e-2"],
-    "lr1e-3": ["--lr", "1e-3"],
-    "heads3": ["--side-attention-heads", "3"],
-    "no-shortcut": ["--no-final-shortcut"],
-    "gate": ["--final-gate"],
+    "default": [],  # projected (pca) taps, side heads 64 wide
+    "full-taps": ["--tap-projection", "none"],
+    "authors": AUTHORS,
+    "authors-r4": [*AUTHORS, "--reduction-factor", "4"],
+    "authors-r2": [*AUTHORS, "--reduction-factor", "2"],
+    "authors-lr1e-2": [*AUTHORS, "--lr", "1e-2"],
+    "authors-lr1e-3": [*AUTHORS, "--lr", "1e-3"],
+    "authors-no-shortcut": [*AUTHORS, "--no-final-shortcut"],
+    "authors-gate": [*AUTHORS, "--final-gate"],
 }
 
 

@@ -39,7 +39,10 @@ def output_error(what, error: OSError, note: str = "") -> OutputError:
     return out
 
 
-_DISTRIBUTIONS = {"PIL": "pillow", "prometheus_client": "prometheus-client"}  # import name -> the name pip installs it by, where they differ
+_DISTRIBUTIONS = {
+    "PIL": "pillow",
+    "prometheus_client": "prometheus-client",
+}  # import name -> the name pip installs it by, where they differ
 
 
 def import_optional(module: str, extra: str, feature: str) -> ModuleType:

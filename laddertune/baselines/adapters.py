@@ -2,7 +2,7 @@
 
 An adapter is ``x + up(relu(down(x)))`` with ``down: d -> d/reduction`` and ``up: d/reduction -> d``. It is placed on
 the output of each layer's attention output projection and of its feed-forward output projection, before the
-layer's residual addition, as in the authors' runs (reduction 16, every layer, see lst-reference.md §4).
+layer's residual addition, as in the authors' runs (reduction 16, every layer, see docs/concepts.md#fact-training-settings).
 
 Why not AdapterHub's ``adapters`` package: its latest release (1.3.0) requires ``transformers~=4.57.6`` and this
 project is on transformers 5.23, so it cannot be installed next to our backbone code. What we need is small enough to

@@ -2,7 +2,7 @@
 
 ``prepare_baseline(backbone, method)`` returns a module whose ``forward(**batch)`` gives the Hugging Face output
 (``.loss``, ``.logits``), which has ``generate`` when the backbone has it, and whose parameters with
-``requires_grad=True`` are exactly the method's. Settings follow the authors' runs (lst-reference.md §4).
+``requires_grad=True`` are exactly the method's. Settings follow the authors' runs (docs/concepts.md#fact-training-settings).
 
 Who trains what:
 

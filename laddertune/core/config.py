@@ -16,7 +16,7 @@ INITS = ("random", "magnitude", "fisher")
 CHAINS = ("residual", "authors")
 BACKBONE_DTYPES = ("float32", "bfloat16", "float16", "int8", "nf4")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
-# What final_shortcut=None means per task head (see docs/first_steps.md for the evidence).
+# What final_shortcut=None means per task head (see docs/results/ablations.md#the-final-shortcut for the evidence).
 FINAL_SHORTCUT_DEFAULT = {"sequence_classification": True, "seq2seq_lm": True, "causal_lm": True}
 HEADS = ("seq2seq_lm", "causal_lm", "sequence_classification")
 LM_HEADS = ("seq2seq_lm", "causal_lm")
@@ -130,7 +130,7 @@ class LadderConfig:
     final_shortcut: bool | None = None
     """The head reads the backbone's own final hidden state plus the up-projected side output (the up-projection
     starts at zero, so step 0 is the backbone's own head: a classifier's linear probe, an LM's pretrained
-    predictions; docs/first_steps.md); off: the side output alone, the authors' head. None resolves to the head's
+    predictions; docs/results/ablations.md#the-final-shortcut); off: the side output alone, the authors' head. None resolves to the head's
     default when the model is built (:data:`FINAL_SHORTCUT_DEFAULT`: on for every head) and is saved resolved;
     checkpoints written before the field existed load as off, the setting they trained with."""
     final_gate: bool = False

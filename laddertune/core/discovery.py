@@ -4,7 +4,7 @@ Transformers' families follow a few conventions, and discovery reads them:
 
 - the task model holds its base model under ``base_model_prefix``; an encoder-decoder's base model has
   ``get_encoder()`` / ``get_decoder()``. A sequence classifier over an encoder-decoder (BART) reads the ENCODER
-  only, as the paper ran BART-large on GLUE (lst-reference §6);
+  only, as the paper ran BART-large on GLUE (docs/concepts.md#fact-bart-large-glue);
 - each stack's layers are the one ``nn.ModuleList`` of identical blocks (as many as a layer-count config field
   says); the side trunk copies the class of that list's parent. A parent whose ``forward`` takes ``inputs_embeds``
   (``LlamaModel``, ``T5Stack``, ``BartEncoder``, ``OPTDecoder``) builds its masks itself from a 2D mask; one that

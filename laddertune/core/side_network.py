@@ -2,7 +2,7 @@
 
 A side stack is a reduced copy of the backbone's own stack module (``T5Stack``, ``BertEncoder``, ``LlamaModel``...)
 plus its ladders: a down-projection of the backbone's embedding output that becomes the side input, and before
-side layer j (mirroring backbone layer i = kept[j]) the gated mix (lst-reference §1, the authors' code)
+side layer j (mirroring backbone layer i = kept[j]) the gated mix (docs/concepts.md#fact-side-network, the authors' code)
 
     s = mu_i * s + (1 - mu_i) * Down_i(b_i),    mu_i = sigmoid(alpha_i / T)
 
@@ -228,7 +228,10 @@ class SideStack(nn.Module):
         # One gate per BACKBONE layer, as the authors' code keeps (t5-base golden count 3,878,712 with 9 of 12
         # layers kept; 3,878,706 if only kept layers had gates). Gates of dropped layers are never used.
         self.gates = nn.Parameter(torch.full((num_backbone_layers if ladders else 0,), float(gate_init)))
-        for proj in (self.embed_down, *self.downs):  # lst-reference §1: N(0, 0.01^2), zero bias
+        for proj in (
+            self.embed_down,
+            *self.downs,
+        ):  # docs/concepts.md#fact-side-network: N(0, 0.01^2), zero bias
             nn.init.normal_(proj.weight, std=0.01)
             nn.init.zeros_(proj.bias)
         self._taps: dict[int, torch.Tensor] | None = None

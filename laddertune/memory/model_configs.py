@@ -135,7 +135,7 @@ BUILTIN_CONFIGS: dict[str, tuple[str, dict]] = {
     ),
 }
 
-# The paper's kept side layers (lst-reference.md §3), for ``--side-layers paper``: a view of the one table in
+# The paper's kept side layers (docs/concepts.md#fact-kept-side-layers), for ``--side-layers paper``: a view of the one table in
 # pruning.py, which also knows each model's layer count.
 PAPER_SIDE_LAYERS: dict[str, list[int]] = {name: list(kept) for name, (_, kept) in _PAPER_TABLE.items()}
 

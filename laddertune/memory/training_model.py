@@ -48,7 +48,7 @@ def training_step(
     max_grad_norm: float = 1.0,
     autocast_dtype: torch.dtype | None = None,
 ):
-    """One iteration as the paper trains (lst-reference §4): loss, backward, clip at 1.0, AdamW, drop the grads.
+    """One iteration as the paper trains (docs/concepts.md#fact-training-settings): loss, backward, clip at 1.0, AdamW, drop the grads.
 
     ``autocast_dtype``: run the forward under ``torch.autocast`` in it (``--precision bf16|fp16``; the master
     weights and optimizer state stay float32). fp16's gradient scaler is not traced: it scales the loss and

@@ -1,7 +1,7 @@
 """CLIP-T5 for the memory predictor: the paper's Table 3 models and the authors' per-task training batches.
 
 ``clip-t5-base`` is T5-base (the built-in ``t5-base`` config) with VL-T5's trainable visual embedding of 36 CLIP
-RN101 grid features of 2048-d per image (lst-reference §7). LST is :class:`laddertune.vision.VisionLadderModel`
+RN101 grid features of 2048-d per image (docs/concepts.md#fact-clip-t5). LST is :class:`laddertune.vision.VisionLadderModel`
 (the backbone reads the text only, the image enters the side network); every baseline is
 :class:`laddertune.vision.baselines.VisualBackboneModel` (the image enters the backbone encoder, as in VL-Adapter).
 The image encoder is not part of training: the authors' loaders read precomputed features from HDF5.

@@ -22,7 +22,7 @@ def interleaved_drop(num_layers: int, n_drop: int, stride: int = 4) -> list[int]
     return sorted(order[n_drop:])
 
 
-# name -> (layers per stack, kept side layers), lst-reference §3
+# name -> (layers per stack, kept side layers), docs/concepts.md#fact-kept-side-layers
 PAPER_SIDE_LAYERS = {
     "t5-base": (12, interleaved_drop(12, 3)),  # Table 1: 1,2,3,5,6,7,9,10,11
     "t5-large": (24, interleaved_drop(24, 12, stride=2)),  # the 12 odd layers 1..23

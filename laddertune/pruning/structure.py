@@ -1,7 +1,7 @@
 """Initialise the side network from the pruned backbone (LST §3.3).
 
 Every matrix keeps 1/r of its rows (output dims), chosen by the L1 norm of their importance scores, and the columns
-that the previous step kept (lst-reference §2):
+that the previous step kept (docs/concepts.md#fact-pruning-init):
 
 - hidden dims first, from the token embedding's importance (L1 over the vocabulary);
 - Q/K/V: columns take the incoming dims, rows are scored together, L1 of ``I_q * I_k * I_v``, the same rows in all

@@ -2,7 +2,7 @@
 settings as its defaults, and what such a run may not be given. No torch here: the command line checks a config
 with it before anything loads.
 
-The defaults (the paper's §7, see docs/CONTRACTS.md "Vision and language") fill in only the options a run does not
+The defaults (the paper's §7, see docs/reference/contracts.md#vision-and-language) fill in only the options a run does not
 set, in :meth:`~laddertune.training.config.TrainConfig.from_flat`, so ``train_config.json`` records the values
 that ran: r = 4 and every layer for LST (each baseline its Table 3 setting, ``PAPER_VL_OPTIONS``), lr 3e-3 (1e-4
 for full fine-tuning, the paper's), weight decay 0.03, 10% warm-up, gradient clipping 5, beam 5, text inputs of 20

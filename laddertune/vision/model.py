@@ -3,7 +3,7 @@
 Built by composition over :class:`laddertune.core.LadderModel`, whose pieces run unchanged:
 
 * the frozen T5 encoder runs on the text ids alone, under ``torch.no_grad()``, with the core's tap hooks;
-* the side encoder input is ``embed_down(cat[text embeddings, visual embeddings])`` (lst-reference §7): the
+* the side encoder input is ``embed_down(cat[text embeddings, visual embeddings])`` (docs/concepts.md#fact-clip-t5): the
   backbone's taps are zero-padded over the visual positions, so the ladders add the backbone to the TEXT
   positions only (at visual positions the ladder input is zero) and the core :class:`SideStack` runs as is;
 * the side decoder cross-attends to the whole side encoder output (text + visual, mask of both); the backbone
@@ -30,7 +30,7 @@ from ..io import load_json, save_json
 from .visual_embedding import VisualConfig, VisualEmbedding
 
 VISION_CONFIG_NAME = "vision_config.json"
-# The paper's Table 3 setting (lst-reference §7): r = 4, every layer kept.
+# The paper's Table 3 setting (docs/concepts.md#fact-clip-t5): r = 4, every layer kept.
 PAPER_LADDER = LadderConfig(reduction_factor=4)
 
 

@@ -1,4 +1,4 @@
-"""Joint multi-task training and evaluation of a :class:`VisionLadderModel` (VL-Adapter's recipe, lst-reference §7).
+"""Joint multi-task training and evaluation of a :class:`VisionLadderModel` (VL-Adapter's recipe, docs/concepts.md#fact-clip-t5).
 
 Batches hold one task each (NLVR2's two images, captions' long targets) and the tasks' batches are interleaved at
 random, as VL-Adapter's multitask loader does. Defaults are the paper's: AdamW lr 3e-3, weight decay 0.03, linear
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class VLTrainConfig:
-    """The paper's CLIP-T5 settings (lst-reference §7) as defaults."""
+    """The paper's CLIP-T5 settings (docs/concepts.md#fact-clip-t5) as defaults."""
 
     learning_rate: float = 3e-3
     weight_decay: float = 0.03

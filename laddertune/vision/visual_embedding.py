@@ -1,4 +1,4 @@
-"""Trainable visual embeddings of CLIP-T5 (VL-T5 / VL-Adapter, lst-reference §7): features, boxes, image order.
+"""Trainable visual embeddings of CLIP-T5 (VL-T5 / VL-Adapter, docs/concepts.md#fact-clip-t5): features, boxes, image order.
 
 For each region (or grid cell) of each image: ``norm(Linear(F -> d)(feature)) + norm(Linear(5 -> d)(box)) +
 order[image]`` with the box as (x1, y1, x2, y2, area), normalised to [0, 1]. The result is at the backbone's width
