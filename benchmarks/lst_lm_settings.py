@@ -78,7 +78,8 @@ def main(argv=None) -> int:
         "# LST settings for instruction tuning (SmolLM2, validation loss on the answers; lower is better)",
         "",
         "Command: `python benchmarks/lst_lm_settings.py --variants "
-        f"{' '.join(args.variants)} --seed {args.seed} --epochs {args.epochs}`",
+        f"{' '.join(dict.fromkeys(r['variant'] for r in rows))} --seed {args.seed} --epochs {args.epochs}` "
+        "(a variant already in the JSON is skipped)",
         "",
         "| variant | flags | seed | epochs | loss per epoch | best | trainable params |",
         "|---|---|---|---|---|---|---|",
