@@ -97,7 +97,10 @@ def test_ladder_model_device_and_dtypes():
 
 def test_bf16_autocast_step_keeps_fp32_master_weights():
     torch.manual_seed(0)
-    model = get_ladder_model(tiny_backbone("llama", "causal_lm"), LadderConfig(reduction_factor=4))
+    # the plain loss: with labels in training mode the chunked one (the LM default) returns no logits
+    model = get_ladder_model(
+        tiny_backbone("llama", "causal_lm"), LadderConfig(reduction_factor=4, loss_chunk_size=0)
+    )
     opt = torch.optim.AdamW(model.side.parameters(), lr=1e-2)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     before = {n: p.detach().clone() for n, p in model.side.named_parameters()}
@@ -175,11 +178,12 @@ def test_backbone_dtype_is_lst_only():
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16", *QUANT])
 def test_low_precision_backbones_run_and_stay_close(dtype):
     backbone = tiny_backbone("llama", "causal_lm")
-    reference = get_ladder_model(backbone, LadderConfig(reduction_factor=4))
+    reference = get_ladder_model(backbone, LadderConfig(reduction_factor=4, loss_chunk_size=0))
     reference.eval()
     expected = reference(**batch("llama")).logits
     model = get_ladder_model(
-        tiny_backbone("llama", "causal_lm"), LadderConfig(reduction_factor=4, backbone_dtype=dtype)
+        tiny_backbone("llama", "causal_lm"),
+        LadderConfig(reduction_factor=4, backbone_dtype=dtype, loss_chunk_size=0),
     )
     model.side.load_state_dict(reference.side.state_dict())
     model.eval()
@@ -241,13 +245,17 @@ def test_fingerprint_still_refuses_another_backbone(tmp_path, load_dtype):
 def test_side_attention_implementation():
     for attn in ("sdpa", "eager"):
         model = get_ladder_model(
-            tiny_backbone("llama", "causal_lm"), LadderConfig(reduction_factor=4, attn_implementation=attn)
+            tiny_backbone("llama", "causal_lm"),
+            LadderConfig(reduction_factor=4, attn_implementation=attn, loss_chunk_size=0),
         )
         assert model.side.stacks["body"].trunk.config._attn_implementation == attn
     eager = get_ladder_model(
-        tiny_backbone("llama", "causal_lm"), LadderConfig(reduction_factor=4, attn_implementation="eager")
+        tiny_backbone("llama", "causal_lm"),
+        LadderConfig(reduction_factor=4, attn_implementation="eager", loss_chunk_size=0),
     )
-    sdpa = get_ladder_model(tiny_backbone("llama", "causal_lm"), LadderConfig(reduction_factor=4))
+    sdpa = get_ladder_model(
+        tiny_backbone("llama", "causal_lm"), LadderConfig(reduction_factor=4, loss_chunk_size=0)
+    )
     sdpa.side.load_state_dict(eager.side.state_dict())
     assert torch.allclose(eager(**batch("llama")).logits, sdpa(**batch("llama")).logits, atol=1e-5)
 

@@ -15,7 +15,7 @@ from reliability_setup import _copy, cli_args, run_config
 from test_trainer import one_thread  # noqa: F401 (an autouse fixture)
 
 import laddertune
-import laddertune.training.loop as trainer
+import laddertune.training.build as build
 from laddertune import CheckpointError, LadderModel, training
 from laddertune.cli import build_parser, main
 from laddertune.cli.train import config_from_args
@@ -105,7 +105,7 @@ def test_trust_remote_code_is_off_unless_asked(assets, reference, tmp_path, monk
 
     from laddertune.core.backbones import load_backbone, load_tokenizer
 
-    for fn in (load_backbone, load_tokenizer, trainer.choose_format, training.evaluate):
+    for fn in (load_backbone, load_tokenizer, build.choose_format, training.evaluate):
         assert inspect.signature(fn).parameters["trust_remote_code"].default is False, fn
     assert TrainConfig.from_flat(task="rte").model.trust_remote_code is False
     parse = build_parser().parse_args

@@ -170,9 +170,9 @@ class LadderConfig:
     calibration tokens (:mod:`laddertune.core.tap_projection`; needs calibration data); ``random``: one random
     orthogonal P (a fixed seed) shared by all taps; ``none``: the paper's full-width Down (taps d wide). None
     resolves when the model is built, and is saved resolved: for LM heads (:data:`TAP_PROJECTION_HEADS`) ``pca``
-    when calibration data is given (``laddertune train`` gives it), else ``random``; for classifiers ``none``,
-    where the projection measurably costs accuracy (``benchmarks/results/llm_scale_accuracy_minilm.md``; the LM
-    heads' accuracy cost is not measured yet)."""
+    when calibration data is given (``laddertune train`` gives it; on the instruction sample it lost nothing:
+    ``benchmarks/results/lst_lm_settings.md``), else ``none``; for classifiers ``none``, where the projection
+    measurably costs accuracy (``benchmarks/results/llm_scale_accuracy_minilm.md``)."""
     tap_rank: int | None = opt(None, minimum=1, metavar="K")
     """The width of a projected tap; None: the side width d/r (taps then cost d/r, not d)."""
     projection_tokens: int = opt(16384, minimum=1, metavar="N")
@@ -256,7 +256,7 @@ class LadderConfig:
         if not ladders:  # the side reads the embedding output alone: nothing to narrow
             self.tap_projection = "none"
         elif self.tap_projection is None:  # get_ladder_model chose pca already when it had calibration data
-            self.tap_projection = "random" if head in TAP_PROJECTION_HEADS else "none"
+            self.tap_projection = "none"
         if head not in self.variant.heads:
             raise ConfigError(
                 f"method {self.method!r} supports {', '.join(self.variant.heads)} heads only, not {head}"

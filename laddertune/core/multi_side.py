@@ -76,10 +76,10 @@ class MultiSideModel(nn.Module):
         }
         # full-width taps once; each side network narrows them with its own tap projection (they may differ)
         taps = models[0].backbone_taps(**batch, layers=layers, raw=True)
-        return {name: model(**batch, taps=_projected(model, taps)) for name, model in self.sides.items()}
+        return {name: model(**batch, taps=projected(model, taps)) for name, model in self.sides.items()}
 
 
-def _projected(model: LadderModel, taps: dict) -> dict:
+def projected(model: LadderModel, taps: dict) -> dict:
     """``taps`` (full width) as ``model``'s side stacks read them: through each stack's tap projection."""
     out = {}
     for name, stack_taps in taps.items():

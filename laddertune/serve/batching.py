@@ -30,6 +30,7 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from ..core.cache_names import CACHE, output_cache
+from ..core.multi_side import projected
 from ..core.side_network import EMBED
 from . import kv
 
@@ -82,8 +83,9 @@ def forward(rows: list, ids, mask, pos, backbone, caches: dict) -> tuple[torch.T
     sides = groups(rows)
     runner = rows[0].side.model  # any of them: they hold the same backbone
     layers = sorted({i for side, _ in sides.values() for i in side.model.side.stacks[STACK].tap_layers})
+    # full-width taps once: each side network narrows them with its own tap projection (they may differ)
     out, taps = runner.run_backbone(
-        STACK, ids, layers=layers, attention_mask=mask, position_ids=pos,
+        STACK, ids, layers=layers, attention_mask=mask, position_ids=pos, raw=True,
         use_cache=True, **{CACHE: backbone},
     )  # fmt: skip
     logits: list = [None] * len(rows)
@@ -92,6 +94,7 @@ def forward(rows: list, ids, mask, pos, backbone, caches: dict) -> tuple[torch.T
         model, idx = side.model, torch.tensor(index, device=ids.device)
         wanted = {EMBED, *model.side.stacks[STACK].tap_layers}
         side_taps = {k: t[idx.to(t.device)] for k, t in taps.items() if k in wanted}
+        side_taps = projected(model, {STACK: side_taps})[STACK]
         side_out = model.run_side(
             STACK, side_taps, attention_mask=mask[idx], position_ids=pos[idx],
             use_cache=True, **{CACHE: caches.get(key)},

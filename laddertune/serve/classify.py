@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from ..core.multi_side import projected
 from ..training.prediction import classification_answers
 
 
@@ -45,13 +46,14 @@ def classify(items: list[tuple], tokenizer) -> list[dict]:
     runner = items[0][0].model  # any: they hold the same base model
     stack = next(iter(runner.side.stacks))
     layers = sorted({i for side, _ in groups.values() for i in side.model.side.stacks[stack].tap_layers})
-    taps = runner.backbone_taps(**batch, layers={stack: layers})[stack]
+    # full-width taps once: each side network narrows them with its own tap projection (they may differ)
+    taps = runner.backbone_taps(**batch, layers={stack: layers}, raw=True)[stack]
     answers: list = [None] * len(items)
     for side, index in groups.values():
         idx = torch.tensor(index, device=device)
         sub = {k: v[idx] for k, v in batch.items()}
         wanted = {-1, *side.model.side.stacks[stack].tap_layers}
-        side_taps = {stack: {k: t[idx] for k, t in taps.items() if k in wanted}}
+        side_taps = projected(side.model, {stack: {k: t[idx] for k, t in taps.items() if k in wanted}})
         logits = side.model(**sub, taps=side_taps).logits  # (b, labels)
         for i, answer in zip(index, classification_answers(logits, side.task), strict=True):
             answers[i] = answer
