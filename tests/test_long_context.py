@@ -33,7 +33,8 @@ def tiny_llama(vocab: int = 64):
 def test_lm_defaults_are_the_chunked_paths():
     model = get_ladder_model(tiny_llama(), LadderConfig(reduction_factor=4))
     cfg = model.ladder_config
-    assert cfg.side_checkpointing is True and cfg.loss_chunk_size == 1024 and cfg.tap_projection == "random"
+    # full-width taps without calibration data to fit a projection (laddertune train gives it: pca)
+    assert cfg.side_checkpointing is True and cfg.loss_chunk_size == 1024 and cfg.tap_projection == "none"
     # the chunk follows the vocabulary: float32 logits of 2^25 values, 64 to 1024 positions
     assert [loss_chunk_default(v) for v in (None, 64, 32000, 49152, 128256, 152064, 10**6)] == [
         1024, 1024, 1024, 512, 256, 128, 64,
@@ -57,7 +58,9 @@ def test_4k_tokens_chunked_paths_give_the_plain_loss_and_gradients():
     for name, kw in {"plain": dict(side_checkpointing=False, loss_chunk_size=0), "default": {}}.items():
         backbone = tiny_llama()
         torch.manual_seed(2)
-        model = get_ladder_model(backbone, LadderConfig(reduction_factor=4, **kw)).train()
+        # projected taps (random: no calibration data here), so that the tap cache's narrow taps are checked too
+        model = get_ladder_model(backbone, LadderConfig(reduction_factor=4, tap_projection="random", **kw))
+        model.train()
         with torch.no_grad():
             model.side.up.weight.normal_(std=0.1)  # as after training: the side reaches the logits
         out = model(input_ids=ids, labels=labels)
