@@ -15,7 +15,8 @@ import sys
 from ..errors import ConfigError
 from ..training.config import GenerationSettings
 from .flags import Flag, add_flags, given_options
-from .train import NO_PROGRESS, quiet
+from .predict import add_loading_flags
+from .train import quiet
 
 
 def register(subparsers) -> None:
@@ -33,21 +34,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--system", default=None, help="a system turn before each prompt (chat-trained checkpoints)"
     )
-    p.add_argument("--backbone", default=None, help="load this backbone instead of the recorded one")
-    p.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="let transformers run the backbone repository's own Python code (never taken from the checkpoint)",
-    )
-    p.add_argument(
-        "--allow-pickle",
-        action="store_true",
-        help="load a backbone whose weights are only pickle files (never taken from the checkpoint)",
-    )
-    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
-    p.add_argument(
-        "--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)"
-    )
+    add_loading_flags(p)
     generation: dict[str, Flag] = {}
     group = p.add_argument_group("generation (default: the checkpoint's recorded settings)")
     add_flags(group, GenerationSettings, generation, skip=("eval_generate", "num_beams"))

@@ -39,6 +39,15 @@ def register(subparsers) -> None:
         help="a vision-and-language checkpoint: the HDF5 feature file of the rows' images (laddertune features)",
     )
     p.add_argument("--batch-size", type=int, default=32, help="rows per forward pass")
+    add_loading_flags(p)
+    generation: dict[str, Flag] = {}
+    group = p.add_argument_group("generation (a generative checkpoint; default: its recorded settings)")
+    add_flags(group, GenerationSettings, generation, skip=("eval_generate",))
+    p.set_defaults(func=run_predict, generation_flags=generation)
+
+
+def add_loading_flags(p) -> None:
+    """What rebuilding a checkpoint's model takes (predict, generate): the backbone, what may run or load, quiet."""
     p.add_argument("--backbone", default=None, help="load this backbone instead of the recorded one")
     p.add_argument(
         "--trust-remote-code",
@@ -54,10 +63,6 @@ def register(subparsers) -> None:
     p.add_argument(
         "--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)"
     )
-    generation: dict[str, Flag] = {}
-    group = p.add_argument_group("generation (a generative checkpoint; default: its recorded settings)")
-    add_flags(group, GenerationSettings, generation, skip=("eval_generate",))
-    p.set_defaults(func=run_predict, generation_flags=generation)
 
 
 def run_predict(args: argparse.Namespace) -> int:
