@@ -137,10 +137,14 @@ def build(config, setting: dict, device: torch.device):
         return prepare_qlora(backbone, QLoraOptions())  # r=16, alpha 32, dropout 0.05, gradient checkpointing
     if setting["method"] != "lst":
         return prepare_baseline(backbone, setting["method"])  # LoRA: the authors' r=32, alpha 32
+    # An LM head's taps projected as `laddertune train` projects them (pca) and as the predictor traces them: the
+    # basis is left unfitted (no calibration data here), which costs the same memory and time as a fitted one
     if setting.get("defaults"):
         with device:
             return get_ladder_model(
-                backbone, LadderConfig(reduction_factor=8, backbone_dtype=setting["backbone_dtype"])
+                backbone,
+                LadderConfig(reduction_factor=8, backbone_dtype=setting["backbone_dtype"]),
+                fit_projection=False,
             )
     ladder = LadderConfig(
         reduction_factor=8,
@@ -150,7 +154,7 @@ def build(config, setting: dict, device: torch.device):
         side_checkpointing=setting.get("side_checkpointing", False),
     )
     with device:
-        return get_ladder_model(backbone, ladder)
+        return get_ladder_model(backbone, ladder, fit_projection=False)
 
 
 def measure(setting: dict, config, device: torch.device, steps: int) -> dict:
