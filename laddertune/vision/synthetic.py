@@ -72,8 +72,9 @@ def build(
 ) -> tuple[list[VLExample], dict]:
     """Draw ``num_images`` images into ``directory`` (``img00000.png``...) and make examples of all four tasks.
 
-    NLVR2-style statements pair the images two by two; each of ``nlvr_rounds`` rounds pairs them anew (round 1 in
-    order, later rounds shuffled), giving ``num_images // 2`` statements per round without drawing more images.
+    NLVR2-style statements pair the images two by two; each of ``nlvr_rounds`` pairings pairs them anew (the first
+    in order, the later ones shuffled), giving ``num_images // 2`` statements per pairing without drawing more
+    images.
 
     Returns:
         (examples, scenes by image id).
