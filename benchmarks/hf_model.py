@@ -111,7 +111,9 @@ def generation(args) -> dict:
     ids, mask = batch["input_ids"], batch["attention_mask"]
     backbone = load_backbone("smollm2", "causal_lm").eval()
     torch.manual_seed(0)
-    model = get_ladder_model(backbone, LadderConfig()).eval()
+    model = get_ladder_model(
+        backbone, LadderConfig(side_layer_stride=1)
+    ).eval()  # a side layer on each of the 30
     kw = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False)
     runs = {
         "ladder_generate": lambda: model.generate(input_ids=ids, attention_mask=mask, **kw),

@@ -1,9 +1,11 @@
 """LLM-scale memory goals, predicted (``laddertune memory``'s predictor, CUDA semantics, SDPA, nf4 backbone, bf16
 autocast): no GPU needed.
 
-Every LST row uses the defaults a user who types no extra flag gets (r=8, all side layers, projected taps, side
-heads 64 wide, side checkpointing and the chunked LM loss for LM heads); ``-authors`` rows turn the new defaults
-off (full-width taps, the backbone's heads, no side checkpointing, the plain loss) to show what they buy. QLoRA is
+Every LST row uses the defaults a user who types no extra flag gets (r=8, a side layer on every other backbone
+layer for these 32- and 80-layer stacks, projected taps, side heads 64 wide, side checkpointing and the chunked LM
+loss for LM heads); ``-all-layers`` rows keep a side layer on every backbone layer, and ``-authors`` rows turn
+every new default off (all layers, full-width taps, the backbone's heads, no side checkpointing, the plain loss)
+to show what they buy. QLoRA is
 r=16 on all linears with gradient checkpointing. Goals:
 
 - Llama-3-8B LST, batch 1: 32,768 tokens <= 11.5 GiB; 2,048 tokens <= 7 GiB; ``--fit 24GiB`` >= 100,000 tokens
@@ -34,16 +36,24 @@ RESULTS = Path(__file__).parent / "results"
 GIB = 1024**3
 L3 = dict(backbone_config="llama-3-8b", batch_size=1, target_length=1, precision="bf16", backbone_dtype="nf4")
 L70 = dict(L3, backbone_config="llama-2-70b")
-AUTHORS = dict(tap_projection="none", side_attention_heads=0, side_checkpointing=False, loss_chunk_size=0)
+AUTHORS = dict(
+    tap_projection="none",
+    side_attention_heads=0,
+    side_checkpointing=False,
+    loss_chunk_size=0,
+    side_layer_stride=1,
+)
 ROWS = {
     "l3-lst-2k": dict(L3, method="lst", source_length=2048),
     "l3-lst-32k": dict(L3, method="lst", source_length=32768),
+    "l3-lst-2k-all-layers": dict(L3, method="lst", source_length=2048, side_layer_stride=1),
     "l3-lst-2k-authors": dict(L3, method="lst", source_length=2048, **AUTHORS),
     "l3-lst-2k-nf4-embeddings": dict(L3, method="lst", source_length=2048, quantize_embeddings=True),
     "l3-lst-32k-nf4-embeddings": dict(L3, method="lst", source_length=32768, quantize_embeddings=True),
     "l3-qlora-2k-gc": dict(L3, method="qlora", source_length=2048),
     "l3-qlora-32k-gc": dict(L3, method="qlora", source_length=32768),
     "l70-lst-2k": dict(L70, method="lst", source_length=2048),
+    "l70-lst-2k-all-layers": dict(L70, method="lst", source_length=2048, side_layer_stride=1),
     "l70-lst-2k-r16": dict(L70, method="lst", source_length=2048, reduction_factor=16),
     "l70-lst-2k-8bit": dict(L70, method="lst", source_length=2048, optimizer="adamw8bit"),
 }
@@ -55,16 +65,18 @@ FITS = {  # (budget GiB, method): the longest context at batch 1
 }
 
 NOTE = """Reading (by hand, from the rows above; predicted on CPU, not measured on a GPU). Llama-3-8B at 2k: the fixed
-cost is 6.8 GiB (nf4 backbone 5.44 of it, 2 GiB of that the 16-bit embeddings and LM head of the 128k vocabulary;
-the side's 120M float32 weights + AdamW 1.34), so the 7 GiB goal is missed by 0.4 GiB with the defaults and met
-with `quantize_embeddings` (the `-nf4-embeddings` row, when present). At 32k the taps are 1.0 GiB (33 projected
-taps, 512 wide, bf16; full width they would be 8.3 GiB) and the peak sits inside the backbone's forward (its MLP's
-transients at 32k tokens). The authors' side (full-width Down, backbone heads, no side checkpointing, plain loss)
-needs 12.94 GiB at 2k. The FLOP ratio misses 0.4 by 0.003: the chunked loss recomputes each chunk's logits in the
-backward, and the 128k-vocabulary head is then 3 x 2.15 TFLOPs of LST's 40.6 (the authors' side: 37.98, 0.377x).
-Llama-2-70B: the r=8 side has 1.16B parameters (17.3 GiB with gradients and AdamW) on a 35.1 GiB nf4 backbone;
-8-bit AdamW brings it to 46.13 GiB, r=16 to 38.94. The two `--fit` rows ran before the search's fix that ends next
-to the line's answer (10 traces each; now 5 on the same curve: tests/test_long_context.py)."""
+cost is 6.06 GiB (the nf4 backbone 5.38 of it, 2 GiB of that the 16-bit embeddings and LM head of the 128k
+vocabulary; the side's 16 layers, 60M float32 parameters with AdamW, 0.68), so the 7 GiB goal is met by the
+defaults (6.48 GiB) and missed with a side layer on every one of the 32 backbone layers (7.37 GiB: 120M parameters,
+1.34 GiB); `quantize_embeddings` takes another 0.57 GiB off. At 32k the taps are 0.5 GiB (projected to 512 wide,
+bf16; at full width, on every layer, they would be 8.3 GiB) and the peak sits inside the backbone's forward (its MLP's transients
+at 32k tokens). The authors' side (every side layer, full-width Down, the backbone's heads, no side checkpointing,
+the plain loss) needs 12.94 GiB at 2k. Step FLOPs: the chunked loss takes the frozen LM head's input gradient in
+the forward pass, so the 128k-vocabulary head's matmul runs twice per step (2 x 2.15 TFLOPs), as in the plain loss
+(three times if each chunk were recomputed in the backward pass), and 16 side layers instead of 32 take off another 1.6:
+36.8 TFLOPs, 0.365x QLoRA's. Llama-2-70B: the default side has 40 layers,
+586M parameters (8.7 GiB with gradients and AdamW) on a 34.5 GiB nf4 backbone: 43.38 GiB; with a side layer on each
+of the 80 backbone layers 52.60 GiB."""
 
 
 def run_row(name: str) -> dict:

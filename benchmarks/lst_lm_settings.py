@@ -21,10 +21,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "laddertune" / "data" / "sample" / "instructions"
 RESULTS = ROOT / "benchmarks" / "results"
-AUTHORS = ["--tap-projection", "none", "--side-attention-heads", "0"]  # full-width taps, the backbone's heads
+# every side layer, full-width taps, the backbone's heads
+AUTHORS = ["--side-layer-stride", "1", "--tap-projection", "none", "--side-attention-heads", "0"]
 VARIANTS = {
-    "default": [],  # projected (pca) taps, side heads 64 wide
-    "full-taps": ["--tap-projection", "none"],
+    "default": [],  # projected (pca) taps, side heads 64 wide, a side layer on every other of the 30 layers
+    "every-layer": ["--side-layer-stride", "1"],
+    "full-taps": ["--side-layer-stride", "1", "--tap-projection", "none"],
     "authors": AUTHORS,
     "authors-r4": [*AUTHORS, "--reduction-factor", "4"],
     "authors-r2": [*AUTHORS, "--reduction-factor", "2"],
@@ -32,6 +34,8 @@ VARIANTS = {
     "authors-lr1e-3": [*AUTHORS, "--lr", "1e-3"],
     "authors-no-shortcut": [*AUTHORS, "--no-final-shortcut"],
     "authors-gate": [*AUTHORS, "--final-gate"],
+    # the paper's layer dropping (Section 3.4): side layers on every other backbone layer (2nd, 4th, ... of 30)
+    "half-layers": ["--side-layers", ",".join(str(i) for i in range(1, 30, 2))],
 }
 
 
@@ -79,7 +83,8 @@ def main(argv=None) -> int:
         "",
         "Command: `python benchmarks/lst_lm_settings.py --variants "
         f"{' '.join(dict.fromkeys(r['variant'] for r in rows))} --seed {args.seed} --epochs {args.epochs}` "
-        "(a variant already in the JSON is skipped)",
+        "(a variant already in the JSON is skipped). Rows run before `--side-layer-stride` existed, when a side layer "
+        "on every backbone layer was the default, list `--side-layer-stride 1`: the same model.",
         "",
         "| variant | flags | seed | epochs | loss per epoch | best | trainable params |",
         "|---|---|---|---|---|---|---|",

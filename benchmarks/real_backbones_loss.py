@@ -40,7 +40,12 @@ def main() -> None:
         tokenizer = load_tokenizer(alias)
         splits = load_splits("rte", data_dir=args.data_dir, max_train_samples=n)
         batch = make_collator(tokenizer, fmt=fmt, spec=splits.spec, max_length=max_length)(splits.train)
-        model = get_ladder_model(backbone, LadderConfig(reduction_factor=8))
+        # the authors' side and head: every side layer, full-width taps, the backbone's heads, no final shortcut
+        config = LadderConfig(
+            reduction_factor=8, side_layer_stride=1, tap_projection="none", side_attention_heads=0,
+            final_shortcut=False,
+        )  # fmt: skip
+        model = get_ladder_model(backbone, config)
         optimizer = torch.optim.AdamW(model.side.parameters(), lr=3e-3)
         start = time.perf_counter()
         with torch.no_grad():

@@ -75,3 +75,28 @@ def test_chunked_loss_lowers_the_peak_of_a_large_vocabulary():
         peaks[chunk] = meter.report().peak("train")
     logits_bytes = 4 * 128 * 8192 * 4  # one (B, T, V) float32 tensor
     assert peaks[None] - peaks[16] > 2 * logits_bytes, peaks  # logits, their gradient, the log-softmax...
+
+
+def test_the_chunked_loss_costs_no_more_flops_than_the_plain_loss():
+    """The frozen head's input gradient is taken in the forward pass: its matmul runs twice (logits, gradient) as in
+    the plain loss, not a third time to recompute the logits in the backward pass."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    cfg = T.LlamaConfig(
+        vocab_size=8192, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=64, pad_token_id=0,
+    )  # fmt: skip
+    ids = torch.randint(3, 8000, (2, 64))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    flops = {}
+    for chunk in (0, 16):
+        model = get_ladder_model(
+            T.LlamaForCausalLM(cfg), LadderConfig(reduction_factor=4, loss_chunk_size=chunk)
+        )
+        with FlopCounterMode(display=False) as counter:
+            model(**batch).loss.backward()
+        flops[chunk] = counter.get_total_flops()
+    per_position = 2 * (2 * 32 * 8192)  # the head's logits and their input gradient for one position
+    # the plain loss also projects each row's last position, which predicts nothing; the chunked one skips them
+    assert flops[0] - 1.01 * 2 * per_position <= flops[16] <= flops[0], flops

@@ -35,9 +35,9 @@ def test_lm_defaults_are_the_chunked_paths():
     cfg = model.ladder_config
     # full-width taps without calibration data to fit a projection (laddertune train gives it: pca)
     assert cfg.side_checkpointing is True and cfg.loss_chunk_size == 1024 and cfg.tap_projection == "none"
-    # the chunk follows the vocabulary: float32 logits of 2^25 values, 64 to 1024 positions
+    # the chunk follows the vocabulary: float32 logits of 2^24 values, 64 to 1024 positions
     assert [loss_chunk_default(v) for v in (None, 64, 32000, 49152, 128256, 152064, 10**6)] == [
-        1024, 1024, 1024, 512, 256, 128, 64,
+        1024, 1024, 512, 256, 128, 64, 64,
     ]  # fmt: skip
     bert = T.BertForSequenceClassification(
         T.BertConfig(

@@ -30,12 +30,30 @@ TAP_PROJECTION_HEADS = ("seq2seq_lm", "causal_lm")
 # whose short inputs gain little memory and would pay one more side forward per step.
 SIDE_CHECKPOINTING_DEFAULT = {"sequence_classification": False, "seq2seq_lm": True, "causal_lm": True}
 LOSS_CHUNK_DEFAULT = 1024  # the most positions per chunk
-LOSS_CHUNK_LOGITS = 2**25  # a chunk's float32 logits at most this many values (128 MiB): 1024 positions x 32k
+LOSS_CHUNK_LOGITS = 2**24  # a chunk's float32 logits at most this many values (64 MiB): 512 positions x 32k
+# Layer dropping by default (docs/concepts.md#fact-kept-side-layers): the paper keeps every other side layer of
+# T5-large's 24-layer stacks (and 1 of T5-3B's 24) and all of T5-base's 12; on SmolLM2's 30 layers every other
+# side layer matched all of them in instruction tuning (benchmarks/results/lst_lm_settings.md), and the MiniLM
+# Figure 6 run lost nothing with half of its 6 (benchmarks/results/figure6_minilm/report/figure6.md).
+DEEP_STACK = 24
+DEEP_STACK_STRIDE = 2
+
+
+def side_layer_stride_default(num_layers: int) -> int:
+    """The default side-layer stride for a backbone whose deepest stack has ``num_layers`` layers: every other
+    layer from :data:`DEEP_STACK` layers on, every layer below."""
+    return DEEP_STACK_STRIDE if num_layers >= DEEP_STACK else 1
+
+
+def strided_layers(num_layers: int, stride: int) -> list[int]:
+    """Layer ids k-1, 2k-1, ... of ``num_layers`` (the paper's "2nd, 4th, 6th ... layers left" at k=2); the last
+    layer alone when k is larger than the stack."""
+    return [i for i in range(num_layers) if (i + 1) % stride == 0] or [num_layers - 1]
 
 
 def loss_chunk_default(vocab_size: int | None) -> int:
     """The default loss chunk of an LM head: the largest power of two of positions whose float32 logits hold at
-    most :data:`LOSS_CHUNK_LOGITS` values (Llama-2's 32k vocabulary: 1024, Llama-3's 128k: 256), at most
+    most :data:`LOSS_CHUNK_LOGITS` values (Llama-2's 32k vocabulary: 512, Llama-3's 128k: 128), at most
     :data:`LOSS_CHUNK_DEFAULT` and at least 64. A chunk's logits, their softmax and gradient are the transients of
     the loss, so a fixed number of positions would cost four times as much with a four times larger vocabulary."""
     if not vocab_size:
@@ -90,8 +108,13 @@ class LadderConfig:
     """The side network is 1/r as wide as the backbone (hidden size d/r, feed-forward size d_ff/r, per-head size
     d_head/r, the same number of heads); r must divide the backbone's head size."""
     side_layers: list[int] | None = opt(None, metavar="IDS")
-    """Backbone layer ids (0-based, e.g. 1,2,3) that get a side layer; None keeps all. The same list applies to
-    every stack (encoder and decoder of T5). A dropped layer's backbone output is unused (Section 3.4)."""
+    """Backbone layer ids (0-based, e.g. 1,2,3) that get a side layer; None: those ``side_layer_stride`` picks. The
+    same list applies to every stack (encoder and decoder of T5). A dropped layer's backbone output is unused
+    (Section 3.4)."""
+    side_layer_stride: int | None = opt(None, minimum=1, metavar="K")
+    """Without ``side_layers``: a side layer on every k-th backbone layer (ids k-1, 2k-1, ...: the paper's layer
+    dropping, Section 3.4); 1 keeps every layer. None picks k when the model is built: 2 where a stack has
+    :data:`DEEP_STACK` layers or more, else 1 (:func:`side_layer_stride_default`)."""
     gate_temperature: float = opt(0.1, positive=True, kind=SETTING)
     """T in the gate mu_i = sigmoid(alpha_i / T)."""
     gate_init: float = opt(0.0, kind=SETTING)
@@ -125,8 +148,8 @@ class LadderConfig:
     """LM heads: compute the training loss N positions at a time (:mod:`laddertune.core.chunked_loss`), so the
     full float32 logits and their gradient never exist at once (the output then has ``logits=None``); only while
     gradients are on: evaluation and generation always get logits. 0: the plain loss. None resolves when the model
-    is built: for LM heads a chunk whose float32 logits hold 128 MiB (the same loss; :func:`loss_chunk_default`:
-    1024 positions for a 32k vocabulary, 256 for 128k), 0 for classifiers."""
+    is built: for LM heads a chunk whose float32 logits hold 64 MiB (the same loss; :func:`loss_chunk_default`:
+    512 positions for a 32k vocabulary, 128 for 128k), 0 for classifiers."""
     final_shortcut: bool | None = None
     """The head reads the backbone's own final hidden state plus the up-projected side output (the up-projection
     starts at zero, so step 0 is the backbone's own head: a classifier's linear probe, an LM's pretrained
@@ -210,6 +233,8 @@ class LadderConfig:
             if len(set(layers)) != len(layers):
                 raise ConfigError(f"side_layers has duplicates: {self.side_layers!r}")
             self.side_layers = sorted(layers)
+            if self.side_layer_stride not in (None, 1):
+                raise ConfigError("side_layers and side_layer_stride both pick the side layers: give one")
         if not math.isfinite(self.gate_init):
             raise ConfigError(f"gate_init must be a number, got {self.gate_init!r}")
         variant = self.variant
@@ -240,11 +265,16 @@ class LadderConfig:
         """The training method these options are of (the method registry's name)."""
         return self.method
 
-    def resolve_for_head(self, head: str, vocab_size: int | None = None) -> None:
+    def resolve_for_head(
+        self, head: str, vocab_size: int | None = None, num_layers: int | None = None
+    ) -> None:
         """Fill in ``task_head`` and the head-dependent defaults (``final_shortcut``, side checkpointing, the loss
-        chunk for a vocabulary of ``vocab_size``); refuse what the head cannot take (a one-line
-        :class:`ConfigError`)."""
+        chunk for a vocabulary of ``vocab_size``, the side-layer stride for a deepest stack of ``num_layers``);
+        refuse what the head cannot take (a one-line :class:`ConfigError`)."""
         self.task_head = head
+        if self.side_layer_stride is None:
+            deep = self.side_layers is None and num_layers is not None
+            self.side_layer_stride = side_layer_stride_default(num_layers) if deep else 1
         if self.final_shortcut is None:
             fixed = self.variant.final_shortcut
             self.final_shortcut = FINAL_SHORTCUT_DEFAULT[head] if fixed is None else fixed
@@ -282,6 +312,8 @@ class LadderConfig:
             raise ConfigError(f"unknown ladder config field(s): {', '.join(map(repr, unknown))}")
         # a file written before final_shortcut existed trained without it (the authors' head)
         data = {"final_shortcut": False, **data}
+        # written before side_layer_stride existed: every side layer (None then meant all)
+        data = {"side_layer_stride": 1, **data}
         # written before tap_projection existed: full-width taps, and None meant other things
         if "tap_projection" not in data:
             data["tap_projection"] = "none"

@@ -77,7 +77,8 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         self.family = discover_family(backbone, head)
         if head == "sequence_classification" and not self.family.cls_head:
             raise ConfigError(f"{self.family.name} backbones are supported for LM heads only")
-        config.resolve_for_head(head, getattr(backbone.config, "vocab_size", None))
+        depth = max(len(layer_modules(backbone, spec)) for spec in self.family.stacks)
+        config.resolve_for_head(head, getattr(backbone.config, "vocab_size", None), depth)
         self.ladder_config = config
         self.backbone = backbone.requires_grad_(False)
         self.side = SideNetwork(backbone, self.family, config, head)
@@ -220,8 +221,15 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         :func:`~laddertune.core.discovery.apply_lm_head_extras` finds (BART's ``final_logits_bias``, Gemma's soft
         cap, Cohere's logit scale).
         """
-        lm_head = self.backbone.get_output_embeddings()
-        logits = lm_head(self.lm_head_input(hidden, final))
+        return self.head_logits(self.lm_head_input(hidden, final))
+
+    def head_logits(self, head_input: torch.Tensor, module_hooks: bool = True) -> torch.Tensor:
+        """The backbone's frozen LM head and its extras (see :meth:`lm_logits`) on ``head_input`` (..., d): float32
+        logits on the side's device. ``module_hooks=False`` calls the head's ``forward`` itself (accelerate's
+        offloading, which wraps ``forward``, still applies): the chunked loss differentiates it inside the forward
+        pass, where hooks that wait for gradients (torch's module trackers) would take that for the backward pass."""
+        head = self.backbone.get_output_embeddings()
+        logits = head(head_input) if module_hooks else head.forward(head_input)
         return apply_lm_head_extras(self.backbone, logits).float().to(self.device)
 
     def lm_head_input(self, hidden: torch.Tensor, final: torch.Tensor | None = None) -> torch.Tensor:
@@ -242,6 +250,11 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         if not self.ladder_config.final_shortcut:
             return None
         return backbone_final(self, stack, backbone_out, taps).to(self.device)
+
+    @property
+    def _head_parts(self):
+        """The LM head in the chunked loss's two parts: the trainable input, the frozen head."""
+        return self.lm_head_input, functools.partial(self.head_logits, module_hooks=False)
 
     def _chunked(self, labels) -> bool:
         """The chunked LM loss applies: labels given, gradients wanted, a chunk size set, not 0 (then no logits)."""
@@ -374,7 +387,7 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
             final = self._final(stack, backbone_out, stack_taps)
             if self._chunked(labels):
                 size = self.ladder_config.loss_chunk_size
-                loss = chunked_lm_loss(hidden, labels, self.lm_logits, size, True, final)
+                loss = chunked_lm_loss(hidden, labels, *self._head_parts, size, True, final)
                 return CausalLMOutputWithPast(loss=loss, logits=None, **{CACHE: cache})
             logits = self.lm_logits(*_last(logits_to_keep, hidden, final))
             loss = None
@@ -459,7 +472,7 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         final = self._final("decoder", backbone_out, taps)
         if self._chunked(labels):
             hidden, size = side_out.last_hidden_state, self.ladder_config.loss_chunk_size
-            loss = chunked_lm_loss(hidden, labels, self.lm_logits, size, False, final)
+            loss = chunked_lm_loss(hidden, labels, *self._head_parts, size, False, final)
             return Seq2SeqLMOutput(loss=loss, logits=None, **{CACHE: cache})
         logits = self.lm_logits(
             *_last(logits_to_keep, side_out.last_hidden_state, final)

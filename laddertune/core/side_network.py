@@ -41,7 +41,7 @@ from .architectures import (
     set_attention_dropout,
 )
 from .cache_names import CACHE
-from .config import LadderConfig
+from .config import LadderConfig, strided_layers
 from .heads import set_attention_heads
 from .tap_projection import FINAL, TapProjection
 
@@ -136,7 +136,8 @@ class SideStack(nn.Module):
         spec: which backbone stack this mirrors.
         backbone: the backbone model (read for shapes and config only).
         reduction_factor: r.
-        side_layers: backbone layer ids that get a side layer (None: all).
+        side_layers: backbone layer ids that get a side layer (None: ``side_layer_stride``'s).
+        side_layer_stride: without ``side_layers``, a side layer on every k-th backbone layer (None: every layer).
         gate_temperature: T of the gates.
         gate_init: initial alpha of the gates.
         ladders: False builds no down-projections of layer outputs and no gates (side-tuning, pruned).
@@ -157,6 +158,7 @@ class SideStack(nn.Module):
         *,
         reduction_factor: int,
         side_layers: list[int] | None = None,
+        side_layer_stride: int | None = None,
         gate_temperature: float = 0.1,
         gate_init: float = 0.0,
         attn_implementation: str = "sdpa",
@@ -170,7 +172,10 @@ class SideStack(nn.Module):
         super().__init__()
         source = get_path(backbone, spec.trunk)
         num_backbone_layers = len(layer_modules(backbone, spec))  # applications, for shared layers (ALBERT)
-        kept = list(range(num_backbone_layers)) if side_layers is None else list(side_layers)
+        if side_layers is None:
+            kept = strided_layers(num_backbone_layers, side_layer_stride or 1)
+        else:
+            kept = list(side_layers)
         if kept[-1] >= num_backbone_layers:
             raise ConfigError(
                 f"side layer {kept[-1]} is out of range: the backbone's {spec.name} stack has "
@@ -361,6 +366,7 @@ class SideNetwork(nn.Module):
         settings = dict(
             reduction_factor=config.reduction_factor,
             side_layers=config.side_layers,
+            side_layer_stride=config.side_layer_stride,
             gate_temperature=config.gate_temperature,
             gate_init=config.gate_init,
             attn_implementation=config.attn_implementation,

@@ -60,7 +60,7 @@ RESUME_FREE = (
 )
 # What a file of laddertune 0.1 means by an option it lacks (LST runs saved before the final shortcut existed
 # trained without it).
-LEGACY_DEFAULTS = {"lst": {"final_shortcut": False}}
+LEGACY_DEFAULTS = {"lst": {"final_shortcut": False, "side_layer_stride": 1}}
 # Training loads every backbone in float32: for LST there, an unset backbone_dtype is float32.
 TRAINING_DEFAULTS = {"backbone_dtype": "float32"}
 
