@@ -8,8 +8,10 @@ request arriving one step later waits for the whole batch to finish. :class:`Mix
 * the backbone runs once per step over every row (recording the taps that any side network of the batch reads) and
   keeps one key/value cache for all rows;
 * each side network runs on the taps of its own rows, with its own cache holding only those rows (side caches are as
-  many as the side networks in the batch), and turns them into logits through the backbone's frozen LM head, as
-  :meth:`LadderModel.lm_logits` does;
+  many as the side networks in the batch), and makes its rows' LM-head inputs (up-projection plus the backbone's
+  final state, :meth:`LadderModel.lm_head_input`); the backbone's frozen LM head then runs once over every row, as
+  :meth:`LadderModel.lm_logits` would per side network (the head is the largest single matrix of a small LM:
+  SmolLM2's is 49,152 x 576, read once per step instead of once per side network);
 * rows join (:meth:`MixedBatch.add`: the newcomers are prefilled together, then their caches are left-padded and
   stacked onto the running batch's, :mod:`.kv`) and leave (:meth:`MixedBatch.remove`) between any two steps.
 
@@ -88,7 +90,7 @@ def forward(rows: list, ids, mask, pos, backbone, caches: dict) -> tuple[torch.T
         STACK, ids, layers=layers, attention_mask=mask, position_ids=pos, raw=True,
         use_cache=True, **{CACHE: backbone},
     )  # fmt: skip
-    logits: list = [None] * len(rows)
+    head_inputs: list = [None] * len(rows)
     new_caches = {}
     for key, (side, index) in sides.items():
         model, idx = side.model, torch.tensor(index, device=ids.device)
@@ -105,11 +107,12 @@ def forward(rows: list, ids, mask, pos, backbone, caches: dict) -> tuple[torch.T
             if model.ladder_config.final_shortcut
             else None
         )
-        side_logits = model.lm_logits(side_out.last_hidden_state[:, -1:], final)[:, -1]  # (b, vocab)
+        head_input = model.lm_head_input(side_out.last_hidden_state[:, -1:], final)[:, -1]  # (b, d)
         for j, i in enumerate(index):
-            logits[i] = side_logits[j]
+            head_inputs[i] = head_input[j]
         new_caches[key] = output_cache(side_out)
-    return torch.stack(logits), Segment(list(rows), mask, output_cache(out), new_caches)
+    logits = runner.head_logits(torch.stack(head_inputs))  # (B, vocab): the shared head, once
+    return logits, Segment(list(rows), mask, output_cache(out), new_caches)
 
 
 def merge(segments: list[Segment]) -> Segment:
