@@ -34,6 +34,8 @@ VARIANTS = {
     "authors-lr1e-3": [*AUTHORS, "--lr", "1e-3"],
     "authors-no-shortcut": [*AUTHORS, "--no-final-shortcut"],
     "authors-gate": [*AUTHORS, "--final-gate"],
+    "magnitude": ["--init", "magnitude"],  # the side starts as the backbone pruned by weight magnitude
+    "authors-magnitude": [*AUTHORS, "--init", "magnitude"],
     # the paper's layer dropping (Section 3.4): side layers on every other backbone layer (2nd, 4th, ... of 30)
     "half-layers": ["--side-layers", ",".join(str(i) for i in range(1, 30, 2))],
 }

@@ -86,8 +86,8 @@ def main() -> None:
 | the same, side attention dropout 0 | {out["side_step_s_attn_dropout_0"]:.3f} |
 | backbone forward the cache replaces | {out["backbone_forward_s"]:.3f} |
 
-The side keeps all {out["side_heads"]} heads (head size 384 / 8 / 12 = 4): its attention kernels (forward and
-backward) take the largest share of the step. Top ops of the step with attention dropout 0 (self CPU time):
+The side has {out["side_heads"]} attention head(s) of {384 // 8 // out["side_heads"]} (width 384 / 8 = 48). Top ops of the step with attention
+dropout 0 (self CPU time; the rest of the step is many small elementwise ops):
 
 | op | share | calls |
 |---|---|---|
