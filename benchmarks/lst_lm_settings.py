@@ -34,6 +34,10 @@ VARIANTS = {
     "authors-lr1e-3": [*AUTHORS, "--lr", "1e-3"],
     "authors-no-shortcut": [*AUTHORS, "--no-final-shortcut"],
     "authors-gate": [*AUTHORS, "--final-gate"],
+    "r4": ["--reduction-factor", "4"],
+    "lr1e-3": ["--lr", "1e-3"],
+    "attn-dropout": ["--side-attention-dropout", "0.1"],
+    "wd0.1": ["--weight-decay", "0.1"],
     "magnitude": ["--init", "magnitude"],  # the side starts as the backbone pruned by weight magnitude
     "authors-magnitude": [*AUTHORS, "--init", "magnitude"],
     # the paper's layer dropping (Section 3.4): side layers on every other backbone layer (2nd, 4th, ... of 30)

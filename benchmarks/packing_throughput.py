@@ -11,13 +11,15 @@ steps alternate (unpacked, packed, unpacked...) after one warm-up step each, so 
 falls on both alike. Reported: real (non-padding) training tokens per second of each, their ratio, the share of
 padding, and the loss of the same rows both ways (equal up to float rounding: packing leaks nothing).
 
-Writes ``benchmarks/results/packing_throughput.json`` and ``.md``.
+Writes ``benchmarks/results/packing_throughput.json`` and ``.md`` (``--lengths longtail``:
+``packing_throughput_longtail.*``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import statistics
 import sys
@@ -40,10 +42,16 @@ WORDS = (
 )
 
 
-def rows(n: int, seed: int) -> list[dict]:
+def rows(n: int, seed: int, lengths: str = "uniform") -> list[dict]:
+    """``uniform``: prompts of 4-60 words, answers of 2-20, evenly. ``longtail``: log-normal lengths (median 12-word
+    prompts and 6-word answers, a few up to 150 and 60 words), the shape of real instruction data, where most rows
+    are short and a few are long, so that a batch padded to its longest row is mostly padding."""
     g = random.Random(seed)
     text = lambda k: " ".join(g.choice(WORDS) for _ in range(k))  # noqa: E731
-    return [{"prompt": text(g.randint(4, 60)), "completion": text(g.randint(2, 20))} for _ in range(n)]
+    if lengths == "uniform":
+        return [{"prompt": text(g.randint(4, 60)), "completion": text(g.randint(2, 20))} for _ in range(n)]
+    size = lambda median, cap: max(1, min(cap, round(g.lognormvariate(math.log(median), 0.9))))  # noqa: E731
+    return [{"prompt": text(size(12, 150)), "completion": text(size(6, 60))} for _ in range(n)]
 
 
 def main(argv=None) -> int:
@@ -55,11 +63,12 @@ def main(argv=None) -> int:
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--steps", type=int, default=6, help="timed steps of each kind")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--lengths", default="uniform", choices=["uniform", "longtail"], help="row lengths (see rows())")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     tokenizer = load_tokenizer(args.backbone)
-    encoded, _ = encode_causal(rows(args.rows, 0), tokenizer, max_length=args.max_length)
+    encoded, _ = encode_causal(rows(args.rows, 0, args.lengths), tokenizer, max_length=args.max_length)
     collate = GenerativeCollator(tokenizer.pad_token_id)
 
     def batches(items: list[dict], size: int) -> list[tuple[dict, int]]:  # (batch, its real tokens)
@@ -122,12 +131,14 @@ def main(argv=None) -> int:
         "torch_threads": torch.get_num_threads(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "packing_throughput.json").write_text(json.dumps(out, indent=2) + "\n")
+    name = "packing_throughput" + ("" if args.lengths == "uniform" else f"_{args.lengths}")
+    (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")
     md = [
         f"# Packing throughput ({args.backbone}, {args.method})",
         "",
         f"Command: `python benchmarks/packing_throughput.py --backbone {args.backbone} --method {args.method} "
-        f"--rows {args.rows} --batch-size {args.batch_size} --max-length {args.max_length} --steps {args.steps}`",
+        f"--rows {args.rows} --batch-size {args.batch_size} --max-length {args.max_length} --steps {args.steps} "
+        f"--lengths {args.lengths}`",
         "",
         f"{len(encoded)} rows, {real} real tokens; unpacked batches of {args.batch_size} are "
         f"{100 * out['unpacked_padding_share']:.1f}% padding; packed into {len(packed_rows)} sequences of "
@@ -140,7 +151,7 @@ def main(argv=None) -> int:
         f"Packed / unpacked tokens per second: **{out['speedup']:.2f}x**. The same 32 rows' loss: unpacked "
         f"{loss_plain:.6f}, packed {loss_packed:.6f}.",
     ]
-    (RESULTS / "packing_throughput.md").write_text("\n".join(md) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0
 
