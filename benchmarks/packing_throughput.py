@@ -63,7 +63,9 @@ def main(argv=None) -> int:
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--steps", type=int, default=6, help="timed steps of each kind")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--lengths", default="uniform", choices=["uniform", "longtail"], help="row lengths (see rows())")
+    p.add_argument(
+        "--lengths", default="uniform", choices=["uniform", "longtail"], help="row lengths (see rows())"
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
