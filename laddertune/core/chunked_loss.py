@@ -77,9 +77,8 @@ class _FrozenHeadCrossEntropy(torch.autograd.Function):
         grad = torch.empty_like(z) if want_grad else None
         for start in range(0, z.shape[0], step):
             piece = z[start : start + step].detach().requires_grad_(want_grad)
-            with (
-                torch.enable_grad()
-            ):  # a Function's forward runs without autograd; this chunk's head needs it
+            # a Function's forward runs without autograd; this chunk's head needs it
+            with torch.enable_grad():
                 # a view, not the leaf itself, goes in: module hooks that wait for gradients (the memory predictor's
                 # tracker) cannot follow a leaf under autograd.grad
                 piece_in = piece.view_as(piece)

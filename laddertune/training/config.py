@@ -58,8 +58,8 @@ RESUME_FREE = (
     "device",
     "tap_cache",
 )
-# What a file of laddertune 0.1 means by an option it lacks (LST runs saved before the final shortcut existed
-# trained without it).
+# What a file written before an option existed means by its absence: LST runs saved before the final shortcut
+# trained without it, and before side_layer_stride with a side layer on every backbone layer.
 LEGACY_DEFAULTS = {"lst": {"final_shortcut": False, "side_layer_stride": 1}}
 # Training loads every backbone in float32: for LST there, an unset backbone_dtype is float32.
 TRAINING_DEFAULTS = {"backbone_dtype": "float32"}
