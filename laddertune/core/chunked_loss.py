@@ -79,14 +79,11 @@ class _FrozenHeadCrossEntropy(torch.autograd.Function):
             piece = z[start : start + step].detach().requires_grad_(want_grad)
             # a Function's forward runs without autograd; this chunk's head needs it
             with torch.enable_grad():
-                # a view, not the leaf itself, goes in: module hooks that wait for gradients (the memory predictor's
-                # tracker) cannot follow a leaf under autograd.grad
-                piece_in = piece.view_as(piece)
                 target = labels[start : start + step]
                 # the (n, V) logits are not kept in a name: the cross-entropy keeps only its log-softmax
-                loss = _cross_entropy(head(piece_in), target)
+                loss = _cross_entropy(head(piece), target)
             if want_grad:
-                (grad[start : start + step],) = torch.autograd.grad(loss, piece_in)
+                (grad[start : start + step],) = torch.autograd.grad(loss, piece)
             total = total + loss.detach().to(total.device)
             del loss  # this chunk's graph goes before the next chunk's is made
         ctx.save_for_backward(*(() if grad is None else (grad,)))
