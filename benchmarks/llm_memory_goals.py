@@ -29,41 +29,42 @@ RESULTS = Path(__file__).parent / "results"
 GIB = 1024**3
 LLAMA = dict(backbone_config="llama-7b", source_length=2048, target_length=1, precision="bf16")
 T5 = dict(backbone_config="t5-base", batch_size=100, source_length=128, target_length=3)
+# The side these rows measure is the authors': a side layer on every backbone layer (unless side_layers says
+# otherwise), full-width taps, the backbone's heads; side checkpointing and the chunked loss only where a row asks.
+AUTHORS_SIDE = dict(
+    side_layer_stride=1,
+    tap_projection="none",
+    side_attention_heads=0,
+    side_checkpointing=False,
+    loss_chunk_size=0,
+)
+
+
+def lst(base: dict, **kw) -> dict:
+    """An LST row: ``base`` with the authors' side, then the row's own options."""
+    return {**base, "method": "lst", **AUTHORS_SIDE, **kw}
+
+
+NF4 = dict(backbone_dtype="nf4")
 ROWS = {
-    "lst-b4-chunked": dict(LLAMA, method="lst", batch_size=4, backbone_dtype="nf4", loss_chunk_size=512),
-    "lst-b4": dict(LLAMA, method="lst", batch_size=4, backbone_dtype="nf4"),
+    "lst-b4-chunked": lst(LLAMA, batch_size=4, **NF4, loss_chunk_size=512),
+    "lst-b4": lst(LLAMA, batch_size=4, **NF4),
     "qlora-b4-gc": dict(LLAMA, method="qlora", batch_size=4),
     "qlora-b4-no-gc": dict(LLAMA, method="qlora", batch_size=4, gradient_checkpointing=False),
-    "lst-b1-chunked": dict(LLAMA, method="lst", batch_size=1, backbone_dtype="nf4", loss_chunk_size=512),
-    "lst-b4-chunked-sidegc": dict(
-        LLAMA, method="lst", batch_size=4, backbone_dtype="nf4", loss_chunk_size=512, side_checkpointing=True
+    "lst-b1-chunked": lst(LLAMA, batch_size=1, **NF4, loss_chunk_size=512),
+    "lst-b4-chunked-sidegc": lst(LLAMA, batch_size=4, **NF4, loss_chunk_size=512, side_checkpointing=True),
+    "lst-b1-chunked-sidegc": lst(LLAMA, batch_size=1, **NF4, loss_chunk_size=512, side_checkpointing=True),
+    "lst-b4-chunked-sidegc-8bit": lst(
+        LLAMA, batch_size=4, **NF4, loss_chunk_size=512, side_checkpointing=True, optimizer="adamw8bit"
     ),
-    "lst-b1-chunked-sidegc": dict(
-        LLAMA, method="lst", batch_size=1, backbone_dtype="nf4", loss_chunk_size=512, side_checkpointing=True
+    "lst-b1-chunked-sidegc-8bit": lst(
+        LLAMA, batch_size=1, **NF4, loss_chunk_size=512, side_checkpointing=True, optimizer="adamw8bit"
     ),
-    "lst-b4-chunked-sidegc-8bit": dict(
-        LLAMA,
-        method="lst",
-        batch_size=4,
-        backbone_dtype="nf4",
-        loss_chunk_size=512,
-        side_checkpointing=True,
-        optimizer="adamw8bit",
-    ),
-    "lst-b1-chunked-sidegc-8bit": dict(
-        LLAMA,
-        method="lst",
-        batch_size=1,
-        backbone_dtype="nf4",
-        loss_chunk_size=512,
-        side_checkpointing=True,
-        optimizer="adamw8bit",
-    ),
-    "t5-lst-bf16": dict(
+    "t5-lst-bf16": lst(
         T5,
-        method="lst",
         backbone_dtype="bfloat16",
         precision="bf16",
+        side_layer_stride=None,
         side_layers=PAPER_SIDE_LAYERS["t5-base"],
     ),
     "t5-full-fp32": dict(T5, method="full"),
@@ -74,11 +75,16 @@ NOTE = """Reading (by hand, from the breakdowns above; predicted on CPU, not mea
 checkpointing the Llama-7B LST peak sits at the end of the forward, where the side network's saved activations
 (32 side layers x 8192 tokens, 8.0 GiB at batch 4) join a fixed 7.6 GiB (nf4 backbone with 16-bit embeddings,
 norms and LM head 3.6, bf16 taps 2.06, side weights + AdamW 1.93). Side checkpointing keeps only each layer's
-input and tap: 1.2 GiB of activations at batch 4 (8.75 GiB in all); at batch 1 the peak moves into the optimizer
-step (6.81 GiB: weights, gradients and AdamW's foreach temporaries). bitsandbytes' 8-bit AdamW (`-8bit` rows)
-takes about 1 GiB more off. FLOPs are counted in an iteration of their own (a FLOP counter's module hooks inside
-the memory trace would keep every recomputed layer alive), and the checkpointed prediction matches a real CPU run
-(tests/test_memory_precision.py). LST needs 2.7x fewer step FLOPs than QLoRA with GC."""
+input and tap: 1.5 GiB of activations at batch 4 (9.13 GiB in all), 0.63 at batch 1 (6.67 GiB). The peak then sits
+in the chunked loss, which takes the frozen LM head's input gradient in the forward pass: a chunk of 512 columns at
+batch 4 is 2,048 positions, 250 MiB of float32 logits, and its log-softmax and gradients are live while the
+forward's last tensors still are (computing the same chunk in the backward pass, as activation checkpointing
+would, cost 8.75 GiB at batch 4 and 6.81 at batch 1, with one more LM-head matmul per step: 136.06 TFLOPs against
+133.87). bitsandbytes' 8-bit AdamW (`-8bit` rows) takes about 1 GiB more off. FLOPs are counted in an iteration of
+their own (a FLOP counter's module hooks inside the memory trace would keep every recomputed layer alive), and the
+checkpointed prediction matches a real CPU run (tests/test_memory_precision.py). LST needs 2.7x fewer step FLOPs
+than QLoRA with GC."""
+
 
 
 def run_row(name: str) -> dict:
