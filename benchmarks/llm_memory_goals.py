@@ -86,7 +86,6 @@ checkpointed prediction matches a real CPU run (tests/test_memory_precision.py).
 than QLoRA with GC."""
 
 
-
 def run_row(name: str) -> dict:
     kwargs = dict(ROWS[name])
     p = predict_memory(kwargs.pop("backbone_config"), device_semantics="cuda", **kwargs)
