@@ -167,7 +167,9 @@ def summarize(rows: list[dict], start: dict | None, args) -> str:
         "",
         "Command: `python benchmarks/instruction_tuning.py "
         f"--methods {' '.join(args.methods)} --seeds {' '.join(map(str, args.seeds))} --epochs {args.epochs} "
-        f"--batch-size {args.batch_size} --max-length {args.max_length} --max-new-tokens {args.max_new_tokens}`",
+        f"--batch-size {args.batch_size} --max-length {args.max_length} --max-new-tokens {args.max_new_tokens}"
+        + ("" if args.name == NAME else f" --name {args.name}")
+        + "`",
         "",
         "Data: the shipped instruction sample (398 train, 99 validation questions; chat template; loss on the "
         "answers). Score: exact match of the greedy answer on the validation questions, best epoch. "
