@@ -151,6 +151,7 @@ VALID_TRAIN = {
     "backbone": st.sampled_from(["minilm", "org/model", "./folder"]),
     "method": st.just("lst"),
     "side_layers": st.one_of(st.none(), st.lists(st.integers(0, 5), min_size=1, max_size=3)),
+    "side_layer_stride": st.one_of(st.none(), st.integers(1, 8)),  # with side_layers: refused unless 1
     "init": st.sampled_from(["random", "magnitude", "fisher"]),
     "pruning_chain": st.sampled_from(["residual", "authors"]),
     "fisher_samples": st.integers(1, 2048),
@@ -205,6 +206,7 @@ VALID_TRAIN = {
 VALID_LADDER = {
     "reduction_factor": st.integers(1, 64),
     "side_layers": st.one_of(st.none(), st.lists(st.integers(0, 30), min_size=1, max_size=4, unique=True)),
+    "side_layer_stride": st.one_of(st.none(), st.integers(1, 8)),
     "gate_temperature": st.floats(0.01, 10),
     "gate_init": st.floats(-5, 5),
     "init": st.sampled_from(["random", "magnitude", "fisher"]),
