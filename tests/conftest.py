@@ -108,3 +108,35 @@ def glue_path() -> Path:
     if path is None:
         pytest.skip("GLUE data folder not found: set LADDERTUNE_DATA_DIR or place ../shared/data/glue")
     return path
+
+
+def predicted_and_real_peak(
+    config, method: str, head: str, shape: dict, *, precision=None, steps=1, **options
+):
+    """(``predict_memory``'s prediction, the measured peak bytes) of a training step on CPU: the trace of ``config``
+    against the same model built for real, one warm-up step (the AdamW state), then ``steps`` measured steps."""
+    import warnings
+
+    from laddertune.memory import PeakMemoryMeter
+    from laddertune.memory.predict import (
+        build_training_model,
+        make_batch,
+        make_optimizer,
+        predict_memory,
+        training_step,
+    )
+
+    extra = {} if precision is None else {"precision": precision}
+    predicted = predict_memory(config, method, device_semantics="cpu", **shape, **extra, **options)
+    autocast = torch.bfloat16 if precision == "bf16" else None
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, _ = build_training_model(config, method, head, **options)
+    optimizer, batch = make_optimizer(model, "cpu"), make_batch(config, head, *shape.values())
+    training_step(model, batch, optimizer, autocast_dtype=autocast)
+    meter = PeakMemoryMeter(model, optimizer, batch, device="cpu")
+    with meter.phase("train"):
+        for _ in range(steps):
+            training_step(model, batch, optimizer, autocast_dtype=autocast)
+    return predicted, meter.report().peak("train")

@@ -4,19 +4,17 @@ predictor matches a real CPU run of those defaults; ``--fit``'s search."""
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 import transformers as T
+from conftest import predicted_and_real_peak
 
 from laddertune import LadderConfig, get_ladder_model
 from laddertune.cli.main import main
 from laddertune.core.config import loss_chunk_default
 from laddertune.core.taps import collect_taps
-from laddertune.memory import PeakMemoryMeter, predict_memory
+from laddertune.memory import predict_memory
 from laddertune.memory.fit import fit_sizes, largest_fit, parse_bytes
-from laddertune.memory.predict import build_training_model, make_batch, make_optimizer, training_step
 
 LONG = 4096
 
@@ -86,18 +84,8 @@ def test_prediction_of_the_lm_defaults_matches_a_real_cpu_run_within_2_percent()
     )  # fmt: skip
     kw = dict(reduction_factor=2, loss_chunk_size=128)
     shape = dict(batch_size=2, source_length=512, target_length=1)
-    p = predict_memory(config, "lst", device_semantics="cpu", **shape, **kw)
+    p, real = predicted_and_real_peak(config, "lst", "causal_lm", shape, **kw)
     assert p.settings["tap_projection"] == "pca" and p.settings["side_checkpointing"] is True
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model, _ = build_training_model(config, "lst", "causal_lm", **kw)
-    optimizer, batch = make_optimizer(model, "cpu"), make_batch(config, "causal_lm", *shape.values())
-    training_step(model, batch, optimizer)  # warm-up: the AdamW state
-    meter = PeakMemoryMeter(model, optimizer, batch, device="cpu")
-    with meter.phase("train"):
-        training_step(model, batch, optimizer)
-    real = meter.report().peak("train")
     assert abs(p.peak_bytes - real) / real < 0.02, (p.peak_bytes, real)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers as T
+from conftest import predicted_and_real_peak
 from test_trainer import one_thread  # noqa: F401 (an autouse fixture)
 
 from laddertune.cli import main
@@ -184,28 +185,12 @@ T5_DEFAULTS_MISMATCH = pytest.mark.xfail(
     ],
 )
 def test_bf16_autocast_prediction_matches_a_real_cpu_run_within_2_percent(method, kw):
-    import warnings
-
-    from laddertune.memory import PeakMemoryMeter
-    from laddertune.memory.predict import build_training_model, make_batch, make_optimizer, training_step
-
     config = T.T5Config(
         vocab_size=64, d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=3,
         decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
     )  # fmt: skip
     shape = dict(batch_size=8, source_length=32, target_length=4)
-    p = predict_memory(config, method, device_semantics="cpu", precision="bf16", **shape, **kw)
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model, _ = build_training_model(config, method, "seq2seq_lm", **kw)
-    optimizer, batch = make_optimizer(model, "cpu"), make_batch(config, "seq2seq_lm", *shape.values())
-    training_step(model, batch, optimizer, autocast_dtype=torch.bfloat16)  # warm-up: the AdamW state
-    meter = PeakMemoryMeter(model, optimizer, batch, device="cpu")
-    with meter.phase("train"):
-        for _ in range(2):
-            training_step(model, batch, optimizer, autocast_dtype=torch.bfloat16)
-    real = meter.report().peak("train")
+    p, real = predicted_and_real_peak(config, method, "seq2seq_lm", shape, precision="bf16", steps=2, **kw)
     assert abs(p.peak_bytes - real) / real < 0.02, (p.peak_bytes, real)
 
 
@@ -213,28 +198,13 @@ def test_bf16_autocast_prediction_matches_a_real_cpu_run_within_2_percent(method
 def test_lst_prediction_matches_a_real_cpu_run_within_2_percent(side_checkpointing):
     """Golden check of the trace against real tensors, also under side checkpointing: counting FLOPs beside the
     memory trace kept every recomputed layer alive (the checkpointed prediction was 1.9x the real peak)."""
-    import warnings
-
-    from laddertune.memory import PeakMemoryMeter
-    from laddertune.memory.predict import build_training_model, make_batch, make_optimizer, training_step
-
     config = T.LlamaConfig(
         vocab_size=128, hidden_size=128, intermediate_size=344, num_hidden_layers=6, num_attention_heads=4,
         num_key_value_heads=4, max_position_embeddings=256,
     )  # fmt: skip
     kw = dict(reduction_factor=1, side_checkpointing=side_checkpointing, loss_chunk_size=64)
     shape = dict(batch_size=2, source_length=256, target_length=1)
-    p = predict_memory(config, "lst", device_semantics="cpu", **shape, **kw)
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model, _ = build_training_model(config, "lst", "causal_lm", **kw)
-    optimizer, batch = make_optimizer(model, "cpu"), make_batch(config, "causal_lm", *shape.values())
-    training_step(model, batch, optimizer)  # warm-up: the AdamW state
-    meter = PeakMemoryMeter(model, optimizer, batch, device="cpu")
-    with meter.phase("train"):
-        training_step(model, batch, optimizer)
-    real = meter.report().peak("train")
+    p, real = predicted_and_real_peak(config, "lst", "causal_lm", shape, **kw)
     assert abs(p.peak_bytes - real) / real < 0.02, (p.peak_bytes, real)
 
 

@@ -4,7 +4,7 @@ The authors keep the backbone's number of heads, each d_head / r wide: 4-wide he
 Llama. Attention kernels are slow on heads that narrow (the side step's largest cost on CPU,
 ``benchmarks/results/side_step_profile.md``; flash kernels on a GPU tile head dims of 64 and more), so by default
 the side chooses its own: heads 64 wide, or one head as wide as the side when it is narrower than 64 (the
-measurement that chose it: ``benchmarks/results/llm_scale_accuracy.md``). A random initialisation takes any shape;
+measurement that chose it: ``benchmarks/results/llm_scale_accuracy_minilm.md``). A random initialisation takes any shape;
 a pruned one keeps whole backbone heads where the sizes allow (:mod:`laddertune.pruning.structure`).
 """
 

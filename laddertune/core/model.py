@@ -535,7 +535,8 @@ def get_ladder_model(
     Args:
         backbone: a task model (T5ForConditionalGeneration, *ForCausalLM, *ForSequenceClassification) or a bare
             base model with ``config.task_head="sequence_classification"``; frozen, not copied.
-        config: the side network's configuration (defaults: r=8, all layers, random init).
+        config: the side network's configuration (defaults: r=8, a side layer on every backbone layer or on every
+            other one of a stack of 24 or more, random init).
         calibration_data: an iterable of training batches, needed for ``init="fisher"`` and
             ``tap_projection="pca"`` (Fisher reads the first batches, the PCA the next ones); with it an LM head's
             unset ``tap_projection`` is ``pca``, without it ``none`` (a classifier's: ``none``).

@@ -181,13 +181,13 @@ class SideStack(nn.Module):
                 f"side layer {kept[-1]} is out of range: the backbone's {spec.name} stack has "
                 f"{num_backbone_layers} layers (ids 0..{num_backbone_layers - 1})"
             )
+        source_config = getattr(source, "config", backbone.config)  # bare modules (DistilBERT's) have none
         self.family, self.spec, self.kept = family, spec, kept
-        self.backbone_heads = getattr(getattr(source, "config", backbone.config), family.heads)
+        self.backbone_heads = getattr(source_config, family.heads)
         self.num_backbone_layers = num_backbone_layers
         # the backbone layers whose outputs this stack reads (SideNetwork adds the last for the final shortcut)
         self.tap_layers = kept
         self.temperature = gate_temperature
-        source_config = getattr(source, "config", backbone.config)  # bare modules (DistilBERT's) have none
         config = reduced_config(
             family, spec, source_config, reduction_factor, len(kept), keep_heads=attention_heads == 0
         )
@@ -233,10 +233,8 @@ class SideStack(nn.Module):
         # One gate per BACKBONE layer, as the authors' code keeps (t5-base golden count 3,878,712 with 9 of 12
         # layers kept; 3,878,706 if only kept layers had gates). Gates of dropped layers are never used.
         self.gates = nn.Parameter(torch.full((num_backbone_layers if ladders else 0,), float(gate_init)))
-        for proj in (
-            self.embed_down,
-            *self.downs,
-        ):  # docs/concepts.md#fact-side-network: N(0, 0.01^2), zero bias
+        # docs/concepts.md#fact-side-network: N(0, 0.01^2), zero bias
+        for proj in (self.embed_down, *self.downs):
             nn.init.normal_(proj.weight, std=0.01)
             nn.init.zeros_(proj.bias)
         self._taps: dict[int, torch.Tensor] | None = None

@@ -25,7 +25,10 @@ MAX_PROBES = 8
 
 
 def parse_bytes(text: str) -> int:
-    """``"12GiB"``, ``"11.5g"``, ``"800MiB"``, ``"24GB"`` (decimal), or a number of bytes -> bytes."""
+    """``"12GiB"``, ``"11.5g"``, ``"800MiB"``, ``"24GB"`` (decimal), or a number of bytes -> bytes.
+
+    Not accelerate's ``convert_file_size_to_int``: it reads a lowercase ``"24gb"`` as gigabits (an eighth), and
+    refuses ``"12g"`` and a plain number given as text, all of which a command line receives."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
     unit = m and m.group(2).lower()
     if not m or unit not in _UNITS:
