@@ -22,11 +22,11 @@ import argparse
 import json
 from pathlib import Path
 
+from predicted_rows import breakdown_table, predicted_row
+
 from laddertune.memory.model_configs import PAPER_SIDE_LAYERS
-from laddertune.memory.predict import predict_memory
 
 RESULTS = Path(__file__).parent / "results"
-GIB = 1024**3
 LLAMA = dict(backbone_config="llama-7b", source_length=2048, target_length=1, precision="bf16")
 T5 = dict(backbone_config="t5-base", batch_size=100, source_length=128, target_length=3)
 # The side these rows measure is the authors': a side layer on every backbone layer (unless side_layers says
@@ -88,17 +88,7 @@ than QLoRA with GC."""
 
 def run_row(name: str) -> dict:
     kwargs = dict(ROWS[name])
-    p = predict_memory(kwargs.pop("backbone_config"), device_semantics="cuda", **kwargs)
-    return {
-        "peak_gib": round(p.peak_bytes / GIB, 3),
-        "breakdown_gib": {k: round(v / GIB, 3) for k, v in p.breakdown.items()},
-        "step_tflops": round(p.step_flops / 1e12, 2),
-        "trainable_params": p.trainable_params,
-        "settings": p.settings,
-        "dtype": p.dtype,
-        "precision": p.precision,
-        "trace_seconds": p.trace_seconds,
-    }
+    return predicted_row(kwargs.pop("backbone_config"), **kwargs)
 
 
 def goals(rows: dict) -> dict:
@@ -127,16 +117,11 @@ def write(rows: dict) -> dict:
     out = {"rows": rows, "goals": goals(rows), "semantics": "cuda, sdpa; predicted (no GPU)"}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "llm_memory_goals.json").write_text(json.dumps(out, indent=2) + "\n")
-    lines = ["# Llama-7B and T5-base training memory against targets (predicted, CUDA semantics, SDPA)", "",
-             "| row | peak GiB | step TFLOPs | frozen | taps | activations | trainable+grad+opt |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for name, r in rows.items():
-        b = r["breakdown_gib"]
-        state = round(b["trainable_weights"] + b["gradients"] + b["optimizer_state"], 3)
-        lines.append(
-            f"| {name} | {r['peak_gib']} | {r['step_tflops']} | {b['frozen_weights']} | {b['ladder_taps']} "
-            f"| {b['activations']} | {state} |"
-        )
+    lines = [
+        "# Llama-7B and T5-base training memory against targets (predicted, CUDA semantics, SDPA)",
+        "",
+        *breakdown_table(rows),
+    ]
     lines += ["", "| target | value | within |", "|---|---|---|"]
     lines += [f"| {k} | {v} | {'yes' if ok else 'NO'} |" for k, (v, ok) in out["goals"].items()]
     lines += ["", NOTE]

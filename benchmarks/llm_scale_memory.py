@@ -29,11 +29,11 @@ import json
 import time
 from pathlib import Path
 
+from predicted_rows import GIB, breakdown_table, predicted_row
+
 from laddertune.memory.fit import fit_sizes
-from laddertune.memory.predict import predict_memory
 
 RESULTS = Path(__file__).parent / "results"
-GIB = 1024**3
 L3 = dict(backbone_config="llama-3-8b", batch_size=1, target_length=1, precision="bf16", backbone_dtype="nf4")
 L70 = dict(L3, backbone_config="llama-2-70b")
 AUTHORS = dict(
@@ -88,15 +88,7 @@ def run_row(name: str) -> dict:
         r = fit_sizes("llama-3-8b", method, budget * GIB, batch_size=1, source_length=2048, **kwargs)
         return {**r.to_dict(), "seconds": round(time.perf_counter() - t0, 1)}
     kwargs = dict(ROWS[name])
-    p = predict_memory(kwargs.pop("backbone_config"), device_semantics="cuda", **kwargs)
-    return {
-        "peak_gib": round(p.peak_bytes / GIB, 3),
-        "breakdown_gib": {k: round(v / GIB, 3) for k, v in p.breakdown.items()},
-        "step_tflops": round(p.step_flops / 1e12, 2),
-        "trainable_params": p.trainable_params,
-        "settings": p.settings,
-        "trace_seconds": round(p.trace_seconds, 1),
-    }
+    return predicted_row(kwargs.pop("backbone_config"), **kwargs)
 
 
 def goals(rows: dict) -> dict:
@@ -134,18 +126,8 @@ def write(rows: dict) -> dict:
     lines = [
         "# LLM-scale memory goals (predicted: `benchmarks/llm_scale_memory.py`, CUDA semantics, SDPA, nf4, bf16)",
         "",
-        "| row | peak GiB | step TFLOPs | frozen | taps | activations | trainable+grad+opt |",
-        "|---|---|---|---|---|---|---|",
+        *breakdown_table({n: r for n, r in rows.items() if n not in FITS}),
     ]
-    for name, r in rows.items():
-        if name in FITS:
-            continue
-        b = r["breakdown_gib"]
-        state = round(b["trainable_weights"] + b["gradients"] + b["optimizer_state"], 3)
-        lines.append(
-            f"| {name} | {r['peak_gib']} | {r['step_tflops']} | {b['frozen_weights']} | {b['ladder_taps']} "
-            f"| {b['activations']} | {state} |"
-        )
     fits = [(n, r) for n, r in rows.items() if n in FITS]
     if fits:
         lines += ["", "| --fit (batch 1) | longest context | its peak GiB | traces |", "|---|---|---|---|"]
