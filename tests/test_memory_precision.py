@@ -229,3 +229,36 @@ def test_adamw8bit_state_is_bitsandbytes_storage():
 def test_unknown_optimizer_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown optimizer 'sgd'"):
         predict(optimizer="sgd")
+
+
+def test_the_tiny_t5_gap_is_not_in_the_trace():
+    """The known tiny-T5 gap (T5_DEFAULTS_MISMATCH) is memory the trace cannot see: torch's MemTracker, the
+    predictor's own tracker, run on the REAL tensors of the same steps gives the prediction, so the real meter's
+    extra bytes are allocated inside kernels (CPU attention), not by a tensor the trace misses."""
+    import warnings
+
+    from laddertune.memory.mem_tracker_compat import mem_tracker_class
+    from laddertune.memory.predict import build_training_model, make_batch, make_optimizer, training_step
+
+    config = T.T5Config(
+        vocab_size=64, d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=3,
+        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+    )  # fmt: skip
+    shape = dict(batch_size=8, source_length=32, target_length=4)
+    kw = {"backbone_dtype": "bfloat16"}
+    predicted = predict_memory(
+        config, "lst", device_semantics="cpu", precision="bf16", **shape, **kw
+    ).peak_bytes
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, _ = build_training_model(config, "lst", "seq2seq_lm", **kw)
+        optimizer, batch = make_optimizer(model, "cpu"), make_batch(config, "seq2seq_lm", *shape.values())
+        training_step(model, batch, optimizer, autocast_dtype=torch.bfloat16)  # the AdamW state
+        for _ in range(2):  # one tracker per iteration, the second one read, as the predictor does
+            tracker = mem_tracker_class()()
+            tracker.track_external(model, optimizer, batch)
+            with tracker:
+                training_step(model, batch, optimizer, autocast_dtype=torch.bfloat16)
+    tracked = sum(v["Total"] for v in tracker.get_tracker_snapshot("peak").values())
+    assert abs(tracked - predicted) / predicted < 0.005, (tracked, predicted)
