@@ -169,8 +169,8 @@ T5_DEFAULTS_MISMATCH = pytest.mark.xfail(
     strict=True,
     reason="known: with side checkpointing and one side head (T5's defaults) the prediction is 8-16% under the real "
     "CPU run on this tiny T5 (360 KB against 393-429 KB in repeated runs); either alone is within 2%. torch's "
-    "MemTracker on the real tensors gives the prediction exactly, and eager attention closes the gap to 2.6%, so the "
-    "difference is memory allocated inside the CPU attention kernels, which no tensor-level trace sees",
+    "MemTracker on the real tensors gives the prediction (test_the_tiny_t5_gap_is_not_in_the_trace), so the "
+    "difference is memory allocated inside kernels, which no tensor-level trace sees",
 )
 
 
