@@ -88,8 +88,9 @@ def main(argv=None) -> int:
         "# LST settings for instruction tuning (SmolLM2, validation loss on the answers; lower is better)",
         "",
         "Command, per row: `python benchmarks/lst_lm_settings.py --variants VARIANT --seed SEED --epochs EPOCHS` "
-        "with the row's values (a variant already in the JSON at that seed and epochs is skipped). Rows run before `--side-layer-stride` existed, when a side layer "
-        "on every backbone layer was the default, list `--side-layer-stride 1`: the same model.",
+        "with the row's values (a variant already in the JSON at that seed and epochs is skipped). Rows run before "
+        "`--side-layer-stride` existed, when a side layer on every backbone layer was the default, list "
+        "`--side-layer-stride 1`: the same model.",
         "",
         "| variant | flags | seed | epochs | loss per epoch | best | trainable params |",
         "|---|---|---|---|---|---|---|",
