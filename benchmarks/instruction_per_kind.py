@@ -122,7 +122,7 @@ def main(argv=None) -> int:
             wrong = answer.strip() != row["completion"].strip()
             copied[row["task"]] += wrong and bool(words(answer)) and words(answer) <= words(row["prompt"])
         per_run[run.name] = {"exact": dict(right), "copied": dict(copied), "answers": answers}
-        print(f"[run ] {run.name}: {sum(right.values())}/{len(rows)}", flush=True)
+        print(f"[done] {run.name}: {sum(right.values())}/{len(rows)}", flush=True)
     result["runs"] = per_run
     (RESULTS / f"{OUT}.json").write_text(json.dumps(result, indent=2) + "\n")
 
