@@ -152,6 +152,28 @@ def test_shard_then_gather_restores_the_global_order(monkeypatch):
     assert ranks[1].gather(None) == [f"p{i}" for i in items]
 
 
+def test_close_releases_the_reducer_while_the_group_is_registered(tmp_path):
+    """A DDP reducer holding the gloo group's last reference destroys the group with the GIL held, which can wait
+    forever on a gloo thread still freeing a gathered object's tensors (a rank hung at exit). close() drops the
+    reducer first, so the group goes with its Python handles instead."""
+    torch.distributed.init_process_group(
+        "gloo", store=torch.distributed.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1
+    )
+    try:
+        ctx = Distributed(0, 1, 0, "gloo")
+        ctx.wrap(torch.nn.Linear(2, 2))
+        ddp = ctx.model
+        assert "reducer" in ddp.__dict__  # what close() must release (DDP keeps it as a plain attribute)
+        assert ctx.gather([1, 2]) == [1, 2]  # a finished collective whose tensors Python owned
+        ctx.close()
+        assert ctx.model is None
+        assert "reducer" not in ddp.__dict__ and "logger" not in ddp.__dict__
+        assert not torch.distributed.is_initialized()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
 def test_two_processes_equal_one_at_the_same_global_batch(one_process, two_processes):
     assert_same_run(one_process, two_processes)
     results = json.loads((two_processes / "results.json").read_text())

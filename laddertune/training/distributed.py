@@ -76,6 +76,19 @@ class Distributed:
         dist.barrier(device_ids=[self.local_rank] if self.backend == "nccl" else None)
 
     def close(self) -> None:
+        """Leave the job: release DDP's reducer, then destroy the process group.
+
+        The order prevents a hang at exit. torch's gloo process group blocks in its destructor until its worker
+        threads are done, and a worker may still be freeing the tensors of a finished collective, which takes the
+        GIL. If DDP's reducer holds the group's last reference, the destructor runs from the reducer's, with the
+        GIL held, and the two wait on each other for good (seen in this project's two-rank tests;
+        pytorch/pytorch#56297). Released here, while the group is still registered, the reducer never holds the
+        last reference; that goes with a Python-side handle of the group, whose destructor lets go of the GIL.
+        """
+        if self.model is not None:
+            for name in ("logger", "reducer"):  # DDP's logger holds the reducer too
+                self.model.__dict__.pop(name, None)
+            self.model = None
         if dist.is_initialized():
             dist.destroy_process_group()
 
