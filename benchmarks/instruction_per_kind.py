@@ -14,8 +14,9 @@ Two measurements:
 2. **Each trained run, per kind.** For every run folder that ``benchmarks/instruction_tuning.py --name NAME`` left
    under ``runs/NAME/<method>-s<seed>``, ``laddertune predict`` generates the answers of the validation questions
    with the run's best checkpoint (greedy, the run's recorded generation settings), and exact match is counted per
-   kind of question. An answer counts as *copied* when it is a word of the question (e.g. "lady" for the plural of
-   "lady", "six" for "six plus eight").
+   kind of question, after the normalisation the training score uses
+   (:func:`laddertune.data.generation_metrics.normalize_answer`). A wrong answer counts as *copied* when it is made
+   only of words of the question (e.g. "lady" for the plural of "lady", "six" for "six plus eight").
 
 Writes ``benchmarks/results/instruction_per_kind_smollm2.json`` and ``.md``. Run folders are not committed (the
 ``runs/`` folder is ignored): run ``benchmarks/instruction_tuning.py`` first.
@@ -36,6 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from laddertune.data.generation_metrics import normalize_answer  # noqa: E402
+
 DATA = ROOT / "laddertune" / "data" / "sample" / "instructions"
 RESULTS = ROOT / "benchmarks" / "results"
 OUT = "instruction_per_kind_smollm2"
@@ -46,6 +49,7 @@ def backbone_ranks(threads: int, max_length: int) -> list[int]:
     import torch
 
     from laddertune.core.backbones import load_backbone, load_tokenizer
+    from laddertune.data import IGNORE_INDEX
     from laddertune.data.generative_task import GenerativeTask, load_generative_splits
     from laddertune.training.generative import prepare_generative
 
@@ -64,7 +68,7 @@ def backbone_ranks(threads: int, max_length: int) -> list[int]:
         for row in data.validation:
             ids = torch.tensor(row["input_ids"])
             labels = torch.tensor(row["labels"])
-            first = int((labels != -100).nonzero()[0])  # the answer's first token
+            first = int((labels != IGNORE_INDEX).nonzero()[0])  # the answer's first token
             logits = model(ids[None, :first]).logits[0, -1]
             ranks.append(int((logits > logits[ids[first]]).sum()))
     return ranks
@@ -118,9 +122,9 @@ def main(argv=None) -> int:
         answers = predictions(run, args.threads)
         right, copied = defaultdict(int), defaultdict(int)
         for row, answer in zip(rows, answers, strict=True):
-            right[row["task"]] += answer.strip() == row["completion"].strip()
-            wrong = answer.strip() != row["completion"].strip()
-            copied[row["task"]] += wrong and bool(words(answer)) and words(answer) <= words(row["prompt"])
+            exact = normalize_answer(answer) == normalize_answer(row["completion"])
+            right[row["task"]] += exact
+            copied[row["task"]] += not exact and bool(words(answer)) and words(answer) <= words(row["prompt"])
         per_run[run.name] = {"exact": dict(right), "copied": dict(copied), "answers": answers}
         print(f"[done] {run.name}: {sum(right.values())}/{len(rows)}", flush=True)
     result["runs"] = per_run
