@@ -44,10 +44,18 @@ def perturb(model, seed: int, scale: float = 0.5) -> None:
 
 
 def lm_checkpoint(
-    root: Path, backbone: str, name: str, seed: int, *, max_new_tokens: int = 6, **task
+    root: Path,
+    backbone: str,
+    name: str,
+    seed: int,
+    *,
+    max_new_tokens: int = 6,
+    reentry_layers: int = 0,
+    **task,
 ) -> Path:
     """A generative (causal LM) checkpoint ``root / name / "checkpoint-best"`` of prompt/completion rows."""
-    model = get_ladder_model(load_backbone(backbone, "causal_lm"), LadderConfig(reduction_factor=4))
+    config = LadderConfig(reduction_factor=4, reentry_layers=reentry_layers)
+    model = get_ladder_model(load_backbone(backbone, "causal_lm"), config)
     perturb(model, seed)
     generative = GenerativeTask(layout=task.pop("layout", "prompt_completion"), name=name, **task)
     record = {

@@ -375,6 +375,14 @@ def test_a_checkpoint_of_another_backbone_is_refused_in_one_line(served, assets,
     assert err[-1].startswith("error: ") and "this backbone differs" in err[-1]
 
 
+def test_a_side_that_reruns_the_backbones_top_layers_is_refused_in_one_line(served, assets, tmp_path):
+    """Re-entry runs the backbone's top layers once more per side network; the shared backbone pass does not."""
+    path = lm_checkpoint(tmp_path, assets["backbone"], "reentry", 7, reentry_layers=1)
+    with pytest.raises(CheckpointError, match="reentry_layers=1") as refused:
+        served.load("reentry", path)
+    assert "\n" not in str(refused.value) and "reentry" not in served.names()
+
+
 def test_sigterm_lets_a_running_stream_finish_then_exits(assets, tmp_path):
     """The real command in a subprocess (steps slowed to 50 ms): SIGTERM in the middle of a stream; the stream ends
     with its finish reason and [DONE], new connections are refused, and the process exits 0."""

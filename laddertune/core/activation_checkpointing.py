@@ -4,7 +4,8 @@
 ``gradient_checkpointing=True``) calls ``model.activation_checkpointing_enable(...)`` (or
 ``gradient_checkpointing_enable``), and ``is_activation_checkpointing`` says whether it is on. On a LadderModel they
 switch LST's side checkpointing (``LadderConfig.side_checkpointing``): the frozen backbone runs without a graph, so
-there is nothing of it to checkpoint, and the side layers are all that keep activations for the backward.
+there is nothing of it to checkpoint, and the side layers are all that keep activations for the backward (with
+``reentry_layers``, the backbone's re-run top layers keep theirs too, unchecked).
 """
 
 from __future__ import annotations

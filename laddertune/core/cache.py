@@ -9,13 +9,15 @@ that moves in one network's cache and not in the other's would let the side netw
 self-attention and a cross-attention cache the same way.
 
 Each network fills its half on its first forward (the backbone and the side trunk create their own cache of the
-kind their architecture needs, with its sliding windows); until then a half is None and counts as empty.
+kind their architecture needs, with its sliding windows); until then a half is None and counts as empty. A model
+with re-entry (:mod:`.reentry`) runs the backbone's top layers a second time on other inputs: their keys and values
+go to a third cache, ``reentry``, made like the backbone's from its config.
 """
 
 from __future__ import annotations
 
 import torch
-from transformers.cache_utils import Cache
+from transformers.cache_utils import Cache, DynamicCache
 
 
 class LadderCache(Cache):
@@ -24,20 +26,31 @@ class LadderCache(Cache):
     Args:
         backbone: the backbone's ``Cache``, or None until its first forward.
         side: the side trunk's ``Cache``, or None until its first forward.
+        reentry: the re-run top layers' ``Cache`` (re-entry only), or None until their first forward.
     """
 
     is_compileable = False  # two dynamic caches: generate() does not compile the forward around them
 
-    def __init__(self, backbone: Cache | None = None, side: Cache | None = None) -> None:
-        # Not Cache.__init__: a LadderCache has no layers of its own, only the two caches it holds.
-        self.backbone, self.side = backbone, side
+    def __init__(
+        self, backbone: Cache | None = None, side: Cache | None = None, reentry: Cache | None = None
+    ) -> None:
+        # Not Cache.__init__: a LadderCache has no layers of its own, only the caches it holds.
+        self.backbone, self.side, self.reentry = backbone, side, reentry
         self.recording = False  # assisted decoding asked both halves to keep what a crop may need
 
     def _caches(self) -> list[Cache]:
-        return [c for c in (self.backbone, self.side) if c is not None]
+        return [c for c in (self.backbone, self.side, self.reentry) if c is not None]
 
     def __repr__(self) -> str:
-        return f"LadderCache(backbone={self.backbone!r}, side={self.side!r})"
+        return f"LadderCache(backbone={self.backbone!r}, side={self.side!r}, reentry={self.reentry!r})"
+
+    def reentry_for(self, backbone) -> Cache:
+        """The re-entry cache, made on first use as the backbone's own would be (its layer kinds, sliding windows)."""
+        if self.reentry is None:
+            self.reentry = DynamicCache(config=backbone.config)
+            if self.recording:
+                self.reentry.activate_past_recording()
+        return self.reentry
 
     def __len__(self) -> int:
         """The number of backbone layers cached (0 before the first forward)."""
@@ -80,9 +93,9 @@ class LadderCache(Cache):
     def is_sliding(self) -> list[bool]:
         return [] if self.backbone is None else self.backbone.is_sliding
 
-    # -- what generation does to it: always to both caches ----------------------------------------------------------
+    # -- what generation does to it: always to every cache held---------------------------------------------------------
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        """Select batch rows for beam search; both caches move together, or the side reads the wrong beam."""
+        """Select batch rows for beam search; the caches move together, or the side reads the wrong beam."""
         for cache in self._caches():
             cache.reorder_cache(beam_idx)
 
@@ -91,7 +104,7 @@ class LadderCache(Cache):
         self.reorder_cache(index)
 
     def crop(self, tokens_to_remove: int) -> None:
-        """Drop the last ``-tokens_to_remove`` tokens from both caches (assisted decoding's rejected candidates)."""
+        """Drop the last ``-tokens_to_remove`` tokens from every cache (assisted decoding's rejected candidates)."""
         for cache in self._caches():
             cache.crop(tokens_to_remove)
 

@@ -12,6 +12,7 @@ config)`` builds the class of the backbone's head, as PEFT's ``get_peft_model`` 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
@@ -40,6 +41,8 @@ from .generation import LadderEncoder, LadderEncoderOutput, LadderGenerationMixi
 from .pooling import backbone_final, pool
 from .pretrained import LadderBody, PretrainedLadder
 from .quantization import convert_backbone
+from .reentry import join as reentry_join
+from .reentry import record_layer_call, rerun_layers
 from .self_check import check_backbone, self_check
 from .side_network import SideNetwork, as_output, record_taps
 from .tap_projection import FINAL, fit_pca, match_backbone_dtype
@@ -79,6 +82,11 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
             raise ConfigError(f"{self.family.name} backbones are supported for LM heads only")
         depth = max(len(layer_modules(backbone, spec)) for spec in self.family.stacks)
         config.resolve_for_head(head, getattr(backbone.config, "vocab_size", None), depth)
+        if config.reentry_layers and any(spec.final_norm is None for spec in self.family.stacks):
+            raise ConfigError(
+                f"reentry_layers needs the last layer's output to reach the head through one final norm; the "
+                f"{self.family.name} family's does not (or it is not known)"
+            )
         self.ladder_config = config
         self.backbone = backbone.requires_grad_(False)
         self.side = SideNetwork(backbone, self.family, config, head)
@@ -238,6 +246,11 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         hidden = self.side.with_final(self.side.up(hidden), final)  # (B, T, d)
         if getattr(self.backbone.config, "scale_decoder_outputs", False):  # T5 v1.0's tied-embedding rescale
             hidden = hidden * getattr(self.backbone.config, self.family.width) ** -0.5
+        return self._as_head_input(hidden)
+
+    def _as_head_input(self, hidden: torch.Tensor, final: None = None) -> torch.Tensor:
+        """``hidden`` (..., d) in the LM head's dtype and on its device (``final``: :meth:`lm_head_input`'s
+        signature, always None here)."""
         head = self.backbone.get_output_embeddings()
         weight = head.weight
         # a quantized head (quantize_embeddings) computes in its compute dtype, not its storage's
@@ -245,16 +258,35 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         # on "meta" when offloaded: accelerate's hook then moves the input itself
         return hidden.to(dtype) if weight.device.type == "meta" else hidden.to(weight.device, dtype)
 
+    def reentered(self, stack: str, hidden: torch.Tensor, call, cache: LadderCache | None) -> torch.Tensor:
+        """Re-entry (:mod:`.reentry`): ``Up(hidden)`` joined to the backbone's residual stream where ``call``
+        recorded it (the input of layer ``L - K``), the top K frozen layers run again on it (with the cache's
+        re-entry half when generating), then the stack's final norm: the LM head's input (B, T, d)."""
+        layers = self.backbone_layers(stack)
+        top = list(layers)[len(layers) - self.ladder_config.reentry_layers :]
+        stream = reentry_join(call.hidden, self.side.up(hidden))
+        state = rerun_layers(top, call, stream, None if cache is None else cache.reentry_for(self.backbone))
+        spec = self.side.stacks[stack].spec
+        norm = get_path(get_path(self.backbone, spec.trunk), spec.final_norm)
+        return self._as_head_input(norm(state))
+
+    def _causal_head(self, stack: str, hidden, backbone_out, taps, call, cache):
+        """A causal LM head's parts: (the states the head input is made of, the backbone's final states or None,
+        the function of the two that gives the head's input): with re-entry the re-run top layers' output as it
+        is, else the side output and the final shortcut through :meth:`lm_head_input`."""
+        if call is not None:
+            return self.reentered(stack, hidden, call, cache), None, self._as_head_input
+        return hidden, self._final(stack, backbone_out, taps), self.lm_head_input
+
     def _final(self, stack: str, backbone_out, taps) -> torch.Tensor | None:
         """With the final shortcut, backbone stack ``stack``'s final hidden states (B, T, d), else None."""
         if not self.ladder_config.final_shortcut:
             return None
         return backbone_final(self, stack, backbone_out, taps).to(self.device)
 
-    @property
-    def _head_parts(self):
-        """The LM head in the chunked loss's two parts: the trainable input, the frozen head."""
-        return self.lm_head_input, functools.partial(self.head_logits, module_hooks=False)
+    def _frozen_head(self):
+        """The frozen LM head as the chunked loss calls it (inside the forward pass: no module hooks)."""
+        return functools.partial(self.head_logits, module_hooks=False)
 
     def _chunked(self, labels) -> bool:
         """The chunked LM loss applies: labels given, gradients wanted, a chunk size set, not 0 (then no logits)."""
@@ -352,7 +384,8 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
 
     def _stack(self, input_ids, attention_mask, token_type_ids, position_ids, cache, taps):
         """Both halves of a one-stack model (decoder-only LMs, encoder classifiers, BART's encoder for its
-        classifier): (stack name, the backbone's output or None, its taps, the side's output)."""
+        classifier): (stack name, the backbone's output or None, its taps, the side's output, the re-entry
+        layer's recorded call or None)."""
         stack = next(
             iter(self.side.stacks)
         )  # "body", or "encoder" for an encoder-decoder's classifier (BART)
@@ -360,36 +393,47 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         backbone_kwargs = {**side_kwargs, "token_type_ids": token_type_ids}
         if stack == "body":
             _with_cache(cache, backbone_kwargs, side_kwargs)
-        backbone_out = None
+        backbone_out = call = None
+        reentry = self.ladder_config.reentry_layers
         if taps is None:
             # The backbone's own output is needed for its cache and the final shortcut; otherwise it stops after
             # the last layer the side network reads (the pruned side network: right after its embeddings).
             keep = cache is not None or bool(self.ladder_config.final_shortcut)
-            backbone_out, stack_taps = self.run_backbone(
-                stack, input_ids, keep_output=keep, **backbone_kwargs
+            layers = self.backbone_layers(stack)
+            record = record_layer_call(layers[len(layers) - reentry]) if reentry else contextlib.nullcontext()
+            with record as call:
+                backbone_out, stack_taps = self.run_backbone(
+                    stack, input_ids, keep_output=keep, **backbone_kwargs
+                )
+        elif reentry:
+            raise ValueError(
+                "reentry_layers runs the backbone's top layers again: it needs the backbone's forward, not its taps "
+                "(a tap cache)"
             )
         else:
             stack_taps = taps[stack]
         side_out = self.run_side(stack, stack_taps, **side_kwargs)
         if cache is not None:
             cache.fill(output_cache(backbone_out), output_cache(side_out))
-        return stack, backbone_out, stack_taps, side_out
+        return stack, backbone_out, stack_taps, side_out, call
 
     def _body(
         self, input_ids, attention_mask, labels, token_type_ids, position_ids, cache, taps, logits_to_keep=0
     ):
         """A one-stack model's forward: both halves, the head and the loss."""
-        stack, backbone_out, stack_taps, side_out = self._stack(
+        stack, backbone_out, stack_taps, side_out, call = self._stack(
             input_ids, attention_mask, token_type_ids, position_ids, cache, taps
         )
         hidden = side_out.last_hidden_state  # (B, T, d/r)
         if self.head == "causal_lm":
-            final = self._final(stack, backbone_out, stack_taps)
+            hidden, final, head_input = self._causal_head(
+                stack, hidden, backbone_out, stack_taps, call, cache
+            )
             if self._chunked(labels):
                 size = self.ladder_config.loss_chunk_size
-                loss = chunked_lm_loss(hidden, labels, *self._head_parts, size, True, final)
+                loss = chunked_lm_loss(hidden, labels, head_input, self._frozen_head(), size, True, final)
                 return CausalLMOutputWithPast(loss=loss, logits=None, **{CACHE: cache})
-            logits = self.lm_logits(*_last(logits_to_keep, hidden, final))
+            logits = self.head_logits(head_input(*_last(logits_to_keep, hidden, final)))
             loss = None
             if labels is not None:
                 loss = ForCausalLMLoss(logits, labels, vocab_size=logits.shape[-1])
@@ -472,7 +516,9 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         final = self._final("decoder", backbone_out, taps)
         if self._chunked(labels):
             hidden, size = side_out.last_hidden_state, self.ladder_config.loss_chunk_size
-            loss = chunked_lm_loss(hidden, labels, *self._head_parts, size, False, final)
+            loss = chunked_lm_loss(
+                hidden, labels, self.lm_head_input, self._frozen_head(), size, False, final
+            )
             return Seq2SeqLMOutput(loss=loss, logits=None, **{CACHE: cache})
         logits = self.lm_logits(
             *_last(logits_to_keep, side_out.last_hidden_state, final)

@@ -204,7 +204,8 @@ class PretrainedLadder:
 class LadderBody:
     """A causal LadderModel without its LM head: both networks, returning the LM head's input.
 
-    ``last_hidden_state`` is ``Up(side) + backbone final state`` (:meth:`LadderModel.lm_head_input`), so a caller
+    ``last_hidden_state`` is ``Up(side) + backbone final state`` (:meth:`LadderModel.lm_head_input`; with re-entry
+    the re-run top layers' normed output, :meth:`LadderModel.reentered`), so a caller
     that applies the LM head itself (TRL's fused LM-head loss reads ``model.base_model(...).last_hidden_state`` and
     ``model.get_output_embeddings()``) computes the LadderModel's own logits. Not a module: it holds the model.
     """
@@ -227,11 +228,13 @@ class LadderBody:
         model = self.model
         given = pop_cache({"cache": cache, "past_key_values": past_key_values})
         cache = given if given is not None else LadderCache() if use_cache else None
-        stack, backbone_out, stack_taps, side_out = model._stack(
+        stack, backbone_out, stack_taps, side_out, call = model._stack(
             input_ids, attention_mask, None, position_ids, cache, taps
         )
-        final = model._final(stack, backbone_out, stack_taps)
-        hidden = model.lm_head_input(side_out.last_hidden_state, final)  # (B, T, d)
+        hidden, final, head_input = model._causal_head(
+            stack, side_out.last_hidden_state, backbone_out, stack_taps, call, cache
+        )
+        hidden = head_input(hidden, final)  # (B, T, d)
         return BaseModelOutputWithPast(last_hidden_state=hidden, **{CACHE: cache})
 
     forward = __call__

@@ -65,6 +65,7 @@ class LadderMethod(TrainingMethod):
             "method",
             "final_shortcut",
             "final_gate",
+            "reentry_layers",
         ):  # the same weights mean another network under another wiring
             if getattr(saved, name) != getattr(built, name):
                 raise CheckpointError(
@@ -95,4 +96,5 @@ class LadderMethod(TrainingMethod):
             "tap_projection": model.ladder_config.tap_projection,
             "tap_rank": next(iter(model.side.stacks.values())).tap_width,
             "side_attention_heads": model.ladder_config.side_attention_heads,
+            "reentry_layers": options.reentry_layers,
         }

@@ -364,6 +364,10 @@ class TrainConfig:
                 raise ConfigError(
                     "tap_cache needs backbone dropout off: with dropout the backbone's taps differ in every epoch"
                 )
+            if getattr(self.method, "reentry_layers", 0):
+                raise ConfigError(
+                    "tap_cache and reentry_layers: re-entry runs the backbone's top layers on every step"
+                )
         if is_vl_run_task(self.data.task):
             check_vl_run(self)
         if self.devices.device_map is not None and not spec.side_network:

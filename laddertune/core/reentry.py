@@ -1,0 +1,87 @@
+"""Re-entry: the side network's output joins the backbone's residual stream below its top layers
+(:attr:`~laddertune.core.config.LadderConfig.reentry_layers`).
+
+With the final shortcut alone, a causal LM's head reads ``final + Up(side)``: the side network must compute in
+its own 1/r width whatever the answer needs that the backbone's last state does not hold. On the instruction
+sample that is most of it: the side learns the answers' kinds (a continent) but copies the question's words
+where the answer has to be made from them ("lady" for the plural of "lady"; benchmarks/results/
+instruction_per_kind_smollm2.md). With re-entry, ``Up(side)`` is added to the residual stream at the input of the
+backbone's layer ``L - K`` and the top K frozen layers run again on it, then the final norm and the LM head: the
+backbone's own upper attention and feed-forward layers turn the side's signal into tokens. Their weights stay
+frozen and get no gradient; the backward passes through their activations, so training keeps those K layers'
+activations (K/L of what a LoRA backward keeps) and pays one more forward and a backward of K layers.
+
+The up-projection starts at zero, so at step 0 the head reads the backbone's own final state, as with the final
+shortcut alone. ``Up(side)`` is scaled by each position's root-mean-square over the residual stream it joins
+(without gradient): the side then works in the normalised units its up-projection starts in, whatever the stream's
+scale at that depth (a plain sum, tried first, learned far slower: the stream deep in a decoder is many times larger
+than a normalised state, and an up-projection that starts at zero takes many steps to match it).
+
+No per-architecture code: a pre-hook records layer ``L - K``'s call while the backbone runs (its input and
+its other arguments: masks, rotary tables, cache positions), and the top layers are called again with the same
+arguments, any ``Cache`` among them swapped for the re-entry's own (the re-run layers write other keys and values
+than the backbone's pass did; :class:`~laddertune.core.cache.LadderCache` holds both).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from transformers.cache_utils import Cache
+
+
+@dataclass
+class LayerCall:
+    """One call of a backbone layer: its input hidden states and the rest of its arguments."""
+
+    hidden: torch.Tensor | None = None
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def record_layer_call(layer: nn.Module) -> Iterator[LayerCall]:
+    """While the block runs, record ``layer``'s (last) call in the yielded :class:`LayerCall`."""
+    call = LayerCall()
+
+    def hook(module, args, kwargs):
+        if args:
+            call.hidden, call.args = args[0], args[1:]
+            call.kwargs = dict(kwargs)
+        else:
+            call.kwargs = dict(kwargs)
+            call.hidden = call.kwargs.pop("hidden_states")
+
+    handle = layer.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield call
+    finally:
+        handle.remove()
+
+
+def rerun_layers(
+    layers: Sequence[nn.Module], call: LayerCall, hidden: torch.Tensor, cache: Cache | None
+) -> torch.Tensor:
+    """``layers`` run in order on ``hidden`` with ``call``'s other arguments, every ``Cache`` among them replaced
+    by ``cache``; the last layer's hidden states."""
+
+    def swap(value):
+        return cache if isinstance(value, Cache) else value
+
+    args = tuple(swap(a) for a in call.args)
+    kwargs = {k: swap(v) for k, v in call.kwargs.items()}
+    for layer in layers:
+        out = layer(hidden, *args, **kwargs)
+        hidden = out[0] if isinstance(out, tuple) else out
+    return hidden
+
+
+def join(stream: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """The residual ``stream`` (B, T, d) plus ``up`` (B, T, d) scaled by each position's root-mean-square of the
+    stream (no gradient flows into the stream: it is the frozen backbone's), in the stream's dtype and device."""
+    scale = stream.detach().float().pow(2).mean(-1, keepdim=True).sqrt()  # (B, T, 1)
+    return stream + (up.to(scale.device) * scale).to(stream.dtype)
