@@ -1,7 +1,7 @@
 """Where LST and LoRA part on the instruction sample: exact match per kind of question, and how far the frozen
 backbone is from each answer before any training.
 
-    python benchmarks/instruction_per_kind.py [--name instruction_tuning_smollm2_defaults] [--threads 2]
+    python benchmarks/instruction_per_kind.py [--name instruction_tuning_smollm2_defaults] [--out NAME] [--threads 2]
 
 Two measurements:
 
@@ -18,7 +18,7 @@ Two measurements:
    (:func:`laddertune.data.generation_metrics.normalize_answer`). A wrong answer counts as *copied* when it is made
    only of words of the question (e.g. "lady" for the plural of "lady", "six" for "six plus eight").
 
-Writes ``benchmarks/results/instruction_per_kind_smollm2.json`` and ``.md``. Run folders are not committed (the
+Writes ``benchmarks/results/instruction_per_kind_smollm2.json`` and ``.md`` (``--out``: another name). Run folders are not committed (the
 ``runs/`` folder is ignored): run ``benchmarks/instruction_tuning.py`` first.
 """
 
@@ -98,6 +98,9 @@ def main(argv=None) -> int:
         "--name", default="instruction_tuning_smollm2_defaults", help="the instruction benchmark's --name"
     )
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--out", default=OUT, help="the results' file name under benchmarks/results (.json and .md)"
+    )
     p.add_argument("--max-length", type=int, default=96)
     args = p.parse_args(argv)
     rows = [json.loads(line) for line in (DATA / "validation.jsonl").read_text().splitlines()]
@@ -128,7 +131,7 @@ def main(argv=None) -> int:
         per_run[run.name] = {"exact": dict(right), "copied": dict(copied), "answers": answers}
         print(f"[done] {run.name}: {sum(right.values())}/{len(rows)}", flush=True)
     result["runs"] = per_run
-    (RESULTS / f"{OUT}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=2) + "\n")
 
     methods = sorted({name.rsplit("-s", 1)[0] for name in per_run})
 
@@ -141,7 +144,9 @@ def main(argv=None) -> int:
     lines = [
         "# The instruction sample per kind of question (SmolLM2-135M)",
         "",
-        f"Command: `python benchmarks/instruction_per_kind.py --name {args.name}`, on the run folders of "
+        f"Command: `python benchmarks/instruction_per_kind.py --name {args.name}"
+        + ("" if args.out == OUT else f" --out {args.out}")
+        + "`, on the run folders of "
         f"`python benchmarks/instruction_tuning.py --name {args.name}` "
         f"({'; '.join(m + ': seeds ' + ', '.join(s) for m, s in seeds.items())}).",
         "",
@@ -166,7 +171,7 @@ def main(argv=None) -> int:
             + " | ".join(mean_pct(m, "copied", k) for m in methods)
             + " |"
         )
-    (RESULTS / f"{OUT}.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
