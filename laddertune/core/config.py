@@ -164,8 +164,9 @@ class LadderConfig:
     reentry_layers: int = opt(0, minimum=0, metavar="K")
     """Causal LMs: add the up-projected side output to the backbone's residual stream K layers below the top, run
     the top K frozen layers again on it, then the final norm and the LM head (:mod:`laddertune.core.reentry`). The
-    backbone's own upper layers then turn the side's signal into tokens: on the instruction sample, exact match
-    rises from 26% to the level of LoRA (``benchmarks/results/instruction_tuning_smollm2_reentry.md``). The
+    backbone's own upper layers then turn the side's signal into tokens: on the instruction sample (SmolLM2, 30
+    layers) exact match rises from 25.9% to 57.6% with K=12 and to LoRA's 58.9% with K=16, at 0.52x LoRA's memory
+    (``benchmarks/results/instruction_tuning_smollm2_reentry16.md``). The
     weights stay frozen, but the backward passes through those K layers' activations: memory and step time grow
     with K. 0: the side output joins at the final state (the final shortcut). Needs the final shortcut, not
     ``final_gate``; the backbone must run (no tap cache)."""
