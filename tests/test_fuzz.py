@@ -175,7 +175,9 @@ VALID_TRAIN = {
     **{n: st.none() for n in ("features", "annotations", "validation_annotations", "task_batch_sizes")},
     "final_shortcut": st.one_of(st.none(), st.booleans()),
     "final_gate": st.booleans(),  # without the shortcut: refused when the model is built
-    "reentry_layers": st.integers(0, 40),  # on a classifier or beyond the depth: refused when the model is built
+    "reentry_layers": st.integers(
+        0, 40
+    ),  # on a classifier or beyond the depth: refused when the model is built
     "device": st.sampled_from(["auto", "cpu", "cuda", "cuda:1"]),
     "precision": st.sampled_from(["fp32", "bf16", "fp16"]),
     "backbone_dtype": st.sampled_from(["float32", "bfloat16", "float16", "int8", "nf4"]),
