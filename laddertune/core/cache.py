@@ -29,7 +29,7 @@ class LadderCache(Cache):
         reentry: the re-run top layers' ``Cache`` (re-entry only), or None until their first forward.
     """
 
-    is_compileable = False  # two dynamic caches: generate() does not compile the forward around them
+    is_compileable = False  # dynamic caches: generate() does not compile the forward around them
 
     def __init__(
         self, backbone: Cache | None = None, side: Cache | None = None, reentry: Cache | None = None
@@ -93,7 +93,7 @@ class LadderCache(Cache):
     def is_sliding(self) -> list[bool]:
         return [] if self.backbone is None else self.backbone.is_sliding
 
-    # -- what generation does to it: always to every cache held---------------------------------------------------------
+    # -- what generation does to it: always to every cache held ---------------------------------------------------
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         """Select batch rows for beam search; the caches move together, or the side reads the wrong beam."""
         for cache in self._caches():

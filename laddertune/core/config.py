@@ -166,10 +166,10 @@ class LadderConfig:
     the top K frozen layers again on it, then the final norm and the LM head (:mod:`laddertune.core.reentry`). The
     backbone's own upper layers then turn the side's signal into tokens: on the instruction sample (SmolLM2, 30
     layers) exact match rises from 25.9% to 57.6% with K=12 and to LoRA's 58.9% with K=16, at 0.52x LoRA's memory
-    (``benchmarks/results/instruction_tuning_smollm2_reentry16.md``). The
-    weights stay frozen, but the backward passes through those K layers' activations: memory and step time grow
-    with K. 0: the side output joins at the final state (the final shortcut). Needs the final shortcut, not
-    ``final_gate``; the backbone must run (no tap cache)."""
+    (``benchmarks/results/instruction_tuning_smollm2_reentry16.md``). The weights stay frozen, but the backward
+    passes through those K layers' activations: memory and step time grow with K. 0: the side output joins at the
+    final state (the final shortcut). Needs the final shortcut, not ``final_gate``; the backbone must run (no tap
+    cache)."""
     method: str = opt("lst", choices=tuple(VARIANTS), kind=RECORD)
     """``lst`` (ladders from every kept layer); ``side-tuning`` (Zhang et al. 2020, the paper's Figure 8
     ablation: no ladders, the side network reads only the down-projected embedding output, and the final shortcut

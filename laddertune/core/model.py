@@ -12,7 +12,6 @@ config)`` builds the class of the backbone's head, as PEFT's ``get_peft_model`` 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import logging
@@ -41,8 +40,7 @@ from .generation import LadderEncoder, LadderEncoderOutput, LadderGenerationMixi
 from .pooling import backbone_final, pool
 from .pretrained import LadderBody, PretrainedLadder
 from .quantization import convert_backbone
-from .reentry import join as reentry_join
-from .reentry import record_layer_call, rerun_layers
+from .reentry import check_reentry, recording, reentered
 from .self_check import check_backbone, self_check
 from .side_network import SideNetwork, as_output, record_taps
 from .tap_projection import FINAL, fit_pca, match_backbone_dtype
@@ -82,11 +80,7 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
             raise ConfigError(f"{self.family.name} backbones are supported for LM heads only")
         depth = max(len(layer_modules(backbone, spec)) for spec in self.family.stacks)
         config.resolve_for_head(head, getattr(backbone.config, "vocab_size", None), depth)
-        if config.reentry_layers and any(spec.final_norm is None for spec in self.family.stacks):
-            raise ConfigError(
-                f"reentry_layers needs the last layer's output to reach the head through one final norm; the "
-                f"{self.family.name} family's does not (or it is not known)"
-            )
+        check_reentry(config, self.family)
         self.ladder_config = config
         self.backbone = backbone.requires_grad_(False)
         self.side = SideNetwork(backbone, self.family, config, head)
@@ -258,24 +252,12 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         # on "meta" when offloaded: accelerate's hook then moves the input itself
         return hidden.to(dtype) if weight.device.type == "meta" else hidden.to(weight.device, dtype)
 
-    def reentered(self, stack: str, hidden: torch.Tensor, call, cache: LadderCache | None) -> torch.Tensor:
-        """Re-entry (:mod:`.reentry`): ``Up(hidden)`` joined to the backbone's residual stream where ``call``
-        recorded it (the input of layer ``L - K``), the top K frozen layers run again on it (with the cache's
-        re-entry half when generating), then the stack's final norm: the LM head's input (B, T, d)."""
-        layers = self.backbone_layers(stack)
-        top = list(layers)[len(layers) - self.ladder_config.reentry_layers :]
-        stream = reentry_join(call.hidden, self.side.up(hidden))
-        state = rerun_layers(top, call, stream, None if cache is None else cache.reentry_for(self.backbone))
-        spec = self.side.stacks[stack].spec
-        norm = get_path(get_path(self.backbone, spec.trunk), spec.final_norm)
-        return self._as_head_input(norm(state))
-
     def _causal_head(self, stack: str, hidden, backbone_out, taps, call, cache):
         """A causal LM head's parts: (the states the head input is made of, the backbone's final states or None,
         the function of the two that gives the head's input): with re-entry the re-run top layers' output as it
         is, else the side output and the final shortcut through :meth:`lm_head_input`."""
         if call is not None:
-            return self.reentered(stack, hidden, call, cache), None, self._as_head_input
+            return self._as_head_input(reentered(self, stack, hidden, call, cache)), None, self._as_head_input
         return hidden, self._final(stack, backbone_out, taps), self.lm_head_input
 
     def _final(self, stack: str, backbone_out, taps) -> torch.Tensor | None:
@@ -399,9 +381,7 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
             # The backbone's own output is needed for its cache and the final shortcut; otherwise it stops after
             # the last layer the side network reads (the pruned side network: right after its embeddings).
             keep = cache is not None or bool(self.ladder_config.final_shortcut)
-            layers = self.backbone_layers(stack)
-            record = record_layer_call(layers[len(layers) - reentry]) if reentry else contextlib.nullcontext()
-            with record as call:
+            with recording(self.backbone_layers(stack), reentry) as call:
                 backbone_out, stack_taps = self.run_backbone(
                     stack, input_ids, keep_output=keep, **backbone_kwargs
                 )

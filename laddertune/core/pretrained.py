@@ -205,7 +205,7 @@ class LadderBody:
     """A causal LadderModel without its LM head: both networks, returning the LM head's input.
 
     ``last_hidden_state`` is ``Up(side) + backbone final state`` (:meth:`LadderModel.lm_head_input`; with re-entry
-    the re-run top layers' normed output, :meth:`LadderModel.reentered`), so a caller
+    the re-run top layers' normed output, :func:`~laddertune.core.reentry.reentered`), so a caller
     that applies the LM head itself (TRL's fused LM-head loss reads ``model.base_model(...).last_hidden_state`` and
     ``model.get_output_embeddings()``) computes the LadderModel's own logits. Not a module: it holds the model.
     """

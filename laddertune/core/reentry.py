@@ -33,6 +33,9 @@ import torch
 from torch import nn
 from transformers.cache_utils import Cache
 
+from ..errors import ConfigError
+from .architectures import get_path
+
 
 @dataclass
 class LayerCall:
@@ -41,6 +44,33 @@ class LayerCall:
     hidden: torch.Tensor | None = None
     args: tuple = ()
     kwargs: dict = field(default_factory=dict)
+
+
+def check_reentry(config, family) -> None:
+    """Refuse re-entry (``config.reentry_layers``) where a stack's last layer does not reach the head through one
+    final norm that :func:`reentered` can apply (OPT: a projection follows its final norm)."""
+    if config.reentry_layers and any(spec.final_norm is None for spec in family.stacks):
+        raise ConfigError(
+            f"reentry_layers needs the last layer's output to reach the head through one final norm; the "
+            f"{family.name} family's does not (or it is not known)"
+        )
+
+
+def recording(layers: Sequence[nn.Module], k: int):
+    """Record the call of layer ``len(layers) - k`` (:func:`record_layer_call`); ``k=0``: record nothing (None)."""
+    return record_layer_call(layers[len(layers) - k]) if k else contextlib.nullcontext()
+
+
+def reentered(model, stack: str, hidden: torch.Tensor, call: LayerCall, cache) -> torch.Tensor:
+    """A LadderModel's re-entry: ``Up(hidden)`` joined to the backbone's residual stream where ``call`` recorded it
+    (the input of layer ``L - K``), the top K frozen layers run again on it (with the ``LadderCache``'s re-entry
+    cache when generating), then the stack's final norm: (B, T, d), what the LM head reads."""
+    layers = model.backbone_layers(stack)
+    top = list(layers)[len(layers) - model.ladder_config.reentry_layers :]
+    stream = join(call.hidden, model.side.up(hidden))
+    state = rerun_layers(top, call, stream, None if cache is None else cache.reentry_for(model.backbone))
+    spec = model.side.stacks[stack].spec
+    return get_path(get_path(model.backbone, spec.trunk), spec.final_norm)(state)
 
 
 @contextlib.contextmanager

@@ -223,9 +223,8 @@ class ServedModels:
                 "one backbone; serve a baseline with laddertune predict"
             )
         config = read_side_config(path)
-        if (
-            config.reentry_layers
-        ):  # the batched decode step (serve/batching.py) runs the backbone once for all
+        # the batched decode step (serve/batching.py) runs the backbone once for every side network
+        if config.reentry_layers:
             raise CheckpointError(
                 f"{path} re-runs the backbone's top layers (reentry_layers={config.reentry_layers}), which the "
                 "server's shared backbone pass does not do: use laddertune generate or predict"
