@@ -33,6 +33,19 @@ def test_step0_logits_equal_the_backbones_bit_for_bit(name, k):
     torch.testing.assert_close(out.loss, expected.loss.float(), rtol=0, atol=0)
 
 
+def test_each_rerun_layer_keeps_its_own_mask_past_a_sliding_window():
+    """Gemma 2 alternates sliding-window and global layers, each given the mask of its kind: past the window (16
+    here) the two differ, and a re-run that reused one layer's mask for the other would not be the backbone."""
+    backbone = tiny("gemma2", LM)
+    kinds = backbone.config.layer_types
+    assert len(set(kinds)) == 2 and backbone.config.sliding_window < 24
+    ids = torch.randint(3, backbone.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = backbone(ids).logits
+        model = get_ladder_model(backbone, LadderConfig(reduction_factor=4, reentry_layers=len(kinds))).eval()
+        torch.testing.assert_close(model(ids).logits, expected.float(), rtol=0, atol=0)
+
+
 def trained(k: int = 1, seed: int = 0) -> LadderModel:
     backbone = tiny_backbone("llama", "causal_lm").eval()
     model = get_ladder_model(backbone, LadderConfig(reduction_factor=4, reentry_layers=k)).eval()

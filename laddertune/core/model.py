@@ -252,12 +252,16 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         # on "meta" when offloaded: accelerate's hook then moves the input itself
         return hidden.to(dtype) if weight.device.type == "meta" else hidden.to(weight.device, dtype)
 
-    def _causal_head(self, stack: str, hidden, backbone_out, taps, call, cache):
+    def _causal_head(self, stack: str, hidden, backbone_out, taps, calls, cache):
         """A causal LM head's parts: (the states the head input is made of, the backbone's final states or None,
         the function of the two that gives the head's input): with re-entry the re-run top layers' output as it
         is, else the side output and the final shortcut through :meth:`lm_head_input`."""
-        if call is not None:
-            return self._as_head_input(reentered(self, stack, hidden, call, cache)), None, self._as_head_input
+        if calls is not None:
+            return (
+                self._as_head_input(reentered(self, stack, hidden, calls, cache)),
+                None,
+                self._as_head_input,
+            )
         return hidden, self._final(stack, backbone_out, taps), self.lm_head_input
 
     def _final(self, stack: str, backbone_out, taps) -> torch.Tensor | None:
@@ -367,7 +371,7 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
     def _stack(self, input_ids, attention_mask, token_type_ids, position_ids, cache, taps):
         """Both halves of a one-stack model (decoder-only LMs, encoder classifiers, BART's encoder for its
         classifier): (stack name, the backbone's output or None, its taps, the side's output, the re-entry
-        layer's recorded call or None)."""
+        layers' recorded calls or None)."""
         stack = next(
             iter(self.side.stacks)
         )  # "body", or "encoder" for an encoder-decoder's classifier (BART)
@@ -375,13 +379,13 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         backbone_kwargs = {**side_kwargs, "token_type_ids": token_type_ids}
         if stack == "body":
             _with_cache(cache, backbone_kwargs, side_kwargs)
-        backbone_out = call = None
+        backbone_out = calls = None
         reentry = self.ladder_config.reentry_layers
         if taps is None:
             # The backbone's own output is needed for its cache and the final shortcut; otherwise it stops after
             # the last layer the side network reads (the pruned side network: right after its embeddings).
             keep = cache is not None or bool(self.ladder_config.final_shortcut)
-            with recording(self.backbone_layers(stack), reentry) as call:
+            with recording(self.backbone_layers(stack), reentry) as calls:
                 backbone_out, stack_taps = self.run_backbone(
                     stack, input_ids, keep_output=keep, **backbone_kwargs
                 )
@@ -395,19 +399,19 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         side_out = self.run_side(stack, stack_taps, **side_kwargs)
         if cache is not None:
             cache.fill(output_cache(backbone_out), output_cache(side_out))
-        return stack, backbone_out, stack_taps, side_out, call
+        return stack, backbone_out, stack_taps, side_out, calls
 
     def _body(
         self, input_ids, attention_mask, labels, token_type_ids, position_ids, cache, taps, logits_to_keep=0
     ):
         """A one-stack model's forward: both halves, the head and the loss."""
-        stack, backbone_out, stack_taps, side_out, call = self._stack(
+        stack, backbone_out, stack_taps, side_out, calls = self._stack(
             input_ids, attention_mask, token_type_ids, position_ids, cache, taps
         )
         hidden = side_out.last_hidden_state  # (B, T, d/r)
         if self.head == "causal_lm":
             hidden, final, head_input = self._causal_head(
-                stack, hidden, backbone_out, stack_taps, call, cache
+                stack, hidden, backbone_out, stack_taps, calls, cache
             )
             if self._chunked(labels):
                 size = self.ladder_config.loss_chunk_size

@@ -228,11 +228,11 @@ class LadderBody:
         model = self.model
         given = pop_cache({"cache": cache, "past_key_values": past_key_values})
         cache = given if given is not None else LadderCache() if use_cache else None
-        stack, backbone_out, stack_taps, side_out, call = model._stack(
+        stack, backbone_out, stack_taps, side_out, calls = model._stack(
             input_ids, attention_mask, None, position_ids, cache, taps
         )
         hidden, final, head_input = model._causal_head(
-            stack, side_out.last_hidden_state, backbone_out, stack_taps, call, cache
+            stack, side_out.last_hidden_state, backbone_out, stack_taps, calls, cache
         )
         hidden = head_input(hidden, final)  # (B, T, d)
         return BaseModelOutputWithPast(last_hidden_state=hidden, **{CACHE: cache})

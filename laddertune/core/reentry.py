@@ -17,8 +17,8 @@ shortcut alone. ``Up(side)`` is scaled by each position's root-mean-square over 
 scale at that depth (a plain sum, tried first, learned far slower: the stream deep in a decoder is many times larger
 than a normalised state, and an up-projection that starts at zero takes many steps to match it).
 
-No per-architecture code: a pre-hook records layer ``L - K``'s call while the backbone runs (its input and
-its other arguments: masks, rotary tables, cache positions), and the top layers are called again with the same
+No per-architecture code: pre-hooks record each top layer's call while the backbone runs (its input and its
+other arguments: masks, rotary tables, cache positions), and the top layers are called again with the same
 arguments, any ``Cache`` among them swapped for the re-entry's own (the re-run layers write other keys and values
 than the backbone's pass did; :class:`~laddertune.core.cache.LadderCache` holds both).
 """
@@ -57,55 +57,62 @@ def check_reentry(config, family) -> None:
 
 
 def recording(layers: Sequence[nn.Module], k: int):
-    """Record the call of layer ``len(layers) - k`` (:func:`record_layer_call`); ``k=0``: record nothing (None)."""
-    return record_layer_call(layers[len(layers) - k]) if k else contextlib.nullcontext()
+    """Record the calls of the top ``k`` of ``layers`` (:func:`record_layer_calls`); ``k=0``: nothing (None)."""
+    return record_layer_calls(list(layers)[len(layers) - k :]) if k else contextlib.nullcontext()
 
 
-def reentered(model, stack: str, hidden: torch.Tensor, call: LayerCall, cache) -> torch.Tensor:
-    """A LadderModel's re-entry: ``Up(hidden)`` joined to the backbone's residual stream where ``call`` recorded it
-    (the input of layer ``L - K``), the top K frozen layers run again on it (with the ``LadderCache``'s re-entry
-    cache when generating), then the stack's final norm: (B, T, d), what the LM head reads."""
+def reentered(model, stack: str, hidden: torch.Tensor, calls: list[LayerCall], cache) -> torch.Tensor:
+    """A LadderModel's re-entry: ``Up(hidden)`` joined to the backbone's residual stream at the input of the first
+    recorded layer (``L - K``), the top K frozen layers run again on it, each with its own recorded arguments (and
+    the ``LadderCache``'s re-entry cache when generating), then the stack's final norm: (B, T, d), what the LM head
+    reads."""
     layers = model.backbone_layers(stack)
     top = list(layers)[len(layers) - model.ladder_config.reentry_layers :]
-    stream = join(call.hidden, model.side.up(hidden))
-    state = rerun_layers(top, call, stream, None if cache is None else cache.reentry_for(model.backbone))
+    stream = join(calls[0].hidden, model.side.up(hidden))
+    state = rerun_layers(top, calls, stream, None if cache is None else cache.reentry_for(model.backbone))
     spec = model.side.stacks[stack].spec
     return get_path(get_path(model.backbone, spec.trunk), spec.final_norm)(state)
 
 
 @contextlib.contextmanager
-def record_layer_call(layer: nn.Module) -> Iterator[LayerCall]:
-    """While the block runs, record ``layer``'s (last) call in the yielded :class:`LayerCall`."""
-    call = LayerCall()
+def record_layer_calls(layers: Sequence[nn.Module]) -> Iterator[list[LayerCall]]:
+    """While the block runs, record each of ``layers``' (last) call: one :class:`LayerCall` per layer, in order.
+    Each layer keeps its own arguments: families that alternate sliding-window and global attention (Gemma 2)
+    give each layer the mask of its kind."""
+    calls = [LayerCall() for _ in layers]
 
-    def hook(module, args, kwargs):
-        if args:
-            call.hidden, call.args = args[0], args[1:]
+    def hook_for(call: LayerCall):
+        def hook(module, args, kwargs):
             call.kwargs = dict(kwargs)
-        else:
-            call.kwargs = dict(kwargs)
-            call.hidden = call.kwargs.pop("hidden_states")
+            if args:
+                call.hidden, call.args = args[0], args[1:]
+            else:
+                call.hidden = call.kwargs.pop("hidden_states")
 
-    handle = layer.register_forward_pre_hook(hook, with_kwargs=True)
+        return hook
+
+    handles = [
+        layer.register_forward_pre_hook(hook_for(call), with_kwargs=True)
+        for layer, call in zip(layers, calls, strict=True)
+    ]
     try:
-        yield call
+        yield calls
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
 
 
 def rerun_layers(
-    layers: Sequence[nn.Module], call: LayerCall, hidden: torch.Tensor, cache: Cache | None
+    layers: Sequence[nn.Module], calls: Sequence[LayerCall], hidden: torch.Tensor, cache: Cache | None
 ) -> torch.Tensor:
-    """``layers`` run in order on ``hidden`` with ``call``'s other arguments, every ``Cache`` among them replaced
-    by ``cache``; the last layer's hidden states."""
+    """``layers`` run in order on ``hidden``, each with its recorded call's other arguments, every ``Cache`` among
+    them replaced by ``cache``; the last layer's hidden states."""
 
     def swap(value):
         return cache if isinstance(value, Cache) else value
 
-    args = tuple(swap(a) for a in call.args)
-    kwargs = {k: swap(v) for k, v in call.kwargs.items()}
-    for layer in layers:
-        out = layer(hidden, *args, **kwargs)
+    for layer, call in zip(layers, calls, strict=True):
+        out = layer(hidden, *(swap(a) for a in call.args), **{k: swap(v) for k, v in call.kwargs.items()})
         hidden = out[0] if isinstance(out, tuple) else out
     return hidden
 
