@@ -144,7 +144,7 @@ def test_refusals():
         get_ladder_model(tiny("opt", LM), LadderConfig(reduction_factor=4, reentry_layers=1))
     model = trained()
     data = tiny_batch("llama", "causal_lm")
-    with pytest.raises(ValueError, match="backbone's forward"):
+    with pytest.raises(ValueError, match="needs the backbone, not taps"):
         model.side_forward(**data, taps=model.backbone_taps(**data))
 
 

@@ -257,11 +257,8 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         the function of the two that gives the head's input): with re-entry the re-run top layers' output as it
         is, else the side output and the final shortcut through :meth:`lm_head_input`."""
         if calls is not None:
-            return (
-                self._as_head_input(reentered(self, stack, hidden, calls, cache)),
-                None,
-                self._as_head_input,
-            )
+            state = reentered(self, stack, hidden, calls, cache)
+            return self._as_head_input(state), None, self._as_head_input
         return hidden, self._final(stack, backbone_out, taps), self.lm_head_input
 
     def _final(self, stack: str, backbone_out, taps) -> torch.Tensor | None:
@@ -391,8 +388,7 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
                 )
         elif reentry:
             raise ValueError(
-                "reentry_layers runs the backbone's top layers again: it needs the backbone's forward, not its taps "
-                "(a tap cache)"
+                "reentry_layers runs the backbone's top layers again: it needs the backbone, not taps"
             )
         else:
             stack_taps = taps[stack]
