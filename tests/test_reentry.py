@@ -172,3 +172,15 @@ def test_a_bfloat16_backbone_reruns_in_its_dtype_and_the_side_learns():
     out.loss.backward()
     assert torch.isfinite(out.loss) and model.side.up.weight.grad.abs().sum() > 0
     assert model.side.up.weight.dtype == torch.float32  # master weights
+
+
+def test_weights_saved_with_another_k_are_refused_on_resume(tmp_path):
+    """The same side weights re-enter at another depth as another network: resuming names the setting."""
+    from laddertune.errors import CheckpointError
+    from laddertune.methods.registry import get_method
+
+    trained(k=2).save_pretrained(tmp_path)
+    method = get_method("lst")
+    assert method.read_weights(trained(k=2), tmp_path)  # the same setting loads
+    with pytest.raises(CheckpointError, match="reentry_layers=2.*--reentry-layers"):
+        method.read_weights(trained(k=1), tmp_path)
