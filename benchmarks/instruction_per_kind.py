@@ -18,8 +18,8 @@ Two measurements:
    (:func:`laddertune.data.generation_metrics.normalize_answer`). A wrong answer counts as *copied* when it is made
    only of words of the question (e.g. "lady" for the plural of "lady", "six" for "six plus eight").
 
-Writes ``benchmarks/results/instruction_per_kind_smollm2.json`` and ``.md`` (``--out``: another name). Run folders are not committed (the
-``runs/`` folder is ignored): run ``benchmarks/instruction_tuning.py`` first.
+Writes ``benchmarks/results/instruction_per_kind_smollm2.json`` and ``.md`` (``--out``: another name). Run folders
+are not committed (the ``runs/`` folder is ignored): run ``benchmarks/instruction_tuning.py`` first.
 """
 
 from __future__ import annotations

@@ -4,8 +4,7 @@
 
 Every variant is ``laddertune train --method lst`` on ``laddertune/data/sample/instructions`` with SmolLM2's chat
 template, the same budget (epochs, batch 16, length 96, seed) and a shared tap cache (float32: training reads the
-backbone's taps, so only the side network's steps are paid per variant; the results equal uncached runs), except
-for re-entry, which runs the backbone's top layers on every step and so cannot train on cached taps. The
+backbone's taps, so only the side network's steps are paid per variant; the results equal uncached runs). The
 score is the best epoch's validation loss (the mean over the answers' tokens; lower is better), which costs one
 forward of the validation rows; generation is left to benchmarks/instruction_tuning.py. Writes
 ``benchmarks/results/lst_lm_settings.json`` and ``.md``.
@@ -43,10 +42,6 @@ VARIANTS = {
     "authors-magnitude": [*AUTHORS, "--init", "magnitude"],
     # the paper's layer dropping (Section 3.4): side layers on every other backbone layer (2nd, 4th, ... of 30)
     "half-layers": ["--side-layers", ",".join(str(i) for i in range(1, 30, 2))],
-    # the side output re-enters the backbone K layers below the top (laddertune.core.reentry)
-    "reentry4": ["--reentry-layers", "4"],
-    "reentry8": ["--reentry-layers", "8"],
-    "reentry12": ["--reentry-layers", "12"],
 }
 
 
@@ -68,11 +63,9 @@ def main(argv=None) -> int:
             "train", "--backbone", "smollm2", "--train-file", str(DATA / "train.jsonl"),
             "--validation-file", str(DATA / "validation.jsonl"), "--method", "lst", "--seed", str(args.seed),
             "--epochs", str(args.epochs), "--batch-size", "16", "--max-length", "96", "--loss-chunk-size", "128",
-            "--threads", str(args.threads), "--memory-steps", "0", "--no-progress", "--overwrite",
-            "--output-dir", str(out), *VARIANTS[name],
+            "--tap-cache", str(ROOT / "runs" / "lst_lm_settings" / "tap_cache"), "--threads", str(args.threads),
+            "--memory-steps", "0", "--no-progress", "--overwrite", "--output-dir", str(out), *VARIANTS[name],
         ]  # fmt: skip
-        if "--reentry-layers" not in VARIANTS[name]:  # re-entry needs the backbone's forward on every step
-            argv_ += ["--tap-cache", str(ROOT / "runs" / "lst_lm_settings" / "tap_cache")]
         print("[run ]", name, flush=True)
         done_ = subprocess.run(
             [sys.executable, "-m", "laddertune.cli", *argv_], cwd=ROOT, capture_output=True, text=True

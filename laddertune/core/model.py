@@ -256,9 +256,8 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
         """A causal LM head's parts: (the states the head input is made of, the backbone's final states or None,
         the function of the two that gives the head's input): with re-entry the re-run top layers' output as it
         is, else the side output and the final shortcut through :meth:`lm_head_input`."""
-        if calls is not None:
-            state = reentered(self, stack, hidden, calls, cache)
-            return self._as_head_input(state), None, self._as_head_input
+        if calls is not None:  # every caller applies the returned head input to the states
+            return reentered(self, stack, hidden, calls, cache), None, self._as_head_input
         return hidden, self._final(stack, backbone_out, taps), self.lm_head_input
 
     def _final(self, stack: str, backbone_out, taps) -> torch.Tensor | None:
@@ -382,7 +381,7 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
             # The backbone's own output is needed for its cache and the final shortcut; otherwise it stops after
             # the last layer the side network reads (the pruned side network: right after its embeddings).
             keep = cache is not None or bool(self.ladder_config.final_shortcut)
-            with recording(self.backbone_layers(stack), reentry) as calls:
+            with recording(self, stack) as calls:
                 backbone_out, stack_taps = self.run_backbone(
                     stack, input_ids, keep_output=keep, **backbone_kwargs
                 )

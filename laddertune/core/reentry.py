@@ -39,8 +39,9 @@ from .architectures import get_path
 
 @dataclass
 class LayerCall:
-    """One call of a backbone layer: its input hidden states and the rest of its arguments."""
+    """One call of a backbone layer: the layer, its input hidden states and the rest of its arguments."""
 
+    layer: nn.Module
     hidden: torch.Tensor | None = None
     args: tuple = ()
     kwargs: dict = field(default_factory=dict)
@@ -56,9 +57,14 @@ def check_reentry(config, family) -> None:
         )
 
 
-def recording(layers: Sequence[nn.Module], k: int):
-    """Record the calls of the top ``k`` of ``layers`` (:func:`record_layer_calls`); ``k=0``: nothing (None)."""
-    return record_layer_calls(list(layers)[len(layers) - k :]) if k else contextlib.nullcontext()
+def recording(model, stack: str):
+    """While the block runs, record the calls of backbone stack ``stack``'s top ``reentry_layers`` layers
+    (:func:`record_layer_calls`); without re-entry nothing is recorded (None) and no layer is looked up."""
+    k = model.ladder_config.reentry_layers
+    if not k:
+        return contextlib.nullcontext()
+    layers = model.backbone_layers(stack)
+    return record_layer_calls(list(layers)[len(layers) - k :])
 
 
 def reentered(model, stack: str, hidden: torch.Tensor, calls: list[LayerCall], cache) -> torch.Tensor:
@@ -66,10 +72,8 @@ def reentered(model, stack: str, hidden: torch.Tensor, calls: list[LayerCall], c
     recorded layer (``L - K``), the top K frozen layers run again on it, each with its own recorded arguments (and
     the ``LadderCache``'s re-entry cache when generating), then the stack's final norm: (B, T, d), what the LM head
     reads."""
-    layers = model.backbone_layers(stack)
-    top = list(layers)[len(layers) - model.ladder_config.reentry_layers :]
     stream = join(calls[0].hidden, model.side.up(hidden))
-    state = rerun_layers(top, calls, stream, None if cache is None else cache.reentry_for(model.backbone))
+    state = rerun_layers(calls, stream, None if cache is None else cache.reentry_for(model.backbone))
     spec = model.side.stacks[stack].spec
     return get_path(get_path(model.backbone, spec.trunk), spec.final_norm)(state)
 
@@ -79,7 +83,7 @@ def record_layer_calls(layers: Sequence[nn.Module]) -> Iterator[list[LayerCall]]
     """While the block runs, record each of ``layers``' (last) call: one :class:`LayerCall` per layer, in order.
     Each layer keeps its own arguments: families that alternate sliding-window and global attention (Gemma 2)
     give each layer the mask of its kind."""
-    calls = [LayerCall() for _ in layers]
+    calls = [LayerCall(layer) for layer in layers]
 
     def hook_for(call: LayerCall):
         def hook(module, args, kwargs):
@@ -91,10 +95,7 @@ def record_layer_calls(layers: Sequence[nn.Module]) -> Iterator[list[LayerCall]]
 
         return hook
 
-    handles = [
-        layer.register_forward_pre_hook(hook_for(call), with_kwargs=True)
-        for layer, call in zip(layers, calls, strict=True)
-    ]
+    handles = [call.layer.register_forward_pre_hook(hook_for(call), with_kwargs=True) for call in calls]
     try:
         yield calls
     finally:
@@ -102,17 +103,17 @@ def record_layer_calls(layers: Sequence[nn.Module]) -> Iterator[list[LayerCall]]
             handle.remove()
 
 
-def rerun_layers(
-    layers: Sequence[nn.Module], calls: Sequence[LayerCall], hidden: torch.Tensor, cache: Cache | None
-) -> torch.Tensor:
-    """``layers`` run in order on ``hidden``, each with its recorded call's other arguments, every ``Cache`` among
-    them replaced by ``cache``; the last layer's hidden states."""
+def rerun_layers(calls: Sequence[LayerCall], hidden: torch.Tensor, cache: Cache | None) -> torch.Tensor:
+    """The recorded calls' layers run again in order on ``hidden``, each with its call's other arguments, every
+    ``Cache`` among them replaced by ``cache``; the last layer's hidden states."""
 
     def swap(value):
         return cache if isinstance(value, Cache) else value
 
-    for layer, call in zip(layers, calls, strict=True):
-        out = layer(hidden, *(swap(a) for a in call.args), **{k: swap(v) for k, v in call.kwargs.items()})
+    for call in calls:
+        out = call.layer(
+            hidden, *(swap(a) for a in call.args), **{k: swap(v) for k, v in call.kwargs.items()}
+        )
         hidden = out[0] if isinstance(out, tuple) else out
     return hidden
 
