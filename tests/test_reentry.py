@@ -87,6 +87,45 @@ def test_the_chunked_loss_gives_the_plain_loss_and_gradients():
             torch.testing.assert_close(p.grad, grads[n], rtol=1e-5, atol=1e-6, msg=n)
 
 
+def test_side_checkpointing_recomputes_the_rerun_layers_for_the_same_loss_and_gradients(monkeypatch):
+    """With side checkpointing the re-run layers keep no activations for the backward (only each layer's input,
+    inside torch's checkpoint), and loss and gradients are those of the run that keeps them."""
+    from laddertune.core import reentry
+
+    saved = []  # bytes the re-run layers save for the backward, one entry per forward
+    original = reentry.rerun_layers
+
+    def counting(*args, **kwargs):
+        total = [0]
+
+        def pack(t):
+            total[0] += t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = original(*args, **kwargs)
+        saved.append(total[0])
+        return out
+
+    model = trained(k=2).train()  # (before the patch: building runs a forward of its own)
+    monkeypatch.setattr(reentry, "rerun_layers", counting)
+    data = tiny_batch("llama", "causal_lm")
+    results = {}
+    for on in (False, True):
+        model.activation_checkpointing_enable() if on else model.activation_checkpointing_disable()
+        model.zero_grad()
+        out = model(**data)
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.side.named_parameters() if p.grad is not None}
+        results[on] = out.loss.detach(), grads
+    torch.testing.assert_close(results[True][0], results[False][0], rtol=0, atol=0)
+    assert results[False][1].keys() == results[True][1].keys() and results[False][1]
+    for n, g in results[False][1].items():
+        torch.testing.assert_close(results[True][1][n], g, rtol=0, atol=0, msg=n)
+    kept, checkpointed = saved
+    assert kept > 0 and checkpointed < kept / 4, saved
+
+
 @pytest.mark.parametrize("beams", [1, 2])
 def test_generation_with_the_cache_equals_generation_without_it(beams):
     """The re-run layers keep their own keys and values (LadderCache.reentry): incremental decoding gives what

@@ -5,7 +5,7 @@
 ``gradient_checkpointing_enable``), and ``is_activation_checkpointing`` says whether it is on. On a LadderModel they
 switch LST's side checkpointing (``LadderConfig.side_checkpointing``): the frozen backbone runs without a graph, so
 there is nothing of it to checkpoint, and the side layers are all that keep activations for the backward (with
-``reentry_layers``, the backbone's re-run top layers keep theirs too, unchecked).
+``reentry_layers``, the backbone's re-run top layers too: side checkpointing recomputes them as well).
 """
 
 from __future__ import annotations

@@ -167,7 +167,8 @@ class LadderConfig:
     backbone's own upper layers then turn the side's signal into tokens: on the instruction sample (SmolLM2, 30
     layers) exact match rises from 25.9% to 57.6% with K=12 and to LoRA's 58.9% with K=16, at 0.52x LoRA's memory
     (``benchmarks/results/instruction_tuning_smollm2_reentry16.md``). The weights stay frozen, but the backward
-    passes through those K layers' activations: memory and step time grow with K. 0: the side output joins at the
+    passes through those K layers' activations: step time grows with K, and memory too unless side checkpointing
+    (the LM heads' default) recomputes them. 0: the side output joins at the
     final state (the final shortcut). Needs the final shortcut, not ``final_gate``; the backbone must run (no tap
     cache)."""
     method: str = opt("lst", choices=tuple(VARIANTS), kind=RECORD)
@@ -180,7 +181,8 @@ class LadderConfig:
     side_checkpointing: bool | None = None
     """Activation checkpointing of the side layers (``torch.utils.checkpoint``): each side layer keeps only its
     input and its tap for the backward and recomputes the rest, about one more side forward per step for the side's
-    activation memory; the same losses and gradients. None resolves when the model is built: on for LM heads, off
+    activation memory; the same losses and gradients. With ``reentry_layers`` the re-run backbone layers are
+    recomputed the same way (one more forward of K layers). None resolves when the model is built: on for LM heads, off
     for classifiers (:data:`SIDE_CHECKPOINTING_DEFAULT`)."""
     side_attention_dropout: float | None = opt(None, fraction=True, metavar="P")
     """The side network's dropout on attention probabilities; None keeps the backbone config's (MiniLM and BERT

@@ -8,8 +8,10 @@ where the answer has to be made from them ("lady" for the plural of "lady"; benc
 instruction_per_kind_smollm2.md). With re-entry, ``Up(side)`` is added to the residual stream at the input of the
 backbone's layer ``L - K`` and the top K frozen layers run again on it, then the final norm and the LM head: the
 backbone's own upper attention and feed-forward layers turn the side's signal into tokens. Their weights stay
-frozen and get no gradient; the backward passes through their activations, so training keeps those K layers'
-activations (K/L of what a LoRA backward keeps) and pays one more forward and a backward of K layers.
+frozen and get no gradient; the backward passes through their activations and pays one more forward and a
+backward of K layers. Side checkpointing (:attr:`~laddertune.core.config.LadderConfig.side_checkpointing`, on by
+default for LM heads) recomputes them in the backward, one layer at a time, for one more forward of K layers;
+without it training keeps the K layers' activations (K/L of what a LoRA backward keeps).
 
 The up-projection starts at zero, so at step 0 the head reads the backbone's own final state, as with the final
 shortcut alone. ``Up(side)`` is scaled by each position's root-mean-square over the residual stream it joins
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers.cache_utils import Cache
 
 from ..errors import ConfigError
@@ -72,9 +75,14 @@ def reentered(model, stack: str, hidden: torch.Tensor, calls: list[LayerCall], c
     recorded layer (``L - K``), the top K frozen layers run again on it, each with its own recorded arguments (and
     the ``LadderCache``'s re-entry cache when generating), then the stack's final norm: (B, T, d), what the LM head
     reads."""
+    side = model.side.stacks[stack]
     stream = join(calls[0].hidden, model.side.up(hidden))
-    state = rerun_layers(calls, stream, None if cache is None else cache.reentry_for(model.backbone))
-    spec = model.side.stacks[stack].spec
+    if cache is not None:
+        state = rerun_layers(calls, stream, cache.reentry_for(model.backbone))
+    else:  # side checkpointing covers the re-run layers: besides the side's, theirs are the backward's activations
+        checkpointed = side.checkpointing and side.training and torch.is_grad_enabled()
+        state = rerun_layers(calls, stream, None, checkpointed)
+    spec = side.spec
     return get_path(get_path(model.backbone, spec.trunk), spec.final_norm)(state)
 
 
@@ -103,18 +111,26 @@ def record_layer_calls(layers: Sequence[nn.Module]) -> Iterator[list[LayerCall]]
             handle.remove()
 
 
-def rerun_layers(calls: Sequence[LayerCall], hidden: torch.Tensor, cache: Cache | None) -> torch.Tensor:
+def rerun_layers(
+    calls: Sequence[LayerCall], hidden: torch.Tensor, cache: Cache | None, checkpointed: bool = False
+) -> torch.Tensor:
     """The recorded calls' layers run again in order on ``hidden``, each with its call's other arguments, every
-    ``Cache`` among them replaced by ``cache``; the last layer's hidden states."""
+    ``Cache`` among them replaced by ``cache``; the last layer's hidden states. ``checkpointed`` (training, no
+    cache): each layer runs inside ``torch.utils.checkpoint``, so the backward keeps only each layer's input and
+    recomputes the layer's activations one layer at a time."""
 
     def swap(value):
         return cache if isinstance(value, Cache) else value
 
-    for call in calls:
+    def run(call: LayerCall, hidden: torch.Tensor) -> torch.Tensor:
         out = call.layer(
             hidden, *(swap(a) for a in call.args), **{k: swap(v) for k, v in call.kwargs.items()}
         )
-        hidden = out[0] if isinstance(out, tuple) else out
+        return out[0] if isinstance(out, tuple) else out
+
+    for call in calls:
+        # non-reentrant: the recorded arguments (masks, rotary tables) are saved as the closure's tensors
+        hidden = checkpoint(run, call, hidden, use_reentrant=False) if checkpointed else run(call, hidden)
     return hidden
 
 
