@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_backbone, tiny_batch
+import transformers as T
+from conftest import predicted_and_real_peak, tiny_backbone, tiny_batch
 from test_families import CASES, LM, batch, tiny
 
 import laddertune
@@ -223,3 +224,18 @@ def test_weights_saved_with_another_k_are_refused_on_resume(tmp_path):
     assert method.read_weights(trained(k=2), tmp_path)  # the same setting loads
     with pytest.raises(CheckpointError, match="reentry_layers=2.*--reentry-layers"):
         method.read_weights(trained(k=1), tmp_path)
+
+
+@pytest.mark.parametrize("checkpointing", [True, False])
+def test_the_memory_prediction_matches_a_real_cpu_run_within_2_percent(checkpointing):
+    """The predictor traces re-entry's code as it runs: with side checkpointing (the LM default) the re-run layers
+    keep only their inputs, without it their activations."""
+    config = T.LlamaConfig(
+        vocab_size=512, hidden_size=128, intermediate_size=344, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=1024,
+    )  # fmt: skip
+    kw = dict(reduction_factor=2, loss_chunk_size=128, reentry_layers=2, side_checkpointing=checkpointing)
+    shape = dict(batch_size=2, source_length=512, target_length=1)
+    p, real = predicted_and_real_peak(config, "lst", "causal_lm", shape, **kw)
+    assert p.settings["reentry_layers"] == 2 and p.settings["side_checkpointing"] is checkpointing
+    assert abs(p.peak_bytes - real) / real < 0.02, (p.peak_bytes, real)
