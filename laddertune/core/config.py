@@ -165,11 +165,11 @@ class LadderConfig:
     """Causal LMs: add the up-projected side output to the backbone's residual stream K layers below the top, run
     the top K frozen layers again on it, then the final norm and the LM head (:mod:`laddertune.core.reentry`). The
     backbone's own upper layers then turn the side's signal into tokens: on the instruction sample (SmolLM2, 30
-    layers) exact match rises from 25.9% to 57.6% with K=12 and to LoRA's 58.9% with K=16, at 0.52x LoRA's memory
+    layers) exact match rises from 25.9% to 57.6% with K=12 and to LoRA's 58.9% with K=16, at 0.36x LoRA's memory
     (``benchmarks/results/instruction_tuning_smollm2_reentry16.md``). The weights stay frozen, but the backward
-    passes through those K layers' activations: step time grows with K, and memory too unless side checkpointing
-    (the LM heads' default) recomputes them. 0: the side output joins at the
-    final state (the final shortcut). Needs the final shortcut, not ``final_gate``; the backbone must run (no tap
+    passes through those K layers: step time grows with K, and memory too unless side checkpointing (the LM heads'
+    default) recomputes them (``benchmarks/results/reentry_cost.md``). 0: the side output joins at the final state
+    (the final shortcut). Needs the final shortcut, not ``final_gate``; the backbone must run (no tap
     cache)."""
     method: str = opt("lst", choices=tuple(VARIANTS), kind=RECORD)
     """``lst`` (ladders from every kept layer); ``side-tuning`` (Zhang et al. 2020, the paper's Figure 8
@@ -182,8 +182,8 @@ class LadderConfig:
     """Activation checkpointing of the side layers (``torch.utils.checkpoint``): each side layer keeps only its
     input and its tap for the backward and recomputes the rest, about one more side forward per step for the side's
     activation memory; the same losses and gradients. With ``reentry_layers`` the re-run backbone layers are
-    recomputed the same way (one more forward of K layers). None resolves when the model is built: on for LM heads, off
-    for classifiers (:data:`SIDE_CHECKPOINTING_DEFAULT`)."""
+    recomputed the same way, one more forward of K layers. None resolves when the model is built: on for LM heads,
+    off for classifiers (:data:`SIDE_CHECKPOINTING_DEFAULT`)."""
     side_attention_dropout: float | None = opt(None, fraction=True, metavar="P")
     """The side network's dropout on attention probabilities; None keeps the backbone config's (MiniLM and BERT
     0.1, Llama 0.0). 0 halves a tap-cached MiniLM step on CPU (``benchmarks/results/side_step_profile.md``).
