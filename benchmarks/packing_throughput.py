@@ -2,8 +2,9 @@
 
     python benchmarks/packing_throughput.py [--backbone smollm2] [--method lst] [--steps 6] [--rows 512]
 
-Rows: prompt/completion pairs of 4-80 words each (seeded), rendered as SmolLM2 chat rows, the loss on the
-answers. Unpacked: batches of 16 rows, each padded to its longest row (laddertune's dynamic padding). Packed: the
+Rows: prompt/completion pairs of 4-80 words each (seeded), rendered as SmolLM2 chat rows (its template adds a
+system turn of about 30 tokens to every row) or, with ``--prompt-format plain``, as prompt, newline, completion,
+the loss on the answers. Unpacked: batches of 16 rows, each padded to its longest row (laddertune's dynamic padding). Packed: the
 same rows packed into sequences of ``--max-length`` tokens (best fit, per-row positions, no attention across rows),
 batched so that a packed batch holds about as many real tokens as an unpacked one. Both run the same model
 (``get_ladder_model`` for LST, PEFT LoRA for ``--method lora``), AdamW, forward + backward + step; the two kinds of
@@ -12,7 +13,7 @@ falls on both alike. Reported: real (non-padding) training tokens per second of 
 padding, and the loss of the same rows both ways (equal up to float rounding: packing leaks nothing).
 
 Writes ``benchmarks/results/packing_throughput.json`` and ``.md`` (``--lengths longtail``:
-``packing_throughput_longtail.*``).
+``packing_throughput_longtail.*``; ``--prompt-format plain`` adds ``_plain``).
 """
 
 from __future__ import annotations
@@ -66,11 +67,22 @@ def main(argv=None) -> int:
     p.add_argument(
         "--lengths", default="uniform", choices=["uniform", "longtail"], help="row lengths (see rows())"
     )
+    p.add_argument(
+        "--prompt-format",
+        default="auto",
+        choices=["auto", "plain"],
+        help="auto: the chat template (SmolLM2's)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     tokenizer = load_tokenizer(args.backbone)
-    encoded, _ = encode_causal(rows(args.rows, 0, args.lengths), tokenizer, max_length=args.max_length)
+    encoded, _ = encode_causal(
+        rows(args.rows, 0, args.lengths),
+        tokenizer,
+        max_length=args.max_length,
+        prompt_format=args.prompt_format,
+    )
     collate = GenerativeCollator(tokenizer.pad_token_id)
 
     def batches(items: list[dict], size: int) -> list[tuple[dict, int]]:  # (batch, its real tokens)
@@ -133,14 +145,16 @@ def main(argv=None) -> int:
         "torch_threads": torch.get_num_threads(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "packing_throughput" + ("" if args.lengths == "uniform" else f"_{args.lengths}")
+    name = "packing_throughput" + "".join(
+        f"_{v}" for v, default in ((args.lengths, "uniform"), (args.prompt_format, "auto")) if v != default
+    )
     (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")
     md = [
         f"# Packing throughput ({args.backbone}, {args.method})",
         "",
         f"Command: `python benchmarks/packing_throughput.py --backbone {args.backbone} --method {args.method} "
         f"--rows {args.rows} --batch-size {args.batch_size} --max-length {args.max_length} --steps {args.steps} "
-        f"--lengths {args.lengths}`",
+        f"--lengths {args.lengths} --prompt-format {args.prompt_format}`",
         "",
         f"{len(encoded)} rows, {real} real tokens; unpacked batches of {args.batch_size} are "
         f"{100 * out['unpacked_padding_share']:.1f}% padding; packed into {len(packed_rows)} sequences of "
