@@ -2,15 +2,16 @@
 
     python benchmarks/packing_throughput.py [--backbone smollm2] [--method lst] [--steps 6] [--rows 512]
 
-Rows: prompt/completion pairs of 4-80 words each (seeded), rendered as SmolLM2 chat rows (its template adds a
-system turn of about 30 tokens to every row) or, with ``--prompt-format plain``, as prompt, newline, completion,
-the loss on the answers. Unpacked: batches of 16 rows, each padded to its longest row (laddertune's dynamic padding). Packed: the
-same rows packed into sequences of ``--max-length`` tokens (best fit, per-row positions, no attention across rows),
-batched so that a packed batch holds about as many real tokens as an unpacked one. Both run the same model
-(``get_ladder_model`` for LST, PEFT LoRA for ``--method lora``), AdamW, forward + backward + step; the two kinds of
-steps alternate (unpacked, packed, unpacked...) after one warm-up step each, so that the load of a shared machine
-falls on both alike. Reported: real (non-padding) training tokens per second of each, their ratio, the share of
-padding, and the loss of the same rows both ways (equal up to float rounding: packing leaks nothing).
+Rows: prompt/completion pairs of seeded random words (their lengths: ``rows()``), rendered as SmolLM2 chat rows
+(its template adds a system turn of about 30 tokens to every row) or, with ``--prompt-format plain``, as prompt,
+newline, completion; the loss on the answers. Unpacked: batches of 16 rows, each padded to its longest row
+(laddertune's dynamic padding). Packed: the same rows packed into sequences of ``--max-length`` tokens (best fit,
+per-row positions, no attention across rows), batched so that a packed batch holds about as many real tokens as an
+unpacked one. Both run the same model (``get_ladder_model`` for LST, PEFT LoRA for ``--method lora``), AdamW,
+forward + backward + step; the two kinds of steps alternate (unpacked, packed, unpacked...) after one warm-up step
+each, so that the load of a shared machine falls on both alike. Reported: real (non-padding) training tokens per
+second of each, their ratio, the share of padding, and the loss of the same rows both ways (equal up to float
+rounding: packing leaks nothing).
 
 Writes ``benchmarks/results/packing_throughput.json`` and ``.md`` (``--lengths longtail``:
 ``packing_throughput_longtail.*``; ``--prompt-format plain`` adds ``_plain``).
