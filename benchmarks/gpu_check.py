@@ -14,7 +14,9 @@ with CUDA synchronisation, and puts ``predict_memory``'s number for the same set
   checkpointing) at the same shape;
 - Llama-3-8B (config only, random weights), batch 1 at 8,192 and 32,768 tokens: LST on an nf4 backbone with bf16
   autocast and every other setting at LadderConfig's defaults (projected taps, side heads 64 wide, side
-  checkpointing and the chunked LM loss): the long-context rows of ``benchmarks/llm_scale_memory.py``;
+  checkpointing and the chunked LM loss): the long-context rows of ``benchmarks/llm_scale_memory.py``; and at 8,192
+  tokens, on a bf16 backbone (it needs no bitsandbytes), ``reentry_layers=16``: the top 16 of 32 layers re-run on
+  the side's output, recomputed in the backward by side checkpointing;
 - every setting that cannot run (no bitsandbytes, out of memory) is recorded with its reason, not dropped.
 
 ``--tiny`` runs the same code paths on CPU with tiny configs (seconds; the test suite runs it): the int8/nf4
@@ -112,6 +114,8 @@ def settings(tiny: bool) -> list[dict]:
              backbone_dtype="nf4", loss_chunk=None),
         dict(long, name="llama-3-8b lst nf4 + bf16 autocast, defaults, 1 x 8k", source=64 if tiny else 8192),
         dict(long, name="llama-3-8b lst nf4 + bf16 autocast, defaults, 1 x 32k", source=128 if tiny else 32768),
+        dict(long, name="llama-3-8b lst bf16 backbone + bf16 autocast, defaults, reentry_layers=16, 1 x 8k",
+             backbone_dtype="bfloat16", source=64 if tiny else 8192, reentry=1 if tiny else 16),
     ]  # fmt: skip
 
 
@@ -143,7 +147,11 @@ def build(config, setting: dict, device: torch.device):
         with device:
             return get_ladder_model(
                 backbone,
-                LadderConfig(reduction_factor=8, backbone_dtype=setting["backbone_dtype"]),
+                LadderConfig(
+                    reduction_factor=8,
+                    backbone_dtype=setting["backbone_dtype"],
+                    reentry_layers=setting.get("reentry", 0),
+                ),
                 fit_projection=False,
             )
     ladder = LadderConfig(
@@ -191,12 +199,20 @@ def measure(setting: dict, config, device: torch.device, steps: int) -> dict:
 
 
 def predicted(setting: dict, config, device: torch.device) -> dict | None:
-    """The predictor's peak for the same setting (method, backbone storage, precision, chunked loss, side layers
-    and checkpointing); None for an nf4 backbone on CPU (the predictor models bitsandbytes' CUDA storage, the tiny
-    CPU run torchao's)."""
+    """The predictor's peak for the same setting (method, backbone storage, precision, chunked loss, side layers,
+    checkpointing and re-entry); None for an nf4 backbone on CPU (the predictor models bitsandbytes' CUDA storage,
+    the tiny CPU run torchao's)."""
     if setting["backbone_dtype"] in ("int8", "nf4") and device.type != "cuda":
         return None
-    lst = setting["method"] == "lst"
+    options = {}  # the LadderConfig fields the setting sets (a baseline's: none)
+    if setting["method"] == "lst" and setting.get("defaults"):
+        options = {"reentry_layers": setting.get("reentry", 0)}
+    elif setting["method"] == "lst":
+        options = {
+            "side_layers": setting.get("side_layers"),
+            "loss_chunk_size": setting["loss_chunk"],
+            "side_checkpointing": setting.get("side_checkpointing", False),
+        }
     p = predict_memory(
         config,
         setting["method"],
@@ -206,15 +222,7 @@ def predicted(setting: dict, config, device: torch.device) -> dict | None:
         backbone_dtype=setting["backbone_dtype"] if setting["method"] != "qlora" else None,
         precision=setting["precision"],
         head=setting["head"],
-        **(
-            {
-                "side_layers": setting.get("side_layers"),
-                "loss_chunk_size": setting["loss_chunk"],
-                "side_checkpointing": setting.get("side_checkpointing", False),
-            }
-            if lst and not setting.get("defaults")
-            else {}
-        ),
+        **options,
         device_semantics="cuda" if device.type == "cuda" else "cpu",
     )
     return {"peak_bytes": p.peak_bytes, "peak_gib": round(p.peak_bytes / GIB, 4)}

@@ -22,7 +22,7 @@ def test_gpu_check_tiny_runs_every_setting(tmp_path):
     result = gpu_check.main(["--tiny", "--steps", "1", "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     rows = {r["name"]: r for r in result["rows"]}
-    assert len(rows) == len(gpu_check.settings(True)) == 13 and result["device"] == "cpu"
+    assert len(rows) == len(gpu_check.settings(True)) == 14 and result["device"] == "cpu"
     has_torchao = importlib.util.find_spec("torchao") is not None
     for name, row in rows.items():
         if "qlora" in name:  # bitsandbytes' 4-bit kernels: CUDA only
