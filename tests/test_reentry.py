@@ -113,7 +113,10 @@ def test_side_checkpointing_recomputes_the_rerun_layers_for_the_same_loss_and_gr
     data = tiny_batch("llama", "causal_lm")
     results = {}
     for on in (False, True):
-        model.activation_checkpointing_enable() if on else model.activation_checkpointing_disable()
+        if on:
+            model.activation_checkpointing_enable()
+        else:
+            model.activation_checkpointing_disable()
         model.zero_grad()
         out = model(**data)
         out.loss.backward()
