@@ -8,6 +8,8 @@ from ..errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16")  # the forward's autocast dtype; master weights stay float32
 OPTIMIZERS = ("adamw", "adamw8bit")  # torch's AdamW, or bitsandbytes' 8-bit AdamW
+# device types where AdamW runs torch's fused kernel (the trainer, and the predictor's device semantics)
+FUSED_ADAMW = ("cuda", "cpu")
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 

@@ -5,7 +5,8 @@ iterations run (forward, backward, gradient clipping, AdamW step, ``zero_grad(se
 MemTracker (``torch.distributed._tools.mem_tracker``, torch's private API, checked by :mod:`.mem_tracker_compat`)
 that counts every tensor storage alive. The first iteration creates the optimizer state; the second is the steady state and is what we report,
 as a GPU's ``max_memory_allocated`` read over training steps after a warm-up step would. Each iteration has its
-own tracker (one MemTracker traces one iteration).
+own tracker (one MemTracker traces one iteration). AdamW is torch's fused kernel, as laddertune's trainer runs it on
+CUDA and CPU (no parameter-sized temporaries at the step).
 
 The peak Total is exact for the ops traced; the split into categories at the peak is MemTracker's: parameters,
 gradients, optimizer state and inputs are exact, "activations" is everything else alive (saved tensors, the
@@ -16,8 +17,6 @@ backward's temporaries), with the ladder taps counted apart for LST.
 - dropout saves a bool mask on CUDA (``native_dropout``) but a float noise tensor on CPU; ``F.dropout`` is routed
   through ``aten.native_dropout`` during the trace (T5-base at batch 100: -16%);
 - every block is rounded up to 512 bytes, as the CUDA caching allocator does;
-- AdamW is the fused kernel (laddertune's trainer asks for it on CUDA: no parameter-sized temporaries at the
-  step); ``"cpu"`` uses CPU's default, the per-tensor loop;
 - ``attn="sdpa"`` runs the aten kernel CUDA would pick, flash or memory-efficient, so that autograd keeps what
   that kernel keeps (out + logsumexp, not the (B, H, T, T) probabilities): :mod:`.attention`.
 

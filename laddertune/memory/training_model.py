@@ -14,7 +14,7 @@ import contextlib
 import torch
 from torch import nn
 
-from ..core.compute import OPTIMIZERS
+from ..core.compute import FUSED_ADAMW, OPTIMIZERS
 from ..core.compute import PRECISIONS as PRECISION_NAMES
 from ..core.config import ATTN_IMPLEMENTATIONS, HEADS
 from ..errors import ConfigError
@@ -32,13 +32,12 @@ def make_optimizer(
     model: nn.Module, device_semantics: str = "cuda", lr: float = 3e-4, optimizer: str = "adamw"
 ) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters as laddertune's trainer makes it on that device (see predict.py): the
-    fused kernel on CUDA, the per-tensor loop on CPU; ``optimizer="adamw8bit"``: bitsandbytes' 8-bit AdamW state,
+    fused kernel on CUDA and CPU; ``optimizer="adamw8bit"``: bitsandbytes' 8-bit AdamW state,
     emulated (:class:`.storage.EmulatedAdamW8bit`)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer == "adamw8bit":
         return EmulatedAdamW8bit(params, lr=lr)
-    cuda = device_semantics == "cuda"
-    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, foreach=False, fused=cuda or None)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=device_semantics in FUSED_ADAMW or None)
 
 
 def training_step(

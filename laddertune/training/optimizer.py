@@ -24,7 +24,7 @@ import logging
 
 import torch
 
-from ..core.compute import OPTIMIZERS
+from ..core.compute import FUSED_ADAMW, OPTIMIZERS
 from ..errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -36,10 +36,11 @@ def make_optimizer(
     """The optimizer ``name`` over ``params`` (betas 0.9/0.999, eps 1e-8, as the paper's AdamW)."""
     kwargs = dict(lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay)
     if name == "adamw":
-        # CUDA: the fused kernel, one launch and no parameter-sized temporaries (foreach, the default, keeps a few
-        # of them alive at the step: the peak of a small side network's step; benchmarks/results/
-        # llm_scale_memory.md); CPU keeps torch's default
-        return torch.optim.AdamW(params, **kwargs, fused=device.type == "cuda" or None)
+        # torch's fused kernel where it has one (CUDA, CPU): one call over every tensor and no parameter-sized
+        # temporaries (foreach, CUDA's default, keeps a few alive at the step: the peak of a small side network's
+        # step; benchmarks/results/llm_scale_memory.md); CPU's default, a Python loop of a dozen ops per tensor,
+        # took 8 of a tap-cached MiniLM side step's 100 ms (benchmarks/results/side_step_profile.md)
+        return torch.optim.AdamW(params, **kwargs, fused=device.type in FUSED_ADAMW or None)
     if name == "adamw8bit":
         return adamw8bit_class(device)(params, **kwargs)
     raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {name!r}")
