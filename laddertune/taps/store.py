@@ -100,20 +100,25 @@ class TapCache:
         """The taps of a collated batch, padded as the batch is (padding positions hold zeros, which no loss reads:
         attention masks them out, and classification pools and LM losses skip them)."""
         masks = _masks(batch, list(layers))
+        places = []  # per example: its shard and row
+        for i in range(len(batch["input_ids"])):
+            key = example_key(batch, i, self.seq2seq)
+            if key not in self.index:
+                raise DataError(f"an example is not in the tap cache {self.path} (was the data changed?)")
+            places.append(self.index[key])
         out: dict[str, dict[int, torch.Tensor]] = {}
         for name, mask in masks.items():
             widths = self.manifest["widths"][name]
-            stack = {
-                t: torch.zeros(*mask.shape, widths[str(t)], dtype=self.dtype) for t in (EMBED, *layers[name])
-            }
-            for i in range(mask.shape[0]):
-                key = example_key(batch, i, self.seq2seq)
-                if key not in self.index:
-                    raise DataError(f"an example is not in the tap cache {self.path} (was the data changed?)")
-                k, row = self.index[key]
-                start, end = self._offsets[(k, name)][row], self._offsets[(k, name)][row + 1]
-                for t, dest in stack.items():
-                    dest[i, mask[i]] = self._files[k].get_slice(f"{name}.{t}")[start:end]  # (tokens, width)
+            spans = [
+                (k, self._offsets[(k, name)][row], self._offsets[(k, name)][row + 1]) for k, row in places
+            ]
+            stack = {}
+            for t in (EMBED, *layers[name]):
+                shards = {k: self._files[k].get_slice(f"{name}.{t}") for k in {k for k, _, _ in spans}}
+                dest = torch.zeros(*mask.shape, widths[str(t)], dtype=self.dtype)
+                # one masked write per tap: the mask's positions, row by row, are the examples' tokens in order
+                dest[mask] = torch.cat([shards[k][start:end] for k, start, end in spans])
+                stack[t] = dest
             out[name] = stack
         return out
 
