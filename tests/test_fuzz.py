@@ -183,6 +183,7 @@ VALID_TRAIN = {
     "backbone_dtype": st.sampled_from(["float32", "bfloat16", "float16", "int8", "nf4"]),
     "attn": st.sampled_from(["sdpa", "eager"]),
     "loss_chunk_size": st.one_of(st.none(), st.integers(1, 4096)),
+    "side_dropout": st.one_of(st.none(), st.floats(0, 0.99)),  # LST only
     "side_attention_dropout": st.one_of(st.none(), st.floats(0, 0.99)),  # LST only
     "side_attention_heads": st.one_of(st.none(), st.integers(1, 12)),  # LST only
     "side_checkpointing": st.booleans(),  # LST only: a baseline with it is a one-line error
@@ -228,6 +229,7 @@ VALID_LADDER = {
         "lst"
     ),  # side-tuning / pruned constrain final_shortcut and init: test_ablation_methods.py
     "side_checkpointing": st.booleans(),
+    "side_dropout": st.one_of(st.none(), st.floats(0, 0.99)),
     "side_attention_dropout": st.one_of(st.none(), st.floats(0, 0.99)),
     "side_attention_heads": st.one_of(st.none(), st.integers(0, 12)),
     "tap_projection": st.one_of(st.none(), st.sampled_from(["none", "pca", "random"])),

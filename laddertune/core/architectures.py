@@ -187,6 +187,39 @@ def reduced_config(
     return cfg
 
 
+# Dropout fields of a config that are not the trunk's hidden-state dropout: attention probabilities
+# (set_attention_dropout's), layer dropping rates, and the task head's (classifier, pooler, summary, QA).
+NOT_HIDDEN_DROPOUT = ("attention", "attn", "layerdrop", "classif", "pooler", "summary", "qa_")
+
+
+def set_hidden_dropout(config, p: float) -> None:
+    """Set a (side) config's dropout on hidden states to ``p``, in place: residual branches, embeddings and
+    feed-forward activations.
+
+    The fields are discovered by name, not listed per family: every numeric config attribute that names a dropout
+    (``drop``: BERT's ``hidden_dropout_prob``, BART's ``dropout`` and ``activation_dropout``, GPT-2's
+    ``resid_pdrop`` and ``embd_pdrop``, T5's ``dropout_rate``), but none of :data:`NOT_HIDDEN_DROPOUT`. T5's
+    ``dropout_rate`` drives its attention dropout too.
+
+    Raises:
+        ConfigError: when the config has no such field (Llama's only dropout is on attention).
+    """
+    names = [
+        k
+        for k, v in vars(config).items()
+        if isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and "drop" in k
+        and not any(part in k for part in NOT_HIDDEN_DROPOUT)
+    ]
+    if not names:
+        raise ConfigError(
+            f"{type(config).__name__} has no hidden-state dropout to set (side_dropout needs one)"
+        )
+    for name in names:
+        setattr(config, name, float(p))
+
+
 def set_attention_dropout(config, p: float) -> None:
     """Set a (side) config's dropout on attention probabilities to ``p``, in place.
 

@@ -184,6 +184,12 @@ class LadderConfig:
     activation memory; the same losses and gradients. With ``reentry_layers`` the re-run backbone layers are
     recomputed the same way, one more forward of K layers. None resolves when the model is built: on for LM heads,
     off for classifiers (:data:`SIDE_CHECKPOINTING_DEFAULT`)."""
+    side_dropout: float | None = opt(None, fraction=True, metavar="P")
+    """The side network's dropout on hidden states: residual branches, embeddings and feed-forward activations.
+    None keeps the backbone config's (MiniLM and BERT 0.1). 0 makes a tap-cached MiniLM side step about a quarter
+    faster on CPU (``benchmarks/results/side_step_profile.md``). The fields are found by name
+    (:func:`~laddertune.core.architectures.set_hidden_dropout`); T5's ``dropout_rate`` drives its attention
+    dropout too. Families whose config has no hidden-state dropout (Llama) refuse a value."""
     side_attention_dropout: float | None = opt(None, fraction=True, metavar="P")
     """The side network's dropout on attention probabilities; None keeps the backbone config's (MiniLM and BERT
     0.1, Llama 0.0). 0 halves a tap-cached MiniLM step on CPU (``benchmarks/results/side_step_profile.md``).

@@ -39,6 +39,7 @@ from .architectures import (
     layer_modules,
     reduced_config,
     set_attention_dropout,
+    set_hidden_dropout,
 )
 from .cache_names import CACHE
 from .config import LadderConfig, strided_layers
@@ -143,6 +144,7 @@ class SideStack(nn.Module):
         ladders: False builds no down-projections of layer outputs and no gates (side-tuning, pruned).
         attn_implementation: the side trunk's attention kernel.
         checkpointing: recompute each side layer in the backward instead of keeping its activations.
+        dropout: the side trunk's hidden-state dropout; None keeps the backbone config's.
         attention_dropout: the side trunk's attention-probability dropout; None keeps the backbone config's.
         attention_heads: the side's heads (:func:`laddertune.core.heads.set_attention_heads`: None chooses, 0
             keeps the backbone's).
@@ -164,6 +166,7 @@ class SideStack(nn.Module):
         attn_implementation: str = "sdpa",
         ladders: bool = True,
         checkpointing: bool = False,
+        dropout: float | None = None,
         attention_dropout: float | None = None,
         attention_heads: int | None = None,
         tap_projection: str = "none",
@@ -191,6 +194,8 @@ class SideStack(nn.Module):
         config = reduced_config(
             family, spec, source_config, reduction_factor, len(kept), keep_heads=attention_heads == 0
         )
+        if dropout is not None:
+            set_hidden_dropout(config, dropout)
         if attention_dropout is not None:
             set_attention_dropout(config, attention_dropout)
         set_attention_heads(family, config, attention_heads, source_config)
@@ -370,6 +375,7 @@ class SideNetwork(nn.Module):
             attn_implementation=config.attn_implementation,
             ladders=config.variant.ladders,
             checkpointing=config.side_checkpointing,
+            dropout=config.side_dropout,
             attention_dropout=config.side_attention_dropout,
             attention_heads=config.side_attention_heads,
             tap_projection=config.tap_projection or "none",
