@@ -83,8 +83,8 @@ def run_variant(protocol: str, variant: str, seeds: list[int]) -> list[dict]:
 
 def summarise(protocol: str, results: dict[str, list[dict]]) -> str:
     tasks = PROTOCOLS[protocol]["tasks"]
-    lines = ["| variant | flags | " + " | ".join(tasks) + " | mean | s/step (median) |"]
-    lines.append("|---|---|" + "---:|" * (len(tasks) + 2))
+    lines = ["| variant | flags | seeds | " + " | ".join(tasks) + " | mean | s/step (median) |"]
+    lines.append("|---|---|---|" + "---:|" * (len(tasks) + 2))
     for variant, rows in results.items():
         cells, means = [], []
         for task in tasks:
@@ -94,8 +94,9 @@ def summarise(protocol: str, results: dict[str, list[dict]]) -> str:
             cells.append(f"{means[-1]:.2f}{spread}")
         step = statistics.median(r["seconds_per_step"] for r in rows)
         flags = VARIANTS[variant] or "(defaults)"
+        seeds = ", ".join(map(str, sorted({r["seed"] for r in rows})))
         lines.append(
-            f"| {variant} | `{flags}` | "
+            f"| {variant} | `{flags}` | {seeds} | "
             + " | ".join(cells)
             + f" | {statistics.fmean(means):.2f} | {step:.3f} |"
         )
@@ -119,8 +120,8 @@ def main() -> None:
     (RESULTS / f"llm_scale_accuracy_{args.protocol}.md").write_text(
         f"# Projected taps and side heads: accuracy, {args.protocol} protocol\n\n"
         f"`python benchmarks/llm_scale_accuracy.py {args.protocol} --variants ...` (each run "
-        "`benchmarks/suite.py table1`, 1 thread, one at a time): best dev score, mean ± std over seeds "
-        f"{', '.join(map(str, args.seeds))}; s/step is the median of the variant's runs, measured in turn on a "
+        "`benchmarks/suite.py table1`, 1 thread, one at a time): best dev score, mean ± std over each row's "
+        "seeds; s/step is the median of the variant's runs, measured in turn on a "
         f"shared 2-core machine (compare within a table only, and loosely).\n\n{table}\n"
         + (f"\n{args.note}\n" if args.note else "")
     )

@@ -1,8 +1,10 @@
 """``LadderConfig.side_dropout``: the side trunk's hidden-state dropout, set through the config fields a family
-names it by (discovered, not listed), apart from the attention-probability and task-head dropouts; refused where a
-family has none; kept by checkpoints."""
+names it by (discovered, not listed), apart from the attention-probability and task-head dropouts; off by default
+for LST classifiers; a nonzero value refused where a family has none; kept by checkpoints."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -11,30 +13,55 @@ from conftest import tiny_backbone, tiny_batch
 
 from laddertune import ConfigError, LadderConfig, LadderModel, get_ladder_model
 from laddertune.core.architectures import set_hidden_dropout
+from laddertune.core.config import CONFIG_NAME
 
 
 def _side_config(model):
     return next(iter(model.side.stacks.values())).trunk_config
 
 
-def test_default_keeps_the_backbones_and_a_value_reaches_every_hidden_dropout_only():
+def test_a_value_reaches_every_hidden_dropout_only():
     backbone = tiny_backbone("bert", "sequence_classification", seed=0)
     p0 = backbone.config.hidden_dropout_prob
     assert p0 > 0
-    plain = get_ladder_model(backbone, LadderConfig(reduction_factor=4))
-    assert _side_config(plain).hidden_dropout_prob == p0
     model = get_ladder_model(
         tiny_backbone("bert", "sequence_classification", seed=0),
-        LadderConfig(reduction_factor=4, side_dropout=0.0),
+        LadderConfig(reduction_factor=4, side_dropout=0.3),
     )
     config = _side_config(model)
-    assert config.hidden_dropout_prob == 0.0
+    assert config.hidden_dropout_prob == 0.3
     # attention dropout is its own option
     assert config.attention_probs_dropout_prob == backbone.config.attention_probs_dropout_prob
     assert model.backbone.config.hidden_dropout_prob == p0  # the backbone is untouched
     trunk = next(iter(model.side.stacks.values())).trunk
     hidden = [m for n, m in trunk.named_modules() if isinstance(m, torch.nn.Dropout) and "self" not in n]
-    assert len(hidden) == 2 * 3 and all(m.p == 0.0 for m in hidden)  # two per side layer
+    assert len(hidden) == 2 * 3 and all(m.p == 0.3 for m in hidden)  # two per side layer
+
+
+def test_default_is_off_for_lst_classifiers_and_the_backbones_elsewhere():
+    classifier = get_ladder_model(tiny_backbone("bert", "sequence_classification", seed=0), LadderConfig())
+    assert classifier.ladder_config.side_dropout == 0.0  # saved as chosen
+    assert _side_config(classifier).hidden_dropout_prob == 0.0
+    lm = get_ladder_model(tiny_backbone("gpt2", "causal_lm", seed=0), LadderConfig())
+    assert lm.ladder_config.side_dropout is None
+    assert _side_config(lm).resid_pdrop == lm.backbone.config.resid_pdrop > 0
+    ablation = get_ladder_model(
+        tiny_backbone("bert", "sequence_classification", seed=0), LadderConfig(method="side-tuning")
+    )
+    assert _side_config(ablation).hidden_dropout_prob == ablation.backbone.config.hidden_dropout_prob > 0
+
+
+def test_a_checkpoint_from_before_the_field_keeps_the_backbones(tmp_path):
+    model = get_ladder_model(
+        tiny_backbone("bert", "sequence_classification", seed=0), LadderConfig(reduction_factor=4)
+    )
+    model.eval().save_pretrained(tmp_path)
+    written = json.loads((tmp_path / CONFIG_NAME).read_text())
+    del written["side_dropout"]  # as a checkpoint written before the field existed
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(written))
+    restored = LadderModel.from_pretrained(tiny_backbone("bert", "sequence_classification", seed=0), tmp_path)
+    assert restored.ladder_config.side_dropout is None
+    assert _side_config(restored).hidden_dropout_prob == restored.backbone.config.hidden_dropout_prob > 0
 
 
 def test_with_both_dropouts_zero_a_gpt2_side_trains_deterministically():
@@ -81,9 +108,11 @@ def test_fields_are_discovered_by_name(config, set_, kept):
     assert {k: getattr(config, k) for k in kept} == before
 
 
-def test_a_family_without_hidden_dropout_and_bad_values_are_refused():
-    with pytest.raises(ConfigError, match="LlamaConfig has no hidden-state dropout"):
-        get_ladder_model(tiny_backbone("llama", "causal_lm", seed=0), LadderConfig(side_dropout=0.0))
+def test_a_family_without_hidden_dropout_takes_0_only_and_bad_values_are_refused():
+    with pytest.raises(ConfigError, match="LlamaConfig has no hidden-state dropout to set to 0.1"):
+        get_ladder_model(tiny_backbone("llama", "causal_lm", seed=0), LadderConfig(side_dropout=0.1))
+    # 0 is what Llama has: asked for, nothing to set
+    get_ladder_model(tiny_backbone("llama", "causal_lm", seed=0), LadderConfig(side_dropout=0.0))
     for bad in (1.0, -0.1, True, "0"):
         with pytest.raises(ConfigError, match="side_dropout must be in"):
             LadderConfig(side_dropout=bad)

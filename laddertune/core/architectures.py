@@ -202,7 +202,8 @@ def set_hidden_dropout(config, p: float) -> None:
     ``dropout_rate`` drives its attention dropout too.
 
     Raises:
-        ConfigError: when the config has no such field (Llama's only dropout is on attention).
+        ConfigError: when ``p`` is not 0 and the config has no such field (Llama's only dropout is on attention;
+            0 there is what it already has).
     """
     names = [
         k
@@ -212,9 +213,9 @@ def set_hidden_dropout(config, p: float) -> None:
         and "drop" in k
         and not any(part in k for part in NOT_HIDDEN_DROPOUT)
     ]
-    if not names:
+    if not names and p:
         raise ConfigError(
-            f"{type(config).__name__} has no hidden-state dropout to set (side_dropout needs one)"
+            f"{type(config).__name__} has no hidden-state dropout to set to {p} (side_dropout needs one)"
         )
     for name in names:
         setattr(config, name, float(p))

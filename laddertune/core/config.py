@@ -25,6 +25,11 @@ TAP_PROJECTIONS = ("none", "pca", "random")
 # taps a large share of the peak. Classifiers keep full-width taps: on the MiniLM Table 1 protocol a projection to
 # d/r cost 1.4 (pca) and more (random) SST-2 points (benchmarks/results/llm_scale_accuracy_minilm.md).
 TAP_PROJECTION_HEADS = ("seq2seq_lm", "causal_lm")
+# The heads whose LST side network trains without hidden-state dropout by default (side_dropout=None, resolved by
+# get_ladder_model): classifiers. On the MiniLM Table 1 protocol (5 seeds) dropout 0 scored as 0.1 (76.57 against
+# 76.36, the mean of SST-2 and MRPC: benchmarks/results/llm_scale_accuracy_minilm.md) and made a tap-cached CPU step
+# faster (benchmarks/results/side_step_profile.md). LM heads keep the backbone's: not measured there.
+SIDE_DROPOUT_OFF_HEADS = ("sequence_classification",)
 # What side_checkpointing=None and loss_chunk_size=None resolve to per task head: on for the LM heads, whose long
 # sequences and large vocabularies set the peak (benchmarks/results/llm_scale_memory.md); off for classifiers,
 # whose short inputs gain little memory and would pay one more side forward per step.
@@ -186,10 +191,11 @@ class LadderConfig:
     off for classifiers (:data:`SIDE_CHECKPOINTING_DEFAULT`)."""
     side_dropout: float | None = opt(None, fraction=True, metavar="P")
     """The side network's dropout on hidden states: residual branches, embeddings and feed-forward activations.
-    None keeps the backbone config's (MiniLM and BERT 0.1). 0 makes a tap-cached MiniLM side step about a quarter
-    faster on CPU (``benchmarks/results/side_step_profile.md``). The fields are found by name
-    (:func:`~laddertune.core.architectures.set_hidden_dropout`); T5's ``dropout_rate`` drives its attention
-    dropout too. Families whose config has no hidden-state dropout (Llama) refuse a value."""
+    None: 0 for LST classifiers (:data:`SIDE_DROPOUT_OFF_HEADS`: as accurate on the MiniLM protocol, and a faster
+    step), else the backbone config's (GPT-2 and T5 0.1, Llama none); a model built with None saves the value it
+    chose. The fields are found by name (:func:`~laddertune.core.architectures.set_hidden_dropout`); T5's
+    ``dropout_rate`` drives its attention dropout too. A family without hidden-state dropout (Llama) refuses a
+    value other than 0."""
     side_attention_dropout: float | None = opt(None, fraction=True, metavar="P")
     """The side network's dropout on attention probabilities; None keeps the backbone config's (MiniLM and BERT
     0.1, Llama 0.0). 0 halves a tap-cached MiniLM step on CPU (``benchmarks/results/side_step_profile.md``).

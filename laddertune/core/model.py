@@ -34,7 +34,7 @@ from .architectures import get_path, layer_modules
 from .cache import LadderCache
 from .cache_names import CACHE, output_cache, pop_cache
 from .chunked_loss import chunked_lm_loss
-from .config import TAP_PROJECTION_HEADS, LadderConfig
+from .config import SIDE_DROPOUT_OFF_HEADS, TAP_PROJECTION_HEADS, LadderConfig
 from .discovery import apply_lm_head_extras, discover_family, task_head
 from .generation import LadderEncoder, LadderEncoderOutput, LadderGenerationMixin, encoder_states
 from .pooling import backbone_final, pool
@@ -585,6 +585,8 @@ def get_ladder_model(
         # full width, benchmarks/results/lst_lm_settings.md); without calibration data the full-width taps: a
         # random projection costs a classifier 3.8 SST-2 points and is not measured on LM heads
         config.tap_projection = "pca" if calibration_data is not None or not fit_projection else "none"
+    if config.side_dropout is None and config.variant.ladders and head in SIDE_DROPOUT_OFF_HEADS:
+        config.side_dropout = 0.0  # saved as chosen: a checkpoint from before the field keeps the backbone's
     model = LadderModel(backbone, config)
     if config.init != "random":
         initialize_from_backbone(model, calibration_data)
