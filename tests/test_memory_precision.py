@@ -248,14 +248,15 @@ def test_cpu_bf16_matmuls_allocate_a_workspace_fp32_ones_do_not():
     for x, y, expect_workspace in ((a, b, False), (a.bfloat16(), b.bfloat16(), True)):
         torch.mm(x, y)  # warm-up
         peak, workspace = _workspace_at_the_peak(lambda: torch.mm(x, y))  # noqa: B023 (called at once)
-        assert peak == workspace + 4 * 8 * x.element_size()  # the output, and for bf16 a workspace freed inside
+        # the output, and for bf16 a workspace freed inside the kernel
+        assert peak == workspace + 4 * 8 * x.element_size()
         assert (workspace > 0) == expect_workspace
 
 
 def test_tiny_t5_defaults_match_once_the_kernel_workspace_at_the_peak_is_counted():
     """T5's defaults (side checkpointing, one side head) with a bf16 backbone under bf16 autocast: the real CPU
     peak falls inside a bf16 matmul of the backward, whose kernel allocates a workspace for itself (37 KB per
-    thread here: 9% of this tiny peak with one thread, 16% with two; fp32 matmuls allocate none). No tensor holds
+    thread here: 9% of this tiny peak with one thread, 17% with two; fp32 matmuls allocate none). No tensor holds
     it, so no tensor-level trace predicts it; the rest of the real peak is the prediction within 2%."""
     import warnings
 

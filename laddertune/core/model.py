@@ -581,9 +581,8 @@ def get_ladder_model(
     known = hasattr(backbone, "config") and not is_bare(backbone)
     head = task_head(backbone) if known else config.task_head
     if config.tap_projection is None and config.variant.ladders and head in TAP_PROJECTION_HEADS:
-        # pca where it can be fitted (measured on the instruction sample: validation loss 1.772 against 1.790 at
-        # full width, benchmarks/results/lst_lm_settings.md); without calibration data the full-width taps: a
-        # random projection costs a classifier 3.8 SST-2 points and is not measured on LM heads
+        # pca where it can be fitted (the instruction sample's validation loss: 1.772 against 1.790 at full width,
+        # lst_lm_settings.md); else full width: random costs a classifier 3.8 SST-2 points, unmeasured on LM heads
         config.tap_projection = "pca" if calibration_data is not None or not fit_projection else "none"
     if config.side_dropout is None and config.variant.ladders and head in SIDE_DROPOUT_OFF_HEADS:
         config.side_dropout = 0.0  # saved as chosen: a checkpoint from before the field keeps the backbone's
