@@ -38,6 +38,7 @@ VARIANTS = {
     # the side's hidden-state dropout, with the classifiers' defaults spelled out (full-width taps, one head)
     "dropout0.1": "--tap-projection none --side-attention-heads 1 --side-dropout 0.1",
     "dropout0": "--tap-projection none --side-attention-heads 1 --side-dropout 0",
+    "dropout0-attn0": "--tap-projection none --side-attention-heads 1 --side-dropout 0 --side-attention-dropout 0",
     "default": "",  # whatever the defaults are now
 }
 PROTOCOLS = {
