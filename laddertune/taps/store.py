@@ -52,6 +52,15 @@ def _masks(batch: dict, stacks: list[str]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _positions(row: torch.Tensor) -> slice | torch.Tensor:
+    """Where a row's stored positions go: a slice when they are contiguous (padding on one side, the usual case: a
+    plain copy), else their indices."""
+    idx = row.nonzero().squeeze(1)
+    if len(idx) and idx[-1] - idx[0] + 1 == len(idx):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
 def estimate_bytes(
     batches: list[dict], layers: dict[str, list[int]], widths: dict[str, dict[str, int]], dtype: str
 ) -> int:
@@ -112,12 +121,13 @@ class TapCache:
             spans = [
                 (k, self._offsets[(k, name)][row], self._offsets[(k, name)][row + 1]) for k, row in places
             ]
+            where = [_positions(row) for row in mask]
             stack = {}
             for t in (EMBED, *layers[name]):
                 shards = {k: self._files[k].get_slice(f"{name}.{t}") for k in {k for k, _, _ in spans}}
                 dest = torch.zeros(*mask.shape, widths[str(t)], dtype=self.dtype)
-                # one masked write per tap: the mask's positions, row by row, are the examples' tokens in order
-                dest[mask] = torch.cat([shards[k][start:end] for k, start, end in spans])
+                for i, (k, start, end) in enumerate(spans):
+                    dest[i, where[i]] = shards[k][start:end]  # (tokens, width)
                 stack[t] = dest
             out[name] = stack
         return out
