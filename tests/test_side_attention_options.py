@@ -20,12 +20,10 @@ def _side_config(model):
     return _side_stack(model).trunk_config
 
 
-def test_default_keeps_the_backbones_and_a_value_reaches_every_side_attention():
+def test_a_value_reaches_every_side_attention_and_nothing_else():
     backbone = tiny_backbone("bert", "sequence_classification", seed=0)
     p0 = backbone.config.attention_probs_dropout_prob
     assert p0 > 0
-    plain = get_ladder_model(backbone, LadderConfig(reduction_factor=4))
-    assert _side_config(plain).attention_probs_dropout_prob == p0
     model = get_ladder_model(
         tiny_backbone("bert", "sequence_classification", seed=0),
         LadderConfig(reduction_factor=4, side_attention_dropout=0.0, side_dropout=0.3),
@@ -130,7 +128,7 @@ def test_bad_head_counts_are_refused():
 @pytest.mark.parametrize(
     ("option", "value", "field"),
     [
-        ("side_attention_dropout", 0.0, "attention_probs_dropout_prob"),
+        ("side_attention_dropout", 0.3, "attention_probs_dropout_prob"),
         ("side_attention_heads", 1, "num_attention_heads"),
     ],
 )

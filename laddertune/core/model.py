@@ -30,11 +30,11 @@ from ..errors import ConfigError
 from ..pruning import initialize_from_backbone
 from .ablations import make_pruned
 from .activation_checkpointing import ActivationCheckpointing
-from .architectures import get_path, layer_modules
+from .architectures import attention_dropout_fields, get_path, layer_modules
 from .cache import LadderCache
 from .cache_names import CACHE, output_cache, pop_cache
 from .chunked_loss import chunked_lm_loss
-from .config import SIDE_DROPOUT_OFF_HEADS, TAP_PROJECTION_HEADS, LadderConfig
+from .config import TAP_PROJECTION_HEADS, LadderConfig
 from .discovery import apply_lm_head_extras, discover_family, task_head
 from .generation import LadderEncoder, LadderEncoderOutput, LadderGenerationMixin, encoder_states
 from .pooling import backbone_final, pool
@@ -584,8 +584,7 @@ def get_ladder_model(
         # pca where it can be fitted (the instruction sample's validation loss: 1.772 against 1.790 at full width,
         # lst_lm_settings.md); else full width: random costs a classifier 3.8 SST-2 points, unmeasured on LM heads
         config.tap_projection = "pca" if calibration_data is not None or not fit_projection else "none"
-    if config.side_dropout is None and config.variant.ladders and head in SIDE_DROPOUT_OFF_HEADS:
-        config.side_dropout = 0.0  # saved as chosen: a checkpoint from before the field keeps the backbone's
+    config.choose_side_dropouts(head, bool(attention_dropout_fields(getattr(backbone, "config", object()))))
     model = LadderModel(backbone, config)
     if config.init != "random":
         initialize_from_backbone(model, calibration_data)
