@@ -35,9 +35,9 @@ VARIANTS = {
     "pca-heads3": "--tap-projection pca --side-attention-heads 3",
     "random-heads1": "--tap-projection random --side-attention-heads 1",
     "heads1": "--tap-projection none --side-attention-heads 1",
-    # the side's hidden-state dropout, with the classifiers' defaults spelled out (full-width taps, one head)
-    "dropout0.1": "--tap-projection none --side-attention-heads 1 --side-dropout 0.1",
-    "dropout0": "--tap-projection none --side-attention-heads 1 --side-dropout 0",
+    # the side's dropouts (MiniLM's own are 0.1), with the classifiers' taps and heads spelled out
+    "dropout0.1": "--tap-projection none --side-attention-heads 1 --side-dropout 0.1 --side-attention-dropout 0.1",
+    "dropout0": "--tap-projection none --side-attention-heads 1 --side-dropout 0 --side-attention-dropout 0.1",
     "dropout0-attn0": "--tap-projection none --side-attention-heads 1 --side-dropout 0 --side-attention-dropout 0",
     "default": "",  # whatever the defaults are now
 }

@@ -1,16 +1,22 @@
-"""Where a tap-cached LST step goes on MiniLM-L6 (MRPC, batch 32): side step with and without attention dropout,
-against the backbone forward it replaces, and the step's top ops.
+"""Where a tap-cached LST step goes on MiniLM-L6 (MRPC, batch 32): the side step with the defaults (no side dropout,
+AdamW's fused kernel), with torch's per-tensor AdamW loop, with the backbone's hidden-state or attention dropout (0.1)
+in the side, and with all three as they were before the defaults changed, against the backbone forward the cache
+replaces; and the default step's top ops.
 
-    python benchmarks/side_step_profile.py   # about a minute
+    python benchmarks/side_step_profile.py [--steps 10]   # about a minute
 
-Run on an idle machine (the tap cache benchmark's figures were taken under load). Writes
-benchmarks/results/side_step_profile.{json,md}.
+Every variant is its own model (same seed, same batch, taps read once) with its own optimizer, as the trainer makes
+it (:func:`laddertune.training.optimizer.make_optimizer`); after a warm-up step each, the variants and the backbone
+forward take turns step by step, so that load on the shared machine falls on all of them alike, and each figure
+is the median of its steps. Writes benchmarks/results/side_step_profile.{json,md}.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -21,80 +27,122 @@ from laddertune.core.backbones import load_tokenizer
 from laddertune.core.taps import collect_taps
 from laddertune.data import load_splits, make_collator
 from laddertune.training.build import load_task_backbone
+from laddertune.training.optimizer import make_optimizer
 from laddertune.training.step import train_step
 
 RESULTS = Path(__file__).parent / "results"
+CPU = torch.device("cpu")
+# name -> (LadderConfig fields, AdamW fused)
+VARIANTS = {
+    "defaults": ({}, True),
+    "defaults, AdamW per-tensor loop": ({}, False),
+    "--side-dropout 0.1": ({"side_dropout": 0.1}, True),
+    "--side-attention-dropout 0.1": ({"side_attention_dropout": 0.1}, True),
+    "both 0.1 (the backbone's), AdamW per-tensor loop": (
+        {"side_dropout": 0.1, "side_attention_dropout": 0.1},
+        False,
+    ),
+}
 
 
-def seconds_per_step(model, batch: dict, n: int = 6) -> float:
+def stepper(spec, tok, fields: dict, fused: bool, batch: dict):
+    torch.manual_seed(0)
+    backbone = load_task_backbone("minilm", spec, "sequence_classification", tok)
+    model = get_ladder_model(backbone, LadderConfig(**fields)).train()
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-3)
+    opt = make_optimizer(params, "adamw", lr=1e-3, weight_decay=0.0, device=CPU)
+    if not fused:  # torch's CPU default: a Python loop over the tensors
+        opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0, fused=None, foreach=False)
+    opt.spent, started = [], []  # the AdamW update's own seconds, apart
+    opt.register_step_pre_hook(lambda *_: started.append(time.perf_counter()))
+    opt.register_step_post_hook(lambda *_: opt.spent.append(time.perf_counter() - started.pop()))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    train_step(model, batch, opt, sched, 1.0)  # warm-up
+    return opt, lambda: train_step(model, batch, opt, sched, 1.0)
+
+
+def timed(fn) -> float:
     t0 = time.perf_counter()
-    for _ in range(n):
-        train_step(model, batch, opt, sched, 1.0)
-    return (time.perf_counter() - t0) / n
+    fn()
+    return time.perf_counter() - t0
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--data-dir", default=os.environ.get("LADDERTUNE_DATA_DIR", "/work/shared/data/glue"))
+    args = parser.parse_args()
     torch.set_num_threads(2)
-    data_dir = os.environ.get("LADDERTUNE_DATA_DIR", "/work/shared/data/glue")
-    splits = load_splits("mrpc", data_dir=data_dir, max_train_samples=64, seed=42)
+    splits = load_splits("mrpc", data_dir=args.data_dir, max_train_samples=64, seed=42)
     tok = load_tokenizer("minilm")
     batch = make_collator(tok, fmt="classification", spec=splits.spec, max_length=128)(splits.train[:32])
-    torch.manual_seed(0)
-    model = get_ladder_model(
-        load_task_backbone("minilm", splits.spec, "sequence_classification", tok), LadderConfig()
-    )
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    cached = {**batch, "taps": collect_taps(model, **inputs)}
-    model.train()
-    out = {
-        "batch": list(batch["input_ids"].shape),
-        "side_heads": model.side.stacks["body"].trunk.config.num_attention_heads,
-    }
-    out["side_step_s_attn_dropout_0.1"] = seconds_per_step(model, cached)
-    for name, module in model.side.named_modules():
-        if name.endswith("attention.self.dropout"):
-            module.p = 0.0
-    out["side_step_s_attn_dropout_0"] = seconds_per_step(model, cached)
-    t0 = time.perf_counter()
-    for _ in range(6):
-        collect_taps(model, **inputs)
-    out["backbone_forward_s"] = (time.perf_counter() - t0) / 6
+    probe = get_ladder_model(load_task_backbone("minilm", splits.spec, "sequence_classification", tok))
+    batch = {**batch, "taps": collect_taps(probe, **inputs)}  # every variant reads these taps
+    steps, optimizers = {}, {}
+    for name, (fields, fused) in VARIANTS.items():
+        optimizers[name], steps[name] = stepper(splits.spec, tok, fields, fused, batch)
+        steps[name]()  # warm-up: kernels, the allocator, the AdamW state
+        optimizers[name].spent.clear()
+    seconds = {name: [] for name in (*steps, "backbone forward")}
+    for _ in range(args.steps):
+        for name, step in steps.items():
+            seconds[name].append(timed(step))
+        seconds["backbone forward"].append(timed(lambda: collect_taps(probe, **inputs)))
+    medians = {name: statistics.median(s) for name, s in seconds.items()}
+    adamw = {name: statistics.median(opt.spent) for name, opt in optimizers.items()}
     with torch.profiler.profile() as prof:
-        seconds_per_step(model, cached, n=1)
+        steps["defaults"]()
     ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in ops)
-    out["top_ops_attn_dropout_0"] = [
-        {"op": e.key, "share": e.self_cpu_time_total / total, "calls": e.count} for e in ops[:6]
-    ]
+    stack = probe.side.stacks["body"]
+    out = {
+        "batch": list(batch["input_ids"].shape),
+        "real_token_share": batch["attention_mask"].float().mean().item(),
+        "side_heads": stack.trunk_config.num_attention_heads,
+        "side_width": stack.trunk_config.hidden_size,
+        "steps": args.steps,
+        "median_s": medians,
+        "adamw_median_s": adamw,
+        "top_ops_defaults": [
+            {"op": e.key, "share": e.self_cpu_time_total / total, "calls": e.count} for e in ops[:8]
+        ],
+        "versions": {"torch": torch.__version__, "threads": torch.get_num_threads()},
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "side_step_profile.json").write_text(json.dumps(out, indent=2) + "\n")
+    (RESULTS / "side_step_profile.md").write_text(markdown(out))
+    print(markdown(out))
+
+
+def markdown(o: dict) -> str:
+    b, t = o["batch"]
+    base = o["median_s"]["defaults"]
+    forward = o["median_s"]["backbone forward"]
     rows = "\n".join(
-        f"| {o['op']} | {100 * o['share']:.1f}% | {o['calls']} |" for o in out["top_ops_attn_dropout_0"]
+        f"| {name} | {s:.3f} | {s / base:.2f} | {1000 * o['adamw_median_s'][name]:.1f} | {(forward + s) / forward:.2f} |"
+        for name, s in o["median_s"].items()
+        if name != "backbone forward"
     )
-    (RESULTS / "side_step_profile.md").write_text(
-        f"""# A tap-cached LST step on MiniLM-L6 (MRPC, batch {out["batch"][0]} x {out["batch"][1]} tokens, r = 8, 2 threads)
+    ops = "\n".join(f"| {e['op']} | {100 * e['share']:.1f}% | {e['calls']} |" for e in o["top_ops_defaults"])
+    return f"""# A tap-cached LST step on MiniLM-L6 (MRPC, batch {b} x {t} tokens, r = 8, {o["versions"]["threads"]} threads)
 
-`python benchmarks/side_step_profile.py`, idle machine.
+`python benchmarks/side_step_profile.py --steps {o["steps"]}`: every variant its own model and optimizer, taking
+turns step by step with the backbone forward; medians of {o["steps"]} steps each.
+{100 * o["real_token_share"]:.0f}% of the batch's positions are real tokens.
 
-| | seconds |
-|---|---|
-| side step (forward, backward, AdamW), side attention dropout 0.1 (the default) | {out["side_step_s_attn_dropout_0.1"]:.3f} |
-| the same, side attention dropout 0 | {out["side_step_s_attn_dropout_0"]:.3f} |
-| backbone forward the cache replaces | {out["backbone_forward_s"]:.3f} |
+| side step (forward, backward, AdamW) | seconds | / defaults | of it AdamW, ms | uncached step / backbone forward |
+|---|---:|---:|---:|---:|
+{rows}
+| backbone forward the cache replaces | {forward:.3f} | | | |
 
-The side has {out["side_heads"]} attention head(s) of {384 // 8 // out["side_heads"]} (width 384 / 8 = 48). Top ops of the step with attention
-dropout 0 (self CPU time; the rest of the step is many small elementwise ops):
+The last column is what an uncached LST step costs against the backbone forward alone: (forward + side step) /
+forward. The side has {o["side_heads"]} attention head(s), {o["side_width"]} wide. Top ops of the default step
+(self CPU time):
 
 | op | share | calls |
-|---|---|---|
-{rows}
+|---|---:|---:|
+{ops}
 """
-    )
-    print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

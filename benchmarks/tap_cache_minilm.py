@@ -1,8 +1,8 @@
 """The tap cache on MiniLM-L6, MRPC: cached LST epoch vs uncached LST epoch vs full fine-tuning epoch, a seeds x r sweep.
 
     python benchmarks/tap_cache_minilm.py \
-        [--data-dir /work/shared/data/glue] [--examples 160] [--batch-size 32] [--side-attention-dropout P] \
-        [--side-attention-heads N]
+        [--data-dir /work/shared/data/glue] [--examples 160] [--batch-size 32] [--side-dropout P] \
+        [--side-attention-dropout P] [--side-attention-heads N]
 
 Budget: a few minutes on 2 shared CPU cores, so an "epoch" is the first ``--examples`` MRPC training pairs (160: 5
 steps of 32, inputs up to 128 tokens, padded per batch), not the 3,668 of the full set; every figure below is measured
@@ -16,9 +16,11 @@ in this one process, side by side, on the same batches:
 6. a sweep of 3 seeds x 2 reduction factors (r = 8, 16), one epoch each, from the one cache vs uncached;
 7. 4 side networks from one backbone pass vs 4 separate models (inference on the same batches, rows/s).
 
-Writes benchmarks/results/tap_cache_minilm.json and .md (with ``--side-attention-dropout P``: every LST model of the
-run, cached and uncached, gets that side attention dropout, and the files are ``tap_cache_minilm_attn_dropout<P>``;
-``--side-attention-heads N`` likewise adds ``_heads<N>``).
+Every model trains with AdamW as the trainer makes it (:func:`laddertune.training.optimizer.make_optimizer`).
+Writes benchmarks/results/tap_cache_minilm.json and .md (with ``--side-dropout P``: every LST model of the run,
+cached and uncached, gets that side dropout, and the files are ``tap_cache_minilm_dropout<P>``;
+``--side-attention-dropout P`` and ``--side-attention-heads N`` likewise add ``_attn_dropout<P>`` and
+``_heads<N>``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from laddertune.data import load_splits, make_collator
 from laddertune.taps import open_tap_cache
 from laddertune.training.build import epoch_batches, load_task_backbone
 from laddertune.training.loop import train_step
+from laddertune.training.optimizer import make_optimizer
 
 RESULTS = Path(__file__).parent / "results"
 SIDE_OPTIONS: dict = {}  # LadderConfig fields every LST model of the run gets (set once from the command line)
@@ -58,7 +61,9 @@ def make(method: str, spec, tok, r: int = 8, seed: int = 0):
 def epoch(model, batches: list[dict], lr: float) -> tuple[float, list[float]]:
     """One epoch of AdamW steps; returns (seconds, losses)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr)
+    opt = make_optimizer(
+        params, "adamw", lr=lr, weight_decay=0.0, device=torch.device("cpu")
+    )  # as the trainer
     sched = get_linear_schedule_with_warmup(opt, 0, len(batches))
     model.train()
     losses, t0 = [], time.perf_counter()
@@ -103,9 +108,8 @@ def markdown(o: dict) -> str:
     return f"""# Tap cache on MiniLM-L6, MRPC ({o["examples"]} training pairs, batch {o["batch_size"]}, {o["steps"]} steps an epoch)
 
 `python benchmarks/tap_cache_minilm.py --examples {o["examples"]}{o["flags"]}`;
-one process, side by side, 2 threads on a shared 2-core machine (other engineers' jobs ran at the same time, so
-absolute seconds are noisy; the ratios are from the same run). The epoch is {o["examples"]} examples, not all
-3,668, to fit a few minutes.
+one process, side by side, 2 threads on a shared 2-core machine (absolute seconds are noisy; the ratios are from
+the same run). The epoch is {o["examples"]} examples, not all 3,668, to fit a few minutes.
 
 | one epoch | seconds | / uncached LST | / full |
 |---|---|---|---|
@@ -117,9 +121,10 @@ absolute seconds are noisy; the ratios are from the same run). The epoch is {o["
 Cache build (float32, every training example once): {o["cache_build_s"]:.1f} s, {o["cache_bytes"] / 1024**2:.1f} MiB on
 disk. Largest loss difference cached vs uncached over the epoch: {o["max_loss_diff"]:.2e}.
 
-Where the limit lies: the backbone forward alone (`collect_taps`, no side network) takes {o["backbone_forward_s"]:.1f} s
-of the uncached LST epoch's {o["lst_uncached_s"]:.1f} s ({100 * r["backbone_forward_share_of_uncached_lst"]:.0f}%);
-from the cache, an epoch is the side network's forward and backward plus reading taps.
+Where the limit lies: the backbone forward alone (`collect_taps`, no side network) takes \
+{o["backbone_forward_s"]:.1f} s of the uncached LST epoch's {o["lst_uncached_s"]:.1f} s \
+({100 * r["backbone_forward_share_of_uncached_lst"]:.0f}%): an uncached LST step costs \
+{1 / r["backbone_forward_share_of_uncached_lst"]:.2f}x the backbone forward; from the cache, an epoch is the side network's forward and backward plus reading taps.
 
 Sweep, 3 seeds x r in (8, 16), one epoch each: uncached {sw["uncached_s"]:.1f} s; from one cache {sw["cached_s"]:.1f} s
 (+ {o["cache_build_s"]:.1f} s build = {sw["cached_plus_build_s"]:.1f} s, {r["sweep_cached_plus_build_over_uncached"]:.2f} of
@@ -136,14 +141,19 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.environ.get("LADDERTUNE_DATA_DIR", "/work/shared/data/glue"))
     parser.add_argument("--examples", type=int, default=160)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--side-dropout", type=float, default=None)
     parser.add_argument("--side-attention-dropout", type=float, default=None)
     parser.add_argument("--side-attention-heads", type=int, default=None)
     args = parser.parse_args()
     name, flags = "tap_cache_minilm", ""
+    if args.side_dropout is not None:
+        SIDE_OPTIONS["side_dropout"] = args.side_dropout
+        name += f"_dropout{args.side_dropout:g}"
+        flags = f" --side-dropout {args.side_dropout:g}"
     if args.side_attention_dropout is not None:
         SIDE_OPTIONS["side_attention_dropout"] = args.side_attention_dropout
         name += f"_attn_dropout{args.side_attention_dropout:g}"
-        flags = f" --side-attention-dropout {args.side_attention_dropout:g}"
+        flags += f" --side-attention-dropout {args.side_attention_dropout:g}"
     if args.side_attention_heads is not None:
         SIDE_OPTIONS["side_attention_heads"] = args.side_attention_heads
         name += f"_heads{args.side_attention_heads}"
