@@ -20,20 +20,22 @@ def _side_config(model):
     return _side_stack(model).trunk_config
 
 
-def test_a_value_reaches_every_side_attention_and_nothing_else():
+def test_default_keeps_the_backbones_and_a_value_reaches_every_side_attention():
     backbone = tiny_backbone("bert", "sequence_classification", seed=0)
     p0 = backbone.config.attention_probs_dropout_prob
     assert p0 > 0
+    plain = get_ladder_model(backbone, LadderConfig(reduction_factor=4))
+    assert _side_config(plain).attention_probs_dropout_prob == p0
     model = get_ladder_model(
         tiny_backbone("bert", "sequence_classification", seed=0),
-        LadderConfig(reduction_factor=4, side_attention_dropout=0.0, side_dropout=0.3),
+        LadderConfig(reduction_factor=4, side_attention_dropout=0.0),
     )
     assert _side_config(model).attention_probs_dropout_prob == 0.0
     assert model.backbone.config.attention_probs_dropout_prob == p0  # the backbone is untouched
     attn = [m for n, m in model.side.named_modules() if n.endswith("attention.self")]
     assert attn and all(m.dropout.p == 0.0 for m in attn)
-    # the option is attention-only: the hidden-state dropout is side_dropout's
-    assert _side_config(model).hidden_dropout_prob == 0.3
+    # hidden dropout stays on: the option is attention-only
+    assert _side_config(model).hidden_dropout_prob == backbone.config.hidden_dropout_prob
 
 
 def test_llama_field_is_discovered_and_train_mode_is_deterministic_at_zero():
@@ -128,7 +130,7 @@ def test_bad_head_counts_are_refused():
 @pytest.mark.parametrize(
     ("option", "value", "field"),
     [
-        ("side_attention_dropout", 0.3, "attention_probs_dropout_prob"),
+        ("side_attention_dropout", 0.0, "attention_probs_dropout_prob"),
         ("side_attention_heads", 1, "num_attention_heads"),
     ],
 )

@@ -1,11 +1,8 @@
 """``LadderConfig.side_dropout``: the side trunk's hidden-state dropout, set through the config fields a family
-names it by (discovered, not listed), apart from the attention-probability and task-head dropouts; off by default
-for LST classifiers, with the attention dropout; a nonzero value refused where a family has none; kept by
-checkpoints."""
+names it by (discovered, not listed), apart from the attention-probability and task-head dropouts; the backbone's
+by default; a nonzero value refused where a family has none; kept by checkpoints."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 import torch
@@ -14,7 +11,6 @@ from conftest import tiny_backbone, tiny_batch
 
 from laddertune import ConfigError, LadderConfig, LadderModel, get_ladder_model
 from laddertune.core.architectures import set_hidden_dropout
-from laddertune.core.config import CONFIG_NAME
 
 
 def _side_config(model):
@@ -31,45 +27,20 @@ def test_a_value_reaches_every_hidden_dropout_only():
     )
     config = _side_config(model)
     assert config.hidden_dropout_prob == 0.3
-    assert config.attention_probs_dropout_prob == 0.0  # its own option, at the classifiers' default
+    # attention dropout is its own option
+    assert config.attention_probs_dropout_prob == backbone.config.attention_probs_dropout_prob
     assert model.backbone.config.hidden_dropout_prob == p0  # the backbone is untouched
     trunk = next(iter(model.side.stacks.values())).trunk
     hidden = [m for n, m in trunk.named_modules() if isinstance(m, torch.nn.Dropout) and "self" not in n]
     assert len(hidden) == 2 * 3 and all(m.p == 0.3 for m in hidden)  # two per side layer
 
 
-def test_default_is_off_for_lst_classifiers_and_the_backbones_elsewhere():
-    classifier = get_ladder_model(tiny_backbone("bert", "sequence_classification", seed=0), LadderConfig())
-    # saved as chosen
-    assert classifier.ladder_config.side_dropout == classifier.ladder_config.side_attention_dropout == 0.0
-    config = _side_config(classifier)
-    assert config.hidden_dropout_prob == config.attention_probs_dropout_prob == 0.0
-    trunk = next(iter(classifier.side.stacks.values())).trunk
-    assert all(m.p == 0.0 for m in trunk.modules() if isinstance(m, torch.nn.Dropout))
+def test_default_keeps_the_backbones():
+    model = get_ladder_model(tiny_backbone("bert", "sequence_classification", seed=0), LadderConfig())
+    assert model.ladder_config.side_dropout is None
+    assert _side_config(model).hidden_dropout_prob == model.backbone.config.hidden_dropout_prob > 0
     lm = get_ladder_model(tiny_backbone("gpt2", "causal_lm", seed=0), LadderConfig())
-    assert lm.ladder_config.side_dropout is lm.ladder_config.side_attention_dropout is None
     assert _side_config(lm).resid_pdrop == lm.backbone.config.resid_pdrop > 0
-    assert _side_config(lm).attn_pdrop == lm.backbone.config.attn_pdrop > 0
-    ablation = get_ladder_model(
-        tiny_backbone("bert", "sequence_classification", seed=0), LadderConfig(method="side-tuning")
-    )
-    assert _side_config(ablation).hidden_dropout_prob == ablation.backbone.config.hidden_dropout_prob > 0
-
-
-def test_a_checkpoint_from_before_the_fields_keeps_the_backbones(tmp_path):
-    model = get_ladder_model(
-        tiny_backbone("bert", "sequence_classification", seed=0), LadderConfig(reduction_factor=4)
-    )
-    model.eval().save_pretrained(tmp_path)
-    written = json.loads((tmp_path / CONFIG_NAME).read_text())
-    del written["side_dropout"]  # as a checkpoint written before the field existed
-    written["side_attention_dropout"] = None  # then None, the backbone's
-    (tmp_path / CONFIG_NAME).write_text(json.dumps(written))
-    restored = LadderModel.from_pretrained(tiny_backbone("bert", "sequence_classification", seed=0), tmp_path)
-    assert restored.ladder_config.side_dropout is restored.ladder_config.side_attention_dropout is None
-    backbone_config, config = restored.backbone.config, _side_config(restored)
-    assert config.hidden_dropout_prob == backbone_config.hidden_dropout_prob > 0
-    assert config.attention_probs_dropout_prob == backbone_config.attention_probs_dropout_prob > 0
 
 
 def test_with_both_dropouts_zero_a_gpt2_side_trains_deterministically():

@@ -221,28 +221,23 @@ def set_hidden_dropout(config, p: float) -> None:
         setattr(config, name, float(p))
 
 
-def attention_dropout_fields(config) -> list[str]:
-    """The config's attention-only dropout fields: every attribute that names attention and dropout (BERT's
-    ``attention_probs_dropout_prob``, Llama's and BART's ``attention_dropout``, GPT-2's ``attn_pdrop``); none for
-    T5, whose ``dropout_rate`` drives every dropout."""
-    return [
+def set_attention_dropout(config, p: float) -> None:
+    """Set a (side) config's dropout on attention probabilities to ``p``, in place.
+
+    The field is discovered by name, not listed per family: every config attribute that names attention and
+    dropout (BERT's ``attention_probs_dropout_prob``, Llama's and BART's ``attention_dropout``, GPT-2's
+    ``attn_pdrop``).
+
+    Raises:
+        ConfigError: when the config has no such field (T5's ``dropout_rate`` also drives every other dropout).
+    """
+    names = [
         k
         for k, v in vars(config).items()
         if isinstance(v, int | float)
         and not isinstance(v, bool)
         and (("attention" in k and "dropout" in k) or k == "attn_pdrop")
     ]
-
-
-def set_attention_dropout(config, p: float) -> None:
-    """Set a (side) config's dropout on attention probabilities to ``p``, in place.
-
-    The fields are discovered by name, not listed per family (:func:`attention_dropout_fields`).
-
-    Raises:
-        ConfigError: when the config has no such field (T5's ``dropout_rate`` also drives every other dropout).
-    """
-    names = attention_dropout_fields(config)
     if not names:
         raise ConfigError(
             f"{type(config).__name__} has no attention-only dropout to set (side_attention_dropout needs one)"

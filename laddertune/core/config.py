@@ -25,12 +25,6 @@ TAP_PROJECTIONS = ("none", "pca", "random")
 # taps a large share of the peak. Classifiers keep full-width taps: on the MiniLM Table 1 protocol a projection to
 # d/r cost 1.4 (pca) and more (random) SST-2 points (benchmarks/results/llm_scale_accuracy_minilm.md).
 TAP_PROJECTION_HEADS = ("seq2seq_lm", "causal_lm")
-# The heads whose LST side network trains without dropout by default (side_dropout and side_attention_dropout None,
-# resolved by get_ladder_model): classifiers. On the MiniLM Table 1 protocol (5 seeds) the side without dropout
-# scored 76.67 against 76.36 with the backbone's 0.1 (the mean of SST-2 and MRPC:
-# benchmarks/results/llm_scale_accuracy_minilm.md), and attention dropout was the largest single cost of a tap-cached
-# CPU step (benchmarks/results/side_step_profile.md). LM heads keep the backbone's: not measured there.
-SIDE_DROPOUT_OFF_HEADS = ("sequence_classification",)
 # What side_checkpointing=None and loss_chunk_size=None resolve to per task head: on for the LM heads, whose long
 # sequences and large vocabularies set the peak (benchmarks/results/llm_scale_memory.md); off for classifiers,
 # whose short inputs gain little memory and would pay one more side forward per step.
@@ -191,16 +185,15 @@ class LadderConfig:
     recomputed the same way, one more forward of K layers. None resolves when the model is built: on for LM heads,
     off for classifiers (:data:`SIDE_CHECKPOINTING_DEFAULT`)."""
     side_dropout: float | None = opt(None, fraction=True, metavar="P")
-    """The side network's dropout on hidden states: residual branches, embeddings and feed-forward activations.
-    None: 0 for LST classifiers (:data:`SIDE_DROPOUT_OFF_HEADS`: as accurate on the MiniLM protocol, and a faster
-    step), else the backbone config's (GPT-2 and T5 0.1, Llama none); a model built with None saves the value it
-    chose. The fields are found by name (:func:`~laddertune.core.architectures.set_hidden_dropout`); T5's
-    ``dropout_rate`` drives its attention dropout too. A family without hidden-state dropout (Llama) refuses a
-    value other than 0."""
+    """The side network's dropout on hidden states: residual branches, embeddings and feed-forward activations;
+    None keeps the backbone config's (MiniLM, BERT, GPT-2 and T5 0.1, Llama none). On MiniLM 0 costs accuracy
+    (``benchmarks/results/side_dropout_sst2.md``). The fields are found by name
+    (:func:`~laddertune.core.architectures.set_hidden_dropout`); T5's ``dropout_rate`` drives its attention dropout
+    too. A family without hidden-state dropout (Llama) refuses a value other than 0."""
     side_attention_dropout: float | None = opt(None, fraction=True, metavar="P")
-    """The side network's dropout on attention probabilities. None: 0 for LST classifiers, as ``side_dropout``
-    (on CPU it also moves a MiniLM side's attention from torch's math kernel to its flash kernel), else the
-    backbone config's (MiniLM and BERT 0.1, Llama 0.0). Families whose config has no attention-only dropout (T5's
+    """The side network's dropout on attention probabilities; None keeps the backbone config's (MiniLM and BERT
+    0.1, Llama 0.0). On CPU, 0 also moves a MiniLM side's attention from torch's math kernel to its flash kernel
+    (``benchmarks/results/side_step_profile.md``). Families whose config has no attention-only dropout (T5's
     ``dropout_rate`` covers every dropout) refuse a value."""
     side_attention_heads: int | None = opt(None, minimum=0, metavar="N")
     """The side network's number of attention heads, each side width / N wide (key/value heads follow the
@@ -329,16 +322,6 @@ class LadderConfig:
                 raise ConfigError(
                     f"reentry_layers={self.reentry_layers} is more than the backbone's {num_layers} layers"
                 )
-
-    def choose_side_dropouts(self, head: str, attention_only: bool) -> None:
-        """The unset dropouts of a new side network (``get_ladder_model``; a checkpoint keeps what it saved, and
-        one saved before these fields the backbone's): 0 for LST classifiers (:data:`SIDE_DROPOUT_OFF_HEADS`), the
-        hidden-state one and, where the family has an attention-only one (``attention_only``), that too."""
-        if self.variant.ladders and head in SIDE_DROPOUT_OFF_HEADS:
-            if self.side_dropout is None:
-                self.side_dropout = 0.0
-            if self.side_attention_dropout is None and attention_only:
-                self.side_attention_dropout = 0.0
 
     @property
     def variant(self) -> Variant:

@@ -30,7 +30,7 @@ from ..errors import ConfigError
 from ..pruning import initialize_from_backbone
 from .ablations import make_pruned
 from .activation_checkpointing import ActivationCheckpointing
-from .architectures import attention_dropout_fields, get_path, layer_modules
+from .architectures import get_path, layer_modules
 from .cache import LadderCache
 from .cache_names import CACHE, output_cache, pop_cache
 from .chunked_loss import chunked_lm_loss
@@ -581,10 +581,10 @@ def get_ladder_model(
     known = hasattr(backbone, "config") and not is_bare(backbone)
     head = task_head(backbone) if known else config.task_head
     if config.tap_projection is None and config.variant.ladders and head in TAP_PROJECTION_HEADS:
-        # pca where it can be fitted (the instruction sample's validation loss: 1.772 against 1.790 at full width,
-        # lst_lm_settings.md); else full width: random costs a classifier 3.8 SST-2 points, unmeasured on LM heads
+        # pca where it can be fitted (measured on the instruction sample: validation loss 1.772 against 1.790 at
+        # full width, benchmarks/results/lst_lm_settings.md); without calibration data the full-width taps: a
+        # random projection costs a classifier 3.8 SST-2 points and is not measured on LM heads
         config.tap_projection = "pca" if calibration_data is not None or not fit_projection else "none"
-    config.choose_side_dropouts(head, bool(attention_dropout_fields(getattr(backbone, "config", object()))))
     model = LadderModel(backbone, config)
     if config.init != "random":
         initialize_from_backbone(model, calibration_data)
