@@ -253,14 +253,11 @@ def test_cpu_bf16_matmuls_allocate_a_workspace_fp32_ones_do_not():
         assert (workspace > 0) == expect_workspace
 
 
-def test_tiny_t5_defaults_match_once_the_kernel_workspace_at_the_peak_is_counted():
-    """T5's defaults (side checkpointing, one side head) with a bf16 backbone under bf16 autocast: the real CPU
-    peak falls inside a bf16 matmul of the backward, whose kernel allocates a workspace for itself (37 KB per
-    thread here: 9% of this tiny peak with one thread, 17% with two; fp32 matmuls allocate none). No tensor holds
-    it, so no tensor-level trace predicts it; the rest of the real peak is the prediction within 2%."""
+def _tiny_t5_bf16():
+    """T5's defaults (side checkpointing, one side head) on a tiny T5 with a bf16 backbone under bf16 autocast:
+    (the prediction, and one real training step of the same model, its AdamW state made)."""
     import warnings
 
-    from laddertune.memory import PeakMemoryMeter
     from laddertune.memory.predict import build_training_model, make_batch, make_optimizer, training_step
 
     config = T.T5Config(
@@ -282,7 +279,18 @@ def test_tiny_t5_defaults_match_once_the_kernel_workspace_at_the_peak_is_counted
         training_step(model, batch, optimizer, autocast_dtype=torch.bfloat16)
 
     step()  # the AdamW state
-    meter = PeakMemoryMeter(model, optimizer, batch, device="cpu")
+    return predicted, (model, optimizer, batch), step
+
+
+def test_tiny_t5_defaults_match_once_the_kernel_workspace_at_the_peak_is_counted():
+    """On this tiny T5 (:func:`_tiny_t5_bf16`) the real CPU peak falls inside a bf16 matmul of the backward,
+    whose kernel allocates a workspace for itself (37 KB per thread here: 9% of this tiny peak with one thread,
+    17% with two; fp32 matmuls allocate none). No tensor holds it, so no tensor-level trace predicts it; the rest
+    of the real peak is the prediction within 2%."""
+    from laddertune.memory import PeakMemoryMeter
+
+    predicted, roots, step = _tiny_t5_bf16()
+    meter = PeakMemoryMeter(*roots, device="cpu")
     with meter.phase("train"):
         step()
     phase = meter.report().phases["train"]
@@ -301,30 +309,13 @@ def test_the_tiny_t5_gap_is_not_in_the_trace():
     """The tiny-T5 workspace gap above is memory the trace cannot see: torch's MemTracker, the predictor's own
     tracker, run on the REAL tensors of the same steps gives the prediction, so the real meter's extra bytes are
     allocated inside kernels, not by a tensor the trace misses."""
-    import warnings
-
     from laddertune.memory.mem_tracker_compat import mem_tracker_class
-    from laddertune.memory.predict import build_training_model, make_batch, make_optimizer, training_step
 
-    config = T.T5Config(
-        vocab_size=64, d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=3,
-        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
-    )  # fmt: skip
-    shape = dict(batch_size=8, source_length=32, target_length=4)
-    kw = {"backbone_dtype": "bfloat16"}
-    predicted = predict_memory(
-        config, "lst", device_semantics="cpu", precision="bf16", **shape, **kw
-    ).peak_bytes
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model, _ = build_training_model(config, "lst", "seq2seq_lm", **kw)
-        optimizer, batch = make_optimizer(model, "cpu"), make_batch(config, "seq2seq_lm", *shape.values())
-        training_step(model, batch, optimizer, autocast_dtype=torch.bfloat16)  # the AdamW state
-        for _ in range(2):  # one tracker per iteration, the second one read, as the predictor does
-            tracker = mem_tracker_class()()
-            tracker.track_external(model, optimizer, batch)
-            with tracker:
-                training_step(model, batch, optimizer, autocast_dtype=torch.bfloat16)
+    predicted, roots, step = _tiny_t5_bf16()
+    for _ in range(2):  # one tracker per iteration, the second one read, as the predictor does
+        tracker = mem_tracker_class()()
+        tracker.track_external(*roots)
+        with tracker:
+            step()
     tracked = sum(v["Total"] for v in tracker.get_tracker_snapshot("peak").values())
     assert abs(tracked - predicted) / predicted < 0.005, (tracked, predicted)
