@@ -61,9 +61,8 @@ def make(method: str, spec, tok, r: int = 8, seed: int = 0):
 def epoch(model, batches: list[dict], lr: float) -> tuple[float, list[float]]:
     """One epoch of AdamW steps; returns (seconds, losses)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = make_optimizer(
-        params, "adamw", lr=lr, weight_decay=0.0, device=torch.device("cpu")
-    )  # as the trainer
+    # AdamW as the trainer makes it
+    opt = make_optimizer(params, "adamw", lr=lr, weight_decay=0.0, device=torch.device("cpu"))
     sched = get_linear_schedule_with_warmup(opt, 0, len(batches))
     model.train()
     losses, t0 = [], time.perf_counter()
