@@ -367,3 +367,31 @@ def test_bart_baselines_of_table2_train(method):
     assert trained and all(p.grad is not None for p in model.parameters() if p.requires_grad)
     if method == "adapter":
         assert all(".adapter." in n or "norm" in n or "classification_head" in n for n in trained)
+
+
+@pytest.mark.parametrize(("name", "head"), CASES)
+def test_family_side_dropouts_at_zero_leave_nothing_random_in_the_side(name, head):
+    """``side_dropout=0`` (and ``side_attention_dropout=0`` where the family has an attention-only dropout) reach
+    every dropout of every family's side trunk: in train mode two seeds give the same side outputs."""
+    try:
+        config = LadderConfig(reduction_factor=4, side_dropout=0.0, side_attention_dropout=0.0)
+        model = get_ladder_model(tiny(name, head), config)
+    except ConfigError as e:  # T5: dropout_rate drives attention dropout too, so side_dropout alone covers it
+        assert "no attention-only dropout" in str(e)
+        model = get_ladder_model(tiny(name, head), LadderConfig(reduction_factor=4, side_dropout=0.0))
+    model.train()
+    outputs = []
+    stacks = list(model.side.stacks.values())
+    for seed in (1, 2):
+        seen = []
+        hooks = [
+            s.layers[-1].register_forward_hook(lambda m, a, out, seen=seen: seen.append(out)) for s in stacks
+        ]
+        torch.manual_seed(seed)
+        model(**batch(head))
+        for hook in hooks:
+            hook.remove()
+        outputs.append([o[0] if isinstance(o, tuple | list) else o for o in seen])
+    assert len(outputs[0]) == len(stacks)
+    for a, b in zip(*outputs, strict=True):
+        assert torch.equal(a, b)
