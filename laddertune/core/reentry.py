@@ -77,11 +77,9 @@ def reentered(model, stack: str, hidden: torch.Tensor, calls: list[LayerCall], c
     reads."""
     side = model.side.stacks[stack]
     stream = join(calls[0].hidden, model.side.up(hidden))
-    if cache is not None:
-        state = rerun_layers(calls, stream, cache.reentry_for(model.backbone))
-    else:  # side checkpointing covers the re-run layers: besides the side's, theirs are the backward's activations
-        checkpointed = side.checkpointing and side.training and torch.is_grad_enabled()
-        state = rerun_layers(calls, stream, None, checkpointed)
+    rerun_cache = None if cache is None else cache.reentry_for(model.backbone)
+    # side checkpointing covers the re-run layers: besides the side's, theirs are the backward's activations
+    state = rerun_layers(calls, stream, rerun_cache, checkpointed=side.recomputes(cache))
     spec = side.spec
     return get_path(get_path(model.backbone, spec.trunk), spec.final_norm)(state)
 

@@ -261,6 +261,12 @@ class SideStack(nn.Module):
             self._wrapped = True
         self.checkpointing = on
 
+    def recomputes(self, cache) -> bool:
+        """Whether a forward with this key/value ``cache`` (None: none) runs under activation checkpointing: only
+        when it is on, in training, with a backward to follow, and without a cache (recomputing a layer would
+        append to the cache twice). Re-entry's re-run backbone layers follow the same rule."""
+        return self.checkpointing and self.training and torch.is_grad_enabled() and cache is None
+
     @property
     def layers(self) -> nn.ModuleList:
         return get_path(self.trunk, self.spec.layers)
@@ -320,11 +326,7 @@ class SideStack(nn.Module):
         if self._accepts is not None:
             kwargs = {k: v for k, v in kwargs.items() if k in self._accepts}
         self._taps = taps
-        # checkpoint only when a backward will follow, and never with a key/value cache (recomputing a layer
-        # would append to the cache twice)
-        self._checkpoint_on = (
-            self.checkpointing and self.training and torch.is_grad_enabled() and kwargs.get(CACHE) is None
-        )
+        self._checkpoint_on = self.recomputes(kwargs.get(CACHE))
         if self._returns_tuples:  # MPNetEncoder returns a tuple unless asked (return_dict=False by default)
             kwargs["return_dict"] = True
         try:
