@@ -2,10 +2,11 @@
 rows, one epoch of 125 steps of 32), scored on the whole official dev set (872 sentences); every run through
 ``laddertune train``, one at a time, 2 threads.
 
-    python benchmarks/side_dropout_sst2.py [--seeds 0 1 2 3] [--variants both0.1 hidden0 attn0 none]
+    python benchmarks/side_dropout_sst2.py [--seeds 0 1 2 3] [--variants both0.1 hidden0 attn0 none torch-masks]
 
 Variants: the side's hidden-state dropout (``--side-dropout``) and attention dropout (``--side-attention-dropout``)
-at MiniLM's own 0.1 or at 0. Runs go to ``runs/side_dropout_sst2/<variant>-s<seed>``; a run folder with its
+at MiniLM's own 0.1 or at 0; ``torch-masks``: both at 0.1, the masks drawn by torch's own CPU dropout
+(``LADDERTUNE_CPU_DROPOUT=torch``) instead of laddertune's (:mod:`laddertune.core.cpu_dropout`). Runs go to ``runs/side_dropout_sst2/<variant>-s<seed>``; a run folder with its
 ``results.json`` is read back, not retrained. Writes benchmarks/results/side_dropout_sst2.json and .md: dev
 accuracy per seed, mean ± std, the mean paired difference to ``both0.1``, and the median seconds per step.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -26,7 +28,9 @@ VARIANTS = {
     "hidden0": ("--side-dropout", "0", "--side-attention-dropout", "0.1"),
     "attn0": ("--side-dropout", "0.1", "--side-attention-dropout", "0"),
     "none": ("--side-dropout", "0", "--side-attention-dropout", "0"),
+    "torch-masks": ("--side-dropout", "0.1", "--side-attention-dropout", "0.1"),
 }
+ENVIRONMENT = {"torch-masks": {"LADDERTUNE_CPU_DROPOUT": "torch"}}
 
 
 def train(variant: str, seed: int) -> dict:
@@ -43,7 +47,8 @@ def train(variant: str, seed: int) -> dict:
             "--output-dir",
             str(out),
         ]
-        subprocess.run([*argv, *VARIANTS[variant]], check=True, cwd=ROOT)
+        env = {**os.environ, **ENVIRONMENT.get(variant, {})}
+        subprocess.run([*argv, *VARIANTS[variant]], check=True, cwd=ROOT, env=env)
     results = json.loads((out / "results.json").read_text())
     return {
         "score": results["metrics"]["best_validation"]["score"],
@@ -70,7 +75,7 @@ def main() -> None:
         diffs = [r["score"] - base[r["seed"]] for r in mine if r["seed"] in base]
         paired = f"{statistics.fmean(diffs):+.2f}" if diffs and v != "both0.1" else ""
         lines.append(
-            f"| {v} | `{' '.join(VARIANTS[v])}` | "
+            f"| {v} | `{' '.join([*(f'{k}={x}' for k, x in ENVIRONMENT.get(v, {}).items()), *VARIANTS[v]])}` | "
             + " | ".join(f"{s:.2f}" for s in scores)
             + f" | {statistics.fmean(scores):.2f} ± {statistics.stdev(scores):.2f} | {paired} | "
             f"{statistics.median(r['seconds_per_step'] for r in mine):.3f} | "

@@ -1,6 +1,7 @@
 """Where a tap-cached LST step goes on MiniLM-L6 (MRPC, batch 32): the side step with the defaults (MiniLM's own
-dropouts, AdamW's fused kernel), with torch's per-tensor AdamW loop, and without the side's hidden-state or attention
-dropout or both, against the backbone forward the cache replaces; and the default step's top ops.
+dropouts, their CPU masks drawn by :mod:`laddertune.core.cpu_dropout`, AdamW's fused kernel), with torch's own CPU
+dropout, with torch's per-tensor AdamW loop, and without the side's hidden-state or attention dropout or both,
+against the backbone forward the cache replaces; and the default step's top ops.
 
     python benchmarks/side_step_profile.py [--steps 10]   # about a minute
 
@@ -18,10 +19,12 @@ import os
 import statistics
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
 from laddertune import LadderConfig, get_ladder_model
+from laddertune.core import cpu_dropout
 from laddertune.core.backbones import load_tokenizer
 from laddertune.core.taps import collect_taps
 from laddertune.data import load_splits, make_collator
@@ -31,20 +34,22 @@ from laddertune.training.step import train_step
 
 RESULTS = Path(__file__).parent / "results"
 CPU = torch.device("cpu")
-# name -> (LadderConfig fields, AdamW fused)
+# name -> (LadderConfig fields, AdamW fused, torch's own CPU dropout)
 VARIANTS = {
-    "defaults": ({}, True),
-    "defaults, AdamW per-tensor loop (the trainer's before)": ({}, False),
-    "--side-dropout 0": ({"side_dropout": 0.0}, True),
-    "--side-attention-dropout 0": ({"side_attention_dropout": 0.0}, True),
+    "defaults": ({}, True, False),
+    "defaults, torch's CPU dropout (LADDERTUNE_CPU_DROPOUT=torch)": ({}, True, True),
+    "defaults, AdamW per-tensor loop (the trainer's before)": ({}, False, False),
+    "--side-dropout 0": ({"side_dropout": 0.0}, True, False),
+    "--side-attention-dropout 0": ({"side_attention_dropout": 0.0}, True, False),
     "--side-dropout 0 --side-attention-dropout 0": (
         {"side_dropout": 0.0, "side_attention_dropout": 0.0},
         True,
+        False,
     ),
 }
 
 
-def stepper(spec, tok, fields: dict, fused: bool, batch: dict):
+def stepper(spec, tok, fields: dict, fused: bool, torch_masks: bool, batch: dict):
     torch.manual_seed(0)
     backbone = load_task_backbone("minilm", spec, "sequence_classification", tok)
     model = get_ladder_model(backbone, LadderConfig(**fields)).train()
@@ -56,7 +61,12 @@ def stepper(spec, tok, fields: dict, fused: bool, batch: dict):
     opt.register_step_pre_hook(lambda *_: started.append(time.perf_counter()))
     opt.register_step_post_hook(lambda *_: opt.spent.append(time.perf_counter() - started.pop()))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    return opt, lambda: train_step(model, batch, opt, sched, 1.0)
+
+    def step():
+        with mock.patch.object(cpu_dropout, "ENABLED", not torch_masks):
+            return train_step(model, batch, opt, sched, 1.0)
+
+    return opt, step
 
 
 def timed(fn) -> float:
@@ -78,8 +88,8 @@ def main() -> None:
     probe = get_ladder_model(load_task_backbone("minilm", splits.spec, "sequence_classification", tok))
     batch = {**batch, "taps": collect_taps(probe, **inputs)}  # every variant reads these taps
     steps, optimizers = {}, {}
-    for name, (fields, fused) in VARIANTS.items():
-        optimizers[name], steps[name] = stepper(splits.spec, tok, fields, fused, batch)
+    for name, (fields, fused, torch_masks) in VARIANTS.items():
+        optimizers[name], steps[name] = stepper(splits.spec, tok, fields, fused, torch_masks, batch)
         steps[name]()  # warm-up: kernels, the allocator, the AdamW state
         optimizers[name].spent.clear()
     seconds = {name: [] for name in (*steps, "backbone forward")}

@@ -16,6 +16,7 @@ import transformers as T
 
 from laddertune import LadderConfig, LadderModel, get_ladder_model
 from laddertune.baselines import prepare_baseline
+from laddertune.core import cpu_dropout
 from laddertune.core.discovery import discover_family
 from laddertune.core.side_network import EMBED
 from laddertune.core.taps import collect_taps
@@ -395,3 +396,32 @@ def test_family_side_dropouts_at_zero_leave_nothing_random_in_the_side(name, hea
     assert len(outputs[0]) == len(stacks)
     for a, b in zip(*outputs, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(("name", "head"), CASES)
+def test_family_side_trunk_dropouts_draw_laddertunes_cpu_masks(name, head, monkeypatch):
+    """Every dropout of every family's side trunk (modules, functional calls, attention kernels) draws its CPU
+    masks from :mod:`laddertune.core.cpu_dropout`: torch's ``bernoulli_`` runs only for the task head's own
+    dropout modules (outside the trunk), and for the trunk's too once the switch is off."""
+    fields = {}
+    for field in ("side_dropout", "side_attention_dropout"):
+        try:  # Llama has no hidden-state dropout, T5 no attention-only one
+            get_ladder_model(tiny(name, head), LadderConfig(reduction_factor=4, **{field: 0.1}))
+            fields[field] = 0.1
+        except ConfigError:
+            pass
+    model = get_ladder_model(tiny(name, head), LadderConfig(reduction_factor=4, **fields)).train()
+    head_calls = []  # the task head's dropout modules run outside the trunk (RoBERTa's twice)
+    for m in (getattr(model.side, "head", None) or torch.nn.Module()).modules():
+        if isinstance(m, torch.nn.Dropout) and m.p > 0:
+            m.register_forward_hook(lambda *_: head_calls.append(1))
+
+    def bernoulli_calls() -> int:
+        head_calls.clear()
+        with torch.profiler.profile() as prof:
+            model(**batch(head)).loss.backward()
+        return sum(e.count for e in prof.key_averages() if e.key == "aten::bernoulli_")
+
+    assert bernoulli_calls() == len(head_calls)
+    monkeypatch.setattr(cpu_dropout, "ENABLED", False)
+    assert bernoulli_calls() > len(head_calls)

@@ -43,6 +43,7 @@ from .architectures import (
 )
 from .cache_names import CACHE
 from .config import LadderConfig, strided_layers
+from .cpu_dropout import fast_cpu_dropout
 from .heads import set_attention_heads
 from .tap_projection import FINAL, TapProjection
 
@@ -305,7 +306,8 @@ class SideStack(nn.Module):
 
         def run(hidden: torch.Tensor, tap: torch.Tensor):
             mixed = self._mix(j, hidden, tap)
-            return forward(mixed, *args[1:], **kwargs) if args else forward(hidden_states=mixed, **kwargs)
+            with fast_cpu_dropout(self.training):  # the recomputation in the backward draws the same masks
+                return forward(mixed, *args[1:], **kwargs) if args else forward(hidden_states=mixed, **kwargs)
 
         # non-reentrant: kwargs and the closure's tensors (masks, rotary tables, T5's position bias) are saved and
         # get gradients as usual; the RNG state is restored, so the recomputed dropout masks are the same.
@@ -330,18 +332,19 @@ class SideStack(nn.Module):
         if self._returns_tuples:  # MPNetEncoder returns a tuple unless asked (return_dict=False by default)
             kwargs["return_dict"] = True
         try:
-            if self.family.side_mask == "raw":  # a bare encoder that expands the 2D mask itself (DeBERTa-v2)
-                return as_output(self.trunk(embeds, attention_mask=attention_mask, **kwargs))
-            if (
-                self.family.side_mask == "bidirectional"
-            ):  # a bare encoder module: build its mask as its model would
-                from transformers.masking_utils import create_bidirectional_mask
+            with fast_cpu_dropout(self.training):  # the side's CPU dropout masks: .cpu_dropout
+                # a bare encoder that expands the 2D mask itself (DeBERTa-v2)
+                if self.family.side_mask == "raw":
+                    return as_output(self.trunk(embeds, attention_mask=attention_mask, **kwargs))
+                # a bare encoder module: build its mask as its model would
+                if self.family.side_mask == "bidirectional":
+                    from transformers.masking_utils import create_bidirectional_mask
 
-                mask = create_bidirectional_mask(
-                    config=self.trunk_config, inputs_embeds=embeds, attention_mask=attention_mask
-                )
-                return as_output(self.trunk(embeds, attention_mask=mask, **kwargs))
-            return as_output(self.trunk(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs))
+                    mask = create_bidirectional_mask(
+                        config=self.trunk_config, inputs_embeds=embeds, attention_mask=attention_mask
+                    )
+                    return as_output(self.trunk(embeds, attention_mask=mask, **kwargs))
+                return as_output(self.trunk(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs))
         finally:
             self._taps, self._checkpoint_on = None, False
 

@@ -14,8 +14,10 @@ backward's temporaries), with the ladder taps counted apart for LST.
 
 ``device_semantics="cuda"`` predicts a GPU run from a CPU trace (fake CUDA tensors abort on a CPU-only build):
 
-- dropout saves a bool mask on CUDA (``native_dropout``) but a float noise tensor on CPU; ``F.dropout`` is routed
-  through ``aten.native_dropout`` during the trace (T5-base at batch 100: -16%);
+- dropout saves a bool mask on CUDA (``native_dropout``) but a float noise tensor on CPU (outside LST's side
+  trunk, whose CPU masks :mod:`laddertune.core.cpu_dropout` draws and keeps as bools); ``F.dropout`` is routed
+  through ``aten.native_dropout`` during the trace (T5-base at batch 100: -16%), and the side trunk's dropout with
+  it;
 - every block is rounded up to 512 bytes, as the CUDA caching allocator does;
 - ``attn="sdpa"`` runs the aten kernel CUDA would pick, flash or memory-efficient, so that autograd keeps what
   that kernel keeps (out + logsumexp, not the (B, H, T, T) probabilities): :mod:`.attention`.

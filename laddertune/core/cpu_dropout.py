@@ -1,0 +1,127 @@
+"""Dropout on CPU from 16 random bits an element instead of torch's ``bernoulli_``.
+
+torch's CPU dropout draws one float per element from its Mersenne Twister on one thread (``bernoulli_``, about
+6 ns an element here) and keeps a float noise tensor for the backward; SDPA with ``dropout_p > 0`` leaves the
+flash kernel for the math one, which does the same to the (B, H, T, T) probabilities. On a side network 48 wide
+those draws are a fifth of a training step (``benchmarks/results/side_step_profile.md``). No library offers a
+faster CPU dropout, so this module draws 64-bit words from the same generator (``random_``, four elements per
+word), keeps an element when its 16 bits clear ``p`` (``p`` rounded to a multiple of 2^-16, the scale
+``1/(1 - p)`` rounded alike, so the output's expectation is still the input), and keeps a bool mask for the
+backward, as CUDA's ``native_dropout`` does.
+
+:func:`fast_cpu_dropout` routes ``F.dropout`` and ``F.scaled_dot_product_attention`` with dropout through it, for
+CPU tensors, while a side network trains (a ``TorchFunctionMode``: it reaches nn.Dropout modules, functional
+dropout and attention kernels alike, in every family, without touching the modules). The generator is torch's
+own, so ``torch.manual_seed``, checkpoint-and-resume of the RNG state and activation checkpointing's
+recomputation (which restores the RNG state) hold as before; the masks are other draws than ``bernoulli_``'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+
+import torch
+from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
+
+LEVELS = 1 << 16  # the 16 bits an element is kept or dropped by
+
+
+class _Dropout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
+        cut = round(p * LEVELS)  # drop an element when its 16 bits, read as 0..65535, fall below cut
+        n = x.numel()
+        words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)
+        keep = words.view(torch.int16)[:n].view(x.shape) >= cut - LEVELS // 2  # int16 reads them as -32768..
+        scale = LEVELS / (LEVELS - cut)
+        ctx.save_for_backward(keep)
+        ctx.scale = scale
+        # where, not x * keep: a float x bool product makes the kernel cast the mask to a float copy first
+        return torch.where(keep, x, 0).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (keep,) = ctx.saved_tensors
+        return torch.where(keep, grad, 0).mul_(ctx.scale), None
+
+
+def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Zero each element of ``x`` with probability ``p`` (rounded to a multiple of 2^-16) and scale the rest
+    by ``1/(1 - p)``; training mode, ``0 < p < 1``."""
+    return _Dropout.apply(x, p)
+
+
+def attention(
+    query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False
+):
+    """``F.scaled_dot_product_attention`` with dropout, as torch's math kernel computes it (its documented
+    reference: scores, mask, softmax, dropout, values; under autocast in its lower-precision dtype, and in float32
+    for float16/bfloat16 inputs, as that kernel does), the dropout from :func:`dropout`."""
+    device = query.device.type
+    if torch.is_autocast_enabled(device):  # SDPA is on autocast's lower-precision list
+        dtype = torch.get_autocast_dtype(device)
+        query, key, value = (t.to(dtype) for t in (query, key, value))
+    dtype = query.dtype
+    with torch.autocast(device, enabled=False):
+        if dtype in (torch.float16, torch.bfloat16):
+            query, key, value = query.float(), key.float(), value.float()
+        if enable_gqa and key.shape[-3] != query.shape[-3]:
+            groups = query.shape[-3] // key.shape[-3]
+            key, value = key.repeat_interleave(groups, -3), value.repeat_interleave(groups, -3)
+        scores = (
+            query @ key.transpose(-2, -1) * (scale if scale is not None else 1 / math.sqrt(query.shape[-1]))
+        )
+        if is_causal:
+            causal = torch.ones(query.shape[-2], key.shape[-2], dtype=torch.bool, device=query.device).tril()
+            scores = scores.masked_fill(~causal, float("-inf"))
+        if attn_mask is not None:
+            if attn_mask.dtype == torch.bool:
+                scores = scores.masked_fill(~attn_mask, float("-inf"))
+            else:
+                scores = scores + attn_mask
+        probs = torch.softmax(scores, dim=-1)
+        return (dropout(probs, dropout_p) @ value).to(dtype)
+
+
+def _dropping(p) -> bool:
+    return isinstance(p, float | int) and 0 < p < 1
+
+
+class _FastCpuDropout(TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.dropout:
+            bound = _bind(("input", "p", "training", "inplace"), (None, 0.5, True, False), args, kwargs)
+            x, p, training, inplace = bound
+            if training and not inplace and _dropping(p) and x.device.type == "cpu":
+                return dropout(x, float(p))
+        elif func is F.scaled_dot_product_attention:
+            names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+            bound = _bind(names, (None, None, None, None, 0.0, False, None, False), args, kwargs)
+            if _dropping(bound[4]) and bound[0].device.type == "cpu":
+                return attention(*bound)
+        return func(*args, **kwargs)
+
+
+def _bind(names: tuple, defaults: tuple, args: tuple, kwargs: dict) -> list:
+    values = list(args) + list(defaults[len(args) :])
+    for i, name in enumerate(names):
+        if name in kwargs:
+            values[i] = kwargs[name]
+    return values
+
+
+ENV = "LADDERTUNE_CPU_DROPOUT"
+# ``LADDERTUNE_CPU_DROPOUT=torch``: torch's own CPU dropout (its masks, as laddertune drew them before this module)
+ENABLED = os.environ.get(ENV, "").lower() != "torch"
+
+
+def fast_cpu_dropout(training: bool):
+    """The context a side network's training forward runs in (see the module docstring); a no-op when not
+    training."""
+    if not (training and ENABLED):
+        return contextlib.nullcontext()
+    return _FastCpuDropout()
