@@ -88,7 +88,7 @@ def test_attention_drops_probabilities():
 
 def test_the_context_routes_cpu_training_dropout_and_nothing_else():
     x = torch.randn(64, 32)
-    with fast_cpu_dropout(True):
+    with fast_cpu_dropout(True, x.device):
         torch.manual_seed(1)
         routed = F.dropout(x, 0.2)
         torch.manual_seed(1)
@@ -102,9 +102,10 @@ def test_the_context_routes_cpu_training_dropout_and_nothing_else():
     assert torch.equal(routed, dropout(x, 0.2)) and torch.equal(module, routed)
     torch.manual_seed(1)
     assert not torch.equal(F.dropout(x, 0.2), routed)  # outside the context: torch's bernoulli_ draws
-    with fast_cpu_dropout(False):  # not training: a no-op
-        torch.manual_seed(1)
-        assert not torch.equal(F.dropout(x, 0.2), routed)
+    for args in ((False, x.device), (True, torch.device("meta"))):  # not training, or not on the CPU: a no-op
+        with fast_cpu_dropout(*args):
+            torch.manual_seed(1)
+            assert not torch.equal(F.dropout(x, 0.2), routed)
 
 
 @pytest.mark.parametrize(

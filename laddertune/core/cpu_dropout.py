@@ -1,13 +1,12 @@
 """Dropout on CPU from 16 random bits an element instead of torch's ``bernoulli_``.
 
-torch's CPU dropout draws one float per element from its Mersenne Twister on one thread (``bernoulli_``, about
-6 ns an element here) and keeps a float noise tensor for the backward; SDPA with ``dropout_p > 0`` leaves the
-flash kernel for the math one, which does the same to the (B, H, T, T) probabilities. On a side network 48 wide
-those draws are a fifth of a training step (``benchmarks/results/side_step_profile.md``). No library offers a
-faster CPU dropout, so this module draws 64-bit words from the same generator (``random_``, four elements per
-word), keeps an element when its 16 bits clear ``p`` (``p`` rounded to a multiple of 2^-16, the scale
-``1/(1 - p)`` rounded alike, so the output's expectation is still the input), and keeps a bool mask for the
-backward, as CUDA's ``native_dropout`` does.
+torch's CPU dropout draws one float per element from its Mersenne Twister on one thread (``bernoulli_``) and keeps a
+float noise tensor for the backward; SDPA with ``dropout_p > 0`` leaves the flash kernel for the math one, which
+does the same to the (B, H, T, T) probabilities. No library offers a faster CPU dropout, so this module draws 64-bit
+words from the same generator (``random_``, four elements per word), keeps an element when its 16 bits clear ``p``
+(``p`` rounded to a multiple of 2^-16, the scale ``1/(1 - p)`` rounded alike, so the output's expectation is still
+the input), and keeps a bool mask for the backward, as CUDA's ``native_dropout`` does. A tap-cached MiniLM side step
+(48 wide, MiniLM's dropouts) with torch's dropout takes 1.11x as long (``benchmarks/results/side_step_profile.md``).
 
 :func:`fast_cpu_dropout` routes ``F.dropout`` and ``F.scaled_dot_product_attention`` with dropout through it, for
 CPU tensors, while a side network trains (a ``TorchFunctionMode``: it reaches nn.Dropout modules, functional
@@ -119,9 +118,9 @@ ENV = "LADDERTUNE_CPU_DROPOUT"
 ENABLED = os.environ.get(ENV, "").lower() != "torch"
 
 
-def fast_cpu_dropout(training: bool):
-    """The context a side network's training forward runs in (see the module docstring); a no-op when not
-    training."""
-    if not (training and ENABLED):
+def fast_cpu_dropout(training: bool, device: torch.device):
+    """The context a side network's forward on ``device`` runs in (see the module docstring); a no-op unless it
+    trains on the CPU (a mode on CUDA would only add a Python call to every op)."""
+    if not (training and ENABLED and device.type == "cpu"):
         return contextlib.nullcontext()
     return _FastCpuDropout()

@@ -306,7 +306,8 @@ class SideStack(nn.Module):
 
         def run(hidden: torch.Tensor, tap: torch.Tensor):
             mixed = self._mix(j, hidden, tap)
-            with fast_cpu_dropout(self.training):  # the recomputation in the backward draws the same masks
+            # the recomputation in the backward draws the same masks
+            with fast_cpu_dropout(self.training, mixed.device):
                 return forward(mixed, *args[1:], **kwargs) if args else forward(hidden_states=mixed, **kwargs)
 
         # non-reentrant: kwargs and the closure's tensors (masks, rotary tables, T5's position bias) are saved and
@@ -332,7 +333,7 @@ class SideStack(nn.Module):
         if self._returns_tuples:  # MPNetEncoder returns a tuple unless asked (return_dict=False by default)
             kwargs["return_dict"] = True
         try:
-            with fast_cpu_dropout(self.training):  # the side's CPU dropout masks: .cpu_dropout
+            with fast_cpu_dropout(self.training, embeds.device):  # the side's CPU dropout masks
                 # a bare encoder that expands the 2D mask itself (DeBERTa-v2)
                 if self.family.side_mask == "raw":
                     return as_output(self.trunk(embeds, attention_mask=attention_mask, **kwargs))
