@@ -20,7 +20,7 @@ Every model trains with AdamW as the trainer makes it (:func:`laddertune.trainin
 Writes benchmarks/results/tap_cache_minilm.json and .md (with ``--side-dropout P``: every LST model of the run,
 cached and uncached, gets that side dropout, and the files are ``tap_cache_minilm_dropout<P>``;
 ``--side-attention-dropout P`` and ``--side-attention-heads N`` likewise add ``_attn_dropout<P>`` and
-``_heads<N>``).
+``_heads<N>``; with ``LADDERTUNE_CPU_DROPOUT=torch``, torch's own CPU dropout in the side, ``_torch_dropout``).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from laddertune import LadderConfig, MultiSideModel, get_ladder_model
 from laddertune.baselines import prepare_baseline
+from laddertune.core import cpu_dropout
 from laddertune.core.backbones import load_tokenizer
 from laddertune.core.taps import collect_taps
 from laddertune.data import load_splits, make_collator
@@ -106,7 +107,7 @@ def markdown(o: dict) -> str:
     r, sw, ms = o["ratios"], o["sweep"], o["multi_side"]
     return f"""# Tap cache on MiniLM-L6, MRPC ({o["examples"]} training pairs, batch {o["batch_size"]}, {o["steps"]} steps an epoch)
 
-`python benchmarks/tap_cache_minilm.py --examples {o["examples"]}{o["flags"]}`;
+`{o.get("environment", "")}python benchmarks/tap_cache_minilm.py --examples {o["examples"]}{o["flags"]}`;
 one process, side by side, 2 threads on a shared 2-core machine (absolute seconds are noisy; the ratios are from
 the same run). The epoch is {o["examples"]} examples, not all 3,668, to fit a few minutes.
 
@@ -157,6 +158,10 @@ def main() -> None:
         SIDE_OPTIONS["side_attention_heads"] = args.side_attention_heads
         name += f"_heads{args.side_attention_heads}"
         flags += f" --side-attention-heads {args.side_attention_heads}"
+    environment = ""
+    if not cpu_dropout.ENABLED:  # LADDERTUNE_CPU_DROPOUT=torch: torch's own CPU dropout in the side
+        name += "_torch_dropout"
+        environment = f"{cpu_dropout.ENV}=torch "
     torch.set_num_threads(2)
     splits = load_splits("mrpc", data_dir=args.data_dir, max_train_samples=args.examples, seed=42)
     spec, examples, tok = splits.spec, splits.train, load_tokenizer("minilm")
@@ -171,6 +176,7 @@ def main() -> None:
         "task": "mrpc",
         "side_options": dict(SIDE_OPTIONS),
         "flags": flags,
+        "environment": environment,
     }
     try:
         # warm-up (first-call costs of the kernels and allocator), so that no timed section pays for them
