@@ -31,7 +31,8 @@ LEVELS = 1 << 16  # the 16 bits an element is kept or dropped by
 class _Dropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
-        cut = round(p * LEVELS)  # drop an element when its 16 bits, read as 0..65535, fall below cut
+        # drop an element when its 16 bits, read as 0..65535, fall below cut (at most 65535: one level kept)
+        cut = min(round(p * LEVELS), LEVELS - 1)
         n = x.numel()
         words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)
         keep = words.view(torch.int16)[:n].view(x.shape) >= cut - LEVELS // 2  # int16 reads them as -32768..
