@@ -154,6 +154,20 @@ def test_cached_taps_equal_the_backbone_taps(assets, tmp_path):
         assert not got["body"][t][~mask].any()  # padding holds zeros
 
 
+def test_a_rows_padding_is_what_its_stored_positions_leave():
+    """A batch's tap tensors start empty; these are the positions zeroed in each row (the rest is copied)."""
+    from laddertune.taps.store import _padding, _positions
+
+    right, left, full, scattered = (
+        torch.tensor(r, dtype=torch.bool) for r in ([1, 1, 1, 0], [0, 1, 1, 1], [1] * 4, [1, 0, 1, 1])
+    )
+    assert _padding(_positions(right), 4) == [slice(3, 4)]
+    assert _padding(_positions(left), 4) == [slice(0, 1)]
+    assert _padding(_positions(full), 4) == []
+    assert _padding(_positions(scattered), 4) == [slice(0, 4)]  # the whole row, then its positions copied
+    assert _padding(_positions(torch.zeros(4, dtype=torch.bool)), 4) == [slice(0, 4)]
+
+
 def test_damaged_shard_is_detected_and_rebuilt(assets, tmp_path):
     first, *_ = cache_for(assets, tmp_path)
     shard = next(first.path.glob("shard-*.safetensors"))

@@ -61,6 +61,14 @@ def _positions(row: torch.Tensor) -> slice | torch.Tensor:
     return idx
 
 
+def _padding(where: slice | torch.Tensor, length: int) -> list[slice]:
+    """The parts of a row of ``length`` positions that ``where`` (from :func:`_positions`) does not fill: the
+    whole row when its positions are scattered."""
+    if not isinstance(where, slice):
+        return [slice(0, length)]
+    return [pad for pad in (slice(0, where.start), slice(where.stop, length)) if pad.start < pad.stop]
+
+
 def estimate_bytes(
     batches: list[dict], layers: dict[str, list[int]], widths: dict[str, dict[str, int]], dtype: str
 ) -> int:
@@ -122,11 +130,15 @@ class TapCache:
                 (k, self._offsets[(k, name)][row], self._offsets[(k, name)][row + 1]) for k, row in places
             ]
             where = [_positions(row) for row in mask]
+            padding = [_padding(w, mask.shape[1]) for w in where]
             stack = {}
             for t in (EMBED, *layers[name]):
                 shards = {k: self._files[k].get_slice(f"{name}.{t}") for k in {k for k, _, _ in spans}}
-                dest = torch.zeros(*mask.shape, widths[str(t)], dtype=self.dtype)
+                # empty, not zeros: writing zeros over the whole batch first was most of a read's time
+                dest = torch.empty(*mask.shape, widths[str(t)], dtype=self.dtype)
                 for i, (k, start, end) in enumerate(spans):
+                    for pad in padding[i]:
+                        dest[i, pad] = 0
                     dest[i, where[i]] = shards[k][start:end]  # (tokens, width)
                 stack[t] = dest
             out[name] = stack
