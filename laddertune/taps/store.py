@@ -134,7 +134,7 @@ class TapCache:
             stack = {}
             for t in (EMBED, *layers[name]):
                 shards = {k: self._files[k].get_slice(f"{name}.{t}") for k in {k for k, _, _ in spans}}
-                # empty, not zeros: writing zeros over the whole batch first was most of a read's time
+                # empty, not zeros: only the padding needs zeros, the copies fill the rest
                 dest = torch.empty(*mask.shape, widths[str(t)], dtype=self.dtype)
                 for i, (k, start, end) in enumerate(spans):
                     for pad in padding[i]:
