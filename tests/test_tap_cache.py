@@ -168,6 +168,27 @@ def test_a_rows_padding_is_what_its_stored_positions_leave():
     assert _padding(_positions(torch.zeros(4, dtype=torch.bool)), 4) == [slice(0, 4)]
 
 
+@pytest.mark.parametrize(
+    "masks",
+    [
+        [[1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 0, 0, 0, 0]],  # right padding, shorter than the batch's length
+        [[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]],  # right padding, one row full
+        [[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]],  # left padding
+        [[1, 0, 1, 1, 0], [1, 1, 0, 0, 0]],  # scattered positions
+        [[0, 0, 0, 0, 0], [1, 1, 1, 0, 0]],  # a row with none stored
+    ],
+)
+def test_a_batchs_tap_places_each_rows_stored_positions_and_zeroes_the_rest(masks):
+    from laddertune.taps.store import _place, _positions
+
+    mask = torch.tensor(masks, dtype=torch.bool)
+    rows = [torch.randn(int(m.sum()), 3) + 1 for m in mask]  # + 1: no stored value is a zero
+    want = torch.zeros(*mask.shape, 3)
+    want[mask] = torch.cat(rows)
+    got = _place(rows, [_positions(m) for m in mask], mask.shape[1], 3)
+    assert torch.equal(got, want)
+
+
 def test_damaged_shard_is_detected_and_rebuilt(assets, tmp_path):
     first, *_ = cache_for(assets, tmp_path)
     shard = next(first.path.glob("shard-*.safetensors"))

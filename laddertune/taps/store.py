@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
+from torch.nn import functional as F
+from torch.nn.utils.rnn import pad_sequence
 
 from ..core.side_network import EMBED
 from ..core.tap_projection import FINAL
@@ -67,6 +69,23 @@ def _padding(where: slice | torch.Tensor, length: int) -> list[slice]:
     if not isinstance(where, slice):
         return [slice(0, length)]
     return [pad for pad in (slice(0, where.start), slice(where.stop, length)) if pad.start < pad.stop]
+
+
+def _place(rows: list[torch.Tensor], where: list, length: int, width: int) -> torch.Tensor:
+    """A batch's tap ``(B, length, width)``: row i's stored positions ``rows[i]`` at ``where[i]`` (from
+    :func:`_positions`), zeros elsewhere."""
+    if all(isinstance(w, slice) and w.start == 0 for w in where):
+        # right padding (the training collators' only side): one native call copies the rows and zeroes the rest,
+        # instead of a Python loop of two tensor operations a row
+        out = pad_sequence(rows, batch_first=True)
+        return out if out.shape[1] == length else F.pad(out, (0, 0, 0, length - out.shape[1]))
+    # empty, not zeros: only the padding needs zeros, the copies fill the rest
+    out = torch.empty(len(rows), length, width, dtype=rows[0].dtype)
+    for i, row in enumerate(rows):
+        for pad in _padding(where[i], length):
+            out[i, pad] = 0
+        out[i, where[i]] = row
+    return out
 
 
 def estimate_bytes(
@@ -130,17 +149,11 @@ class TapCache:
                 (k, self._offsets[(k, name)][row], self._offsets[(k, name)][row + 1]) for k, row in places
             ]
             where = [_positions(row) for row in mask]
-            padding = [_padding(w, mask.shape[1]) for w in where]
             stack = {}
             for t in (EMBED, *layers[name]):
                 shards = {k: self._files[k].get_slice(f"{name}.{t}") for k in {k for k, _, _ in spans}}
-                # empty, not zeros: only the padding needs zeros, the copies fill the rest
-                dest = torch.empty(*mask.shape, widths[str(t)], dtype=self.dtype)
-                for i, (k, start, end) in enumerate(spans):
-                    for pad in padding[i]:
-                        dest[i, pad] = 0
-                    dest[i, where[i]] = shards[k][start:end]  # (tokens, width)
-                stack[t] = dest
+                rows = [shards[k][start:end] for k, start, end in spans]  # (tokens, width) each
+                stack[t] = _place(rows, where, mask.shape[1], widths[str(t)])
             out[name] = stack
         return out
 
