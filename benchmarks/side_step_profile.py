@@ -1,7 +1,8 @@
 """Where a tap-cached LST step goes on MiniLM-L6 (MRPC, batch 32): the side step with the defaults (MiniLM's own
 dropouts, their CPU masks drawn by :mod:`laddertune.core.cpu_dropout`, AdamW's fused kernel), with torch's own CPU
-dropout, with torch's per-tensor AdamW loop, and without the side's hidden-state or attention dropout or both,
-against the backbone forward the cache replaces; and the default step's top ops.
+dropout, with laddertune's CPU dropout as it was before (bool masks and ``torch.where``, the attention's scales
+on its largest tensors), with torch's per-tensor AdamW loop, and without the side's hidden-state or attention
+dropout or both, against the backbone forward the cache replaces; and the default step's top ops.
 
     python benchmarks/side_step_profile.py [--steps 10]   # about a minute
 
@@ -14,6 +15,7 @@ is the median of its steps. Writes benchmarks/results/side_step_profile.{json,md
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -34,22 +36,57 @@ from laddertune.training.step import train_step
 
 RESULTS = Path(__file__).parent / "results"
 CPU = torch.device("cpu")
-# name -> (LadderConfig fields, AdamW fused, torch's own CPU dropout)
+# name -> (LadderConfig fields, AdamW fused, the side's CPU dropout: laddertune's, torch's own, or laddertune's
+# as it was before: the same draws applied through a bool mask and torch.where, the attention's scales on the
+# scores and probabilities, its mask in autograd)
 VARIANTS = {
-    "defaults": ({}, True, False),
-    "defaults, torch's CPU dropout (LADDERTUNE_CPU_DROPOUT=torch)": ({}, True, True),
-    "defaults, AdamW per-tensor loop (the trainer's before)": ({}, False, False),
-    "--side-dropout 0": ({"side_dropout": 0.0}, True, False),
-    "--side-attention-dropout 0": ({"side_attention_dropout": 0.0}, True, False),
+    "defaults": ({}, True, "laddertune"),
+    "defaults, torch's CPU dropout (LADDERTUNE_CPU_DROPOUT=torch)": ({}, True, "torch"),
+    "defaults, laddertune's CPU dropout as before (bool masks, torch.where)": ({}, True, "where"),
+    "defaults, AdamW per-tensor loop (the trainer's before)": ({}, False, "laddertune"),
+    "--side-dropout 0": ({"side_dropout": 0.0}, True, "laddertune"),
+    "--side-attention-dropout 0": ({"side_attention_dropout": 0.0}, True, "laddertune"),
     "--side-dropout 0 --side-attention-dropout 0": (
         {"side_dropout": 0.0, "side_attention_dropout": 0.0},
         True,
-        False,
+        "laddertune",
     ),
 }
 
 
-def stepper(spec, tok, fields: dict, fused: bool, torch_masks: bool, batch: dict):
+class WhereDropout(torch.autograd.Function):
+    """laddertune's CPU dropout as it applied its masks before: the same draws, a bool mask, ``torch.where``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
+        cut = min(round(p * cpu_dropout.LEVELS), cpu_dropout.LEVELS - 1)
+        n = x.numel()
+        words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
+        keep = words.view(torch.int16)[:n].view(x.shape) >= cut - cpu_dropout.LEVELS // 2
+        ctx.save_for_backward(keep)
+        ctx.scale = cpu_dropout.LEVELS / (cpu_dropout.LEVELS - cut)
+        return torch.where(keep, x, 0).mul_(ctx.scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (keep,) = ctx.saved_tensors
+        return torch.where(keep, grad, 0).mul_(ctx.scale), None
+
+
+def where_attention(
+    query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False
+):
+    """The side's attention with dropout as laddertune computed it before, for this benchmark's float32 BERT side
+    (a bool padding mask, no causal mask, no grouped heads): the scale on the scores, the mask in autograd, the
+    dropout's scale on the probabilities."""
+    assert not is_causal and not enable_gqa and (attn_mask is None or attn_mask.dtype == torch.bool)
+    scores = query @ key.transpose(-2, -1) * (scale if scale is not None else query.shape[-1] ** -0.5)
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    return WhereDropout.apply(torch.softmax(scores, dim=-1), dropout_p) @ value
+
+
+def stepper(spec, tok, fields: dict, fused: bool, masks: str, batch: dict):
     torch.manual_seed(0)
     backbone = load_task_backbone("minilm", spec, "sequence_classification", tok)
     model = get_ladder_model(backbone, LadderConfig(**fields)).train()
@@ -63,7 +100,11 @@ def stepper(spec, tok, fields: dict, fused: bool, torch_masks: bool, batch: dict
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
 
     def step():
-        with mock.patch.object(cpu_dropout, "ENABLED", not torch_masks):
+        with contextlib.ExitStack() as patches:
+            patches.enter_context(mock.patch.object(cpu_dropout, "ENABLED", masks != "torch"))
+            if masks == "where":
+                patches.enter_context(mock.patch.object(cpu_dropout, "dropout", WhereDropout.apply))
+                patches.enter_context(mock.patch.object(cpu_dropout, "attention", where_attention))
             return train_step(model, batch, opt, sched, 1.0)
 
     return opt, step
@@ -88,8 +129,8 @@ def main() -> None:
     probe = get_ladder_model(load_task_backbone("minilm", splits.spec, "sequence_classification", tok))
     batch = {**batch, "taps": collect_taps(probe, **inputs)}  # every variant reads these taps
     steps, optimizers = {}, {}
-    for name, (fields, fused, torch_masks) in VARIANTS.items():
-        optimizers[name], steps[name] = stepper(splits.spec, tok, fields, fused, torch_masks, batch)
+    for name, (fields, fused, masks) in VARIANTS.items():
+        optimizers[name], steps[name] = stepper(splits.spec, tok, fields, fused, masks, batch)
         steps[name]()  # warm-up: kernels, the allocator, the AdamW state
         optimizers[name].spent.clear()
     seconds = {name: [] for name in (*steps, "backbone forward")}

@@ -62,7 +62,9 @@ def test_odd_sizes_and_shapes():
     "case", ["none", "bool_mask", "float_mask", "causal", "gqa", "scale"], ids=lambda c: c
 )
 def test_attention_at_p_zero_is_torchs_sdpa(case):
-    """At p = 0 every element is kept with scale 1: what remains is the attention itself, equal to torch's."""
+    """At p = 0 every element is kept with scale 1: what remains is the attention itself, equal to torch's, and
+    so are the gradients of the queries, keys, values and a float mask (a trained bias), though a bool or causal
+    mask is applied outside autograd."""
     torch.manual_seed(0)
     q, k, v = torch.randn(2, 4, 5, 8), torch.randn(2, 4, 6, 8), torch.randn(2, 4, 6, 8)
     kwargs = {}
@@ -70,7 +72,7 @@ def test_attention_at_p_zero_is_torchs_sdpa(case):
         kwargs["attn_mask"] = torch.rand(2, 1, 5, 6) > 0.3
         kwargs["attn_mask"][..., 0] = True  # no row fully masked
     elif case == "float_mask":
-        kwargs["attn_mask"] = torch.randn(2, 4, 5, 6)
+        kwargs["attn_mask"] = torch.randn(2, 4, 5, 6, requires_grad=True)
     elif case == "causal":
         k, v = k[:, :, :5], v[:, :, :5]
         kwargs["is_causal"] = True
@@ -79,9 +81,16 @@ def test_attention_at_p_zero_is_torchs_sdpa(case):
         kwargs["enable_gqa"] = True
     elif case == "scale":
         kwargs["scale"] = 0.3
-    torch.testing.assert_close(
-        attention(q, k, v, dropout_p=0.0, **kwargs), F.scaled_dot_product_attention(q, k, v, **kwargs)
-    )
+    leaves = [t.requires_grad_() for t in (q, k, v)] + [t for t in kwargs.values() if torch.is_tensor(t)]
+    leaves = [t for t in leaves if t.requires_grad]
+    ours = attention(q, k, v, dropout_p=0.0, **kwargs)
+    theirs = F.scaled_dot_product_attention(q, k, v, **kwargs)
+    torch.testing.assert_close(ours, theirs)
+    grad = torch.randn_like(ours)
+    for a, b in zip(
+        torch.autograd.grad(ours, leaves, grad), torch.autograd.grad(theirs, leaves, grad), strict=True
+    ):
+        torch.testing.assert_close(a, b)
 
 
 def test_attention_drops_probabilities():

@@ -5,7 +5,7 @@ float noise tensor for the backward; SDPA with ``dropout_p > 0`` leaves the flas
 does the same to the (B, H, T, T) probabilities. No library offers a faster CPU dropout, so this module draws 64-bit
 words from the same generator (``random_``, four elements per word), keeps an element when its 16 bits clear ``p``
 (``p`` rounded to a multiple of 2^-16, the scale ``1/(1 - p)`` rounded alike, so the output's expectation is still
-the input), and keeps a bool mask for the backward, as CUDA's ``native_dropout`` does. A tap-cached MiniLM side step
+the input), and keeps a one-byte mask for the backward, as CUDA's ``native_dropout`` does. A tap-cached MiniLM side step
 (48 wide, MiniLM's dropouts) with torch's dropout takes 1.11x as long (``benchmarks/results/side_step_profile.md``).
 
 :func:`fast_cpu_dropout` routes ``F.dropout`` and ``F.scaled_dot_product_attention`` with dropout through it, for
@@ -28,24 +28,34 @@ from torch.overrides import TorchFunctionMode
 LEVELS = 1 << 16  # the 16 bits an element is kept or dropped by
 
 
+def _levels(p: float) -> tuple[int, float]:
+    """(cut, factor): an element whose 16 bits, read as 0..65535, fall below cut is dropped (cut at most 65535:
+    one level kept), the rest are scaled by factor = 1/(1 - cut/65536)."""
+    cut = min(round(p * LEVELS), LEVELS - 1)
+    return cut, LEVELS / (LEVELS - cut)
+
+
 class _Dropout(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
-        # drop an element when its 16 bits, read as 0..65535, fall below cut (at most 65535: one level kept)
-        cut = min(round(p * LEVELS), LEVELS - 1)
+    def forward(ctx, x: torch.Tensor, p: float, scaled: bool = True) -> torch.Tensor:
+        cut, factor = _levels(p)
         n = x.numel()
         words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)
-        keep = words.view(torch.int16)[:n].view(x.shape) >= cut - LEVELS // 2  # int16 reads them as -32768..
-        scale = LEVELS / (LEVELS - cut)
+        bits = words.view(torch.int16)[:n].view(x.shape)  # int16 reads them as -32768..32767
+        # The mask is uint8 0/1, not bool (one byte either way): on CPU, comparing into uint8 and multiplying by
+        # the mask converted to x's dtype are vectorized kernels, where torch.where on a bool mask, and a product
+        # with one (which casts the mask first), are not.
+        keep = torch.ge(bits, cut - LEVELS // 2, out=torch.empty(x.shape, dtype=torch.uint8, device=x.device))
         ctx.save_for_backward(keep)
-        ctx.scale = scale
-        # where, not x * keep: a float x bool product makes the kernel cast the mask to a float copy first
-        return torch.where(keep, x, 0).mul_(scale)
+        ctx.factor = factor if scaled else None
+        out = x * keep.to(x.dtype)
+        return out.mul_(factor) if scaled else out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (keep,) = ctx.saved_tensors
-        return torch.where(keep, grad, 0).mul_(ctx.scale), None
+        out = grad * keep.to(grad.dtype)
+        return out.mul_(ctx.factor) if ctx.factor is not None else out, None, None
 
 
 def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
@@ -59,7 +69,10 @@ def attention(
 ):
     """``F.scaled_dot_product_attention`` with dropout, as torch's math kernel computes it (its documented
     reference: scores, mask, softmax, dropout, values; under autocast in its lower-precision dtype, and in float32
-    for float16/bfloat16 inputs, as that kernel does), the dropout from :func:`dropout`."""
+    for float16/bfloat16 inputs, as that kernel does), the dropout's masks from :func:`dropout`. The two scales
+    go on the (B, H, T, E) queries and values instead of the (B, H, T, S) scores and probabilities, and a bool or
+    causal mask is applied outside autograd (softmax's gradient is zero where it put -inf): up to three passes
+    fewer over the largest tensors, each way."""
     device = query.device.type
     if torch.is_autocast_enabled(device):  # SDPA is on autocast's lower-precision list
         dtype = torch.get_autocast_dtype(device)
@@ -71,19 +84,19 @@ def attention(
         if enable_gqa and key.shape[-3] != query.shape[-3]:
             groups = query.shape[-3] // key.shape[-3]
             key, value = key.repeat_interleave(groups, -3), value.repeat_interleave(groups, -3)
-        scores = (
-            query @ key.transpose(-2, -1) * (scale if scale is not None else 1 / math.sqrt(query.shape[-1]))
-        )
-        if is_causal:
-            causal = torch.ones(query.shape[-2], key.shape[-2], dtype=torch.bool, device=query.device).tril()
-            scores = scores.masked_fill(~causal, float("-inf"))
-        if attn_mask is not None:
-            if attn_mask.dtype == torch.bool:
-                scores = scores.masked_fill(~attn_mask, float("-inf"))
-            else:
-                scores = scores + attn_mask
+        scale = scale if scale is not None else 1 / math.sqrt(query.shape[-1])
+        scores = (query * scale) @ key.transpose(-2, -1)
+        with torch.no_grad():  # in place: nothing in the graph saved the scores
+            if is_causal:  # above the diagonal: the future
+                future = torch.ones(scores.shape[-2:], dtype=torch.bool, device=query.device).triu_(1)
+                scores.masked_fill_(future, float("-inf"))
+            if attn_mask is not None and attn_mask.dtype == torch.bool:
+                scores.masked_fill_(attn_mask.logical_not(), float("-inf"))
+        if attn_mask is not None and attn_mask.dtype != torch.bool:
+            scores = scores + attn_mask  # a float mask can be a trained bias (T5's): it stays in autograd
         probs = torch.softmax(scores, dim=-1)
-        return (dropout(probs, dropout_p) @ value).to(dtype)
+        kept = _Dropout.apply(probs, dropout_p, False)
+        return (kept @ (value * _levels(dropout_p)[1])).to(dtype)
 
 
 def _dropping(p) -> bool:
