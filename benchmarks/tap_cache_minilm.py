@@ -10,7 +10,8 @@ in this one process, side by side, on the same batches:
 
 1. uncached LST epoch (r=8, seed 0), timed per step;
 2. building the tap cache (float32) over those examples: seconds and bytes on disk;
-3. the same LST epoch read from the cache (same seed, so the losses must match the uncached ones);
+3. the same LST epoch read from the cache, each batch's taps read right before its step, as the trainer's data path
+   reads them (same seed, so the losses must match the uncached ones);
 4. full fine-tuning epoch at the same batch;
 5. where the limit lies: the backbone forward alone (uncached, ``collect_taps``) per batch against the LST step;
 6. a sweep of 3 seeds x 2 reduction factors (r = 8, 16), one epoch each, from the one cache vs uncached;
@@ -60,17 +61,22 @@ def make(method: str, spec, tok, r: int = 8, seed: int = 0):
     return prepare_baseline(backbone, method)
 
 
-def epoch(model, batches: list[dict], lr: float) -> tuple[float, list[float]]:
-    """One epoch of AdamW steps; returns (seconds, losses)."""
+def epoch(model, batches: list[dict], lr: float, read=None) -> tuple[float, list[float], float]:
+    """One epoch of AdamW steps; returns (seconds, losses, of the seconds those spent reading taps). With ``read``
+    (a tap cache's), each batch's taps are read right before its step, as the trainer's data path does."""
     params = [p for p in model.parameters() if p.requires_grad]
     # AdamW as the trainer makes it
     opt = make_optimizer(params, "adamw", lr=lr, weight_decay=0.0, device=torch.device("cpu"))
     sched = get_linear_schedule_with_warmup(opt, 0, len(batches))
     model.train()
-    losses, t0 = [], time.perf_counter()
+    losses, reading, t0 = [], 0.0, time.perf_counter()
     for batch in batches:
+        if read is not None:
+            t = time.perf_counter()
+            batch = {**batch, "taps": read(batch)}
+            reading += time.perf_counter() - t
         losses.append(train_step(model, batch, opt, sched, 1.0))
-    return time.perf_counter() - t0, losses
+    return time.perf_counter() - t0, losses, reading
 
 
 def multi_side(spec, tok, batches: list[dict]) -> dict:
@@ -117,7 +123,7 @@ the same run). The epoch is {o["examples"]} examples, not all 3,668, to fit a fe
 |---|---|---|---|
 | full fine-tuning | {o["full_s"]:.1f} | | 1.00 |
 | LST, uncached | {o["lst_uncached_s"]:.1f} | 1.00 | {o["lst_uncached_s"] / o["full_s"]:.2f} |
-| LST from the cache (reading taps {o["cache_read_s"]:.1f} s + steps {o["lst_cached_train_s"]:.1f} s) \
+| LST from the cache (reading taps {o["cache_read_s"]:.2f} s + steps {o["lst_cached_train_s"]:.2f} s) \
 | {o["lst_cached_s"]:.1f} | {r["cached_over_uncached_lst"]:.2f} | {r["cached_over_full"]:.2f} |
 
 Cache build (float32, every training example once): {o["cache_build_s"]:.1f} s, {o["cache_bytes"] / 1024**2:.1f} MiB on
@@ -187,25 +193,24 @@ def main() -> None:
         epoch(make("lst", spec, tok), batches[:2], 3e-3)
         # 1. uncached LST
         lst = make("lst", spec, tok)
-        out["lst_uncached_s"], uncached_losses = epoch(lst, batches, 3e-3)
+        out["lst_uncached_s"], uncached_losses, _ = epoch(lst, batches, 3e-3)
         # 2. build the cache (a fresh model with the same seed: the cache is of the backbone only)
         lst = make("lst", spec, tok)
         t0 = time.perf_counter()
         cache = open_tap_cache(cache_dir, lst, tok, examples, collate, max_length=128, fmt="classification")
         out["cache_build_s"], out["cache_bytes"] = time.perf_counter() - t0, cache.bytes
         layers = {"body": lst.side.stacks["body"].kept}
-        cached_batches = [{**b, "taps": cache.taps(b, layers)} for b in batches]
+
+        def read(batch: dict) -> dict:
+            return cache.taps(batch, layers)
+
         # 3. cached LST (reading taps is part of the timed epoch)
-        t0 = time.perf_counter()
-        read = [cache.taps(b, layers) for b in batches]
-        out["cache_read_s"] = time.perf_counter() - t0
-        del read
-        out["lst_cached_train_s"], cached_losses = epoch(lst, cached_batches, 3e-3)
-        out["lst_cached_s"] = out["lst_cached_train_s"] + out["cache_read_s"]
+        out["lst_cached_s"], cached_losses, out["cache_read_s"] = epoch(lst, batches, 3e-3, read)
+        out["lst_cached_train_s"] = out["lst_cached_s"] - out["cache_read_s"]
         out["max_loss_diff"] = max(abs(a - b) for a, b in zip(uncached_losses, cached_losses, strict=True))
         # 4. full fine-tuning
         full = make("full", spec, tok)
-        out["full_s"], _ = epoch(full, batches, 3e-4)
+        out["full_s"], _, _ = epoch(full, batches, 3e-4)
         del full
         # 5. the backbone forward alone
         t0 = time.perf_counter()
@@ -217,20 +222,17 @@ def main() -> None:
         for r in (8, 16):
             for seed in (0, 1, 2):
                 m = make("lst", spec, tok, r, seed)
-                su, lu = epoch(m, batches, 3e-3)
+                su, lu, _ = epoch(m, batches, 3e-3)
                 m = make("lst", spec, tok, r, seed)
-                t0 = time.perf_counter()
-                with_taps = [{**b, "taps": cache.taps(b, layers)} for b in batches]
-                sc, lc = epoch(m, with_taps, 3e-3)
-                read_s = time.perf_counter() - t0
+                sc, lc, _ = epoch(m, batches, 3e-3, read)
                 sweep["uncached_s"] += su
-                sweep["cached_s"] += read_s
+                sweep["cached_s"] += sc
                 sweep["runs"].append(
                     {
                         "r": r,
                         "seed": seed,
                         "uncached_s": su,
-                        "cached_s": read_s,
+                        "cached_s": sc,
                         "final_loss_uncached": lu[-1],
                         "final_loss_cached": lc[-1],
                     }
