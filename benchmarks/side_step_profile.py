@@ -1,8 +1,8 @@
 """Where a tap-cached LST step goes on MiniLM-L6 (MRPC, batch 32): the side step with the defaults (MiniLM's own
 dropouts, their CPU masks drawn by :mod:`laddertune.core.cpu_dropout`, AdamW's fused kernel), with torch's own CPU
-dropout, with laddertune's CPU dropout as it was before (bool masks and ``torch.where``, the attention's scales
-on its largest tensors), with torch's per-tensor AdamW loop, and without the side's hidden-state or attention
-dropout or both, against the backbone forward the cache replaces; and the default step's top ops.
+dropout, with the side attention's dropout as it was before (:func:`attention_before`), with torch's per-tensor
+AdamW loop, and without the side's hidden-state or attention dropout or both, against the backbone forward the
+cache replaces; the default step's top ops; and the side's attention with dropout alone, now and as before.
 
     python benchmarks/side_step_profile.py [--steps 10]   # about a minute
 
@@ -15,7 +15,6 @@ is the median of its steps. Writes benchmarks/results/side_step_profile.{json,md
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -36,13 +35,12 @@ from laddertune.training.step import train_step
 
 RESULTS = Path(__file__).parent / "results"
 CPU = torch.device("cpu")
-# name -> (LadderConfig fields, AdamW fused, the side's CPU dropout: laddertune's, torch's own, or laddertune's
-# as it was before: the same draws applied through a bool mask and torch.where, the attention's scales on the
-# scores and probabilities, its mask in autograd)
+# name -> (LadderConfig fields, AdamW fused, the side's CPU dropout: laddertune's, torch's own, or laddertune's with
+# its attention as it was before)
 VARIANTS = {
     "defaults": ({}, True, "laddertune"),
     "defaults, torch's CPU dropout (LADDERTUNE_CPU_DROPOUT=torch)": ({}, True, "torch"),
-    "defaults, laddertune's CPU dropout as before (bool masks, torch.where)": ({}, True, "where"),
+    "defaults, the side attention's dropout as before": ({}, True, "attention before"),
     "defaults, AdamW per-tensor loop (the trainer's before)": ({}, False, "laddertune"),
     "--side-dropout 0": ({"side_dropout": 0.0}, True, "laddertune"),
     "--side-attention-dropout 0": ({"side_attention_dropout": 0.0}, True, "laddertune"),
@@ -54,36 +52,34 @@ VARIANTS = {
 }
 
 
-class WhereDropout(torch.autograd.Function):
-    """laddertune's CPU dropout as it applied its masks before: the same draws, a bool mask, ``torch.where``."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
-        cut = min(round(p * cpu_dropout.LEVELS), cpu_dropout.LEVELS - 1)
-        n = x.numel()
-        words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
-        keep = words.view(torch.int16)[:n].view(x.shape) >= cut - cpu_dropout.LEVELS // 2
-        ctx.save_for_backward(keep)
-        ctx.scale = cpu_dropout.LEVELS / (cpu_dropout.LEVELS - cut)
-        return torch.where(keep, x, 0).mul_(ctx.scale)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (keep,) = ctx.saved_tensors
-        return torch.where(keep, grad, 0).mul_(ctx.scale), None
-
-
-def where_attention(
+def attention_before(
     query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False
 ):
-    """The side's attention with dropout as laddertune computed it before, for this benchmark's float32 BERT side
-    (a bool padding mask, no causal mask, no grouped heads): the scale on the scores, the mask in autograd, the
-    dropout's scale on the probabilities."""
+    """:func:`laddertune.core.cpu_dropout.attention` as it was before, for this benchmark's float32 BERT side (a
+    bool padding mask, no causal mask, no grouped heads): the same masks, with the dropout's scale on the
+    probabilities and the padding mask applied out of place, in autograd."""
     assert not is_causal and not enable_gqa and (attn_mask is None or attn_mask.dtype == torch.bool)
     scores = query @ key.transpose(-2, -1) * (scale if scale is not None else query.shape[-1] ** -0.5)
     if attn_mask is not None:
         scores = scores.masked_fill(~attn_mask, float("-inf"))
-    return WhereDropout.apply(torch.softmax(scores, dim=-1), dropout_p) @ value
+    return cpu_dropout.dropout(torch.softmax(scores, dim=-1), dropout_p) @ value
+
+
+def kernels(batch: dict, width: int, reps: int) -> dict:
+    """The side's attention with dropout alone (one head, its (B, 1, T, T) probabilities), forward and backward, on
+    the default step's shapes, now and as before, taking turns; median milliseconds."""
+    b, t = batch["input_ids"].shape
+    q, k, v = (torch.randn(b, 1, t, width, requires_grad=True) for _ in range(3))
+    mask = batch["attention_mask"].bool()[:, None, None, :].expand(b, 1, t, t)
+    cases = {
+        "attention with dropout, now": lambda: cpu_dropout.attention(q, k, v, mask, 0.1),
+        "attention with dropout, before": lambda: attention_before(q, k, v, mask, 0.1),
+    }
+    ms = {name: [] for name in cases}
+    for _ in range(reps):
+        for name, fn in cases.items():
+            ms[name].append(1000 * timed(lambda fn=fn: fn().sum().backward()))
+    return {name: statistics.median(v) for name, v in ms.items()}
 
 
 def stepper(spec, tok, fields: dict, fused: bool, masks: str, batch: dict):
@@ -100,11 +96,11 @@ def stepper(spec, tok, fields: dict, fused: bool, masks: str, batch: dict):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
 
     def step():
-        with contextlib.ExitStack() as patches:
-            patches.enter_context(mock.patch.object(cpu_dropout, "ENABLED", masks != "torch"))
-            if masks == "where":
-                patches.enter_context(mock.patch.object(cpu_dropout, "dropout", WhereDropout.apply))
-                patches.enter_context(mock.patch.object(cpu_dropout, "attention", where_attention))
+        attention = attention_before if masks == "attention before" else cpu_dropout.attention
+        with (
+            mock.patch.object(cpu_dropout, "ENABLED", masks != "torch"),
+            mock.patch.object(cpu_dropout, "attention", attention),
+        ):
             return train_step(model, batch, opt, sched, 1.0)
 
     return opt, step
@@ -140,11 +136,12 @@ def main() -> None:
         seconds["backbone forward"].append(timed(lambda: collect_taps(probe, **inputs)))
     medians = {name: statistics.median(s) for name, s in seconds.items()}
     adamw = {name: statistics.median(opt.spent) for name, opt in optimizers.items()}
+    stack = probe.side.stacks["body"]
+    attention_ms = kernels(batch, stack.trunk_config.hidden_size, 5 * args.steps)
     with torch.profiler.profile() as prof:
         steps["defaults"]()
     ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in ops)
-    stack = probe.side.stacks["body"]
     out = {
         "batch": list(batch["input_ids"].shape),
         "real_token_share": batch["attention_mask"].float().mean().item(),
@@ -153,6 +150,7 @@ def main() -> None:
         "steps": args.steps,
         "median_s": medians,
         "adamw_median_s": adamw,
+        "attention_median_ms": attention_ms,
         "top_ops_defaults": [
             {"op": e.key, "share": e.self_cpu_time_total / total, "calls": e.count} for e in ops[:8]
         ],
@@ -174,6 +172,7 @@ def markdown(o: dict) -> str:
         if name != "backbone forward"
     )
     ops = "\n".join(f"| {e['op']} | {100 * e['share']:.1f}% | {e['calls']} |" for e in o["top_ops_defaults"])
+    kernels = "\n".join(f"| {name} | {ms:.2f} |" for name, ms in o["attention_median_ms"].items())
     return f"""# A tap-cached LST step on MiniLM-L6 (MRPC, batch {b} x {t} tokens, r = 8, {o["versions"]["threads"]} threads)
 
 `python benchmarks/side_step_profile.py --steps {o["steps"]}`: every variant its own model and optimizer, taking
@@ -192,6 +191,14 @@ forward. The side has {o["side_heads"]} attention head(s), {o["side_width"]} wid
 | op | share | calls |
 |---|---:|---:|
 {ops}
+
+The side's attention with dropout alone on this batch's shapes (one head), forward and backward, now and as it was
+before (the dropout's scale on the probabilities, the padding mask applied out of place, in autograd), taking
+turns ({5 * o["steps"]} each, median):
+
+| attention | ms |
+|---|---:|
+{kernels}
 """
 
 
