@@ -154,39 +154,28 @@ def test_cached_taps_equal_the_backbone_taps(assets, tmp_path):
         assert not got["body"][t][~mask].any()  # padding holds zeros
 
 
-def test_a_rows_padding_is_what_its_stored_positions_leave():
-    """A batch's tap tensors start empty; these are the positions zeroed in each row (the rest is copied)."""
-    from laddertune.taps.store import _padding, _positions
-
-    right, left, full, scattered = (
-        torch.tensor(r, dtype=torch.bool) for r in ([1, 1, 1, 0], [0, 1, 1, 1], [1] * 4, [1, 0, 1, 1])
-    )
-    assert _padding(_positions(right), 4) == [slice(3, 4)]
-    assert _padding(_positions(left), 4) == [slice(0, 1)]
-    assert _padding(_positions(full), 4) == []
-    assert _padding(_positions(scattered), 4) == [slice(0, 4)]  # the whole row, then its positions copied
-    assert _padding(_positions(torch.zeros(4, dtype=torch.bool)), 4) == [slice(0, 4)]
-
-
 @pytest.mark.parametrize(
-    "masks",
+    ("masks", "right"),
     [
-        [[1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 0, 0, 0, 0]],  # right padding, shorter than the batch's length
-        [[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]],  # right padding, one row full
-        [[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]],  # left padding
-        [[1, 0, 1, 1, 0], [1, 1, 0, 0, 0]],  # scattered positions
-        [[0, 0, 0, 0, 0], [1, 1, 1, 0, 0]],  # a row with none stored
+        ([[1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 0, 0, 0, 0]], True),  # shorter than the batch's length
+        ([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]], True),  # one row full
+        ([[0, 0, 0, 0, 0], [1, 1, 1, 0, 0]], True),  # a row with none stored
+        ([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]], False),  # left padding
+        ([[1, 0, 1, 1, 0], [1, 1, 0, 0, 0]], False),  # scattered positions
     ],
 )
-def test_a_batchs_tap_places_each_rows_stored_positions_and_zeroes_the_rest(masks):
-    from laddertune.taps.store import _place, _positions
+def test_a_batchs_tap_places_each_rows_stored_positions_and_zeroes_the_rest(masks, right):
+    """Right-padded batches take ``pad_sequence``'s path, the others the mask's; both place each row's stored
+    taps at its stored positions, as a per-row reference loop does."""
+    from laddertune.taps.store import _place, _right_padded
 
     mask = torch.tensor(masks, dtype=torch.bool)
     rows = [torch.randn(int(m.sum()), 3) + 1 for m in mask]  # + 1: no stored value is a zero
     want = torch.zeros(*mask.shape, 3)
-    want[mask] = torch.cat(rows)
-    got = _place(rows, [_positions(m) for m in mask], mask.shape[1], 3)
-    assert torch.equal(got, want)
+    for i, row in enumerate(rows):
+        want[i, mask[i].nonzero().squeeze(1)] = row
+    assert _right_padded(mask) == right
+    assert torch.equal(_place(rows, mask, right, 3), want)
 
 
 def test_damaged_shard_is_detected_and_rebuilt(assets, tmp_path):

@@ -54,37 +54,19 @@ def _masks(batch: dict, stacks: list[str]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _positions(row: torch.Tensor) -> slice | torch.Tensor:
-    """Where a row's stored positions go: a slice when they are contiguous (padding on one side, the usual case: a
-    plain copy), else their indices."""
-    idx = row.nonzero().squeeze(1)
-    if len(idx) and idx[-1] - idx[0] + 1 == len(idx):
-        return slice(int(idx[0]), int(idx[-1]) + 1)
-    return idx
+def _right_padded(mask: torch.Tensor) -> bool:
+    """Whether each row's stored positions (a (B, T) mask) are its first ones: right padding, the training
+    collators' only side."""
+    return torch.equal(mask, torch.arange(mask.shape[1]) < mask.sum(1, keepdim=True))
 
 
-def _padding(where: slice | torch.Tensor, length: int) -> list[slice]:
-    """The parts of a row of ``length`` positions that ``where`` (from :func:`_positions`) does not fill: the
-    whole row when its positions are scattered."""
-    if not isinstance(where, slice):
-        return [slice(0, length)]
-    return [pad for pad in (slice(0, where.start), slice(where.stop, length)) if pad.start < pad.stop]
-
-
-def _place(rows: list[torch.Tensor], where: list, length: int, width: int) -> torch.Tensor:
-    """A batch's tap ``(B, length, width)``: row i's stored positions ``rows[i]`` at ``where[i]`` (from
-    :func:`_positions`), zeros elsewhere."""
-    if all(isinstance(w, slice) and w.start == 0 for w in where):
-        # right padding (the training collators' only side): one native call copies the rows and zeroes the rest,
-        # instead of a Python loop of two tensor operations a row
+def _place(rows: list[torch.Tensor], mask: torch.Tensor, right_padded: bool, width: int) -> torch.Tensor:
+    """A batch's tap ``(B, T, width)``: row i's stored positions (``mask[i]``) hold ``rows[i]``, the rest zeros."""
+    if right_padded:  # one native call copies the rows and zeroes the rest
         out = pad_sequence(rows, batch_first=True)
-        return out if out.shape[1] == length else F.pad(out, (0, 0, 0, length - out.shape[1]))
-    # empty, not zeros: only the padding needs zeros, the copies fill the rest
-    out = torch.empty(len(rows), length, width, dtype=rows[0].dtype)
-    for i, row in enumerate(rows):
-        for pad in _padding(where[i], length):
-            out[i, pad] = 0
-        out[i, where[i]] = row
+        return out if out.shape[1] == mask.shape[1] else F.pad(out, (0, 0, 0, mask.shape[1] - out.shape[1]))
+    out = torch.zeros(*mask.shape, width, dtype=rows[0].dtype)
+    out[mask] = torch.cat(rows)
     return out
 
 
@@ -148,12 +130,12 @@ class TapCache:
             spans = [
                 (k, self._offsets[(k, name)][row], self._offsets[(k, name)][row + 1]) for k, row in places
             ]
-            where = [_positions(row) for row in mask]
+            right_padded = _right_padded(mask)
             stack = {}
             for t in (EMBED, *layers[name]):
                 shards = {k: self._files[k].get_slice(f"{name}.{t}") for k in {k for k, _, _ in spans}}
                 rows = [shards[k][start:end] for k, start, end in spans]  # (tokens, width) each
-                stack[t] = _place(rows, where, mask.shape[1], widths[str(t)])
+                stack[t] = _place(rows, mask, right_padded, widths[str(t)])
             out[name] = stack
         return out
 
