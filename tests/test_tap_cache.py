@@ -6,6 +6,7 @@ Tiny random backbones (test_trainer's BERT, Llama, T5 folders) on the learnable 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -152,6 +153,23 @@ def test_cached_taps_equal_the_backbone_taps(assets, tmp_path):
     for t, tensor in want["body"].items():
         torch.testing.assert_close(got["body"][t][mask], tensor[mask], rtol=1e-5, atol=1e-6)
         assert not got["body"][t][~mask].any()  # padding holds zeros
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's list of memory mappings")
+def test_the_rows_a_read_slices_are_views_into_the_shards_mapping(assets, tmp_path):
+    """A cache holds each shard's taps as views into the file's memory mapping (safetensors >= 0.8 returns
+    them): were they copies, opening an entry would load all of it."""
+    cache, *_ = cache_for(assets, tmp_path)
+    shards = {os.path.realpath(cache.path / s["file"]) for s in cache.manifest["shards"]}
+    mapped = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and os.path.realpath(fields[5]) in shards:
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            mapped.append((lo, hi))
+    assert cache._rows and mapped
+    for rows in cache._rows.values():
+        assert any(lo <= rows.data_ptr() < hi for lo, hi in mapped)
 
 
 @pytest.mark.parametrize(
