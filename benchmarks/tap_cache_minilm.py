@@ -1,7 +1,7 @@
 """The tap cache on MiniLM-L6, MRPC: cached LST epoch vs uncached LST epoch vs full fine-tuning epoch, a seeds x r sweep.
 
     python benchmarks/tap_cache_minilm.py \
-        [--data-dir /work/shared/data/glue] [--examples 160] [--batch-size 32] [--side-dropout P] \
+        [--data-dir /work/shared/data/glue] [--examples 160] [--batch-size 32] [--turns 7] [--side-dropout P] \
         [--side-attention-dropout P] [--side-attention-heads N]
 
 Budget: a few minutes on 2 shared CPU cores, so an "epoch" is the first ``--examples`` MRPC training pairs (160: 5
@@ -15,7 +15,10 @@ in this one process, side by side, on the same batches:
 4. full fine-tuning epoch at the same batch;
 5. where the limit lies: the backbone forward alone (uncached, ``collect_taps``) per batch against the LST step;
 6. a sweep of 3 seeds x 2 reduction factors (r = 8, 16), one epoch each, from the one cache vs uncached;
-7. 4 side networks from one backbone pass vs 4 separate models (inference on the same batches, rows/s).
+7. 4 side networks from one backbone pass vs 4 separate models (inference on the same batches, rows/s);
+8. the two ratios the speed goals are stated in (a cached epoch over an uncached one, an uncached epoch over the
+   backbone forward), from ``--turns`` rounds in which the three take turns: an epoch here lasts half a second to
+   two, and one timing of it can be a fifth off, as load on the shared machine comes and goes.
 
 Every model trains with AdamW as the trainer makes it (:func:`laddertune.training.optimizer.make_optimizer`).
 Writes benchmarks/results/tap_cache_minilm.json and .md (with ``--side-dropout P``: every LST model of the run,
@@ -79,6 +82,30 @@ def epoch(model, batches: list[dict], lr: float, read=None) -> tuple[float, list
     return time.perf_counter() - t0, losses, reading
 
 
+def turns(spec, tok, batches: list[dict], read, rounds: int) -> dict:
+    """An uncached LST epoch, a cached one (reading its taps included) and the backbone forward over the same
+    batches, taking turns ``rounds`` times, so that the machine's load falls on all three alike; each ratio is the
+    median of its rounds'. One model trains uncached and one from the cache throughout (a step's time does not
+    depend on the weights)."""
+    uncached, cached = make("lst", spec, tok), make("lst", spec, tok)
+    out = []
+    for _ in range(rounds):
+        u, _, _ = epoch(uncached, batches, 3e-3)
+        c, _, r = epoch(cached, batches, 3e-3, read)
+        t0 = time.perf_counter()
+        for b in batches:
+            collect_taps(uncached, **{k: v for k, v in b.items() if k != "labels"})
+        f = time.perf_counter() - t0
+        out.append({"uncached_s": u, "cached_s": c, "cache_read_s": r, "backbone_forward_s": f})
+    return {
+        "rounds": out,
+        "cached_over_uncached_lst": statistics.median(t["cached_s"] / t["uncached_s"] for t in out),
+        "uncached_lst_over_backbone_forward": statistics.median(
+            t["uncached_s"] / t["backbone_forward_s"] for t in out
+        ),
+    }
+
+
 def multi_side(spec, tok, batches: list[dict]) -> dict:
     """4 side networks (r = 8, 8, 16, 16; other seeds; untrained: speed does not depend on training) on one
     backbone pass (``MultiSideModel.forward_all``) vs 4 separate LadderModels, each with its own backbone pass."""
@@ -111,8 +138,14 @@ def multi_side(spec, tok, batches: list[dict]) -> dict:
 
 
 def markdown(o: dict) -> str:
-    r, sw, ms = o["ratios"], o["sweep"], o["multi_side"]
+    r, sw, ms, tn = o["ratios"], o["sweep"], o["multi_side"], o["turns"]
     pairs = ", ".join(f"{run['cached_s'] / run['uncached_s']:.3f}" for run in sw["runs"] if run["r"] == 8)
+    rounds = "\n".join(
+        f"| {k + 1} | {t['uncached_s']:.2f} | {t['cached_s']:.3f} ({t['cache_read_s']:.3f}) | "
+        f"{t['backbone_forward_s']:.2f} | {t['cached_s'] / t['uncached_s']:.3f} | "
+        f"{t['uncached_s'] / t['backbone_forward_s']:.2f} |"
+        for k, t in enumerate(tn["rounds"])
+    )
     return f"""# Tap cache on MiniLM-L6, MRPC ({o["examples"]} training pairs, batch {o["batch_size"]}, {o["steps"]} steps an epoch)
 
 `{o.get("environment", "")}python benchmarks/tap_cache_minilm.py --examples {o["examples"]}{o["flags"]}`;
@@ -125,6 +158,15 @@ the same run). The epoch is {o["examples"]} examples, not all 3,668, to fit a fe
 | LST, uncached | {o["lst_uncached_s"]:.1f} | 1.00 | {o["lst_uncached_s"] / o["full_s"]:.2f} |
 | LST from the cache (reading taps {o["cache_read_s"]:.2f} s + steps {o["lst_cached_train_s"]:.2f} s) \
 | {o["lst_cached_s"]:.1f} | {r["cached_over_uncached_lst"]:.2f} | {r["cached_over_full"]:.2f} |
+
+Side by side, {len(tn["rounds"])} rounds in which an uncached LST epoch, a cached one and the backbone forward over
+the same batches take turns: a cached epoch takes **{tn["cached_over_uncached_lst"]:.3f}** of an uncached one and an
+uncached epoch **{tn["uncached_lst_over_backbone_forward"]:.2f}x** the backbone forward (medians of the rounds; the
+single epochs of the table above are timed minutes apart).
+
+| round | uncached LST, s | cached LST (reading), s | backbone forward, s | cached / uncached | uncached / backbone |
+|---|---|---|---|---|---|
+{rounds}
 
 Cache build (float32, every training example once): {o["cache_build_s"]:.1f} s, {o["cache_bytes"] / 1024**2:.1f} MiB on
 disk. Largest loss difference cached vs uncached over the epoch: {o["max_loss_diff"]:.2e}.
@@ -151,6 +193,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.environ.get("LADDERTUNE_DATA_DIR", "/work/shared/data/glue"))
     parser.add_argument("--examples", type=int, default=160)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--turns", type=int, default=7, help="rounds of the side-by-side goal figures")
     parser.add_argument("--side-dropout", type=float, default=None)
     parser.add_argument("--side-attention-dropout", type=float, default=None)
     parser.add_argument("--side-attention-heads", type=int, default=None)
@@ -240,6 +283,8 @@ def main() -> None:
         sweep["cached_plus_build_s"] = sweep["cached_s"] + out["cache_build_s"]
         out["sweep"] = sweep
         out["multi_side"] = multi_side(spec, tok, batches)
+        # 8. the goal ratios, side by side
+        out["turns"] = turns(spec, tok, batches, read, args.turns)
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
     out["ratios"] = {
@@ -252,12 +297,14 @@ def main() -> None:
             run["cached_s"] / run["uncached_s"] for run in sweep["runs"] if run["r"] == 8
         ),
         "multi_side_speedup": out["multi_side"]["speedup"],
+        "turns_cached_over_uncached_lst": out["turns"]["cached_over_uncached_lst"],
+        "turns_uncached_lst_over_backbone_forward": out["turns"]["uncached_lst_over_backbone_forward"],
     }
     out["versions"] = {"torch": torch.__version__, "threads": torch.get_num_threads()}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown(out))
-    print(json.dumps({k: v for k, v in out.items() if k != "sweep"}, indent=2))
+    print(json.dumps({k: v for k, v in out.items() if k not in ("sweep", "turns")}, indent=2))
     print(json.dumps({k: v for k, v in sweep.items() if k != "runs"}, indent=2))
 
 
