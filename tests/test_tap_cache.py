@@ -151,8 +151,10 @@ def test_cached_taps_equal_the_backbone_taps(assets, tmp_path):
     # projected to d/r; full width
     assert got["body"][0].shape[-1] == 8 and got["body"][FINAL].shape[-1] == 32
     for t, tensor in want["body"].items():
-        torch.testing.assert_close(got["body"][t][mask], tensor[mask], rtol=1e-5, atol=1e-6)
-        assert not got["body"][t][~mask].any()  # padding holds zeros
+        assert got["body"][t].rows.shape[0] == mask.sum()  # the real tokens' rows only
+        padded = got["body"][t].padded()
+        torch.testing.assert_close(padded[mask], tensor[mask], rtol=1e-5, atol=1e-6)
+        assert not padded[~mask].any()  # padding holds zeros
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's list of memory mappings")
@@ -170,30 +172,6 @@ def test_the_rows_a_read_slices_are_views_into_the_shards_mapping(assets, tmp_pa
     assert cache._rows and mapped
     for rows in cache._rows.values():
         assert any(lo <= rows.data_ptr() < hi for lo, hi in mapped)
-
-
-@pytest.mark.parametrize(
-    ("masks", "right"),
-    [
-        ([[1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 0, 0, 0, 0]], True),  # shorter than the batch's length
-        ([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]], True),  # one row full
-        ([[0, 0, 0, 0, 0], [1, 1, 1, 0, 0]], True),  # a row with none stored
-        ([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]], False),  # left padding
-        ([[1, 0, 1, 1, 0], [1, 1, 0, 0, 0]], False),  # scattered positions
-    ],
-)
-def test_a_batchs_tap_places_each_rows_stored_positions_and_zeroes_the_rest(masks, right):
-    """Right-padded batches take ``pad_sequence``'s path, the others the mask's; both place each row's stored
-    taps at its stored positions, as a per-row reference loop does."""
-    from laddertune.taps.store import _place, _right_padded
-
-    mask = torch.tensor(masks, dtype=torch.bool)
-    rows = [torch.randn(int(m.sum()), 3) + 1 for m in mask]  # + 1: no stored value is a zero
-    want = torch.zeros(*mask.shape, 3)
-    for i, row in enumerate(rows):
-        want[i, mask[i].nonzero().squeeze(1)] = row
-    assert _right_padded(mask) == right
-    assert torch.equal(_place(rows, mask, right, 3), want)
 
 
 def test_damaged_shard_is_detected_and_rebuilt(assets, tmp_path):

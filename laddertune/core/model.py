@@ -317,8 +317,9 @@ class LadderModel(ActivationCheckpointing, PretrainedLadder, PreTrainedModel):
             output_hidden_states, output_attentions: refused when true: a LadderModel's states are two networks'
                 (backbone and side), which transformers' single-network output fields cannot hold.
             taps: the backbone's taps of this batch per stack (``{"body": {EMBED: (B, T, d), i: (B, T, d)}}``,
-                from :func:`laddertune.core.taps.collect_taps` or a tap cache): the side network runs on them and
-                the backbone does not run. Not with ``use_cache``.
+                from :func:`laddertune.core.taps.collect_taps`, or from a tap cache as
+                :class:`~laddertune.core.packed_tap.PackedTap` objects): the side network runs on them and the
+                backbone does not run. Not with ``use_cache``.
             **kwargs: what transformers' ``generate()`` passes on to every model's forward without using it
                 (``tokenizer``, given for ``stop_strings``); anything else is a ``TypeError``.
 

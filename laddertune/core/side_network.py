@@ -45,6 +45,7 @@ from .cache_names import CACHE
 from .config import LadderConfig, strided_layers
 from .cpu_dropout import fast_cpu_dropout
 from .heads import set_attention_heads
+from .packed_tap import PackedTap, per_token
 from .tap_projection import FINAL, TapProjection
 
 # Key of the embedding output (the input of backbone layer 0) among the taps.
@@ -280,14 +281,14 @@ class SideStack(nn.Module):
         """mu_i for every backbone layer (those of dropped layers are unused)."""
         return torch.sigmoid(self.gates / self.temperature)
 
-    def _tap(self, j: int) -> torch.Tensor:
+    def _tap(self, j: int) -> torch.Tensor | PackedTap:
         if self._taps is None:
             raise RuntimeError("a side layer ran outside SideStack.forward: it has no backbone taps to read")
         return self._taps[self.kept[j]].to(_compute_dtype(self.downs[j].weight))
 
-    def _mix(self, j: int, hidden: torch.Tensor, tap: torch.Tensor) -> torch.Tensor:
+    def _mix(self, j: int, hidden: torch.Tensor, tap: torch.Tensor | PackedTap) -> torch.Tensor:
         mu = torch.sigmoid(self.gates[self.kept[j]] / self.temperature)
-        return mu * hidden + (1 - mu) * self.downs[j](tap)  # (B, T, d/r)
+        return mu * hidden + (1 - mu) * per_token(self.downs[j], tap)  # (B, T, d/r)
 
     def _ladder(self, j: int, module: nn.Module, args: tuple, kwargs: dict):
         if self._checkpoint_on:  # the checkpointed forward mixes inside the checkpoint
@@ -314,18 +315,23 @@ class SideStack(nn.Module):
         # get gradients as usual; the RNG state is restored, so the recomputed dropout masks are the same.
         return checkpoint(run, hidden, self._tap(j), use_reentrant=False)
 
-    def forward(self, taps: dict[int, torch.Tensor], attention_mask: torch.Tensor | None = None, **kwargs):
+    def forward(
+        self, taps: dict[int, torch.Tensor | PackedTap], attention_mask: torch.Tensor | None = None, **kwargs
+    ):
         """Run the side trunk on the backbone's taps.
 
         Args:
-            taps: from :func:`record_taps` over the matching backbone stack.
+            taps: from :func:`record_taps` over the matching backbone stack, or from a tap cache as
+                :class:`~laddertune.core.packed_tap.PackedTap` objects (the down-projections run on their rows).
             attention_mask: the 2D padding mask of the stack's tokens, or None.
             **kwargs: passed to the trunk (``encoder_hidden_states``, the cache, ``position_ids``...).
 
         Returns:
             The trunk's output (``last_hidden_state``, and the cache when caching).
         """
-        embeds = self.embed_down(taps[EMBED].to(_compute_dtype(self.embed_down.weight)))  # (B, T, d/r)
+        embeds = per_token(
+            self.embed_down, taps[EMBED].to(_compute_dtype(self.embed_down.weight))
+        )  # (B, T, d/r)
         if self._accepts is not None:
             kwargs = {k: v for k, v in kwargs.items() if k in self._accepts}
         self._taps = taps

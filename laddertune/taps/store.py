@@ -28,9 +28,8 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from torch.nn import functional as F
-from torch.nn.utils.rnn import pad_sequence
 
+from ..core.packed_tap import PackedTap
 from ..core.side_network import EMBED
 from ..core.tap_projection import FINAL
 from ..core.taps import collect_taps
@@ -51,22 +50,6 @@ def _masks(batch: dict, stacks: list[str]) -> dict[str, torch.Tensor]:
     out = {}
     for name in stacks:
         out[name] = batch["labels"] != -100 if name == "decoder" else batch["attention_mask"].bool()
-    return out
-
-
-def _right_padded(mask: torch.Tensor) -> bool:
-    """Whether each row's stored positions (a (B, T) mask) are its first ones: right padding, the training
-    collators' only side."""
-    return torch.equal(mask, torch.arange(mask.shape[1]) < mask.sum(1, keepdim=True))
-
-
-def _place(rows: list[torch.Tensor], mask: torch.Tensor, right_padded: bool, width: int) -> torch.Tensor:
-    """A batch's tap ``(B, T, width)``: row i's stored positions (``mask[i]``) hold ``rows[i]``, the rest zeros."""
-    if right_padded:  # one native call copies the rows and zeroes the rest
-        out = pad_sequence(rows, batch_first=True)
-        return out if out.shape[1] == mask.shape[1] else F.pad(out, (0, 0, 0, mask.shape[1] - out.shape[1]))
-    out = torch.zeros(*mask.shape, width, dtype=rows[0].dtype)
-    out[mask] = torch.cat(rows)
     return out
 
 
@@ -122,9 +105,10 @@ class TapCache:
     def bytes(self) -> int:
         return sum((self.path / s["file"]).stat().st_size for s in self.manifest["shards"])
 
-    def taps(self, batch: dict, layers: dict[str, list[int]]) -> dict[str, dict[int, torch.Tensor]]:
-        """The taps of a collated batch, padded as the batch is (padding positions hold zeros, which no loss reads:
-        attention masks them out, and classification pools and LM losses skip them)."""
+    def taps(self, batch: dict, layers: dict[str, list[int]]) -> dict[str, dict[int, PackedTap]]:
+        """The taps of a collated batch, each as the rows of the batch's stored positions (real tokens; T5's decoder:
+        the target's), a :class:`~laddertune.core.packed_tap.PackedTap` whose padded form holds zeros elsewhere,
+        which no loss reads: attention masks them out, and classification pools and LM losses skip them."""
         masks = _masks(batch, list(layers))
         places = []  # per example: its shard and row
         for i in range(len(batch["input_ids"])):
@@ -132,19 +116,16 @@ class TapCache:
             if key not in self.index:
                 raise DataError(f"an example is not in the tap cache {self.path} (was the data changed?)")
             places.append(self.index[key])
-        out: dict[str, dict[int, torch.Tensor]] = {}
+        out: dict[str, dict[int, PackedTap]] = {}
         for name, mask in masks.items():
-            widths = self.manifest["widths"][name]
             spans = [
                 (k, self._offsets[(k, name)][row], self._offsets[(k, name)][row + 1]) for k, row in places
             ]
-            right_padded = _right_padded(mask)
+            index = mask.flatten().nonzero().squeeze(1)  # the rows' positions, shared by the stack's taps
             stack = {}
             for t in (EMBED, *layers[name]):
-                rows = [
-                    self._rows[(k, name, t)][start:end] for k, start, end in spans
-                ]  # (tokens, width) each
-                stack[t] = _place(rows, mask, right_padded, widths[str(t)])
+                rows = torch.cat([self._rows[(k, name, t)][start:end] for k, start, end in spans])
+                stack[t] = PackedTap(rows, mask, index)
             out[name] = stack
         return out
 

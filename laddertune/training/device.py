@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..core.compute import check_device_name
+from ..core.packed_tap import PackedTap
 from ..errors import ConfigError
 
 
@@ -40,12 +41,12 @@ def resolve_device(name: str) -> torch.device:
 
 def move_batch(batch: dict, device: torch.device) -> dict:
     """The batch with every tensor on ``device`` (non-blocking from pinned memory; a no-op on the same device),
-    nested dicts included (a tap-cached batch's ``taps``: stack -> tap -> tensor)."""
+    nested dicts included (a tap-cached batch's ``taps``: stack -> tap -> :class:`~laddertune.core.packed_tap.PackedTap`)."""
     return {k: _moved(v, device) for k, v in batch.items()}
 
 
 def _moved(value, device: torch.device):
-    if isinstance(value, torch.Tensor):
+    if isinstance(value, torch.Tensor | PackedTap):
         return value.to(device, non_blocking=True)
     if isinstance(value, dict):
         return {k: _moved(v, device) for k, v in value.items()}
