@@ -3,6 +3,8 @@ dropouts, their CPU masks drawn by :mod:`laddertune.core.cpu_dropout`, AdamW's f
 dropout, with the side attention's dropout as it was before (:func:`attention_before`), with torch's per-tensor
 AdamW loop, and without the side's hidden-state or attention dropout or both, against the backbone forward the
 cache replaces; the default step's top ops; and the side's attention with dropout alone, now and as before.
+The variants read the batch's taps padded, as an uncached step's side half does; one reads them packed, as a tap
+cache hands them over (:class:`~laddertune.core.packed_tap.PackedTap`: the real tokens' rows only).
 
     python benchmarks/side_step_profile.py [--steps 10]   # about a minute
 
@@ -27,6 +29,7 @@ import torch
 from laddertune import LadderConfig, get_ladder_model
 from laddertune.core import cpu_dropout
 from laddertune.core.backbones import load_tokenizer
+from laddertune.core.packed_tap import PackedTap
 from laddertune.core.taps import collect_taps
 from laddertune.data import load_splits, make_collator
 from laddertune.training.build import load_task_backbone
@@ -50,6 +53,8 @@ VARIANTS = {
         "laddertune",
     ),
 }
+PACKED = "defaults, the taps packed as a tap cache hands them over"
+VARIANTS[PACKED] = ({}, True, "laddertune")
 
 
 def attention_before(
@@ -123,10 +128,14 @@ def main() -> None:
     batch = make_collator(tok, fmt="classification", spec=splits.spec, max_length=128)(splits.train[:32])
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     probe = get_ladder_model(load_task_backbone("minilm", splits.spec, "sequence_classification", tok))
-    batch = {**batch, "taps": collect_taps(probe, **inputs)}  # every variant reads these taps
+    taps = collect_taps(probe, **inputs)["body"]  # every variant reads these taps
+    mask = batch["attention_mask"].bool()
+    packed = {**batch, "taps": {"body": {t: PackedTap(v[mask], mask) for t, v in taps.items()}}}
+    batch = {**batch, "taps": {"body": taps}}
     steps, optimizers = {}, {}
     for name, (fields, fused, masks) in VARIANTS.items():
-        optimizers[name], steps[name] = stepper(splits.spec, tok, fields, fused, masks, batch)
+        given = packed if name == PACKED else batch
+        optimizers[name], steps[name] = stepper(splits.spec, tok, fields, fused, masks, given)
         steps[name]()  # warm-up: kernels, the allocator, the AdamW state
         optimizers[name].spent.clear()
     seconds = {name: [] for name in (*steps, "backbone forward")}
@@ -167,7 +176,8 @@ def markdown(o: dict) -> str:
     base = o["median_s"]["defaults"]
     forward = o["median_s"]["backbone forward"]
     rows = "\n".join(
-        f"| {name} | {s:.3f} | {s / base:.2f} | {1000 * o['adamw_median_s'][name]:.1f} | {(forward + s) / forward:.2f} |"
+        f"| {name} | {s:.3f} | {s / base:.2f} | {1000 * o['adamw_median_s'][name]:.1f} | "
+        + ("|" if name == PACKED else f"{(forward + s) / forward:.2f} |")
         for name, s in o["median_s"].items()
         if name != "backbone forward"
     )
@@ -185,7 +195,7 @@ turns step by step with the backbone forward; medians of {o["steps"]} steps each
 | backbone forward the cache replaces | {forward:.3f} | | | |
 
 The last column is what an uncached LST step costs against the backbone forward alone: (forward + side step) /
-forward. The side has {o["side_heads"]} attention head(s), {o["side_width"]} wide. Top ops of the default step
+forward (an uncached step's side half reads padded taps, so the packed row has none). The side has {o["side_heads"]} attention head(s), {o["side_width"]} wide. Top ops of the default step
 (self CPU time):
 
 | op | share | calls |
