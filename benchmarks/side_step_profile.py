@@ -10,8 +10,8 @@ cache hands them over (:class:`~laddertune.core.packed_tap.PackedTap`: the real 
 
 Every variant is its own model (same seed, same batch, taps read once) with its own optimizer, as the trainer makes
 it (:func:`laddertune.training.optimizer.make_optimizer`); after a warm-up step each, the variants and the backbone
-forward take turns step by step, so that load on the shared machine falls on all of them alike, and each figure
-is the median of its steps. Writes benchmarks/results/side_step_profile.{json,md}.
+forward take turns step by step, another one first at each step, so that load on the shared machine (and the cold
+caches the backbone forward leaves) falls on all of them alike, and each figure is the median of its steps. Writes benchmarks/results/side_step_profile.{json,md}.
 """
 
 from __future__ import annotations
@@ -139,10 +139,11 @@ def main() -> None:
         steps[name]()  # warm-up: kernels, the allocator, the AdamW state
         optimizers[name].spent.clear()
     seconds = {name: [] for name in (*steps, "backbone forward")}
-    for _ in range(args.steps):
-        for name, step in steps.items():
+    turns = [*steps.items(), ("backbone forward", lambda: collect_taps(probe, **inputs))]
+    for i in range(args.steps):
+        # each step another one goes first: the one right after the backbone forward finds the caches cold
+        for name, step in turns[i % len(turns) :] + turns[: i % len(turns)]:
             seconds[name].append(timed(step))
-        seconds["backbone forward"].append(timed(lambda: collect_taps(probe, **inputs)))
     medians = {name: statistics.median(s) for name, s in seconds.items()}
     adamw = {name: statistics.median(opt.spent) for name, opt in optimizers.items()}
     stack = probe.side.stacks["body"]
