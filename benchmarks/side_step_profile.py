@@ -187,7 +187,7 @@ def markdown(o: dict) -> str:
     return f"""# A tap-cached LST step on MiniLM-L6 (MRPC, batch {b} x {t} tokens, r = 8, {o["versions"]["threads"]} threads)
 
 `python benchmarks/side_step_profile.py --steps {o["steps"]}`: every variant its own model and optimizer, taking
-turns step by step with the backbone forward; medians of {o["steps"]} steps each.
+turns step by step with the backbone forward, another one first at each step; medians of {o["steps"]} steps each.
 {100 * o["real_token_share"]:.0f}% of the batch's positions are real tokens.
 
 | side step (forward, backward, AdamW) | seconds | / defaults | of it AdamW, ms | uncached step / backbone forward |
