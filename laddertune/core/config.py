@@ -186,14 +186,14 @@ class LadderConfig:
     off for classifiers (:data:`SIDE_CHECKPOINTING_DEFAULT`)."""
     side_dropout: float | None = opt(None, fraction=True, metavar="P")
     """The side network's dropout on hidden states: residual branches, embeddings and feed-forward activations;
-    None keeps the backbone config's (MiniLM, BERT, GPT-2 and T5 0.1, Llama none). On CPU, 0 makes a tap-cached
-    MiniLM side step an eighth faster (``benchmarks/results/side_step_profile.md``), and costs accuracy
+    None keeps the backbone config's (MiniLM, BERT, GPT-2 and T5 0.1, Llama none). On CPU, 0 makes a MiniLM side
+    step 8% faster (``benchmarks/results/side_step_profile.md``), and costs accuracy
     (``benchmarks/results/side_dropout_sst2.md``). The fields are found by name
     (:func:`~laddertune.core.architectures.set_hidden_dropout`); T5's ``dropout_rate`` drives its attention dropout
     too. A family without hidden-state dropout (Llama) refuses a value other than 0."""
     side_attention_dropout: float | None = opt(None, fraction=True, metavar="P")
     """The side network's dropout on attention probabilities; None keeps the backbone config's (MiniLM and BERT
-    0.1, Llama 0.0). On CPU, 0 makes a tap-cached MiniLM side step a twelfth faster
+    0.1, Llama 0.0). On CPU, 0 makes a MiniLM side step 6% faster
     (``benchmarks/results/side_step_profile.md``), and costs accuracy (``benchmarks/results/side_dropout_sst2.md``).
     Families whose config has no attention-only dropout (T5's ``dropout_rate`` covers every dropout) refuse a
     value."""

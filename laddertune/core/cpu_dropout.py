@@ -6,7 +6,7 @@ does the same to the (B, H, T, T) probabilities. No library offers a faster CPU 
 words from the same generator (``random_``, four elements per word), keeps an element when its 16 bits clear ``p``
 (``p`` rounded to a multiple of 2^-16, the scale ``1/(1 - p)`` rounded alike, so the output's expectation is still
 the input), and keeps a bool mask for the backward, as CUDA's ``native_dropout`` does. A tap-cached MiniLM side step
-(48 wide, MiniLM's dropouts) with torch's dropout takes 1.14x as long (``benchmarks/results/side_step_profile.md``).
+(48 wide, MiniLM's dropouts) with torch's dropout takes 1.18x as long (``benchmarks/results/side_step_profile.md``).
 
 :func:`fast_cpu_dropout` routes ``F.dropout`` and ``F.scaled_dot_product_attention`` with dropout through it, for
 CPU tensors, while a side network trains (a ``TorchFunctionMode``: it reaches nn.Dropout modules, functional

@@ -39,7 +39,7 @@ def make_optimizer(
         # torch's fused kernel where it has one (CUDA, CPU): one call over every tensor and no parameter-sized
         # temporaries (foreach, CUDA's default, keeps a few alive at the step: the peak of a small side network's
         # step; benchmarks/results/llm_scale_memory.md); CPU's default, a Python loop of a dozen ops per tensor,
-        # took 3.5 ms of a tap-cached MiniLM side step against the fused kernel's 1.0
+        # took 3.7 ms of a MiniLM side step against the fused kernel's 1.1
         # (benchmarks/results/side_step_profile.md)
         return torch.optim.AdamW(params, **kwargs, fused=device.type in FUSED_ADAMW or None)
     if name == "adamw8bit":
