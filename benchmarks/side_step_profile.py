@@ -11,7 +11,8 @@ cache hands them over (:class:`~laddertune.core.packed_tap.PackedTap`: the real 
 Every variant is its own model (same seed, same batch, taps read once) with its own optimizer, as the trainer makes
 it (:func:`laddertune.training.optimizer.make_optimizer`); after a warm-up step each, the variants and the backbone
 forward take turns step by step, another one first at each step, so that load on the shared machine (and the cold
-caches the backbone forward leaves) falls on all of them alike, and each figure is the median of its steps. Writes benchmarks/results/side_step_profile.{json,md}.
+caches the backbone forward leaves) falls on all of them alike, and each figure is the median of its steps.
+Writes benchmarks/results/side_step_profile.{json,md}.
 """
 
 from __future__ import annotations
@@ -196,8 +197,8 @@ turns step by step with the backbone forward, another one first at each step; me
 | backbone forward the cache replaces | {forward:.3f} | | | |
 
 The last column is what an uncached LST step costs against the backbone forward alone: (forward + side step) /
-forward (an uncached step's side half reads padded taps, so the packed row has none). The side has {o["side_heads"]} attention head(s), {o["side_width"]} wide. Top ops of the default step
-(self CPU time):
+forward (an uncached step's side half reads padded taps, so the packed row has none). The side has
+{o["side_heads"]} attention head(s), {o["side_width"]} wide. Top ops of the default step (self CPU time):
 
 | op | share | calls |
 |---|---:|---:|

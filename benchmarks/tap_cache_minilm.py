@@ -173,7 +173,7 @@ the same batches take turns (the single epochs of the table above are timed minu
 | | cached / uncached LST epoch | uncached LST epoch / backbone forward |
 |---|---|---|
 | median of the rounds | **{tn["cached_over_uncached_lst"]:.3f}** | **{tn["uncached_lst_over_backbone_forward"]:.2f}** |
-| the fastest rounds (the machine undisturbed) | **{tn["fastest_cached_over_uncached_lst"]:.3f}** \
+| the fastest rounds (the least disturbed) | **{tn["fastest_cached_over_uncached_lst"]:.3f}** \
 | **{tn["fastest_uncached_lst_over_backbone_forward"]:.2f}** |
 
 Every round:

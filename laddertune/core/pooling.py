@@ -52,6 +52,6 @@ def backbone_final(model, name: str, backbone_out, taps) -> torch.Tensor:
         raise ValueError(f"final_shortcut needs the backbone's last layer ({last}) among the given taps")
     trunk = get_path(model.backbone, stack.spec.trunk)
     norm = get_path(trunk, stack.spec.final_norm) if stack.spec.final_norm else None
-    state = padded(taps[last])
     with torch.no_grad():
+        state = padded(taps[last])
         return state if norm is None else norm(state)

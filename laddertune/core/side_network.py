@@ -329,9 +329,8 @@ class SideStack(nn.Module):
         Returns:
             The trunk's output (``last_hidden_state``, and the cache when caching).
         """
-        embeds = per_token(
-            self.embed_down, taps[EMBED].to(_compute_dtype(self.embed_down.weight))
-        )  # (B, T, d/r)
+        embedding = taps[EMBED].to(_compute_dtype(self.embed_down.weight))
+        embeds = per_token(self.embed_down, embedding)  # (B, T, d/r)
         if self._accepts is not None:
             kwargs = {k: v for k, v in kwargs.items() if k in self._accepts}
         self._taps = taps

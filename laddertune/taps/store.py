@@ -7,10 +7,12 @@ stack an ``offsets`` tensor ``(examples + 1,)``: example k owns rows ``offsets[k
 
 Why safetensors: a maintained format that ``safe_open`` memory-maps (from 0.8 a tensor it returns is a view into
 the mapping, not a copy), so a batch reads only its own rows and an epoch never loads the whole cache; no pickle;
-and the same writer as the checkpoints (:func:`laddertune.io.atomic_save_tensors`). A build goes to ``.building-<name>-<pid>/`` and is renamed into place
-only when complete with its checksums, so a reader never sees half an entry; a leftover from a killed build is
-removed and rebuilt, and an entry whose checksums fail (or that has none, or whose manifest is not one) is removed
-and rebuilt.
+and the same writer as the checkpoints (:func:`laddertune.io.atomic_save_tensors`). A batch's taps are handed over
+packed (:class:`~laddertune.core.packed_tap.PackedTap`): the rows of its stored positions, no padding.
+
+A build goes to ``.building-<name>-<pid>/`` and is renamed into place only when complete with its checksums, so a
+reader never sees half an entry; a leftover from a killed build is removed and rebuilt, and an entry whose checksums
+fail (or that has none, or whose manifest is not one) is removed and rebuilt.
 
 Runs sharing a cache folder: building an entry, and removing a damaged one, hold that entry's advisory lock
 (``.lock-<name>``, :func:`laddertune.io.hold_lock`), so a second run never deletes a build in progress; it stops with

@@ -41,7 +41,8 @@ def resolve_device(name: str) -> torch.device:
 
 def move_batch(batch: dict, device: torch.device) -> dict:
     """The batch with every tensor on ``device`` (non-blocking from pinned memory; a no-op on the same device),
-    nested dicts included (a tap-cached batch's ``taps``: stack -> tap -> :class:`~laddertune.core.packed_tap.PackedTap`)."""
+    nested dicts included (a tap-cached batch's ``taps``: stack -> tap ->
+    :class:`~laddertune.core.packed_tap.PackedTap`)."""
     return {k: _moved(v, device) for k, v in batch.items()}
 
 
