@@ -44,6 +44,12 @@ def test_moving_and_bad_rows():
     assert tap.to(torch.float32) is tap
     half = tap.to(torch.bfloat16)
     assert half.dtype == torch.bfloat16 and half.index is tap.index and half.rows.shape == (2, 4)
+    double = tap.to("cpu", torch.float64)  # a device and a dtype, as the side network moves its taps
+    assert (
+        double.dtype == torch.float64
+        and double.device.type == "cpu"
+        and torch.equal(double.padded(), tap.padded().double())
+    )
     with pytest.raises(ValueError, match="one row per stored position"):
         PackedTap(torch.randn(3, 4), mask)
 

@@ -284,7 +284,7 @@ class SideStack(nn.Module):
     def _tap(self, j: int) -> torch.Tensor | PackedTap:
         if self._taps is None:
             raise RuntimeError("a side layer ran outside SideStack.forward: it has no backbone taps to read")
-        return self._taps[self.kept[j]].to(_compute_dtype(self.downs[j].weight))
+        return _as_read(self._taps[self.kept[j]], self.downs[j].weight)
 
     def _mix(self, j: int, hidden: torch.Tensor, tap: torch.Tensor | PackedTap) -> torch.Tensor:
         mu = torch.sigmoid(self.gates[self.kept[j]] / self.temperature)
@@ -329,8 +329,7 @@ class SideStack(nn.Module):
         Returns:
             The trunk's output (``last_hidden_state``, and the cache when caching).
         """
-        embedding = taps[EMBED].to(_compute_dtype(self.embed_down.weight))
-        embeds = per_token(self.embed_down, embedding)  # (B, T, d/r)
+        embeds = per_token(self.embed_down, _as_read(taps[EMBED], self.embed_down.weight))  # (B, T, d/r)
         if self._accepts is not None:
             kwargs = {k: v for k, v in kwargs.items() if k in self._accepts}
         self._taps = taps
@@ -363,6 +362,13 @@ def as_output(out):
         return out
     cache = out[1] if len(out) > 1 and isinstance(out[1], Cache) else None
     return BaseModelOutputWithPast(last_hidden_state=out[0], **{CACHE: cache})
+
+
+def _as_read(tap: torch.Tensor | PackedTap, weight: torch.Tensor) -> torch.Tensor | PackedTap:
+    """A tap as a down-projection with ``weight`` reads it: on the weight's device (a caller that moves only plain
+    tensors, such as transformers' ``Trainer``, leaves a tap cache's packed taps where they were read), in its
+    compute dtype."""
+    return tap.to(weight.device, _compute_dtype(weight))
 
 
 def _compute_dtype(weight: torch.Tensor) -> torch.dtype:
