@@ -39,8 +39,9 @@ from laddertune.training.step import train_step
 
 RESULTS = Path(__file__).parent / "results"
 CPU = torch.device("cpu")
+PACKED = "defaults, the taps packed as a tap cache hands them over"
 # name -> (LadderConfig fields, AdamW fused, the side's CPU dropout: laddertune's, torch's own, or laddertune's with
-# its attention as it was before)
+# its attention as it was before); PACKED reads the taps packed, the others padded
 VARIANTS = {
     "defaults": ({}, True, "laddertune"),
     "defaults, torch's CPU dropout (LADDERTUNE_CPU_DROPOUT=torch)": ({}, True, "torch"),
@@ -53,9 +54,8 @@ VARIANTS = {
         True,
         "laddertune",
     ),
+    PACKED: ({}, True, "laddertune"),
 }
-PACKED = "defaults, the taps packed as a tap cache hands them over"
-VARIANTS[PACKED] = ({}, True, "laddertune")
 
 
 def attention_before(

@@ -29,7 +29,6 @@ def test_a_packed_tap_places_each_examples_rows_at_its_stored_positions(masks):
     for i, row in enumerate(rows):
         want[i, mask[i].nonzero().squeeze(1)] = row
     tap = PackedTap(torch.cat(rows), mask)
-    assert tap.shape == want.shape
     assert torch.equal(tap.padded(), want)
     values = torch.randn(tap.rows.shape[0], 2, requires_grad=True)  # a per-row map's output
     placed = tap.unpack(values)
@@ -43,11 +42,11 @@ def test_moving_and_bad_rows():
     tap = PackedTap(torch.randn(2, 4), mask)
     assert tap.to(torch.float32) is tap
     half = tap.to(torch.bfloat16)
-    assert half.dtype == torch.bfloat16 and half.index is tap.index and half.rows.shape == (2, 4)
+    assert half.rows.dtype == torch.bfloat16 and half.index is tap.index and half.rows.shape == (2, 4)
     double = tap.to("cpu", torch.float64)  # a device and a dtype, as the side network moves its taps
     assert (
-        double.dtype == torch.float64
-        and double.device.type == "cpu"
+        double.rows.dtype == torch.float64
+        and double.rows.device.type == "cpu"
         and torch.equal(double.padded(), tap.padded().double())
     )
     with pytest.raises(ValueError, match="one row per stored position"):

@@ -149,7 +149,7 @@ def test_cached_taps_equal_the_backbone_taps(assets, tmp_path):
     got = cache.taps(batch, {"body": [FINAL, 0, 1]})
     mask = batch["attention_mask"].bool()
     # projected to d/r; full width
-    assert got["body"][0].shape[-1] == 8 and got["body"][FINAL].shape[-1] == 32
+    assert got["body"][0].rows.shape[-1] == 8 and got["body"][FINAL].rows.shape[-1] == 32
     for t, tensor in want["body"].items():
         assert got["body"][t].rows.shape[0] == mask.sum()  # the real tokens' rows only
         padded = got["body"][t].padded()

@@ -34,19 +34,6 @@ class PackedTap:
             )
         self.rows, self.mask, self.index = rows, mask, index
 
-    @property
-    def shape(self) -> torch.Size:
-        """The padded tap's shape (B, T, width)."""
-        return torch.Size((*self.mask.shape, self.rows.shape[-1]))
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.rows.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.rows.device
-
     def to(self, *args, **kwargs) -> PackedTap:
         """The rows through ``Tensor.to(*args, **kwargs)`` (a dtype, a device), the positions to the same device."""
         rows = self.rows.to(*args, **kwargs)

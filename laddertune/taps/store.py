@@ -84,7 +84,6 @@ class TapCache:
         self.path, self.manifest, self.built, self.build_seconds = path, manifest, built, build_seconds
         self.layers = {k: list(v) for k, v in manifest["layers"].items()}
         self.seq2seq = "decoder" in self.layers
-        self.dtype = TAP_DTYPES[manifest["key"]["dtype"]]
         files = [safe_open(str(path / s["file"]), framework="pt") for s in manifest["shards"]]
         self._offsets = {
             (k, name): f.get_tensor(f"{name}.offsets").tolist()
